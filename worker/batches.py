@@ -1,0 +1,421 @@
+"""Answering one batch: decode, plan, dispatch (or attach), wait, assemble.
+
+This is the shim's logic with the sockets taken out: :meth:`BatchRunner.answer`
+takes the Gearman function, ``unique`` and payload and returns the bytes of a
+``WORK_COMPLETE`` (or ``None`` for a payload that cannot be read at all, which
+the shim answers with ``WORK_FAIL``).
+
+Every task UUID that arrives gets a result, always: the script's own, or exit
+code 1 with the cause in stderr. The chord callback combines the slices on the
+happy path; when a slice is lost (its process or its whole worker died, its
+time limit passed, the broker went away) the chord never fires, so the runner
+assembles the answer itself from what each slice reached.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+from celery import Celery, chord, group
+
+from worker import keys, plan
+from worker.argv import Paths, prepare_argv
+from worker.config import Settings
+from worker.errors import ArgvError, DecodeError
+from worker.executor import failed_results, utcnow
+from worker.registry import Registry, ScriptEntry
+from worker.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
+from worker.watcher import META_PREFIX, ResultWatcher
+
+log = logging.getLogger(__name__)
+
+#: Added to a slice's hard time limit before the shim gives up on it: the
+#: pool needs a moment to kill the child and store the failure.
+LIMIT_GRACE_SECONDS = 30.0
+
+
+class Cause:
+    """The causes a task can fail with besides its own exit code (stderr prefix)."""
+
+    WORKER_LOST = "worker lost"
+    TIME_LIMIT = "time limit"
+    BROKER_LOST = "broker lost"
+    IMPORT_FAILED = "script import failed"
+    PAYLOAD_REFUSED = "payload refused"
+    QUEUE_WAIT = "not started in time"
+
+
+def reason(cause: str, detail: str) -> str:
+    """The stderr line of an infrastructure failure."""
+    return f"amworker: {cause}: {detail}"
+
+
+@dataclass(frozen=True)
+class SliceRef:
+    """One dispatched slice as the waiting side sees it."""
+
+    task_id: str
+    uuids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """What was (or is being) run for a batch, recorded in Redis on first arrival."""
+
+    token: str
+    count: int
+    dispatched_at: float
+    slices: tuple[SliceRef, ...]
+
+
+class BatchRunner:
+    """Turns one Gearman job into its ``WORK_COMPLETE`` payload."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: Registry,
+        app: Celery,
+        client: redis.Redis,
+        watcher: ResultWatcher,
+        clock: Callable[[], datetime] = utcnow,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.app = app
+        self.redis = client
+        self.watcher = watcher
+        self.clock = clock
+        # Wall-clock seconds: dispatch times are shared between shim processes.
+        self.now = wallclock
+        self.paths = Paths(
+            shared_directory=settings.shared_directory,
+            client_assets_directory=settings.client_assets_directory,
+            client_scripts_directory=settings.client_scripts_directory,
+            watch_directory=settings.watch_directory,
+            rejected_directory=settings.rejected_directory,
+        )
+
+    # -- the entry point ------------------------------------------------------
+
+    def answer(self, function: str, unique: str, payload: bytes) -> bytes | None:
+        """The encoded answer to one batch, or ``None`` if it cannot be decoded."""
+        try:
+            batch = decode_request(payload, max_bytes=self.settings.max_payload_bytes)
+        except DecodeError as exc:
+            log.error("%s batch %s: payload refused, answering WORK_FAIL: %s",
+                      function, unique or "-", exc)
+            return None
+        token = keys.batch_token(function, unique, payload)
+        results = self.run(function, token, batch)
+        return encode_result(results, batch.encoding)
+
+    def run(self, function: str, token: str, batch: Batch) -> list[TaskResult]:
+        """Results for every task of ``batch``, in payload order."""
+        stored = self._stored_answer(token)
+        if stored is not None:
+            log.info("%s batch %s: re-delivered after it finished; answering again", function, token)
+            return self._complete(batch, stored)
+        entry = self.registry.get(function)
+        found: dict[str, TaskResult] = {}
+        if entry is None or entry.module is None:
+            detail = entry.import_error if entry else f"no script is registered for {function!r}"
+            found.update(self._fail(batch.tasks, reason(Cause.IMPORT_FAILED, str(detail))))
+        else:
+            specs, refused = self._prepare(batch.tasks)
+            found.update(refused)
+            if specs:
+                found.update(self._execute(entry, token, specs))
+        results = self._complete(batch, found)
+        self._store_answer(token, results)
+        return results
+
+    # -- preparing -------------------------------------------------------------
+
+    def _prepare(self, tasks: Sequence[TaskSpec]) -> tuple[list[plan.JobSpec], dict[str, TaskResult]]:
+        now = self.clock()
+        specs: list[plan.JobSpec] = []
+        refused: dict[str, TaskResult] = {}
+        for task in tasks:
+            problem = task.problem
+            argv: list[str] = []
+            if problem is None:
+                try:
+                    argv = prepare_argv(task.arguments, task_uuid=task.uuid,
+                                        created_date=task.created_date, paths=self.paths, now=now)
+                except ArgvError as exc:
+                    problem = f"arguments cannot be split: {exc}"
+            if problem is not None:
+                refused.update(self._fail([task], reason(Cause.PAYLOAD_REFUSED, problem)))
+            else:
+                specs.append(plan.JobSpec(uuid=task.uuid, argv=tuple(argv),
+                                          wants_output=task.wants_output))
+        return specs, refused
+
+    def _fail(self, tasks: Sequence[TaskSpec], text: str) -> dict[str, TaskResult]:
+        wants = {t.uuid: t.wants_output for t in tasks}
+        return {r.uuid: r for r in failed_results(list(wants), text, wants_output=wants.__getitem__,
+                                                   clock=self.clock)}
+
+    # -- dispatching -----------------------------------------------------------
+
+    def _execute(self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]) -> dict[str, TaskResult]:
+        try:
+            dispatch = self._dispatch(entry, token, specs)
+        except (redis.RedisError, OSError) as exc:
+            log.error("%s batch %s: cannot dispatch: %s", entry.function, token, exc)
+            return self._fail_specs(specs, reason(Cause.BROKER_LOST, f"cannot reach the broker: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - kombu wraps broker faults in many types
+            log.exception("%s batch %s: cannot dispatch", entry.function, token)
+            return self._fail_specs(specs, reason(Cause.BROKER_LOST, f"cannot dispatch: {exc!r}"))
+        return self._wait(entry, dispatch, specs)
+
+    def _fail_specs(self, specs: Sequence[plan.JobSpec], text: str) -> dict[str, TaskResult]:
+        wants = {s.uuid: s.wants_output for s in specs}
+        return {r.uuid: r for r in failed_results(list(wants), text, wants_output=wants.__getitem__,
+                                                   clock=self.clock)}
+
+    def _dispatch(self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]) -> Dispatch:
+        """Send the chord, or attach to the one an earlier delivery sent."""
+        count = plan.slice_count(entry.slices_wanted(), len(specs))
+        record = {"count": count, "at": self.now(), "sent": False}
+        ttl = int(self.settings.result_expires)
+        if not self.redis.set(keys.plan_key(token), json.dumps(record), nx=True, ex=ttl):
+            earlier = self._load_plan(token)
+            if earlier is not None:
+                record = earlier
+                log.info("%s batch %s: re-delivered; attaching to the work under way",
+                         entry.function, token)
+        parts = plan.split(specs, int(record["count"]))
+        slices = tuple(
+            SliceRef(keys.slice_id(token, i, len(parts)), tuple(s.uuid for s in part))
+            for i, part in enumerate(parts)
+        )
+        dispatch = Dispatch(token=token, count=len(parts), dispatched_at=float(record["at"]),
+                            slices=slices)
+        if not record.get("sent"):
+            self._send_chord(entry, dispatch, parts)
+            record["sent"] = True
+            self.redis.set(keys.plan_key(token), json.dumps(record), ex=ttl)
+        return dispatch
+
+    def _load_plan(self, token: str) -> dict[str, Any] | None:
+        raw = self.redis.get(keys.plan_key(token))
+        if raw is None:
+            return None
+        loaded = json.loads(raw)
+        return loaded if isinstance(loaded, dict) else None
+
+    def _send_chord(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
+        options = entry.options
+        header = [
+            self.app.signature(
+                "amworker.run_slice",
+                kwargs={"function": entry.function, "batch": dispatch.token, "index": i,
+                        "count": dispatch.count, "jobs": [s.to_json() for s in part]},
+                task_id=ref.task_id,
+                queue=options.queue,
+                time_limit=options.time_limit,
+                soft_time_limit=options.soft_time_limit,
+                # What Flower and the logs show instead of a wall of argv.
+                shadow=f"{entry.function} slice {i + 1}/{dispatch.count}",
+                kwargsrepr=repr({"function": entry.function, "batch": dispatch.token,
+                                 "slice": f"{i + 1}/{dispatch.count}", "tasks": len(part)}),
+            )
+            for i, (ref, part) in enumerate(zip(dispatch.slices, parts, strict=True))
+        ]
+        body = self.app.signature(
+            "amworker.collect",
+            kwargs={"function": entry.function, "batch": dispatch.token},
+            task_id=keys.collect_id(dispatch.token),
+            queue=options.queue,
+            shadow=f"{entry.function} collect ({dispatch.count} slices)",
+        )
+        chord(group(header).set(task_id=keys.group_id(dispatch.token)), body).apply_async()
+        log.debug("%s batch %s: dispatched %d slice(s)", entry.function, dispatch.token, dispatch.count)
+
+    # -- waiting -----------------------------------------------------------------
+
+    def _wait(self, entry: ScriptEntry, dispatch: Dispatch, specs: Sequence[plan.JobSpec]) -> dict[str, TaskResult]:
+        wants = {s.uuid: s.wants_output for s in specs}
+        ids = [keys.collect_id(dispatch.token), *(s.task_id for s in dispatch.slices)]
+        interval = max(0.2, min(self.settings.lease_seconds, 5.0))
+        broker_error: str | None = None
+        broker_down_since: float | None = None
+        with self.watcher.watching(ids) as event:
+            while True:
+                try:
+                    done = self._check(entry, dispatch, wants)
+                    broker_error, broker_down_since = None, None
+                except redis.RedisError as exc:
+                    done = None
+                    broker_error = str(exc)
+                    broker_down_since = broker_down_since or self.now()
+                    if self.now() - broker_down_since > self._broker_patience(entry):
+                        return self._fail_specs(specs, reason(Cause.BROKER_LOST, broker_error))
+                if done is not None:
+                    return done
+                event.wait(interval)
+                event.clear()
+
+    def _broker_patience(self, entry: ScriptEntry) -> float:
+        """How long Redis may be unreachable before a waiting batch gives up."""
+        return min(self.settings.queue_wait, (entry.options.time_limit or 0) + LIMIT_GRACE_SECONDS)
+
+    def _check(self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool]) -> dict[str, TaskResult] | None:
+        """The answer if the batch is settled, else ``None`` (one Redis round trip)."""
+        ids = [keys.collect_id(dispatch.token), *(s.task_id for s in dispatch.slices)]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.mget([META_PREFIX + i for i in ids])
+        pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
+        pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
+        metas, claims, leases = pipe.execute()
+        collected = _decode(metas[0])
+        if collected and collected.get("status") == "SUCCESS":
+            return {r.uuid: r for r in _results_of(collected.get("result"))}
+        settled: dict[str, TaskResult] = {}
+        pending = 0
+        for ref, meta, claim, lease in zip(dispatch.slices, metas[1:], claims, leases, strict=True):
+            outcome = self._slice_outcome(entry, dispatch, ref, _decode(meta), _decode(claim), lease)
+            if outcome is None:
+                pending += 1
+            else:
+                settled.update({u: r for u, r in outcome.items() if u in wants})
+        if pending:
+            return None
+        return {u: _with_wants(r, wants[u]) for u, r in settled.items()}
+
+    def _slice_outcome(
+        self,
+        entry: ScriptEntry,
+        dispatch: Dispatch,
+        ref: SliceRef,
+        meta: dict[str, Any] | None,
+        claim: dict[str, Any] | None,
+        lease: bytes | None,
+    ) -> dict[str, TaskResult] | None:
+        """What one slice came to, or ``None`` while it may still finish."""
+        status = meta.get("status") if meta else None
+        if status == "SUCCESS" and meta is not None:
+            result = meta.get("result")
+            part = result.get("results") if isinstance(result, dict) else None
+            return {r.uuid: r for r in _results_of(part)}
+        if status == "FAILURE" and meta is not None:
+            return self._give_up(ref, _failure_reason(meta), revoke=False)
+        now = self.now()
+        if claim is None:
+            if now - dispatch.dispatched_at > self.settings.queue_wait:
+                return self._give_up(ref, reason(
+                    Cause.QUEUE_WAIT,
+                    f"no worker started this slice within {self.settings.queue_wait:.0f}s "
+                    f"(is a worker consuming queue {entry.options.queue!r}?)"), revoke=True)
+            return None
+        if claim.get("abandoned"):
+            return self._give_up(ref, str(claim.get("reason", reason(Cause.WORKER_LOST, "given up"))),
+                                 revoke=False)
+        if lease is None:
+            return self._give_up(ref, reason(
+                Cause.WORKER_LOST,
+                f"the Celery worker {claim.get('worker', '?')} running this slice stopped "
+                f"renewing its lease; its tasks are not re-run"), revoke=False)
+        started = _parse_time(claim.get("at"))
+        limit = (entry.options.time_limit or self.settings.time_limit) + LIMIT_GRACE_SECONDS
+        if started is not None and now - started > limit:
+            return self._give_up(ref, reason(Cause.TIME_LIMIT, f"still running after {limit:.0f}s"),
+                                 revoke=True)
+        return None
+
+    def _give_up(self, ref: SliceRef, text: str, *, revoke: bool) -> dict[str, TaskResult]:
+        """Fail a slice's tasks, and make sure it can never start later."""
+        marker = json.dumps({"abandoned": True, "reason": text})
+        self.redis.set(keys.claim_key(ref.task_id), marker, nx=True,
+                       ex=int(self.settings.result_expires))
+        if revoke:
+            self.app.control.revoke(ref.task_id, terminate=True, signal="SIGKILL")
+        log.warning("slice %s given up: %s", ref.task_id, text)
+        return {r.uuid: r for r in failed_results(list(ref.uuids), text, clock=self.clock)}
+
+    # -- answers -------------------------------------------------------------------
+
+    def _complete(self, batch: Batch, found: Mapping[str, TaskResult]) -> list[TaskResult]:
+        """One result per task of the request, in its order; never a gap."""
+        results = []
+        for task in batch.tasks:
+            result = found.get(task.uuid)
+            if result is None:
+                result = failed_results([task.uuid], reason(Cause.WORKER_LOST, "no result came back"),
+                                        clock=self.clock)[0]
+            results.append(_with_wants(result, task.wants_output))
+        return results
+
+    def _stored_answer(self, token: str) -> dict[str, TaskResult] | None:
+        try:
+            raw = self.redis.get(keys.answer_key(token))
+        except redis.RedisError:
+            return None
+        if raw is None:
+            return None
+        return {r.uuid: r for r in _results_of(json.loads(raw))}
+
+    def _store_answer(self, token: str, results: Sequence[TaskResult]) -> None:
+        """Keep the answer so a re-delivered batch is answered without re-running."""
+        try:
+            self.redis.set(keys.answer_key(token), json.dumps([r.to_json() for r in results]),
+                           ex=int(self.settings.result_expires))
+        except redis.RedisError as exc:
+            log.warning("batch %s: answer not stored for re-delivery: %s", token, exc)
+
+
+def _decode(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _results_of(items: Any) -> list[TaskResult]:
+    if not isinstance(items, list):
+        return []
+    return [TaskResult.from_json(item) for item in items if isinstance(item, dict)]
+
+
+def _with_wants(result: TaskResult, wants_output: bool) -> TaskResult:
+    if result.wants_output == wants_output:
+        return result
+    return TaskResult(uuid=result.uuid, exit_code=result.exit_code, finished_at=result.finished_at,
+                      stdout=result.stdout, stderr=result.stderr, wants_output=wants_output)
+
+
+def _failure_reason(meta: Mapping[str, Any]) -> str:
+    """Map Celery's stored exception to one of the causes an operator knows."""
+    result = meta.get("result")
+    exc_type = result.get("exc_type", "") if isinstance(result, dict) else ""
+    message = result.get("exc_message", "") if isinstance(result, dict) else ""
+    if isinstance(message, list):
+        message = " ".join(str(m) for m in message)
+    if exc_type == "WorkerLostError":
+        return reason(Cause.WORKER_LOST, f"the pool process running this slice died ({message})")
+    if exc_type in {"TimeLimitExceeded", "SoftTimeLimitExceeded"}:
+        return reason(Cause.TIME_LIMIT, f"the slice was killed by its hard time limit ({message})")
+    return reason(Cause.WORKER_LOST, f"the slice failed in Celery: {exc_type}: {message}")
+
+
+def _parse_time(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,82 @@
+"""The Celery application: the one module-level singleton amworker has.
+
+``celery -A worker …`` finds it here (Celery looks for a ``celery`` submodule
+of the package it is given), so Celery's own commands (``worker``,
+``flower``, ``inspect``, ``events``…) work unchanged.
+
+Configuration is read from the environment when the app is first configured
+in a process (``on_configure``), not at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from worker.config import Settings
+
+app = Celery("amworker", include=["worker.tasks"])
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for long, non-idempotent archival work. Each one says why."""
+    transport = {
+        # Redis re-delivers an unacknowledged message after this long, even
+        # if a worker is still running it. Slices are acknowledged when they
+        # start (task_acks_late=False below), so the only unacked messages are
+        # ones a worker reserved and has not started: this bounds how long
+        # such a message waits after its worker died before another takes it.
+        "visibility_timeout": settings.visibility_timeout,
+        # Detect half-open broker connections instead of waiting forever.
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"health_check_interval": 10},
+        "broker_connection_retry_on_startup": True,
+        # JSON only: a pickle on the broker is code execution for whoever can
+        # write to Redis.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Client scripts move and delete files: a slice must never run twice.
+        # Acknowledging when the slice starts means a started slice is never
+        # re-delivered; if its process dies it is reported as lost (worker
+        # lost -> failed with the cause), never replayed.
+        "task_acks_late": False,
+        "task_reject_on_worker_lost": False,
+        # One slice per pool process at most: a slice can take hours, and a
+        # prefetched message is stuck behind it while idle workers wait.
+        # worker_disable_prefetch (Celery >= 5.6, Redis) fetches only when a
+        # process is free, so "reserved but not started" barely exists.
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": True,
+        # Flower shows queued -> started -> done, with readable names and args.
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "result_extended": True,
+        # Results are kept long enough for a re-delivered batch to find them,
+        # then expire so Redis does not grow without bound.
+        "result_expires": settings.result_expires,
+        "worker_max_tasks_per_child": settings.max_tasks_per_child,
+        "worker_concurrency": settings.worker_concurrency,
+        "task_default_queue": settings.default_queue,
+        # Pool children get their own time limits per slice (set at dispatch);
+        # this is the ceiling when a slice arrives without one.
+        "task_time_limit": settings.time_limit,
+        # Scripts log through their own loggers; keep Celery from replacing
+        # the root logger's handlers that amworker installs.
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts_level": "INFO",
+    }
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **_: Any) -> None:
+    sender.conf.update(celery_config(Settings.from_env()))

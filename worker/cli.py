@@ -1,0 +1,161 @@
+"""The ``amworker`` command. Thin: parse arguments, build settings, call one function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from worker import logs
+from worker.config import Settings
+from worker.errors import AmworkerError
+
+log = logging.getLogger("amworker")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``amworker`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logs.configure(args.log_level or settings.log_level, args.log_format or settings.log_format)
+        return int(args.command(settings, args))
+    except AmworkerError as exc:
+        print(f"amworker: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amworker", description=__doc__)
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", choices=["text", "json"])
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    shim = sub.add_parser("shim", help="run the Gearman shim")
+    shim.set_defaults(command=cmd_shim)
+
+    run = sub.add_parser("run", help="run the shim and a Celery worker together")
+    run.add_argument("--concurrency", type=int, help="Celery pool processes (default: cores)")
+    run.set_defaults(command=cmd_run)
+
+    submit = sub.add_parser("submit", help="act as the controller: submit one batch")
+    submit.add_argument("function")
+    submit.add_argument("--tasks", type=int, default=1, help="tasks in the batch (default 1)")
+    submit.add_argument("--encoding", choices=["json", "pickle"], default="json")
+    submit.add_argument("--wants-output", action="store_true", help="ask for stdout/stderr")
+    submit.add_argument("--timeout", type=float, default=300.0)
+    submit.add_argument("arguments", nargs="*", help="after --: the task's argv")
+    submit.set_defaults(command=cmd_submit)
+
+    scripts = sub.add_parser("scripts", help="list functions, modules, slices, import status")
+    scripts.set_defaults(command=cmd_scripts)
+
+    check = sub.add_parser("check", help="check gearmand, Redis, the database and scripts")
+    check.set_defaults(command=cmd_check)
+
+    init_db = sub.add_parser("init-db", help="create the Tasks table if it does not exist")
+    init_db.set_defaults(command=cmd_init_db)
+    return parser
+
+
+def cmd_shim(settings: Settings, _args: argparse.Namespace) -> int:
+    """``amworker shim``."""
+    from worker.checks import require_healthy
+    from worker.service import run_shim
+
+    require_healthy(settings)
+    return run_shim(settings)
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """``amworker run``: a Celery worker in a child process, the shim in this one."""
+    from worker.checks import require_healthy
+    from worker.service import run_shim
+
+    require_healthy(settings)
+    command = [sys.executable, "-m", "celery", "-A", "worker", "worker",
+               "--loglevel", settings.log_level, "-Q", ",".join(settings.queues())]
+    concurrency = args.concurrency or settings.worker_concurrency
+    if concurrency:
+        command += ["--concurrency", str(concurrency)]
+    log.info("starting Celery worker: %s", shlex.join(command))
+    celery = subprocess.Popen(command, env=os.environ.copy())
+    try:
+        return run_shim(settings)
+    finally:
+        celery.terminate()
+        try:
+            celery.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            celery.kill()
+
+
+def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    """``amworker submit``: prints each task's exit code and output."""
+    from worker.gearman_client import GearmanClientError
+    from worker.submit import render, submit
+    from worker.wire import Encoding
+
+    server = settings.gearman_servers[0]
+    try:
+        results = submit(server, args.function, shlex.join(args.arguments), count=args.tasks,
+                         encoding=Encoding(args.encoding), wants_output=args.wants_output,
+                         timeout=args.timeout)
+    except (OSError, GearmanClientError) as exc:
+        print(f"amworker: cannot submit to gearmand at {server}: {exc}", file=sys.stderr)
+        return 2
+    if results is None:
+        print("the worker answered WORK_FAIL (payload refused; see the shim's log)")
+        return 1
+    print(render(results))
+    return 0 if all(r.exit_code == 0 for r in results) else 1
+
+
+def cmd_scripts(settings: Settings, _args: argparse.Namespace) -> int:
+    """``amworker scripts``: the registry as the shim and workers see it."""
+    from worker import database, script_imports
+    from worker.registry import load_registry
+
+    database.setup()
+    script_imports.install()
+    registry = load_registry(settings)
+    rows = [("FUNCTION", "MODULE", "SLICES", "QUEUE", "TIME LIMIT", "STATUS")]
+    for function in sorted(registry):
+        entry = registry[function]
+        status = "ok" if entry.importable else "IMPORT FAILED: " + (
+            (entry.import_error or "").strip().splitlines()[-1])
+        rows.append((function, entry.module_name, str(entry.slices_wanted()),
+                     entry.options.queue or "", f"{entry.options.time_limit:.0f}s", status))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 1 if registry.failed() else 0
+
+
+def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
+    """``amworker check``: one line per dependency; non-zero on any failure."""
+    from worker.checks import run_checks
+
+    ok = True
+    for check in run_checks(settings):
+        print(check.line())
+        ok = ok and check.ok
+    return 0 if ok else 1
+
+
+def cmd_init_db(settings: Settings, _args: argparse.Namespace) -> int:
+    """``amworker init-db``: the embedded database's schema."""
+    from worker.database import ensure_schema
+
+    created = ensure_schema()
+    print("created the Tasks table" if created else "the Tasks table already exists")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,440 @@
+"""The one settings object: every knob amworker has, read and validated once.
+
+:func:`Settings.from_env` is called when a process starts (shim, Celery worker,
+CLI). A missing or malformed value raises :class:`~worker.errors.ConfigError`
+naming the variable, so a typo stops the process at start-up instead of
+surprising it mid-batch. Nothing here reads ``os.environ`` at import time.
+
+Where Archivematica's stock worker has a variable that means the same thing,
+its ``ARCHIVEMATICA_MCPCLIENT_*`` name is accepted as a fallback, so an
+existing deployment's environment keeps working (see docs/migrating.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from worker.errors import ConfigError
+
+T = TypeVar("T")
+
+#: The modules file shipped with the bundled client scripts.
+BUNDLED_MODULES_FILE = str(Path(__file__).parent / "clientScripts" / "archivematicaClientModules")
+
+#: Gearman's registered port; Archivematica's default server.
+DEFAULT_GEARMAN_SERVER = "127.0.0.1:4730"
+#: The Redis every machine of this kind runs; also Celery's usual default.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Archivematica's default shared directory, trailing slash included because
+#: argument templates glue paths onto it (``%sharedPath%watchedDirectories/``).
+DEFAULT_SHARED_DIRECTORY = "/var/archivematica/sharedDirectory/"
+#: Archivematica's default client assets directory.
+DEFAULT_CLIENT_ASSETS_DIRECTORY = "/usr/lib/archivematica/MCPClient/assets/"
+#: The controller sends many batches at once; 16 keeps a 2-host cluster busy
+#: behind one slow batch while holding only 16 Gearman connections per server.
+DEFAULT_SHIM_CONCURRENCY = 16
+#: Per job and per stream (stdout, stderr). The controller writes output to
+#: files and the DB; a script gone wild must not fill the broker.
+DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
+#: The largest request accepted; the controller's batches are a few hundred KB.
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+#: How long a slice may wait in a Celery queue before its batch gives up on it.
+DEFAULT_QUEUE_WAIT_SECONDS = 3600.0
+#: Hard time limit of one slice when a function sets none: long enough for
+#: normalising big video, short enough that nothing waits forever.
+DEFAULT_TIME_LIMIT_SECONDS = 6 * 3600.0
+#: A running slice refreshes its lease this often; a lease left to expire
+#: (three missed beats) means the Celery worker running it died.
+DEFAULT_LEASE_SECONDS = 10.0
+#: Redis re-delivers an unacknowledged message after this long. Slices are
+#: acknowledged when they start, so this only bounds how long a message
+#: reserved by a worker that then died waits before another worker takes it.
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 300.0
+#: How long results and answers are kept, so a batch re-delivered by gearmand
+#: after a shim restart still finds its finished work.
+DEFAULT_RESULT_EXPIRES_SECONDS = 7 * 24 * 3600.0
+#: The Celery queue slices go to unless their function names another.
+DEFAULT_QUEUE = "amworker"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class FunctionOptions:
+    """Per-function overrides from the config file; ``None`` means "default"."""
+
+    slices: int | None = None
+    queue: str | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    max_output_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of every amworker process. Build with :meth:`from_env`."""
+
+    gearman_servers: tuple[str, ...] = (DEFAULT_GEARMAN_SERVER,)
+    broker_url: str = DEFAULT_REDIS_URL
+    result_backend: str = DEFAULT_REDIS_URL
+    database_url: str = "sqlite:///var/amworker.sqlite3"
+    modules_file: str = BUNDLED_MODULES_FILE
+    client_scripts_package: str = "worker.clientScripts"
+    shared_directory: str = DEFAULT_SHARED_DIRECTORY
+    client_assets_directory: str = DEFAULT_CLIENT_ASSETS_DIRECTORY
+    client_scripts_directory: str = ""
+    watch_directory: str = ""
+    rejected_directory: str = ""
+    capture_output: bool = True
+    shim_concurrency: int = DEFAULT_SHIM_CONCURRENCY
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    queue_wait: float = DEFAULT_QUEUE_WAIT_SECONDS
+    time_limit: float = DEFAULT_TIME_LIMIT_SECONDS
+    soft_time_limit: float | None = None
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    result_expires: float = DEFAULT_RESULT_EXPIRES_SECONDS
+    max_tasks_per_child: int | None = None
+    worker_concurrency: int | None = None
+    default_queue: str = DEFAULT_QUEUE
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int | None = None
+    worker_metrics_port: int | None = None
+    log_level: str = "INFO"
+    log_format: str = "text"
+    config_file: str | None = None
+    functions: Mapping[str, FunctionOptions] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``environ`` (default ``os.environ``)."""
+        env = _Env(os.environ if environ is None else environ)
+        settings = cls(
+            gearman_servers=env.get(
+                "AMWORKER_GEARMAN_SERVERS",
+                _parse_servers,
+                (DEFAULT_GEARMAN_SERVER,),
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_MCPARCHIVEMATICASERVER",
+            ),
+            broker_url=env.get("AMWORKER_BROKER_URL", _parse_url, DEFAULT_REDIS_URL),
+            result_backend=env.get(
+                "AMWORKER_RESULT_BACKEND",
+                _parse_url,
+                env.get("AMWORKER_BROKER_URL", _parse_url, DEFAULT_REDIS_URL),
+            ),
+            database_url=_database_url(env),
+            modules_file=env.get(
+                "AMWORKER_MODULES_FILE",
+                str,
+                BUNDLED_MODULES_FILE,
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_ARCHIVEMATICACLIENTMODULES",
+            ),
+            client_scripts_package=env.get(
+                "AMWORKER_CLIENT_SCRIPTS_PACKAGE", _parse_dotted, "worker.clientScripts"
+            ),
+            shared_directory=env.get(
+                "AMWORKER_SHARED_DIRECTORY",
+                str,
+                DEFAULT_SHARED_DIRECTORY,
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_SHAREDDIRECTORY",
+            ),
+            client_assets_directory=env.get(
+                "AMWORKER_CLIENT_ASSETS_DIRECTORY",
+                str,
+                DEFAULT_CLIENT_ASSETS_DIRECTORY,
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_CLIENTASSETSDIRECTORY",
+            ),
+            client_scripts_directory=env.get(
+                "AMWORKER_CLIENT_SCRIPTS_DIRECTORY",
+                str,
+                "",
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_CLIENTSCRIPTSDIRECTORY",
+            ),
+            watch_directory=env.get("AMWORKER_WATCH_DIRECTORY", str, ""),
+            rejected_directory=env.get("AMWORKER_REJECTED_DIRECTORY", str, ""),
+            capture_output=env.get(
+                "AMWORKER_CAPTURE_OUTPUT",
+                _parse_bool,
+                True,
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_CAPTURE_CLIENT_SCRIPT_OUTPUT",
+            ),
+            shim_concurrency=env.get(
+                "AMWORKER_SHIM_CONCURRENCY", _positive_int, DEFAULT_SHIM_CONCURRENCY
+            ),
+            max_output_bytes=env.get(
+                "AMWORKER_MAX_OUTPUT_BYTES", _positive_int, DEFAULT_MAX_OUTPUT_BYTES
+            ),
+            max_payload_bytes=env.get(
+                "AMWORKER_MAX_PAYLOAD_BYTES", _positive_int, DEFAULT_MAX_PAYLOAD_BYTES
+            ),
+            queue_wait=env.get(
+                "AMWORKER_QUEUE_WAIT", _positive_float, DEFAULT_QUEUE_WAIT_SECONDS
+            ),
+            time_limit=env.get(
+                "AMWORKER_TIME_LIMIT", _positive_float, DEFAULT_TIME_LIMIT_SECONDS
+            ),
+            soft_time_limit=env.get("AMWORKER_SOFT_TIME_LIMIT", _positive_float, None),
+            lease_seconds=env.get(
+                "AMWORKER_LEASE_SECONDS", _positive_float, DEFAULT_LEASE_SECONDS
+            ),
+            visibility_timeout=env.get(
+                "AMWORKER_VISIBILITY_TIMEOUT",
+                _positive_float,
+                DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+            ),
+            result_expires=env.get(
+                "AMWORKER_RESULT_EXPIRES", _positive_float, DEFAULT_RESULT_EXPIRES_SECONDS
+            ),
+            max_tasks_per_child=env.get("AMWORKER_MAX_TASKS_PER_CHILD", _positive_int, None),
+            worker_concurrency=env.get("AMWORKER_WORKER_CONCURRENCY", _positive_int, None),
+            default_queue=env.get("AMWORKER_DEFAULT_QUEUE", _parse_name, DEFAULT_QUEUE),
+            metrics_address=env.get("AMWORKER_METRICS_ADDRESS", str, "127.0.0.1"),
+            metrics_port=env.get("AMWORKER_METRICS_PORT", _parse_port, None),
+            worker_metrics_port=env.get("AMWORKER_WORKER_METRICS_PORT", _parse_port, None),
+            log_level=env.get("AMWORKER_LOG_LEVEL", _parse_log_level, "INFO"),
+            log_format=env.get("AMWORKER_LOG_FORMAT", _parse_log_format, "text"),
+            config_file=env.get("AMWORKER_CONFIG_FILE", str, None),
+        )
+        env.reject_unknown()
+        if settings.config_file:
+            settings = _apply_config_file(settings, Path(settings.config_file))
+        return settings
+
+    def options_for(self, function: str) -> FunctionOptions:
+        """The effective options of ``function``: its overrides over the defaults."""
+        own = self.functions.get(function, FunctionOptions())
+        return FunctionOptions(
+            slices=own.slices,
+            queue=own.queue or self.default_queue,
+            time_limit=own.time_limit or self.time_limit,
+            soft_time_limit=own.soft_time_limit or self.soft_time_limit,
+            max_output_bytes=own.max_output_bytes or self.max_output_bytes,
+        )
+
+    def queues(self) -> tuple[str, ...]:
+        """Every Celery queue some function routes to, default first."""
+        named = sorted({o.queue for o in self.functions.values() if o.queue} - {self.default_queue})
+        return (self.default_queue, *named)
+
+
+class _Env:
+    """Typed access to an environment mapping that names the culprit on error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(
+        self,
+        name: str,
+        parse: Callable[[str], T],
+        default: T,
+        *,
+        fallback: str | None = None,
+    ) -> T:
+        key = name if name in self._environ else fallback
+        if key is None or key not in self._environ:
+            return default
+        raw = self._environ[key].strip()
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{key}={raw!r} is not valid: {exc}") from None
+
+    def reject_unknown(self) -> None:
+        """A misspelt AMWORKER_ variable silently ignored is a bug report waiting."""
+        unknown = sorted(
+            key
+            for key in self._environ
+            if key.startswith("AMWORKER_") and key not in KNOWN_VARIABLES
+        )
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {', '.join(unknown)}; known settings are listed in "
+                "docs/operations.md (amworker check shows the effective values)"
+            )
+
+
+#: Every AMWORKER_ variable a process accepts; anything else is refused.
+KNOWN_VARIABLES = frozenset(
+    {
+        "AMWORKER_GEARMAN_SERVERS",
+        "AMWORKER_BROKER_URL",
+        "AMWORKER_RESULT_BACKEND",
+        "AMWORKER_DATABASE_URL",
+        "AMWORKER_MODULES_FILE",
+        "AMWORKER_CLIENT_SCRIPTS_PACKAGE",
+        "AMWORKER_SHARED_DIRECTORY",
+        "AMWORKER_CLIENT_ASSETS_DIRECTORY",
+        "AMWORKER_CLIENT_SCRIPTS_DIRECTORY",
+        "AMWORKER_WATCH_DIRECTORY",
+        "AMWORKER_REJECTED_DIRECTORY",
+        "AMWORKER_CAPTURE_OUTPUT",
+        "AMWORKER_SHIM_CONCURRENCY",
+        "AMWORKER_MAX_OUTPUT_BYTES",
+        "AMWORKER_MAX_PAYLOAD_BYTES",
+        "AMWORKER_QUEUE_WAIT",
+        "AMWORKER_TIME_LIMIT",
+        "AMWORKER_SOFT_TIME_LIMIT",
+        "AMWORKER_LEASE_SECONDS",
+        "AMWORKER_VISIBILITY_TIMEOUT",
+        "AMWORKER_RESULT_EXPIRES",
+        "AMWORKER_MAX_TASKS_PER_CHILD",
+        "AMWORKER_WORKER_CONCURRENCY",
+        "AMWORKER_DEFAULT_QUEUE",
+        "AMWORKER_METRICS_ADDRESS",
+        "AMWORKER_METRICS_PORT",
+        "AMWORKER_WORKER_METRICS_PORT",
+        "AMWORKER_LOG_LEVEL",
+        "AMWORKER_LOG_FORMAT",
+        "AMWORKER_CONFIG_FILE",
+        # Read by the dev tooling (Makefile, test fixtures), not by processes.
+        "AMWORKER_DATA_DIRECTORY",
+    }
+)
+
+
+def _parse_servers(raw: str) -> tuple[str, ...]:
+    servers = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not servers:
+        raise ValueError("expected a comma-separated list of host:port")
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port:
+            raise ValueError(f"{server!r} is not host:port")
+        _parse_port(port)
+    return servers
+
+
+def _parse_url(raw: str) -> str:
+    if "://" not in raw:
+        raise ValueError("expected a URL such as redis://127.0.0.1:6379/0")
+    return raw
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("expected one of true/false, yes/no, on/off, 1/0")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a number of seconds above 0")
+    return value
+
+
+def _parse_port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be a port number from 1 to 65535")
+    return value
+
+
+def _parse_dotted(raw: str) -> str:
+    if not all(part.isidentifier() for part in raw.split(".")):
+        raise ValueError("expected a dotted Python package name")
+    return raw
+
+
+def _parse_name(raw: str) -> str:
+    if not raw or any(c.isspace() for c in raw):
+        raise ValueError("expected a queue name without spaces")
+    return raw
+
+
+def _parse_log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _parse_log_format(raw: str) -> str:
+    if raw not in {"text", "json"}:
+        raise ValueError("expected text or json")
+    return raw
+
+
+def _database_url(env: _Env) -> str:
+    """AMWORKER_DATABASE_URL, else Archivematica's CLIENT_* parts, else SQLite."""
+    url = env.get("AMWORKER_DATABASE_URL", _parse_url, None)
+    if url:
+        return url
+    name = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_DATABASE", str, None)
+    if not name:
+        data = env.get("AMWORKER_DATA_DIRECTORY", str, "var")
+        return f"sqlite:///{Path(data).absolute() / 'amworker.sqlite3'}"
+    user = quote(env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_USER", str, "root"), safe="")
+    password = quote(env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_PASSWORD", str, ""), safe="")
+    host = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_HOST", str, "localhost")
+    port = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_PORT", _parse_port, 3306)
+    return f"mysql://{user}:{password}@{host}:{port}/{name}"
+
+
+_OPTION_TYPES: Mapping[str, Callable[[Any], Any]] = {
+    "slices": lambda v: _positive_int(str(v)),
+    "queue": lambda v: _parse_name(str(v)),
+    "time_limit": lambda v: _positive_float(str(v)),
+    "soft_time_limit": lambda v: _positive_float(str(v)),
+    "max_output_bytes": lambda v: _positive_int(str(v)),
+}
+
+
+def _apply_config_file(settings: Settings, path: Path) -> Settings:
+    """Merge the TOML file's ``[defaults]`` and ``[functions."name"]`` tables."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"AMWORKER_CONFIG_FILE={str(path)!r} cannot be read: {exc}") from None
+    unknown_tables = set(document) - {"defaults", "functions"}
+    if unknown_tables:
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}")
+    defaults = _parse_options(document.get("defaults", {}), f"{path} [defaults]")
+    functions = {
+        name.lower(): FunctionOptions(**_parse_options(table, f'{path} [functions."{name}"]'))
+        for name, table in document.get("functions", {}).items()
+    }
+    overrides: dict[str, Any] = {"functions": MappingProxyType(functions)}
+    for key, value in defaults.items():
+        target = "default_queue" if key == "queue" else key
+        if target == "slices":
+            raise ConfigError(f"{path} [defaults]: slices can only be set per function")
+        overrides[target] = value
+    return replace(settings, **overrides)
+
+
+def _parse_options(table: Any, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    parsed: dict[str, Any] = {}
+    for key, value in table.items():
+        parse = _OPTION_TYPES.get(key)
+        if parse is None:
+            raise ConfigError(f"{where}: unknown option {key!r} (known: {sorted(_OPTION_TYPES)})")
+        try:
+            parsed[key] = parse(value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: {key} = {value!r} is not valid: {exc}") from None
+    return parsed

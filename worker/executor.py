@@ -1,0 +1,115 @@
+"""Running ``call(jobs)`` for one slice, safely, inside a Celery pool process.
+
+The executor owns the guards; the Celery task around it stays thin:
+
+* an exception out of ``call()`` fails the slice's jobs with the traceback;
+* ``sys.exit()`` is a bug in the script: its jobs fail, the process lives on;
+* a soft time limit fails the jobs with the cause "time limit";
+* output is bounded by the Job API, and sanitised before it leaves.
+
+Failures of the script are *results*; nothing here raises to Celery except
+what must end the process (a hard time limit, a signal).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from worker.client.job import Job
+from worker.plan import JobSpec
+from worker.registry import ClientScript
+from worker.wire import TaskResult
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.now(UTC)
+
+
+def build_jobs(function: str, specs: Sequence[JobSpec], *, max_output_bytes: int) -> list[Job]:
+    """The ``Job`` objects a script receives: ``job.args == [function] + argv``."""
+    return [
+        Job(
+            function,
+            spec.uuid,
+            list(spec.argv),
+            capture_output=spec.wants_output,
+            max_output_bytes=max_output_bytes,
+        )
+        for spec in specs
+    ]
+
+
+def run_script(
+    script: ClientScript,
+    jobs: list[Job],
+    *,
+    clock: Clock = utcnow,
+    soft_limit_errors: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Call ``script.call(jobs)`` under the guards; never raises for script faults."""
+    started = clock()
+    for job in jobs:
+        job.start_time = started
+    try:
+        script.call(jobs)
+    except soft_limit_errors as exc:
+        fail_jobs(jobs, f"time limit: the slice exceeded its soft time limit ({exc!r})")
+    except SystemExit as exc:
+        fail_jobs(
+            jobs,
+            f"the script called sys.exit({exc.code!r}); that is a bug in the script, "
+            "so its jobs fail\n" + traceback.format_exc(),
+        )
+    except Exception:  # noqa: BLE001 - the one boundary where any script fault lands
+        fail_jobs(jobs, "the script raised out of call(jobs):\n" + traceback.format_exc())
+    finished = clock()
+    for job in jobs:
+        if job.end_time is None:
+            job.end_time = finished
+
+
+def fail_jobs(jobs: Sequence[Job], reason: str) -> None:
+    """Give every job exit code 1 (unless already failed) and ``reason`` in stderr."""
+    for job in jobs:
+        job.write_error(reason if reason.endswith("\n") else reason + "\n")
+        job.set_status(1, "error")
+
+
+def results_of(jobs: Sequence[Job], *, clock: Clock = utcnow) -> list[TaskResult]:
+    """The wire results of finished jobs."""
+    now = clock()
+    return [
+        TaskResult(
+            uuid=job.uuid,
+            exit_code=int(job.get_exit_code()),
+            finished_at=job.end_time or now,
+            stdout=job.get_stdout(),
+            stderr=job.get_stderr(),
+            wants_output=bool(job.capture_output),
+        )
+        for job in jobs
+    ]
+
+
+def failed_results(
+    uuids: Sequence[str],
+    reason: str,
+    *,
+    wants_output: Callable[[str], bool] = lambda _uuid: True,
+    clock: Clock = utcnow,
+) -> list[TaskResult]:
+    """Exit code 1 and ``reason`` in stderr for tasks that could not run."""
+    now = clock()
+    text = reason if reason.endswith("\n") else reason + "\n"
+    return [
+        TaskResult(uuid=u, exit_code=1, finished_at=now, stderr=text, wants_output=wants_output(u))
+        for u in uuids
+    ]

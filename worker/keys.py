@@ -1,0 +1,60 @@
+"""Every Redis key and Celery id amworker derives, in one place.
+
+Ids are derived from the batch's Gearman ``unique`` (the controller's batch
+UUID), so a batch that gearmand re-delivers after a shim restart computes the
+same ids and finds the work already under way instead of running it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+#: Prefix of every key amworker writes to Redis itself.
+PREFIX = "amworker"
+
+
+def batch_token(function: str, unique: str, payload: bytes) -> str:
+    """A stable id for one batch: the controller's UUID, else a payload digest.
+
+    gearmand hands ``unique`` through untouched; the controller always sets
+    it, but a hand-made client may not, and then equal payloads are one batch.
+    The function is part of the token because a unique is only unique per
+    function name in Gearman.
+    """
+    base = unique.strip() or hashlib.sha256(payload).hexdigest()[:32]
+    return f"{function}:{base}"
+
+
+def slice_id(token: str, index: int, count: int) -> str:
+    """Celery task id of slice ``index`` (0-based) of ``count``."""
+    return f"{token}:slice-{index + 1}-of-{count}"
+
+
+def group_id(token: str) -> str:
+    """Celery group id of the batch's chord header."""
+    return f"{token}:group"
+
+
+def collect_id(token: str) -> str:
+    """Celery task id of the chord callback that combines the slices."""
+    return f"{token}:collect"
+
+
+def plan_key(token: str) -> str:
+    """Slice count chosen the first time the batch arrived (kept on re-delivery)."""
+    return f"{PREFIX}:plan:{token}"
+
+
+def claim_key(task_id: str) -> str:
+    """Set once when a slice starts (or is given up); a second delivery is ignored."""
+    return f"{PREFIX}:claim:{task_id}"
+
+
+def lease_key(task_id: str) -> str:
+    """Refreshed while a slice runs; its expiry means the worker died."""
+    return f"{PREFIX}:lease:{task_id}"
+
+
+def answer_key(token: str) -> str:
+    """The final encoded-independent answer of a batch, for re-deliveries."""
+    return f"{PREFIX}:answer:{token}"

@@ -1,0 +1,134 @@
+"""The script registry: which Gearman function runs which client-script module.
+
+The modules file is Archivematica's INI format: a ``[supportedBatchCommands]``
+section of ``function_name = module_name`` lines. configparser lower-cases the
+keys, which is exactly what the controller does to a link's ``execute`` value,
+so the two always meet.
+
+A module that fails to import is *reported*, not fatal: its entry keeps the
+error text, every task sent to it is answered with exit code 1 and that text,
+and every other function is still served.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import logging
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Protocol, runtime_checkable
+
+from worker.config import FunctionOptions, Settings
+from worker.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+#: The section Archivematica's modules file keeps its functions in.
+SECTION = "supportedBatchCommands"
+
+
+@runtime_checkable
+class ClientScript(Protocol):
+    """What a client script is: anything with ``call(jobs)``."""
+
+    def call(self, jobs: list[object]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScriptEntry:
+    """One function of the modules file, its module and effective options."""
+
+    function: str
+    module_name: str
+    options: FunctionOptions
+    module: ModuleType | None = None
+    import_error: str | None = None
+
+    @property
+    def importable(self) -> bool:
+        """True when the module imported and has a callable ``call``."""
+        return self.module is not None
+
+    def slices_wanted(self) -> int:
+        """Operator override, else the module's ``concurrent_instances()``, else 1."""
+        if self.options.slices:
+            return self.options.slices
+        wanted = getattr(self.module, "concurrent_instances", None)
+        if wanted is None:
+            return 1
+        try:
+            value = int(wanted())
+        except Exception:  # noqa: BLE001 - a buggy hook must not stop the batch
+            log.exception("%s: concurrent_instances() failed; using 1 slice", self.function)
+            return 1
+        return max(1, value)
+
+
+class Registry(Mapping[str, ScriptEntry]):
+    """Read-only mapping of function name to :class:`ScriptEntry`."""
+
+    def __init__(self, entries: Mapping[str, ScriptEntry]) -> None:
+        self._entries = dict(entries)
+
+    def __getitem__(self, function: str) -> ScriptEntry:
+        return self._entries[function]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def failed(self) -> list[ScriptEntry]:
+        """The entries whose module could not be imported."""
+        return [entry for entry in self._entries.values() if not entry.importable]
+
+
+def read_modules_file(path: str) -> dict[str, str]:
+    """Parse the modules file into ``{function: module_name}`` (keys lower-cased)."""
+    parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"), interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (OSError, configparser.Error) as exc:
+        raise RegistryError(f"modules file {path!r} cannot be read: {exc}") from None
+    if not parser.has_section(SECTION):
+        raise RegistryError(f"modules file {path!r} has no [{SECTION}] section")
+    return {key.lower(): value.strip() for key, value in parser.items(SECTION)}
+
+
+def import_script(package: str, module_name: str) -> tuple[ModuleType | None, str | None]:
+    """Import ``package.module_name``; return the module or the error text."""
+    try:
+        module = importlib.import_module(f"{package}.{module_name}")
+    except BaseException as exc:  # noqa: BLE001 - SystemExit at import is a bug to report too
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return None, f"cannot import {package}.{module_name}:\n{traceback.format_exc()}"
+    if not callable(getattr(module, "call", None)):
+        return None, f"{package}.{module_name} has no call(jobs) function"
+    return module, None
+
+
+def load_registry(settings: Settings, *, import_modules: bool = True) -> Registry:
+    """Build the registry from the settings; import every module unless told not to."""
+    entries: dict[str, ScriptEntry] = {}
+    for function, module_name in read_modules_file(settings.modules_file).items():
+        module, error = (None, None)
+        if import_modules:
+            module, error = import_script(settings.client_scripts_package, module_name)
+            if error:
+                log.error("function %s is unusable: %s", function, error.splitlines()[0])
+        entries[function] = ScriptEntry(
+            function=function,
+            module_name=module_name,
+            options=settings.options_for(function),
+            module=module,
+            import_error=error,
+        )
+    if not entries:
+        raise RegistryError(f"modules file {settings.modules_file!r} names no function")
+    return Registry(entries)

@@ -1,0 +1,123 @@
+"""What one Celery pool process needs to run slices, built once per process.
+
+Settings, the script registry and a Redis client live here instead of in
+module globals; :class:`worker.tasks.SliceTask` builds one lazily in each
+process (after the fork, so no connection is shared between processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from worker import bookkeeping, database, keys, script_imports
+from worker.bookkeeping import RetryPolicy
+from worker.config import Settings
+from worker.executor import build_jobs, failed_results, results_of, run_script, utcnow
+from worker.plan import JobSpec
+from worker.registry import Registry, load_registry
+from worker.wire import TaskResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    """Per-process state of a Celery worker running amworker slices."""
+
+    settings: Settings
+    registry: Registry
+    redis: redis.Redis
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def build(cls, settings: Settings | None = None) -> WorkerRuntime:
+        """Ready Django, the script aliases and the registry for this process."""
+        settings = settings or Settings.from_env()
+        database.setup()
+        script_imports.install()
+        return cls(
+            settings=settings,
+            registry=load_registry(settings),
+            redis=redis.Redis.from_url(settings.result_backend),
+        )
+
+    def claim(self, task_id: str, worker: str) -> bool:
+        """Record that ``task_id`` starts now; False if it already ran or was given up.
+
+        This is what makes "a slice never runs twice" hold even if the broker
+        delivers a message twice (visibility timeout, a re-dispatched batch).
+        """
+        value = json.dumps({"worker": worker, "pid": os.getpid(), "at": utcnow().isoformat()})
+        pipe = self.redis.pipeline(transaction=True)
+        # The lease goes first, in the same transaction: a waiting shim must
+        # never see a claimed slice without a lease and call its worker lost.
+        pipe.set(keys.lease_key(task_id), os.getpid(), ex=self._lease_ttl())
+        pipe.set(keys.claim_key(task_id), value, nx=True, ex=int(self.settings.result_expires))
+        _, claimed = pipe.execute()
+        return bool(claimed)
+
+    def _lease_ttl(self) -> int:
+        return max(1, round(self.settings.lease_seconds * 3))
+
+    @contextlib.contextmanager
+    def lease(self, task_id: str) -> Iterator[None]:
+        """Keep a lease alive while the slice runs; it lapses if this process dies."""
+        key = keys.lease_key(task_id)
+        ttl = self._lease_ttl()
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.settings.lease_seconds):
+                with contextlib.suppress(redis.RedisError):
+                    self.redis.set(key, os.getpid(), ex=ttl)
+
+        thread = threading.Thread(target=beat, name=f"lease {task_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            # The lease is left to expire, not deleted: Celery stores the
+            # slice's result only after this returns, and a shim that saw
+            # neither lease nor result would call the worker lost.
+
+    def run_slice(self, function: str, specs: Sequence[JobSpec], *, client: str,
+                  soft_limit_errors: tuple[type[BaseException], ...] = ()) -> list[TaskResult]:
+        """Run one slice end to end: rows started, script called, rows finished."""
+        from django.db import close_old_connections
+
+        close_old_connections()
+        entry = self.registry.get(function)
+        if entry is None or entry.module is None:
+            reason = entry.import_error if entry else f"unknown function {function!r}"
+            return failed_results(
+                [s.uuid for s in specs], f"script import failed: {reason}",
+                wants_output=lambda _u: True,
+            )
+        uuids = [spec.uuid for spec in specs]
+        bookkeeping.mark_started(uuids, when=utcnow(), client=client, policy=self.retry)
+        jobs = build_jobs(
+            function, specs, max_output_bytes=entry.options.max_output_bytes or 0
+        )
+        run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors)  # type: ignore[arg-type]
+        results = results_of(jobs)
+        bookkeeping.mark_finished(
+            results, capture_output=self.settings.capture_output, policy=self.retry
+        )
+        close_old_connections()
+        return results
+
+
+def node_name() -> str:
+    """Fallback worker name when Celery gives none (the row's ``client`` column)."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,65 @@
+"""Assembling and running the shim process (``amworker shim``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from worker import database
+from worker.batches import BatchRunner
+from worker.celery import app
+from worker.config import Settings
+from worker.errors import ConfigError
+from worker.gearman_shim import GearmanShim, install_signal_handlers
+from worker.registry import load_registry
+from worker.watcher import ResultWatcher
+
+log = logging.getLogger(__name__)
+
+#: How long a stopping shim waits for batches in flight before leaving them
+#: to gearmand for re-delivery (the next shim attaches to their work).
+STOP_GRACE_SECONDS = 30.0
+
+
+def build_shim(settings: Settings) -> tuple[GearmanShim, ResultWatcher]:
+    """Everything the shim needs, wired together (nothing started yet)."""
+    if not settings.result_backend.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"AMWORKER_RESULT_BACKEND={settings.result_backend!r}: the shim waits on "
+            "Redis pub/sub, so the result backend must be Redis"
+        )
+    database.setup()
+    from worker import script_imports
+
+    script_imports.install()
+    registry = load_registry(settings)
+    client = redis.Redis.from_url(settings.result_backend, health_check_interval=10)
+    watcher = ResultWatcher(client)
+    runner = BatchRunner(settings=settings, registry=registry, app=app, client=client,
+                         watcher=watcher)
+    shim = GearmanShim(
+        servers=settings.gearman_servers,
+        functions=sorted(registry),
+        answer=runner.answer,
+        concurrency=settings.shim_concurrency,
+    )
+    return shim, watcher
+
+
+def run_shim(settings: Settings, *, ready: threading.Event | None = None) -> int:
+    """Run the shim until SIGTERM/SIGINT; return the process exit code."""
+    shim, watcher = build_shim(settings)
+    stop = threading.Event()
+    install_signal_handlers(stop.set)
+    watcher.start()
+    shim.start()
+    if ready is not None:
+        ready.set()
+    stop.wait()
+    finished = shim.stop(STOP_GRACE_SECONDS)
+    watcher.stop()
+    if not finished:
+        log.warning("stopped with batches still in flight; gearmand re-delivers them")
+    return 0

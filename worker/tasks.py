@@ -1,0 +1,69 @@
+"""The Celery tasks: thin, like a web view. Decode, call the logic, return.
+
+* ``amworker.run_slice`` runs one slice of a batch (see worker.runtime).
+* ``amworker.collect`` is the chord callback that combines the slices.
+
+Script failures are results (exit codes), never Celery task failures. The
+only failures Celery sees are the ones that end a pool process: worker lost
+and hard time limits, which the shim turns into per-task failures with the
+cause.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from worker.celery import app
+from worker.plan import JobSpec
+from worker.runtime import WorkerRuntime, node_name
+from worker.wire import TaskResult
+
+
+class SliceTask(Task):  # type: ignore[misc]
+    """Base class holding the per-process :class:`WorkerRuntime`."""
+
+    _runtime: WorkerRuntime | None = None
+
+    @property
+    def runtime(self) -> WorkerRuntime:
+        """Built on first use in each pool process (after the fork)."""
+        if SliceTask._runtime is None:
+            SliceTask._runtime = WorkerRuntime.build()
+        return SliceTask._runtime
+
+
+@app.task(bind=True, base=SliceTask, name="amworker.run_slice")
+def run_slice(
+    self: SliceTask,
+    function: str,
+    batch: str,
+    index: int,
+    count: int,
+    jobs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Run slice ``index`` of ``count`` of ``batch``: ``call(jobs)`` of ``function``."""
+    client = self.request.hostname or node_name()
+    if not self.runtime.claim(self.request.id, client):
+        # Delivered again (or given up by the shim): never run twice, and
+        # never report twice -- a second report would upset the chord counter.
+        raise Ignore()
+    specs = [JobSpec.from_json(job) for job in jobs]
+    with self.runtime.lease(self.request.id):
+        results = self.runtime.run_slice(
+            function, specs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,)
+        )
+    return {"index": index, "count": count, "results": [r.to_json() for r in results]}
+
+
+@app.task(name="amworker.collect")
+def collect(slices: list[dict[str, Any]], function: str, batch: str) -> dict[str, Any]:
+    """Chord callback: merge the slices' results, in slice order."""
+    merged: list[dict[str, Any]] = []
+    for part in sorted(slices, key=lambda s: int(s["index"])):
+        merged.extend(part["results"])
+    # Round-trip through TaskResult so a malformed part fails here, loudly.
+    checked = [TaskResult.from_json(r).to_json() for r in merged]
+    return {"function": function, "batch": batch, "results": checked}
