@@ -80,7 +80,9 @@ def fail_jobs(jobs: Sequence[Job], reason: str) -> None:
     """Give every job exit code 1 (unless already failed) and ``reason`` in stderr."""
     for job in jobs:
         job.write_error(reason if reason.endswith("\n") else reason + "\n")
-        job.set_status(1, "error")
+        if not job.get_exit_code():
+            # A job that had already failed keeps its own, more telling code.
+            job.set_status(1, "error")
 
 
 def results_of(jobs: Sequence[Job], *, clock: Clock = utcnow) -> list[TaskResult]:

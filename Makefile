@@ -1,0 +1,57 @@
+# amworker: two commands on a fresh machine.
+#   make run   - set up and run the worker (shim + Celery worker), embedded defaults
+#   make test  - set up what the tests need and run them
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration test-faults lint bench venv services clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+services: $(STAMP)
+	@scripts/ensure-services
+
+run: services
+	@export AMWORKER_DATA_DIRECTORY=$${AMWORKER_DATA_DIRECTORY:-$(CURDIR)/var}; \
+	export AMWORKER_SHARED_DIRECTORY=$${AMWORKER_SHARED_DIRECTORY:-$(CURDIR)/var/shared/}; \
+	export AMWORKER_CLIENT_ASSETS_DIRECTORY=$${AMWORKER_CLIENT_ASSETS_DIRECTORY:-$(CURDIR)/var/assets/}; \
+	mkdir -p "$$AMWORKER_SHARED_DIRECTORY" "$$AMWORKER_CLIENT_ASSETS_DIRECTORY"; \
+	$(BIN)/amworker init-db && \
+	echo "" && \
+	echo "amworker is starting. In another terminal, submit a smoke-test batch:" && \
+	echo "  $(BIN)/amworker submit test_v0.0 --tasks 4 --wants-output -- -d /tmp" && \
+	echo "" && \
+	exec $(BIN)/amworker run
+
+test: $(STAMP)
+	@scripts/ensure-test-tools
+	$(BIN)/ruff check worker tests bench
+	$(BIN)/mypy worker
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test-faults: $(STAMP)
+	@scripts/ensure-test-tools
+	$(BIN)/pytest -q tests/faults
+
+lint: $(STAMP)
+	$(BIN)/ruff check worker tests bench
+	$(BIN)/mypy worker
+
+bench: $(STAMP)
+	@scripts/ensure-test-tools
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

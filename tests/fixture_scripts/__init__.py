@@ -1,0 +1,1 @@
+"""Client scripts used by the integration and fault tests (not shipped)."""

@@ -1,0 +1,11 @@
+"""Exits with the code given as its first argument."""
+
+from __future__ import annotations
+
+
+def call(jobs):
+    for job in jobs:
+        with job.JobContext():
+            code = int(job.args[1])
+            job.print_output(f"exiting with {code}")
+            job.set_status(code)

@@ -1,0 +1,247 @@
+"""Real services for the tests: private gearmand, Redis, Celery workers, shims.
+
+Everything listens on a free loopback port and lives in a temporary
+directory. Readiness is awaited by asking the service (a TCP connect, a Redis
+PING, gearmand's ``status``), never by sleeping a fixed time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+GEARMAND = shutil.which("gearmand") or "/usr/sbin/gearmand"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str,
+               interval: float = 0.05) -> None:
+    """Poll ``predicate`` until true; fail the test with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def accepts(port: int) -> bool:
+    """True when something accepts TCP connections on the loopback port."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+def gearman_status(port: int) -> dict[str, tuple[int, int, int]]:
+    """gearmand's ``status``: function -> (queued, running, available workers)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        sock.sendall(b"status\n")
+        data = b""
+        while not data.endswith(b".\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = {}
+    for line in data.decode().splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4:
+            status[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]))
+    return status
+
+
+@dataclass
+class Proc:
+    """A child process started by the tests, with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        """Signal the process group and wait; SIGKILL if it does not go."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, at once."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def spawn(name: str, argv: list[str], *, env: Mapping[str, str], workdir: Path) -> Proc:
+    """Start ``argv`` in its own process group, output to ``workdir/name.log``."""
+    log = workdir / f"{name}.log"
+    handle = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    popen = subprocess.Popen(argv, env=dict(env), stdout=handle, stderr=subprocess.STDOUT,
+                             cwd=ROOT, start_new_session=True)
+    handle.close()
+    return Proc(name, popen, log)
+
+
+def start_gearmand(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
+    """A private gearmand on a free port (or the one given, for restarts)."""
+    port = port or free_port()
+    proc = spawn(f"gearmand-{port}", [GEARMAND, "--listen=127.0.0.1", f"--port={port}",
+                                       "--threads=2", "--verbose=WARNING",
+                                       f"--log-file={workdir}/gearmand-{port}.trace"],
+                 env=os.environ, workdir=workdir)
+    wait_until(lambda: accepts(port), timeout=15, what=f"gearmand on port {port}")
+    return proc, port
+
+
+def start_redis(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
+    """A private redis-server without persistence, like a broker restart loses all."""
+    port = port or free_port()
+    proc = spawn(f"redis-{port}", ["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                                    "--save", "", "--appendonly", "no",
+                                    "--maxmemory-policy", "noeviction", "--dir", str(workdir)],
+                 env=os.environ, workdir=workdir)
+
+    def pong() -> bool:
+        try:
+            return bool(redis.Redis(port=port, socket_connect_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    wait_until(pong, timeout=15, what=f"redis on port {port}")
+    return proc, port
+
+
+@dataclass
+class Stack:
+    """Environment and processes of one amworker deployment under test."""
+
+    workdir: Path
+    env: dict[str, str]
+    gearman_port: int
+    redis_port: int
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.gearman_port}"
+
+    @property
+    def redis(self) -> redis.Redis:
+        return redis.Redis(port=self.redis_port)
+
+    def celery_worker(self, name: str, *, concurrency: int = 2, queues: str | None = None,
+                      extra: Mapping[str, str] | None = None) -> Proc:
+        """Start a real Celery worker process and wait until it answers a ping."""
+        env = {**self.env, **(extra or {})}
+        argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
+                "--hostname", f"{name}@%h", "--concurrency", str(concurrency), "--without-mingle",
+                "--without-gossip", "-Q", queues or env.get("AMWORKER_DEFAULT_QUEUE", "amworker")]
+        proc = spawn(name, argv, env=env, workdir=self.workdir)
+        self.procs.append(proc)
+        wait_until(lambda: self._pings(name) or not proc.alive(), timeout=60,
+                   what=f"Celery worker {name}", interval=0.2)
+        if not proc.alive():
+            raise RuntimeError(f"Celery worker {name} died:\n{proc.output()}")
+        return proc
+
+    def _pings(self, name: str) -> bool:
+        # A worker is ready when it has registered with the broker and its
+        # event loop consumes: the control "ping" round trip proves both.
+        code = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "worker", "inspect", "ping", "-t", "1",
+             "-d", f"{name}@{socket.gethostname()}"],
+            env=self.env, cwd=ROOT, capture_output=True, timeout=30,
+        ).returncode
+        return code == 0
+
+    def shim(self, name: str = "shim", extra: Mapping[str, str] | None = None,
+             functions: int = 1) -> Proc:
+        """Start ``amworker shim`` and wait until gearmand lists its workers."""
+        env = {**self.env, **(extra or {})}
+        proc = spawn(name, [sys.executable, "-m", "worker.cli", "shim"], env=env,
+                     workdir=self.workdir)
+        self.procs.append(proc)
+        wait_until(lambda: self._registered(functions) or not proc.alive(), timeout=60,
+                   what=f"shim {name} registering with gearmand", interval=0.1)
+        if not proc.alive():
+            raise RuntimeError(f"shim {name} died:\n{proc.output()}")
+        return proc
+
+    def _registered(self, functions: int) -> bool:
+        try:
+            status = gearman_status(self.gearman_port)
+        except OSError:
+            return False
+        return sum(1 for (_, _, workers) in status.values() if workers > 0) >= functions
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+@contextlib.contextmanager
+def stack(workdir: Path, *, scripts: str = "tests.fixture_scripts",
+          modules_file: Path | None = None, env: Mapping[str, str] | None = None,
+          database_url: str | None = None) -> Iterator[Stack]:
+    """A private gearmand and Redis, and the environment to point amworker at them."""
+    gearmand, gearman_port = start_gearmand(workdir)
+    redis_proc, redis_port = start_redis(workdir)
+    shared = workdir / "shared"
+    shared.mkdir(exist_ok=True)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AMWORKER_", "ARCHIVEMATICA_"))}
+    base.update({
+        "PYTHONPATH": str(ROOT),
+        "AMWORKER_GEARMAN_SERVERS": f"127.0.0.1:{gearman_port}",
+        "AMWORKER_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "AMWORKER_RESULT_BACKEND": f"redis://127.0.0.1:{redis_port}/0",
+        "AMWORKER_DATABASE_URL": database_url or f"sqlite:///{workdir}/amworker.sqlite3",
+        "AMWORKER_CLIENT_SCRIPTS_PACKAGE": scripts,
+        "AMWORKER_MODULES_FILE": str(modules_file or ROOT / "tests/fixture_scripts/modules.ini"),
+        "AMWORKER_SHARED_DIRECTORY": f"{shared}/",
+        "AMWORKER_CLIENT_ASSETS_DIRECTORY": f"{workdir}/assets/",
+        "AMWORKER_LEASE_SECONDS": "1",
+        "AMWORKER_SHIM_CONCURRENCY": "16",
+        **(env or {}),
+    })
+    result = Stack(workdir=workdir, env=base, gearman_port=gearman_port, redis_port=redis_port,
+                   procs=[])
+    try:
+        yield result
+    finally:
+        result.stop_all()
+        redis_proc.kill()
+        gearmand.kill()
