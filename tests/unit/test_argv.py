@@ -1,0 +1,310 @@
+"""Unit tests of argv preparation: placeholders, then POSIX splitting."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.argv import Paths, prepare_argv, split_arguments, substitute
+from worker.errors import ArgvError
+
+FUNCTIONS_TSV = Path("/work/shared/data/ccp-functions.tsv")
+
+PATHS = Paths(
+    shared_directory="/var/archivematica/sharedDirectory/",
+    client_assets_directory="/usr/lib/archivematica/MCPClient/assets/",
+    client_scripts_directory="/usr/lib/archivematica/MCPClient/clientScripts/",
+    watch_directory="/var/archivematica/sharedDirectory/watchedDirectories/",
+    rejected_directory="/var/archivematica/sharedDirectory/rejected/",
+)
+TASK_UUID = "5a9985d4-2b6b-4fd6-8b2b-6f3b2a7c8e10"
+CREATED = "2024-08-04 21:34:35.241750+00:00"
+NOW = datetime(2024, 8, 4, 21, 40, 1, 123456, tzinfo=UTC)
+NOW_TEXT = "2024-08-04T21:40:01.123456+00:00"
+
+# What the controller has already put in place of its own placeholders. As in
+# Archivematica, unit paths are stored relative to "%sharedPath%", which the
+# worker expands.
+SIP_UUID = "c6e07b1d-52f4-4a59-8d6b-7e3b2c1a9f00"
+FILE_UUID = "9b0e3c2d-1f4a-4e8b-a6c7-d5e4f3a2b1c0"
+SIP_DIRECTORY = f"%sharedPath%currentlyProcessing/My Transfer-{SIP_UUID}/"
+SIP_DIR = f"/var/archivematica/sharedDirectory/currentlyProcessing/My Transfer-{SIP_UUID}/"
+CONTROLLER_VALUES = {
+    "%SIPUUID%": SIP_UUID,
+    "%SIPName%": "My Transfer",
+    "%SIPDirectory%": SIP_DIRECTORY,
+    "%SIPObjectsDirectory%": f"{SIP_DIRECTORY}objects/",
+    "%SIPLogsDirectory%": f"{SIP_DIRECTORY}logs/",
+    "%fileUUID%": FILE_UUID,
+    "%relativeLocation%": f"{SIP_DIRECTORY}objects/photo 1.jpg",
+    "%processingDirectory%": "%sharedPath%currentlyProcessing/",
+    "%unitType%": "Transfer",
+}
+
+
+def controller(template: str) -> str:
+    """Replace the controller's own placeholders, as the controller does before sending."""
+    for placeholder, value in CONTROLLER_VALUES.items():
+        template = template.replace(placeholder, value)
+    return template
+
+
+def templates() -> list[tuple[str, str]]:
+    """(function, arguments template) for every row of the functions table."""
+    rows = []
+    for line in FUNCTIONS_TSV.read_text(encoding="utf-8").splitlines()[1:]:
+        function, _manager, _per, arguments = line.split("\t")
+        rows.append((function, arguments))
+    return rows
+
+
+def template(function: str, containing: str = "") -> str:
+    """The one template of ``function`` that contains ``containing``."""
+    found = {args for name, args in templates() if name == function and containing in args}
+    assert len(found) == 1, found
+    return found.pop()
+
+
+def prepare(arguments: str, paths: Paths = PATHS, created: str = CREATED) -> list[str]:
+    return prepare_argv(arguments, task_uuid=TASK_UUID, created_date=created, paths=paths, now=NOW)
+
+
+def sub(arguments: str, paths: Paths = PATHS, created: str = CREATED) -> str:
+    return substitute(arguments, task_uuid=TASK_UUID, created_date=created, paths=paths, now=NOW)
+
+
+# --- substitute ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("placeholder", "value"),
+    [
+        ("%sharedPath%", "/var/archivematica/sharedDirectory/"),
+        ("%clientAssetsDirectory%", "/usr/lib/archivematica/MCPClient/assets/"),
+        ("%clientScriptsDirectory%", "/usr/lib/archivematica/MCPClient/clientScripts/"),
+        ("%watchDirectory%", "/var/archivematica/sharedDirectory/watchedDirectories/"),
+        ("%rejectedDirectory%", "/var/archivematica/sharedDirectory/rejected/"),
+        ("%date%", NOW_TEXT),
+        ("%taskUUID%", TASK_UUID),
+        ("%jobCreatedDate%", CREATED),
+    ],
+)
+def test_each_placeholder(placeholder: str, value: str) -> None:
+    assert sub(f"<{placeholder}>") == f"<{value}>"
+    assert sub(f"{placeholder}x{placeholder}") == f"{value}x{value}"
+
+
+def test_trailing_slashes_are_kept_as_configured() -> None:
+    no_slash = Paths(shared_directory="/srv/shared", client_assets_directory="/srv/assets")
+    assert sub("%sharedPath%failed/", no_slash) == "/srv/sharedfailed/"
+    assert sub("%clientAssetsDirectory%mets", no_slash) == "/srv/assetsmets"
+    assert sub("%sharedPath%failed/") == "/var/archivematica/sharedDirectory/failed/"
+
+
+def test_unknown_placeholders_are_left_alone() -> None:
+    text = "%SIPUUID% %watchDirectoryPath%x %sharedpath% %date %% 100%"
+    assert sub(text) == text
+
+
+def test_job_created_date_gets_a_space_separator() -> None:
+    assert sub("%jobCreatedDate%", created="2024-08-04T21:34:35+00:00") == (
+        "2024-08-04 21:34:35+00:00"
+    )
+
+
+def test_date_with_a_naive_now() -> None:
+    naive = datetime(2024, 8, 4, 21, 40, 1)
+    text = substitute("%date%", task_uuid=TASK_UUID, created_date=CREATED, paths=PATHS, now=naive)
+    assert text == "2024-08-04T21:40:01"
+
+
+def test_values_are_not_expanded_twice() -> None:
+    odd = Paths(shared_directory="/srv/%date%/", client_assets_directory="/a/")
+    assert sub("%sharedPath%", odd) == "/srv/%date%/"
+
+
+def test_no_placeholder_returns_the_string_itself() -> None:
+    text = '"abc" --flag'
+    assert sub(text) is text
+
+
+# --- split_arguments ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "argv"),
+    [
+        ("", []),
+        ("   ", []),
+        ('"a b" c', ["a b", "c"]),
+        ("'a \"b\"' c\\ d", ['a "b"', "c d"]),
+        ('--xml "/x/"metadata/m.xml', ["--xml", "/x/metadata/m.xml"]),
+        ('--uuid="abc"', ["--uuid=abc"]),
+        ('""', [""]),
+        ('a  "b"  ', ["a", "b"]),
+        ("# not a comment", ["#", "not", "a", "comment"]),
+    ],
+)
+def test_split(arguments: str, argv: list[str]) -> None:
+    assert split_arguments(arguments) == argv
+
+
+@pytest.mark.parametrize(
+    ("arguments", "argv"),
+    [
+        ('"echo \\`date\\`"', ["echo `date`"]),  # shlex keeps the backslash here
+        ("echo \\`date\\`", ["echo", "`date`"]),  # shlex already drops it here
+        ("'\\`'", ["`"]),  # Archivematica drops it everywhere; so do we
+        ('"\\\\"', ["\\"]),
+    ],
+)
+def test_backtick_unescape(arguments: str, argv: list[str]) -> None:
+    assert split_arguments(arguments) == argv
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ('"abc', "No closing quotation"),
+        ("'abc", "No closing quotation"),
+        ('"a" "b', "No closing quotation"),
+        ("abc\\", "No escaped character"),
+    ],
+)
+def test_unsplittable_arguments_raise_argv_error(arguments: str, message: str) -> None:
+    with pytest.raises(ArgvError, match=message):
+        split_arguments(arguments)
+
+
+def test_non_string_arguments_raise_argv_error() -> None:
+    with pytest.raises(ArgvError, match="must be a string"):
+        split_arguments(None)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\x00"))))
+def test_split_inverts_shell_quoting(words: list[str]) -> None:
+    words = [word for word in words if "\\`" not in word]  # the one deliberate change
+    assert split_arguments(shlex.join(words)) == words
+
+
+# --- prepare_argv ------------------------------------------------------------------
+
+
+def test_substitution_happens_before_splitting() -> None:
+    spaced = Paths(shared_directory="/srv/shared dir/", client_assets_directory="/a/")
+    assert prepare('"%sharedPath%failed/" x', spaced) == ["/srv/shared dir/failed/", "x"]
+    # Unquoted in the template, the space splits the path: the template's business.
+    assert prepare("%sharedPath%failed/", spaced) == ["/srv/shared", "dir/failed/"]
+
+
+def test_a_quote_in_a_value_is_an_argv_error() -> None:
+    quoted = Paths(shared_directory='/srv/"odd/', client_assets_directory="/a/")
+    with pytest.raises(ArgvError):
+        prepare('"%sharedPath%"', quoted)
+
+
+def test_one_megabyte_of_arguments() -> None:
+    word = "x" * 99
+    arguments = f'"{word}" ' * 10_000
+    assert prepare(arguments) == [word] * 10_000
+
+
+# --- real templates from the functions table -------------------------------------
+
+
+def test_clamscan() -> None:
+    arguments = controller(template("archivematicaclamscan_v0.0"))
+    assert prepare(arguments) == [
+        FILE_UUID,
+        f"{SIP_DIR}objects/photo 1.jpg",
+        NOW_TEXT,
+        TASK_UUID,
+    ]
+
+
+def test_copy_from_client_assets() -> None:
+    arguments = controller(template("copy_v0.0", "README/README.html"))
+    assert prepare(arguments) == [
+        "/usr/lib/archivematica/MCPClient/assets/README/README.html",
+        f"{SIP_DIR}README.html",
+    ]
+
+
+def test_copy_processing_config_with_a_flag() -> None:
+    arguments = controller(template("copy_v0.0", "defaultProcessingMCP.xml"))
+    assert prepare(arguments) == [
+        "/var/archivematica/sharedDirectory/sharedMicroServiceTasksConfigs/"
+        "processingMCPConfigs/defaultProcessingMCP.xml",
+        f"{SIP_DIR}processingMCP.xml",
+        "-n",
+    ]
+
+
+def test_create_event_uses_the_job_created_date() -> None:
+    arguments = controller(template("createevent_v0.0"))
+    assert prepare(arguments, created="2024-08-04T21:34:35.241750+00:00") == [
+        "--eventType",
+        "removal from backlog",
+        "--fileUUID",
+        FILE_UUID,
+        "--eventIdentifierUUID",
+        TASK_UUID,
+        "--eventDateTime",
+        CREATED,
+    ]
+
+
+def test_quote_next_to_unquoted_text_makes_one_word() -> None:
+    arguments = controller(template("createtransfermetadata_v0.0"))
+    assert prepare(arguments) == [
+        "--sipUUID",
+        SIP_UUID,
+        "--xmlFile",
+        f"{SIP_DIR}metadata/transfer_metadata.xml",
+    ]
+
+
+def test_rejected_directory_of_older_releases() -> None:
+    arguments = controller(template("movesip_v0.0", "%rejectedDirectory%"))
+    assert prepare(arguments) == [
+        SIP_DIR,
+        "/var/archivematica/sharedDirectory/rejected/.",
+        SIP_UUID,
+        "/var/archivematica/sharedDirectory/",
+    ]
+
+
+def test_double_spaces_between_words() -> None:
+    arguments = controller(template("movetransfer_v0.0", "examineContentsChoice"))
+    assert prepare(arguments) == [
+        SIP_DIR,
+        "/var/archivematica/sharedDirectory/watchedDirectories/workFlowDecisions/"
+        "examineContentsChoice/.",
+        SIP_UUID,
+        "/var/archivematica/sharedDirectory/",
+    ]
+
+
+def test_equals_sign_options() -> None:
+    arguments = controller(template("restructuredipforcontentdmupload_v0.0"))
+    assert prepare(arguments) == [f"--uuid={SIP_UUID}", "--dipDir", SIP_DIR]
+
+
+def test_empty_template() -> None:
+    assert "" in {args for name, args in templates() if name == "getaipstoragelocations_v0.0"}
+    assert prepare("") == []
+
+
+def test_every_template_in_the_table_prepares() -> None:
+    rows = templates()
+    assert len(rows) > 150
+    for function, arguments in rows:
+        argv = prepare(controller(arguments))
+        assert all(isinstance(word, str) for word in argv), function
+        assert not any("%sharedPath%" in word or "%date%" in word for word in argv), function

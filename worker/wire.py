@@ -1,0 +1,407 @@
+"""The wire codec: the controller's request bytes in, our result bytes out.
+
+Pure functions over frozen dataclasses; no sockets, Celery or Django. The
+format is fixed by the controller (see ``docs/ccp-contract.md``): a request is
+``{"tasks": {uuid: {...}}}`` as UTF-8 JSON (Archivematica >= 1.17) or as a
+protocol-0 pickle (<= 1.16), and the result goes back in the same encoding.
+
+Failures are kept in two tiers, because the controller fails a whole batch
+when the worker fails the Gearman job:
+
+* the payload as a whole cannot be read -> :class:`~worker.errors.DecodeError`
+  (permanent; nothing can be answered per task);
+* one task cannot be run -> its :attr:`TaskSpec.problem` is set and the rest
+  of the batch goes ahead, so that task alone is answered with exit code 1.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import pickle
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from worker import safe_pickle
+from worker.errors import DecodeError
+
+# Key names of the wire format, in one place. The spellings (camelCase, the
+# snake_case "wants_output", the misspelt "stderror") are the controller's.
+TASKS_KEY = "tasks"  #: request envelope: the mapping of task UUID to task
+UUID_KEY = "uuid"  #: inside a task; ignored in favour of the mapping key
+CREATED_DATE_KEY = "createdDate"  #: inside a task: when the controller made it
+ARGUMENTS_KEY = "arguments"  #: inside a task: the shell-quoted arguments string
+WANTS_OUTPUT_KEY = "wants_output"  #: inside a task: send stdout/stderr back?
+RESULTS_KEY = "task_results"  #: result envelope: mapping of task UUID to result
+EXIT_CODE_KEY = "exitCode"
+FINISHED_KEY = "finishedTimestamp"
+STDOUT_KEY = "stdout"
+STDERROR_KEY = "stderror"  #: what every worker release sends (sic)
+STDERR_KEY = "stderr"  #: what the 1.17 controller reads; we send both
+
+#: Default ceiling on a request payload, in bytes. A batch of 128 tasks is a
+#: few hundred kilobytes at most; 64 MiB leaves room for very long argument
+#: strings while keeping a hostile or corrupt payload from exhausting memory.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+#: Default for a task that has no ``wants_output`` key (the contract's rule).
+DEFAULT_WANTS_OUTPUT = True
+
+# ASCII whitespace a JSON sender may put before the opening brace. Compiled
+# once: detection runs on every payload.
+_LEADING_WHITESPACE = re.compile(rb"[ \t\r\n]*")
+
+# First bytes of a pickle: "(" (MARK, protocol 0: "(dp0"), "}" (EMPTY_DICT,
+# protocol 1) and "\x80" (PROTO, protocol 2 and later).
+_PICKLE_FIRST_BYTES = frozenset(b"(}\x80")
+
+# How much of a hostile value an error message may quote.
+_QUOTE_LIMIT = 64
+
+
+class Encoding(enum.StrEnum):
+    """How a request was encoded; the result must use the same encoding."""
+
+    JSON = "json"
+    PICKLE = "pickle"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a request, as read from the payload.
+
+    ``uuid`` is the key of the ``tasks`` mapping (the inner ``"uuid"`` is
+    ignored: the controller matches results by key). ``arguments`` is the raw
+    string, before placeholder substitution and splitting. ``created_date`` is
+    ISO 8601 with a space separator, as scripts expect. When the task can be
+    read but not run, ``problem`` says why (for the task's stderr) and the
+    other fields hold harmless defaults.
+    """
+
+    uuid: str
+    arguments: str
+    created_date: str
+    wants_output: bool
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The tasks of one request, in payload order, and how it was encoded."""
+
+    tasks: tuple[TaskSpec, ...]
+    encoding: Encoding
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The outcome of one task, ready to be encoded for the controller.
+
+    ``finished_at`` is normalised to an aware UTC datetime on construction (a
+    naive value is taken to be UTC already), so every encoder can rely on it.
+    """
+
+    uuid: str
+    exit_code: int
+    finished_at: datetime
+    stdout: str = ""
+    stderr: str = ""
+    wants_output: bool = True
+
+    def __post_init__(self) -> None:
+        """Normalise ``finished_at`` to timezone-aware UTC."""
+        if not isinstance(self.finished_at, datetime):
+            raise TypeError(f"finished_at must be a datetime, not {type(self.finished_at)}")
+        utc = _as_utc(self.finished_at)
+        if utc is not self.finished_at:
+            # Frozen dataclass: this is the documented way to set a field here.
+            object.__setattr__(self, "finished_at", utc)
+
+    def to_json(self) -> dict[str, object]:
+        """Return a JSON-safe dict (for Celery's JSON serializer).
+
+        Text is sanitised so that a later UTF-8 encode cannot fail.
+        """
+        return {
+            "uuid": self.uuid,
+            "exit_code": self.exit_code,
+            "finished_at": self.finished_at.isoformat(),
+            "stdout": sanitize_text(self.stdout),
+            "stderr": sanitize_text(self.stderr),
+            "wants_output": self.wants_output,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> TaskResult:
+        """Rebuild a result from :meth:`to_json` output; raises DecodeError."""
+        uuid = data.get("uuid")
+        exit_code = data.get("exit_code")
+        finished_at = data.get("finished_at")
+        stdout = data.get("stdout", "")
+        stderr = data.get("stderr", "")
+        wants_output = data.get("wants_output", True)
+        if not isinstance(uuid, str):
+            raise DecodeError("task result: 'uuid' must be a string")
+        # bool is an int subclass; an exit code of True is a bug somewhere.
+        if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+            raise DecodeError(f"task result {uuid}: 'exit_code' must be an integer")
+        if not isinstance(finished_at, str):
+            raise DecodeError(f"task result {uuid}: 'finished_at' must be an ISO 8601 string")
+        if not isinstance(stdout, str) or not isinstance(stderr, str):
+            raise DecodeError(f"task result {uuid}: 'stdout' and 'stderr' must be strings")
+        if not isinstance(wants_output, bool):
+            raise DecodeError(f"task result {uuid}: 'wants_output' must be a boolean")
+        try:
+            finished = datetime.fromisoformat(finished_at)
+        except ValueError as exc:
+            raise DecodeError(f"task result {uuid}: bad 'finished_at': {exc}") from exc
+        return cls(
+            uuid=uuid,
+            exit_code=exit_code,
+            finished_at=finished,
+            stdout=stdout,
+            stderr=stderr,
+            wants_output=wants_output,
+        )
+
+
+def detect_encoding(data: bytes) -> Encoding:
+    """Tell a JSON request from a pickled one by its first bytes.
+
+    JSON is an object, so its first byte after ASCII whitespace is ``{``. A
+    pickle starts with ``(`` (protocol 0 writes ``(dp0``), ``}`` or ``\\x80``.
+    Raises DecodeError for anything else.
+    """
+    match = _LEADING_WHITESPACE.match(data)
+    start = match.end() if match else 0
+    if data[start : start + 1] == b"{":
+        return Encoding.JSON
+    if data and data[0] in _PICKLE_FIRST_BYTES:
+        return Encoding.PICKLE
+    if start == len(data):
+        raise DecodeError("empty payload: expected a JSON object or a pickle")
+    raise DecodeError(
+        f"unrecognised payload: expected a JSON object or a pickle, "
+        f"got bytes starting {data[start : start + 16]!r}"
+    )
+
+
+def decode_request(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Batch:
+    """Decode a request payload into a :class:`Batch`.
+
+    Raises DecodeError, and nothing else, when the payload cannot be read as a
+    whole. A task that can be read but not run is returned with its
+    ``problem`` set. Unknown keys are ignored; task order is kept.
+    """
+    _check_size(data, max_bytes)
+    encoding = detect_encoding(data)
+    tasks = _envelope(_load(data, encoding), TASKS_KEY)
+    return Batch(
+        tasks=tuple(_read_task(uuid, task) for uuid, task in tasks.items()),
+        encoding=encoding,
+    )
+
+
+def encode_result(results: Iterable[TaskResult], encoding: Encoding) -> bytes:
+    """Encode results as the controller expects them, in ``encoding``.
+
+    ``stdout``, ``stderror`` and ``stderr`` are included only for tasks that
+    want output. Text is sanitised here, so this never raises on text.
+    """
+    pickled = Encoding(encoding) is Encoding.PICKLE
+    task_results: dict[str, dict[str, object]] = {}
+    for result in results:
+        entry: dict[str, object] = {
+            EXIT_CODE_KEY: int(result.exit_code),
+            # Pickle senders unpickle a datetime; JSON senders parse a string.
+            FINISHED_KEY: result.finished_at if pickled else result.finished_at.isoformat(),
+        }
+        if result.wants_output:
+            stderr = sanitize_text(result.stderr)
+            entry[STDOUT_KEY] = sanitize_text(result.stdout)
+            entry[STDERROR_KEY] = stderr
+            entry[STDERR_KEY] = stderr
+        task_results[result.uuid] = entry
+    document = {RESULTS_KEY: task_results}
+    if pickled:
+        return pickle.dumps(document, protocol=0)
+    return _json_bytes(document)
+
+
+def sanitize_text(text: str | bytes) -> str:
+    """Return ``text`` as a str that can always be encoded as UTF-8.
+
+    Bytes are decoded as UTF-8 with invalid sequences replaced by U+FFFD. In a
+    str, each lone surrogate (as left by ``surrogateescape`` or a bad ``\\ud800``
+    JSON escape) becomes U+FFFD, while a valid surrogate pair becomes the
+    character it encodes. Clean text is returned unchanged.
+    """
+    if isinstance(text, bytes | bytearray):
+        return bytes(text).decode("utf-8", "replace")
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Only surrogates fail to encode. UTF-16 with "surrogatepass" writes
+        # them as they are; decoding joins valid pairs and replaces lone ones.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def encode_request(tasks: Mapping[str, Mapping[str, object]], encoding: Encoding) -> bytes:
+    """Encode a request as the controller would (for clients, benchmarks, tests).
+
+    ``tasks`` maps each task UUID to ``{"uuid", "createdDate", "arguments",
+    "wants_output"}``; it is wrapped as ``{"tasks": ...}``. For JSON a datetime
+    ``createdDate`` is written with ``isoformat()``, as the 1.17 controller does.
+    """
+    document = {TASKS_KEY: {uuid: dict(task) for uuid, task in tasks.items()}}
+    if Encoding(encoding) is Encoding.PICKLE:
+        return pickle.dumps(document, protocol=0)
+    return _json_bytes(document, default=_datetime_to_json)
+
+
+def decode_result(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> dict[str, dict[str, object]]:
+    """Decode a result payload (either encoding) into its ``task_results`` mapping.
+
+    Pickles go through the same restricted unpickler as requests. Raises
+    DecodeError when the payload or any task result is not a mapping.
+    """
+    _check_size(data, max_bytes)
+    results = _envelope(_load(data, detect_encoding(data)), RESULTS_KEY)
+    decoded: dict[str, dict[str, object]] = {}
+    for uuid, entry in results.items():
+        if not isinstance(entry, dict) or not all(isinstance(key, str) for key in entry):
+            raise DecodeError(f"task result {uuid!r} is not a mapping with string keys")
+        decoded[uuid] = entry
+    return decoded
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _check_size(data: bytes, max_bytes: int) -> None:
+    """Refuse payloads over ``max_bytes`` before any parsing work is done."""
+    if len(data) > max_bytes:
+        raise DecodeError(f"payload of {len(data)} bytes exceeds the limit of {max_bytes} bytes")
+
+
+def _load(data: bytes, encoding: Encoding) -> object:
+    """Parse ``data`` into Python objects; every failure is a DecodeError."""
+    if encoding is Encoding.PICKLE:
+        return safe_pickle.loads(data)
+    try:
+        # Decoded here rather than by json.loads, which would also accept
+        # UTF-16 and UTF-32; the contract says UTF-8.
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"JSON payload is not valid UTF-8: {exc}") from exc
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError, MemoryError) as exc:
+        # ValueError covers malformed JSON and over-long integer literals;
+        # RecursionError comes from very deep nesting.
+        raise DecodeError(f"malformed JSON payload: {type(exc).__name__}: {exc}") from exc
+
+
+def _envelope(document: object, key: str) -> dict[str, object]:
+    """Return ``document[key]`` if both are mappings with string keys."""
+    if not isinstance(document, dict):
+        raise DecodeError(f"payload is a {type(document).__name__}, not a mapping")
+    if key not in document:
+        raise DecodeError(f"payload has no {key!r} key")
+    inner = document[key]
+    if not isinstance(inner, dict):
+        raise DecodeError(f"payload's {key!r} is a {type(inner).__name__}, not a mapping")
+    for name in inner:
+        if not isinstance(name, str):
+            raise DecodeError(f"payload's {key!r} has a {type(name).__name__} key, not a string")
+    return inner
+
+
+def _read_task(uuid: str, task: object) -> TaskSpec:
+    """Read one task; a task that cannot be run gets ``problem`` instead of raising."""
+    if not isinstance(task, dict):
+        return TaskSpec(
+            uuid=uuid,
+            arguments="",
+            created_date="",
+            wants_output=DEFAULT_WANTS_OUTPUT,
+            problem=f"the task is a {type(task).__name__}, not a mapping",
+        )
+    problems: list[str] = []
+    arguments = task.get(ARGUMENTS_KEY)
+    if not isinstance(arguments, str):
+        problems.append(_wrong_type(ARGUMENTS_KEY, arguments, "a string", task))
+        arguments = ""
+    created_date, date_problem = _read_created_date(task)
+    if date_problem:
+        problems.append(date_problem)
+    wants_output = task.get(WANTS_OUTPUT_KEY, DEFAULT_WANTS_OUTPUT)
+    if not isinstance(wants_output, bool):
+        problems.append(_wrong_type(WANTS_OUTPUT_KEY, wants_output, "a boolean", task))
+        # Send the output back, so the controller records why the task failed.
+        wants_output = True
+    return TaskSpec(
+        uuid=uuid,
+        arguments=arguments,
+        created_date=created_date,
+        wants_output=wants_output,
+        problem="; ".join(problems) or None,
+    )
+
+
+def _read_created_date(task: dict[object, object]) -> tuple[str, str | None]:
+    """Return (createdDate with a space separator, problem or None)."""
+    raw = task.get(CREATED_DATE_KEY)
+    if isinstance(raw, datetime):
+        return raw.isoformat(" "), None
+    if not isinstance(raw, str):
+        return "", _wrong_type(CREATED_DATE_KEY, raw, "an ISO 8601 string", task)
+    try:
+        # Parsing (rather than swapping "T" for " ") both validates the date
+        # and gives scripts one canonical form, whatever ISO variant arrived.
+        return datetime.fromisoformat(raw).isoformat(" "), None
+    except ValueError:
+        return "", f"{CREATED_DATE_KEY!r} is not an ISO 8601 date: {raw[:_QUOTE_LIMIT]!r}"
+
+
+def _wrong_type(key: str, value: object, expected: str, task: dict[object, object]) -> str:
+    """Describe a missing or mistyped task field (by type only: values may be huge)."""
+    if key not in task:
+        return f"{key!r} is missing"
+    return f"{key!r} is a {type(value).__name__}, not {expected}"
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """Return ``moment`` as an aware UTC datetime (naive means UTC already)."""
+    if moment.utcoffset() is None:
+        return moment.replace(tzinfo=UTC)
+    if moment.tzinfo is UTC:
+        return moment
+    return moment.astimezone(UTC)
+
+
+def _datetime_to_json(value: object) -> str:
+    """``json.dumps`` fallback: datetimes as ISO 8601 strings, as the 1.17 controller."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _json_bytes(document: object, default: Callable[[object], object] | None = None) -> bytes:
+    """Serialise ``document`` as compact UTF-8 JSON."""
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=default)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Text values are sanitised, so only a lone surrogate in a key (a task
+        # UUID the controller sent as a "\ud800" escape) gets here. ASCII-only
+        # JSON carries it back exactly, as an escape again.
+        ascii_text = json.dumps(document, ensure_ascii=True, separators=(",", ":"), default=default)
+        return ascii_text.encode("ascii")
