@@ -94,3 +94,35 @@ def check_tasks_table() -> str:
     count = Task.objects.count()
     return f"reachable, Tasks table usable ({count} rows, {connection.vendor})"
 
+
+
+def prepare_bookkeeping() -> bool:
+    """Ready the ``Tasks`` table for a worker process; False if rows can't be written.
+
+    The embedded SQLite database gets its table created. Any other database
+    must already have it (it is Archivematica's): if it does not, that is
+    logged once and the worker runs without bookkeeping, because the results
+    still reach the controller over Gearman.
+    """
+    import logging
+
+    from django.db import DatabaseError, connection
+
+    from worker.models import Task
+
+    log = logging.getLogger(__name__)
+    setup()
+    try:
+        if connection.vendor == "sqlite":
+            ensure_schema()
+            return True
+        if Task._meta.db_table in connection.introspection.table_names():
+            return True
+        log.error("the database has no Tasks table: task rows will not be updated")
+        return False
+    except DatabaseError as exc:
+        # Unreachable now is not missing: the per-slice writes retry.
+        log.warning("cannot inspect the database at start (%s); writes will retry", exc)
+        return True
+    finally:
+        connection.close()

@@ -148,8 +148,11 @@ class GearmanShim:
         attempt = 0
         while not self.stopping.is_set():
             worker = _LaneWorker(self.servers, self.answer, self.stopping, self._track)
+            worker.set_client_id(f"amworker-lane-{lane}")
             for function in self.functions:
-                worker.register_task(function, _unused)
+                # gearman3 compares the JOB_ASSIGN function name (bytes) with
+                # the registered keys, so register bytes.
+                worker.register_task(function.encode(), _unused)
             try:
                 worker.work(poll_timeout=POLL_SECONDS)
                 attempt = 0
@@ -160,6 +163,11 @@ class GearmanShim:
                 delay = self.backoff.delay(attempt)
                 log.warning("lane %d: no gearmand reachable at %s (%s); retry %d in %.1fs",
                             lane, ", ".join(self.servers), exc, attempt + 1, delay)
+                attempt += 1
+                self.stopping.wait(delay)
+            except Exception:  # noqa: BLE001 - the lane's loop boundary: log, back off, go on
+                delay = self.backoff.delay(attempt)
+                log.exception("lane %d: unexpected error; reconnecting in %.1fs", lane, delay)
                 attempt += 1
                 self.stopping.wait(delay)
             finally:

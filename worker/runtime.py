@@ -37,6 +37,9 @@ class WorkerRuntime:
     registry: Registry
     redis: redis.Redis
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: False when the database has no Tasks table: rows are then not written
+    #: (logged once at start) instead of every slice retrying a hopeless write.
+    bookkeeping: bool = True
 
     @classmethod
     def build(cls, settings: Settings | None = None) -> WorkerRuntime:
@@ -48,6 +51,7 @@ class WorkerRuntime:
             settings=settings,
             registry=load_registry(settings),
             redis=redis.Redis.from_url(settings.result_backend),
+            bookkeeping=database.prepare_bookkeeping(),
         )
 
     def claim(self, task_id: str, worker: str) -> bool:
@@ -105,15 +109,17 @@ class WorkerRuntime:
                 wants_output=lambda _u: True,
             )
         uuids = [spec.uuid for spec in specs]
-        bookkeeping.mark_started(uuids, when=utcnow(), client=client, policy=self.retry)
+        if self.bookkeeping:
+            bookkeeping.mark_started(uuids, when=utcnow(), client=client, policy=self.retry)
         jobs = build_jobs(
             function, specs, max_output_bytes=entry.options.max_output_bytes or 0
         )
         run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors)  # type: ignore[arg-type]
         results = results_of(jobs)
-        bookkeeping.mark_finished(
-            results, capture_output=self.settings.capture_output, policy=self.retry
-        )
+        if self.bookkeeping:
+            bookkeeping.mark_finished(
+                results, capture_output=self.settings.capture_output, policy=self.retry
+            )
         close_old_connections()
         return results
 

@@ -1,0 +1,441 @@
+"""Helpers shared by the bundled coreutils-style client scripts.
+
+The scripts mirror GNU coreutils 9.1 (Debian bookworm) closely enough that a
+workflow cannot tell them from the commands they replace: same exit codes,
+same ``program: message`` diagnostics on stderr. Messages are those of the C
+locale, except that printable non-ASCII characters in file names are shown
+as they are (as a UTF-8 locale would) rather than as octal escapes.
+
+This module holds what more than one script needs: the per-job loop, the
+error reporting, GNU's two file-name quoting styles, a getopt-like option
+parser, chmod-style mode parsing and the ``SOURCE... DEST`` target rule of
+``cp`` and ``mv``. Nothing here starts a process or touches a shell.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+_T = TypeVar("_T")
+
+
+class ScriptJob(Protocol):
+    """The part of Archivematica's ``Job`` API these scripts use."""
+
+    @property
+    def args(self) -> Sequence[str]:
+        """``[function_name] + argv``."""
+
+    def set_status(self, code: int, status_code: str = "success") -> None:
+        """Record the exit code (a falsy code leaves it unchanged)."""
+
+    def write_error(self, s: str) -> None:
+        """Append ``s`` to the job's stderr."""
+
+    def write_output(self, s: str) -> None:
+        """Append ``s`` to the job's stdout."""
+
+    def JobContext(self, logger: Any = None) -> AbstractContextManager[Any]:  # noqa: N802
+        """Turn an exception inside the block into exit code 1 plus a traceback."""
+
+
+class CommandError(Exception):
+    """A failure on one operand: reported as ``program: message``, then the command goes on."""
+
+
+class UsageError(Exception):
+    """The command line itself is wrong; the command does nothing else."""
+
+    def __init__(self, message: str, *, hint: bool = True) -> None:
+        super().__init__(message)
+        #: Whether GNU follows this message with its "Try '... --help'" line.
+        self.hint = hint
+
+
+@dataclass
+class Report:
+    """Where one command run writes its diagnostics, and its exit status so far."""
+
+    job: ScriptJob
+    prog: str
+    status: int = 0
+
+    def error(self, message: str, status: int = 1) -> None:
+        """Write ``prog: message`` to stderr; the first failure fixes the exit status."""
+        self.job.write_error(f"{self.prog}: {message}\n")
+        self.status = self.status or status
+
+    def each(self, items: Iterable[_T], action: Callable[[_T], None]) -> None:
+        """Run ``action`` on every item, reporting a :class:`CommandError` and going on."""
+        for item in items:
+            try:
+                action(item)
+            except CommandError as exc:
+                self.error(str(exc))
+
+
+#: A command body: given argv (without the function name), does the work.
+Command = Callable[[list[str], Report], None]
+
+
+def run_jobs(jobs: Iterable[ScriptJob], prog: str, command: Command, usage_status: int = 1) -> None:
+    """The body of every script's ``call(jobs)``: run ``command`` once per job.
+
+    Each job runs inside its own ``JobContext``, so a bug in one job cannot
+    stop the others. ``usage_status`` is the exit status of a bad command line
+    (2 for ``test``, 1 for the other coreutils).
+    """
+    for job in jobs:
+        with job.JobContext():
+            job.set_status(_run_one(job, prog, command, usage_status))
+
+
+def _run_one(job: ScriptJob, prog: str, command: Command, usage_status: int) -> int:
+    report = Report(job, prog)
+    try:
+        command(list(job.args[1:]), report)
+    except UsageError as exc:
+        report.error(str(exc), usage_status)
+        if exc.hint:
+            job.write_error(f"Try '{prog} --help' for more information.\n")
+    return report.status
+
+
+# --- messages -------------------------------------------------------------
+
+#: Characters that make GNU quote a file name wherever they appear in it.
+_SHELL_SPECIAL = frozenset("\t\n !\"$&'()*;<=>?[\\]^`{|}")
+#: Characters that make GNU quote a file name only when they start it.
+_SHELL_SPECIAL_FIRST = frozenset("#~")
+#: Characters that stop GNU from wrapping a name containing ``'`` in double quotes.
+_DOUBLE_QUOTE_SPECIAL = frozenset("\"$`\\!")
+#: Control characters GNU writes as a letter escape rather than in octal.
+_C_ESCAPES = {"\a": "a", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t", "\v": "v"}
+
+
+def strerror(exc: OSError) -> str:
+    """The C library's wording of ``exc`` ("No such file or directory")."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def failure(what: str, path: str, exc: OSError) -> CommandError:
+    """``what 'path': strerror``, the shape of most coreutils diagnostics."""
+    return CommandError(f"{what} {quote(path)}: {strerror(exc)}")
+
+
+def quote(name: str, *, always: bool = True) -> str:
+    """Quote a file name as GNU's ``quoteaf`` does (``quotef`` if not ``always``).
+
+    The result can be pasted into a POSIX shell: ``'a b'``, ``"it's"``,
+    ``'new'$'\\n''line'``.
+    """
+    printable = name.isprintable()
+    if not always and name and printable and not _needs_quotes(name):
+        return name
+    if "'" in name and printable and not _DOUBLE_QUOTE_SPECIAL.intersection(name):
+        return f'"{name}"'
+    return _single_quoted(name)
+
+
+def quote_text(text: str) -> str:
+    """Quote an argument as GNU's ``quote`` does in the C locale: ``'it\\'s'``."""
+    body = "".join(
+        "\\" + ch if ch in "\\'" else ch if ch.isprintable() else _escape(ch) for ch in text
+    )
+    return f"'{body}'"
+
+
+def _needs_quotes(name: str) -> bool:
+    return bool(_SHELL_SPECIAL.intersection(name)) or name[0] in _SHELL_SPECIAL_FIRST
+
+
+def _single_quoted(name: str) -> str:
+    parts = ["'"]
+    in_dollar = False  # inside a $'...' run of escaped characters
+    for ch in name:
+        if not ch.isprintable():
+            parts.append("" if in_dollar else "'$'")
+            parts.append(_escape(ch))
+            in_dollar = True
+            continue
+        if in_dollar:
+            parts.append("''")
+            in_dollar = False
+        parts.append("'\\''" if ch == "'" else ch)
+    parts.append("'")
+    return "".join(parts)
+
+
+def _escape(ch: str) -> str:
+    if ch in _C_ESCAPES:
+        return "\\" + _C_ESCAPES[ch]
+    try:
+        raw = ch.encode("utf-8", "surrogateescape")  # undecodable bytes of a file name
+    except UnicodeEncodeError:
+        raw = ch.encode("utf-8", "surrogatepass")
+    return "".join(f"\\{byte:03o}" for byte in raw)
+
+
+# --- options --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """The options a command accepts, in getopt's terms."""
+
+    #: Short options without a value, e.g. ``"n"``.
+    flags: str = ""
+    #: Short options that take a value, e.g. ``"m"``.
+    valued: str = ""
+    #: Long option name -> the short option it stands for.
+    long: Mapping[str, str] = field(default_factory=dict)
+    #: chmod only: ``-w``, ``-rwx``, ``-0`` … are modes, not options.
+    mode_like: bool = False
+
+
+@dataclass
+class Options:
+    """A parsed command line."""
+
+    flags: set[str] = field(default_factory=set)
+    values: dict[str, str] = field(default_factory=dict)
+    operands: list[str] = field(default_factory=list)
+    #: The chmod-style mode arguments (``-w``), in order.
+    mode_args: list[str] = field(default_factory=list)
+
+
+#: First characters after ``-`` that make chmod read an argument as a mode.
+_MODE_OPTION_CHARS = frozenset("rwxXstugoa,+-=01234567")
+
+
+def parse_options(argv: Sequence[str], spec: OptionSpec) -> Options:
+    """Parse ``argv`` like GNU getopt: options may follow operands; ``--`` ends them.
+
+    Raises :class:`UsageError` with getopt's wording for an unknown option or
+    a missing option value.
+    """
+    result = Options()
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            result.operands.extend(rest)
+            break
+        if spec.mode_like and len(arg) > 1 and arg[0] == "-" and arg[1] in _MODE_OPTION_CHARS:
+            result.mode_args.append(arg)
+        elif arg.startswith("--"):
+            _long_option(arg, rest, spec, result)
+        elif arg.startswith("-") and arg != "-":
+            _short_options(arg, rest, spec, result)
+        else:
+            result.operands.append(arg)
+    return result
+
+
+def _long_option(arg: str, rest: list[str], spec: OptionSpec, result: Options) -> None:
+    name, has_value, value = arg[2:].partition("=")
+    matches = [known for known in spec.long if known.startswith(name)]
+    if name in spec.long:
+        matches = [name]
+    if len(matches) != 1:
+        raise UsageError(f"unrecognized option '{arg}'")
+    letter = spec.long[matches[0]]
+    if letter not in spec.valued:
+        if has_value:
+            raise UsageError(f"option '--{matches[0]}' doesn't allow an argument")
+        result.flags.add(letter)
+        return
+    if not has_value:
+        if not rest:
+            raise UsageError(f"option '--{matches[0]}' requires an argument")
+        value = rest.pop(0)
+    result.values[letter] = value
+
+
+def _short_options(arg: str, rest: list[str], spec: OptionSpec, result: Options) -> None:
+    for index, letter in enumerate(arg[1:], start=2):
+        if letter in spec.flags:
+            result.flags.add(letter)
+        elif letter in spec.valued:
+            value = arg[index:]
+            if not value:
+                if not rest:
+                    raise UsageError(f"option requires an argument -- '{letter}'")
+                value = rest.pop(0)
+            result.values[letter] = value
+            return
+        else:
+            raise UsageError(f"invalid option -- '{letter}'")
+
+
+# --- modes ----------------------------------------------------------------
+
+#: Mode bits each "who" letter selects (a=all, including the special bits).
+_WHO = {"u": 0o4700, "g": 0o2070, "o": 0o1007, "a": 0o7777}
+#: Mode bits each permission letter stands for, before "who" narrows them.
+_PERMS = {"r": 0o444, "w": 0o222, "x": 0o111, "s": 0o6000, "t": 0o1000}
+#: ``g=u`` style copies: the bits read from the file's current mode.
+_COPY_FROM = {"u": 0o700, "g": 0o070, "o": 0o007}
+_OCTAL = frozenset("01234567")
+_ALL_BITS = 0o7777
+_SET_ID_BITS = 0o6000
+
+
+@dataclass(frozen=True)
+class ModeClause:
+    """One ``[ugoa]*[-+=]perms`` step of a compiled chmod-style mode."""
+
+    op: str
+    #: Bits the "who" part selects; 0 when it was left out (then the umask applies).
+    affected: int
+    value: int
+    #: Bits the mode names explicitly (a directory keeps set-id bits it doesn't name).
+    mentioned: int
+    #: ``u``/``g``/``o`` after the operator: copy those bits of the current mode.
+    copy: bool = False
+    #: ``X``: execute only for directories or files already executable by someone.
+    if_any_x: bool = False
+
+
+def compile_mode(text: str) -> tuple[ModeClause, ...] | None:
+    """Compile an octal (``770``) or symbolic (``u=rwx,g+s``) mode; ``None`` if invalid."""
+    if text and text[0] in _OCTAL:
+        if not _OCTAL.issuperset(text) or int(text, 8) > _ALL_BITS:
+            return None
+        value = int(text, 8)
+        # Up to four digits leave a directory's set-id bits alone unless set.
+        mentioned = (value & _SET_ID_BITS) | 0o1777 if len(text) < 5 else _ALL_BITS
+        return (ModeClause("=", _ALL_BITS, value, mentioned),)
+    clauses: list[ModeClause] = []
+    for part in text.split(","):
+        compiled = _compile_symbolic(part)
+        if compiled is None:
+            return None
+        clauses.extend(compiled)
+    return tuple(clauses)
+
+
+def _compile_symbolic(part: str) -> list[ModeClause] | None:
+    index = 0
+    affected = 0
+    while index < len(part) and part[index] in _WHO:
+        affected |= _WHO[part[index]]
+        index += 1
+    if index == len(part):
+        return None  # a mode needs at least one operator
+    clauses: list[ModeClause] = []
+    while index < len(part):
+        if part[index] not in "=+-":
+            return None
+        step = _compile_step(part, index + 1, part[index], affected)
+        if step is None:
+            return None
+        clause, index = step
+        clauses.append(clause)
+    return clauses
+
+
+def _compile_step(part: str, start: int, op: str, affected: int) -> tuple[ModeClause, int] | None:
+    rest = part[start:]
+    if rest[:1] in _OCTAL and rest:
+        if affected or not _OCTAL.issuperset(rest) or int(rest, 8) > _ALL_BITS:
+            return None
+        return ModeClause(op, _ALL_BITS, int(rest, 8), _ALL_BITS), len(part)
+    if rest[:1] in _COPY_FROM and rest:
+        value = _COPY_FROM[rest[0]]
+        return ModeClause(op, affected, value, _mentioned(affected, value), copy=True), start + 1
+    end = start
+    while end < len(part) and part[end] in "rwxXst":
+        end += 1
+    letters = part[start:end]
+    value = sum(_PERMS[letter] for letter in set(letters) - {"X"})
+    clause = ModeClause(op, affected, value, _mentioned(affected, value), if_any_x="X" in letters)
+    return clause, end
+
+
+def _mentioned(affected: int, value: int) -> int:
+    return affected & value if affected else value
+
+
+def adjust_mode(old: int, is_dir: bool, umask: int, clauses: Sequence[ModeClause]) -> tuple[int, int]:
+    """Apply ``clauses`` to mode ``old`` as chmod does.
+
+    Returns the new mode and the mask of bits the clauses decided (bits
+    outside it are "don't care", which ``mkdir -m`` relies on).
+    """
+    mode = old & _ALL_BITS
+    decided = 0
+    for clause in clauses:
+        omit = (_SET_ID_BITS if is_dir else 0) & ~clause.mentioned
+        value = clause.value
+        if clause.copy:
+            value = _spread(value & mode)
+        elif clause.if_any_x and (mode & 0o111 or is_dir):
+            value |= 0o111
+        value &= (clause.affected or ~umask) & ~omit
+        if clause.op == "=":
+            preserved = (~clause.affected if clause.affected else 0) | omit
+            decided |= _ALL_BITS & ~preserved
+            mode = (mode & preserved) | value
+        else:
+            decided |= value
+            mode = mode | value if clause.op == "+" else mode & ~value
+    return mode & _ALL_BITS, decided & _ALL_BITS
+
+
+def _spread(bits: int) -> int:
+    """Copy each of r, w, x that is set for anyone to all three classes."""
+    for mask in (0o444, 0o222, 0o111):
+        if bits & mask:
+            bits |= mask
+    return bits
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # Fallback: set and restore. Racy against threads, which is why it is last.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# --- cp/mv targets -----------------------------------------------------------
+
+
+def last_component(path: str) -> str:
+    """The final name of ``path``, ignoring trailing slashes (``a/b/`` -> ``b``)."""
+    return os.path.basename(path.rstrip("/")) or path
+
+
+def destinations(operands: Sequence[str]) -> list[tuple[str, str]]:
+    """Pair each source with its target, by ``cp``'s and ``mv``'s rule.
+
+    With an existing directory as last operand, each source goes inside it
+    under its own name; otherwise there must be exactly one source and the
+    last operand is its new name.
+    """
+    if not operands:
+        raise UsageError("missing file operand")
+    if len(operands) == 1:
+        raise UsageError(f"missing destination file operand after {quote(operands[0])}")
+    *sources, dest = operands
+    if os.path.isdir(dest):
+        return [(source, os.path.join(dest, last_component(source))) for source in sources]
+    if len(sources) > 1:
+        try:
+            os.stat(dest)
+        except OSError as exc:
+            raise UsageError(f"target {quote(dest)}: {strerror(exc)}", hint=False) from exc
+        raise UsageError(f"target {quote(dest)} is not a directory", hint=False)
+    return [(sources[0], dest)]

@@ -1,0 +1,116 @@
+"""Waking batch threads when Celery stores a result, without busy-polling.
+
+Celery's ``AsyncResult.get()`` is a poor fit for many threads waiting at once:
+its Redis result consumer shares one pub/sub connection whose bookkeeping has
+a long history of thread-safety bugs (lost wake-ups, "Connection closed by
+server" in another thread's wait), and it has no notion of "wake me when *any*
+of these ids changes, or when a lease lapses".
+
+So the shim has exactly one thread that owns one pub/sub connection. The
+Redis backend publishes every stored result on a channel named like its key
+(``celery-task-meta-<id>``); the watcher pattern-subscribes to amworker's ids
+once and sets the :class:`threading.Event` of whichever batch registered the
+id. Batch threads never touch the pub/sub connection. A waiter always checks
+the stored state after registering and after every wake-up, so a message
+missed while Redis was away costs at most one check interval, never a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+
+import redis
+
+log = logging.getLogger(__name__)
+
+#: Celery's Redis backend key (and channel) prefix for task results.
+META_PREFIX = "celery-task-meta-"
+
+
+class ResultWatcher:
+    """One pub/sub listener fanning out "result stored" to registered waiters."""
+
+    def __init__(self, client: redis.Redis, *, pattern: str = META_PREFIX + "*") -> None:
+        self._client = client
+        self._pattern = pattern
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[threading.Event]] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="result-watcher", daemon=True)
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        """Start the listener thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening; waiters fall back to their timeouts."""
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    @contextlib.contextmanager
+    def watching(self, task_ids: Iterable[str]) -> Iterator[threading.Event]:
+        """An event set whenever a result for one of ``task_ids`` is stored."""
+        event = threading.Event()
+        ids = list(task_ids)
+        with self._lock:
+            for task_id in ids:
+                self._waiters.setdefault(task_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                for task_id in ids:
+                    waiting = self._waiters.get(task_id)
+                    if waiting is not None:
+                        waiting.discard(event)
+                        if not waiting:
+                            del self._waiters[task_id]
+
+    def _wake(self, task_id: str) -> None:
+        with self._lock:
+            events = list(self._waiters.get(task_id, ()))
+        for event in events:
+            event.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            events = [event for group in self._waiters.values() for event in group]
+        for event in events:
+            event.set()
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+                backoff = 0.5
+            except redis.RedisError as exc:
+                self.connected.clear()
+                log.warning("result watcher lost Redis (%s); reconnecting in %.1fs", exc, backoff)
+                # Anything published while we were away is lost: make every
+                # waiter re-check the stored state.
+                self._wake_all()
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _listen(self) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.psubscribe(self._pattern)
+            self.connected.set()
+            self._wake_all()
+            while not self._stopping.is_set():
+                message = pubsub.get_message(timeout=1.0)
+                if message is None or message.get("type") != "pmessage":
+                    continue
+                channel = message["channel"]
+                if isinstance(channel, bytes):
+                    channel = channel.decode("utf-8", "replace")
+                self._wake(channel[len(META_PREFIX):])
+        finally:
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.close()
