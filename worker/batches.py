@@ -31,8 +31,8 @@ from worker.config import Settings
 from worker.errors import ArgvError, DecodeError
 from worker.executor import failed_results, utcnow
 from worker.registry import Registry, ScriptEntry
-from worker.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
 from worker.watcher import META_PREFIX, ResultWatcher
+from worker.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,9 @@ class BatchRunner:
 
     # -- waiting -----------------------------------------------------------------
 
-    def _wait(self, entry: ScriptEntry, dispatch: Dispatch, specs: Sequence[plan.JobSpec]) -> dict[str, TaskResult]:
+    def _wait(
+        self, entry: ScriptEntry, dispatch: Dispatch, specs: Sequence[plan.JobSpec]
+    ) -> dict[str, TaskResult]:
         wants = {s.uuid: s.wants_output for s in specs}
         ids = [keys.collect_id(dispatch.token), *(s.task_id for s in dispatch.slices)]
         interval = max(0.2, min(self.settings.lease_seconds, 5.0))
@@ -271,7 +273,9 @@ class BatchRunner:
         """How long Redis may be unreachable before a waiting batch gives up."""
         return min(self.settings.queue_wait, (entry.options.time_limit or 0) + LIMIT_GRACE_SECONDS)
 
-    def _check(self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool]) -> dict[str, TaskResult] | None:
+    def _check(
+        self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool]
+    ) -> dict[str, TaskResult] | None:
         """The answer if the batch is settled, else ``None`` (one Redis round trip)."""
         ids = [keys.collect_id(dispatch.token), *(s.task_id for s in dispatch.slices)]
         pipe = self.redis.pipeline(transaction=False)

@@ -68,7 +68,9 @@ def check_redis(name: str, url: str) -> Check:
             policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
         finally:
             client.close()
-        note = "" if policy in ("noeviction", "?") else f" (WARNING: maxmemory-policy={policy}; a broker needs noeviction)"
+        note = ""
+        if policy not in ("noeviction", "?"):
+            note = f" (WARNING: maxmemory-policy={policy}; a broker needs noeviction)"
         return f"reachable at {_redact(url)}{note}"
 
     return _guard(name, probe)
@@ -95,7 +97,8 @@ def check_scripts(settings: Settings) -> list[Check]:
     for function in sorted(registry):
         entry = registry[function]
         if entry.importable:
-            detail = f"{settings.client_scripts_package}.{entry.module_name} imports; slices {entry.slices_wanted()}"
+            module = f"{settings.client_scripts_package}.{entry.module_name}"
+            detail = f"{module} imports; slices {entry.slices_wanted()}"
             checks.append(Check(f"script {function}", True, detail, fatal=False))
         else:
             last = (entry.import_error or "").strip().splitlines()[-1]

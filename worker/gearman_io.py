@@ -33,7 +33,7 @@ READ_CHUNK_BYTES = 256 * 1024
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 
-class FastGearmanConnection(GearmanConnection):  # type: ignore[misc]
+class FastGearmanConnection(GearmanConnection):
     """``GearmanConnection`` with a bytearray buffer, big reads and a connect timeout."""
 
     def _reset_connection(self) -> None:
@@ -91,8 +91,8 @@ class FastGearmanConnection(GearmanConnection):  # type: ignore[misc]
         if not len(given_buffer):
             return None, None, 0
         if struct.pack("B", given_buffer[0]) == NULL_CHAR:
-            return parse_binary_command(given_buffer, is_response=bool(self._is_client_side))  # type: ignore[no-any-return]
-        return parse_text_command(bytes(given_buffer))  # type: ignore[no-any-return]
+            return parse_binary_command(given_buffer, is_response=bool(self._is_client_side))
+        return parse_text_command(bytes(given_buffer))
 
 
 __all__ = ["FastGearmanConnection", "GearmanConnectionError"]

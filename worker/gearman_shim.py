@@ -52,7 +52,7 @@ class Backoff:
         return float(min(self.first * self.factor**attempt, self.maximum))
 
 
-class _LaneWorker(GearmanWorker):  # type: ignore[misc]
+class _LaneWorker(GearmanWorker):
     """A ``GearmanWorker`` with the fixed connection and amworker's answers."""
 
     connection_class = FastGearmanConnection

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from worker.config import FunctionOptions, Settings
 from worker.errors import RegistryError
@@ -34,7 +34,7 @@ SECTION = "supportedBatchCommands"
 class ClientScript(Protocol):
     """What a client script is: anything with ``call(jobs)``."""
 
-    def call(self, jobs: list[object]) -> None: ...
+    def call(self, jobs: Any) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ class WorkerRuntime:
         jobs = build_jobs(
             function, specs, max_output_bytes=entry.options.max_output_bytes or 0
         )
-        run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors)  # type: ignore[arg-type]
+        run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors)
         results = results_of(jobs)
         if self.bookkeeping:
             bookkeeping.mark_finished(

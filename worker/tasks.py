@@ -22,7 +22,7 @@ from worker.runtime import WorkerRuntime, node_name
 from worker.wire import TaskResult
 
 
-class SliceTask(Task):  # type: ignore[misc]
+class SliceTask(Task):
     """Base class holding the per-process :class:`WorkerRuntime`."""
 
     _runtime: WorkerRuntime | None = None
