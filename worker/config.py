@@ -147,7 +147,7 @@ class Settings:
                 "AMWORKER_SHARED_DIRECTORY",
                 str,
                 DEFAULT_SHARED_DIRECTORY,
-                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_SHAREDDIRECTORY",
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_SHAREDDIRECTORYMOUNTED",
             ),
             client_assets_directory=env.get(
                 "AMWORKER_CLIENT_ASSETS_DIRECTORY",
