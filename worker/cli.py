@@ -20,7 +20,18 @@ log = logging.getLogger("amworker")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``amworker`` console script."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is the task's argv for `submit`,
+    # taken verbatim (argparse would otherwise parse options in it).
+    tail: list[str] = []
+    if "--" in words:
+        cut = words.index("--")
+        words, tail = words[:cut], words[cut + 1:]
+    args = parser.parse_args(words)
+    if tail:
+        if args.command is not cmd_submit:
+            parser.error("only `amworker submit` takes arguments after --")
+        args.arguments = [*args.arguments, *tail]
     try:
         settings = Settings.from_env()
         logs.configure(args.log_level or settings.log_level, args.log_format or settings.log_format)
