@@ -412,10 +412,17 @@ def _apply_config_file(settings: Settings, path: Path) -> Settings:
     if unknown_tables:
         raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}")
     defaults = _parse_options(document.get("defaults", {}), f"{path} [defaults]")
-    functions = {
-        name.lower(): FunctionOptions(**_parse_options(table, f'{path} [functions."{name}"]'))
-        for name, table in document.get("functions", {}).items()
-    }
+    tables = document.get("functions", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path} [functions]: expected a table of function tables")
+    functions: dict[str, FunctionOptions] = {}
+    for name, table in tables.items():
+        # The controller lower-cases function names, so "Copy" and "copy" are one.
+        if name.lower() in functions:
+            raise ConfigError(f"{path}: function {name.lower()!r} is configured twice")
+        functions[name.lower()] = FunctionOptions(
+            **_parse_options(table, f'{path} [functions."{name}"]')
+        )
     overrides: dict[str, Any] = {"functions": MappingProxyType(functions)}
     for key, value in defaults.items():
         target = "default_queue" if key == "queue" else key
