@@ -93,7 +93,7 @@ def read_modules_file(path: str) -> dict[str, str]:
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
-    except (OSError, configparser.Error) as exc:
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
         raise RegistryError(f"modules file {path!r} cannot be read: {exc}") from None
     if not parser.has_section(SECTION):
         raise RegistryError(f"modules file {path!r} has no [{SECTION}] section")
