@@ -285,7 +285,11 @@ class BatchRunner:
         metas, claims, leases = pipe.execute()
         collected = _decode(metas[0])
         if collected and collected.get("status") == "SUCCESS":
-            return {r.uuid: r for r in _results_of(collected.get("result"))}
+            # Fix: the chord callback returns {"function", "batch", "results": [...]}
+            # (worker.tasks.collect), not a bare list. Reading it as a list found
+            # no result, so a batch whose collect finished before this check was
+            # answered "worker lost: no result came back" for every task.
+            return {r.uuid: r for r in _results_of(_collected_results(collected))}
         settled: dict[str, TaskResult] = {}
         pending = 0
         for ref, meta, claim, lease in zip(dispatch.slices, metas[1:], claims, leases, strict=True):
@@ -377,6 +381,12 @@ class BatchRunner:
                            ex=int(self.settings.result_expires))
         except redis.RedisError as exc:
             log.warning("batch %s: answer not stored for re-delivery: %s", token, exc)
+
+
+def _collected_results(meta: Mapping[str, Any]) -> Any:
+    """The result list inside the chord callback's stored return value."""
+    combined = meta.get("result")
+    return combined.get("results") if isinstance(combined, dict) else None
 
 
 def _decode(raw: bytes | None) -> dict[str, Any] | None:
