@@ -79,6 +79,8 @@ def run_script(
 def fail_jobs(jobs: Sequence[Job], reason: str) -> None:
     """Give every job exit code 1 (unless already failed) and ``reason`` in stderr."""
     for job in jobs:
+        if not job.error_buffer.ends_with_newline():
+            job.write_error("\n")  # the reason starts a line of its own
         job.write_error(reason if reason.endswith("\n") else reason + "\n")
         if not job.get_exit_code():
             # A job that had already failed keeps its own, more telling code.
