@@ -25,11 +25,12 @@ from typing import Any
 import redis
 from celery import Celery, chord, group
 
-from worker import keys, plan
+from worker import keys, logs, plan
 from worker.argv import Paths, prepare_argv
 from worker.config import Settings
 from worker.errors import ArgvError, DecodeError
 from worker.executor import failed_results, utcnow
+from worker.metrics import BatchObserver, NullObserver
 from worker.registry import Registry, ScriptEntry
 from worker.watcher import META_PREFIX, ResultWatcher
 from worker.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
@@ -52,9 +53,13 @@ class Cause:
     QUEUE_WAIT = "not started in time"
 
 
+#: How every failure amworker makes (rather than a script) starts in stderr.
+REASON_PREFIX = "amworker: "
+
+
 def reason(cause: str, detail: str) -> str:
     """The stderr line of an infrastructure failure."""
-    return f"amworker: {cause}: {detail}"
+    return f"{REASON_PREFIX}{cause}: {detail}"
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class BatchRunner:
         watcher: ResultWatcher,
         clock: Callable[[], datetime] = utcnow,
         wallclock: Callable[[], float] = time.time,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -97,6 +103,7 @@ class BatchRunner:
         self.clock = clock
         # Wall-clock seconds: dispatch times are shared between shim processes.
         self.now = wallclock
+        self.observer: BatchObserver = observer or NullObserver()
         self.paths = Paths(
             shared_directory=settings.shared_directory,
             client_assets_directory=settings.client_assets_directory,
@@ -109,15 +116,28 @@ class BatchRunner:
 
     def answer(self, function: str, unique: str, payload: bytes) -> bytes | None:
         """The encoded answer to one batch, or ``None`` if it cannot be decoded."""
+        started = time.monotonic()
+        self.observer.batch_received(function)
+        ok = False
+        try:
+            with logs.batch_context(function, unique or "-"):
+                answer, ok = self._answer(function, unique, payload)
+            return answer
+        finally:
+            self.observer.batch_answered(function, ok=ok, seconds=time.monotonic() - started)
+
+    def _answer(self, function: str, unique: str, payload: bytes) -> tuple[bytes | None, bool]:
+        """The answer, and whether every task got its script's own result."""
         try:
             batch = decode_request(payload, max_bytes=self.settings.max_payload_bytes)
         except DecodeError as exc:
+            self.observer.payload_refused(function)
             log.error("%s batch %s: payload refused, answering WORK_FAIL: %s",
                       function, unique or "-", exc)
-            return None
+            return None, False
         token = keys.batch_token(function, unique, payload)
         results = self.run(function, token, batch)
-        return encode_result(results, batch.encoding)
+        return encode_result(results, batch.encoding), not any(map(_failed_by_amworker, results))
 
     def run(self, function: str, token: str, batch: Batch) -> list[TaskResult]:
         """Results for every task of ``batch``, in payload order."""
@@ -381,6 +401,11 @@ class BatchRunner:
                            ex=int(self.settings.result_expires))
         except redis.RedisError as exc:
             log.warning("batch %s: answer not stored for re-delivery: %s", token, exc)
+
+
+def _failed_by_amworker(result: TaskResult) -> bool:
+    """True for a task amworker failed itself (see :func:`reason`), not its script."""
+    return result.exit_code != 0 and (result.stderr or "").startswith(REASON_PREFIX)
 
 
 def _collected_results(meta: Mapping[str, Any]) -> Any:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 
+from worker import logs, worker_metrics  # noqa: F401 - worker_metrics connects its signals
 from worker.config import Settings
 
 app = Celery("amworker", include=["worker.tasks"])
@@ -80,3 +82,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
     sender.conf.update(celery_config(Settings.from_env()))
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # Connecting this signal stops Celery from installing its own handlers:
+    # worker processes log in amworker's one format (text or JSON), and pool
+    # processes inherit it when they fork.
+    settings = Settings.from_env()
+    logs.configure(loglevel or settings.log_level, settings.log_format)

@@ -17,6 +17,7 @@ it and then receives a stray ``WORK_FAIL`` from gearman3.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -58,11 +59,29 @@ class _LaneWorker(GearmanWorker):
     connection_class = FastGearmanConnection
 
     def __init__(self, servers: Sequence[str], answer: Answerer, stopping: threading.Event,
-                 on_job: Callable[[bool], None]) -> None:
+                 on_job: Callable[[bool], None],
+                 on_connection: Callable[[str, bool], None] = lambda server, up: None) -> None:
         super().__init__(host_list=list(servers))
         self._answer = answer
         self._stopping = stopping
         self._on_job = on_job
+        self._on_connection = on_connection
+
+    # gearman3 (re)connects in establish_connection on every pass of its loop
+    # and drops a connection in handle_error: the two places a lane's link to
+    # a server changes state.
+    def establish_connection(self, current_connection: Any) -> Any:
+        try:
+            connection = super().establish_connection(current_connection)
+        except GearmanError:
+            self._on_connection(_address(current_connection), False)
+            raise
+        self._on_connection(_address(current_connection), True)
+        return connection
+
+    def handle_error(self, current_connection: Any) -> None:
+        super().handle_error(current_connection)
+        self._on_connection(_address(current_connection), False)
 
     def on_job_execute(self, current_job: Any) -> bool:
         function = _text(current_job.task)
@@ -109,6 +128,8 @@ class GearmanShim:
         self.stopping = threading.Event()
         self._busy = 0
         self._busy_lock = threading.Lock()
+        # server -> lanes connected to it; a server is "up" while any lane is.
+        self._links: dict[str, set[int]] = {server: set() for server in self.servers}
         self._threads: list[threading.Thread] = []
 
     @property
@@ -120,6 +141,17 @@ class GearmanShim:
     def _track(self, started: bool) -> None:
         with self._busy_lock:
             self._busy += 1 if started else -1
+
+    def _link(self, lane: int, server: str, up: bool) -> None:
+        """Record one lane's connection state; report a server's when it changes."""
+        with self._busy_lock:
+            lanes = self._links.setdefault(server, set())
+            before = bool(lanes)
+            (lanes.add if up else lanes.discard)(lane)
+            after = bool(lanes)
+        if before != after:
+            log.info("gearmand %s %s", server, "connected" if after else "disconnected")
+            self.on_state(server, after)
 
     def start(self) -> None:
         """Start every lane."""
@@ -147,7 +179,8 @@ class GearmanShim:
     def _lane(self, lane: int) -> None:
         attempt = 0
         while not self.stopping.is_set():
-            worker = _LaneWorker(self.servers, self.answer, self.stopping, self._track)
+            worker = _LaneWorker(self.servers, self.answer, self.stopping, self._track,
+                                 functools.partial(self._link, lane))
             worker.set_client_id(f"amworker-lane-{lane}")
             for function in self.functions:
                 # gearman3 compares the JOB_ASSIGN function name (bytes) with
@@ -157,9 +190,8 @@ class GearmanShim:
                 worker.work(poll_timeout=POLL_SECONDS)
                 attempt = 0
             except (ServerUnavailable, GearmanError, OSError) as exc:
-                if lane == 0:
-                    for server in self.servers:
-                        self.on_state(server, False)
+                for server in self.servers:
+                    self._link(lane, server, False)
                 delay = self.backoff.delay(attempt)
                 log.warning("lane %d: no gearmand reachable at %s (%s); retry %d in %.1fs",
                             lane, ", ".join(self.servers), exc, attempt + 1, delay)
@@ -172,12 +204,20 @@ class GearmanShim:
                 self.stopping.wait(delay)
             finally:
                 worker.shutdown()
+        for server in self.servers:
+            self._link(lane, server, False)
         log.debug("lane %d stopped", lane)
 
 
 def _unused(worker: Any, job: Any) -> bytes:
     """Placeholder callback: _LaneWorker.on_job_execute answers every job itself."""
     raise NotImplementedError
+
+
+def _address(connection: Any) -> str:
+    """``host:port`` of a gearman3 connection, as the servers are configured."""
+    host, port = connection.get_address()
+    return f"{host}:{port}"
 
 
 def _text(value: bytes | str) -> str:

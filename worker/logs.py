@@ -1,14 +1,83 @@
-"""One log format for every amworker process: human lines, or JSON lines."""
+"""One log format for every amworker process: human lines, or JSON lines.
+
+Every line logged while a batch is being handled carries the batch's
+function, batch UUID and (in a Celery pool process) slice. They come from
+:func:`batch_context`, which the shim's lanes and the slice task enter: a
+filter on amworker's handler copies them onto each record, so lines from any
+module (the registry, bookkeeping, a client script's logger) get them without
+passing them around. Context variables are per thread, so the shim's
+concurrent lanes never mix their batches up.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
-#: The human format: time, level, process role, logger, message.
-TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(processName)s] %(name)s: %(message)s"
+#: The human format: time, level, process role, logger, batch context, message.
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(processName)s] %(name)s:%(context)s %(message)s"
+
+#: The record attributes that describe a batch, in the order they are shown.
+CONTEXT_KEYS = ("function", "batch", "slice")
+
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "amworker_batch", default=None
+)
+
+
+@contextlib.contextmanager
+def batch_context(function: str, batch: str, slice: str | None = None) -> Iterator[None]:
+    """Tag every record logged inside the block with ``function``, ``batch``, ``slice``.
+
+    ``batch`` may be the batch token (``function:uuid``); the UUID is shown.
+    """
+    prefix = f"{function}:"
+    values = {"function": function, "batch": batch.removeprefix(prefix)}
+    if slice is not None:
+        values["slice"] = slice
+    token = _context.set(values)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Copy the current batch context onto records that do not carry their own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_context.get() or {}).items():
+            if getattr(record, key, None) is None:
+                setattr(record, key, value)
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT`, with `` (function batch=… slice=…)`` when a batch is known."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.context = _describe(record)
+        return super().format(record)
+
+
+def _describe(record: logging.LogRecord) -> str:
+    function, batch, part = (getattr(record, key, None) for key in CONTEXT_KEYS)
+    if function is None and batch is None:
+        return ""
+    words = [str(function or "-")]
+    if batch is not None:
+        words.append(f"batch={batch}")
+    if part is not None:
+        words.append(f"slice={part}")
+    return f" ({' '.join(words)})"
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,16 +91,21 @@ class JsonFormatter(logging.Formatter):
             "process": record.processName,
             "message": record.getMessage(),
         }
-        for key in ("function", "batch", "slice"):
+        for key in CONTEXT_KEYS:
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
+def formatter(fmt: str) -> logging.Formatter:
+    """The formatter for ``text`` or ``json``."""
+    return JsonFormatter() if fmt == "json" else TextFormatter()
+
+
+def configure(level: str | int = "INFO", fmt: str = "text") -> None:
     """Install one stderr handler on the root logger (idempotent)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -39,7 +113,8 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler._amworker = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(formatter(fmt))
+    handler.addFilter(ContextFilter())
     root.addHandler(handler)
     root.setLevel(level)
     # gearman3 logs every poll at DEBUG; it drowns everything else.

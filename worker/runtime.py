@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import redis
 
-from worker import bookkeeping, database, keys, script_imports
+from worker import bookkeeping, database, keys, script_imports, worker_metrics
 from worker.bookkeeping import RetryPolicy
 from worker.config import Settings
 from worker.executor import build_jobs, failed_results, results_of, run_script, utcnow
+from worker.metrics import JobMetrics
 from worker.plan import JobSpec
 from worker.registry import Registry, load_registry
 from worker.wire import TaskResult
@@ -40,6 +41,8 @@ class WorkerRuntime:
     #: False when the database has no Tasks table: rows are then not written
     #: (logged once at start) instead of every slice retrying a hopeless write.
     bookkeeping: bool = True
+    #: Per-script job metrics, when the worker serves /metrics.
+    metrics: JobMetrics | None = None
 
     @classmethod
     def build(cls, settings: Settings | None = None) -> WorkerRuntime:
@@ -52,6 +55,7 @@ class WorkerRuntime:
             registry=load_registry(settings),
             redis=redis.Redis.from_url(settings.result_backend),
             bookkeeping=database.prepare_bookkeeping(),
+            metrics=JobMetrics() if worker_metrics.enabled() else None,
         )
 
     def claim(self, task_id: str, worker: str) -> bool:
@@ -114,8 +118,11 @@ class WorkerRuntime:
         jobs = build_jobs(
             function, specs, max_output_bytes=entry.options.max_output_bytes or 0
         )
+        started = utcnow()
         run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors)
         results = results_of(jobs)
+        if self.metrics is not None:
+            self.metrics.record(function, results, started=started)
         if self.bookkeeping:
             bookkeeping.mark_finished(
                 results, capture_output=self.settings.capture_output, policy=self.retry

@@ -13,6 +13,7 @@ from worker.celery import app
 from worker.config import Settings
 from worker.errors import ConfigError
 from worker.gearman_shim import GearmanShim, install_signal_handlers
+from worker.metrics import ShimMetrics
 from worker.registry import load_registry
 from worker.watcher import ResultWatcher
 
@@ -37,14 +38,24 @@ def build_shim(settings: Settings) -> tuple[GearmanShim, ResultWatcher]:
     registry = load_registry(settings)
     client = redis.Redis.from_url(settings.result_backend, health_check_interval=10)
     watcher = ResultWatcher(client)
+    metrics = ShimMetrics() if settings.metrics_port is not None else None
     runner = BatchRunner(settings=settings, registry=registry, app=app, client=client,
-                         watcher=watcher)
+                         watcher=watcher, observer=metrics)
     shim = GearmanShim(
         servers=settings.gearman_servers,
         functions=sorted(registry),
         answer=runner.answer,
         concurrency=settings.shim_concurrency,
+        on_state=metrics.gearman_state if metrics else None,
     )
+    if metrics is not None and settings.metrics_port is not None:
+        for server in settings.gearman_servers:
+            metrics.gearman_state(server, False)
+        try:
+            metrics.serve(settings.metrics_address, settings.metrics_port)
+        except OSError as exc:
+            raise ConfigError(f"AMWORKER_METRICS_PORT={settings.metrics_port}: cannot listen on "
+                              f"{settings.metrics_address}:{settings.metrics_port}: {exc}") from None
     return shim, watcher
 
 

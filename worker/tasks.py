@@ -17,6 +17,7 @@ from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from worker.celery import app
+from worker.logs import batch_context
 from worker.plan import JobSpec
 from worker.runtime import WorkerRuntime, node_name
 from worker.wire import TaskResult
@@ -46,15 +47,16 @@ def run_slice(
 ) -> dict[str, Any]:
     """Run slice ``index`` of ``count`` of ``batch``: ``call(jobs)`` of ``function``."""
     client = self.request.hostname or node_name()
-    if not self.runtime.claim(self.request.id, client):
-        # Delivered again (or given up by the shim): never run twice, and
-        # never report twice -- a second report would upset the chord counter.
-        raise Ignore()
-    specs = [JobSpec.from_json(job) for job in jobs]
-    with self.runtime.lease(self.request.id):
-        results = self.runtime.run_slice(
-            function, specs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,)
-        )
+    with batch_context(function, batch, f"{index + 1}/{count}"):
+        if not self.runtime.claim(self.request.id, client):
+            # Delivered again (or given up by the shim): never run twice, and
+            # never report twice -- a second report would upset the chord counter.
+            raise Ignore()
+        specs = [JobSpec.from_json(job) for job in jobs]
+        with self.runtime.lease(self.request.id):
+            results = self.runtime.run_slice(
+                function, specs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,)
+            )
     return {"index": index, "count": count, "results": [r.to_json() for r in results]}
 
 

@@ -1,0 +1,162 @@
+"""Prometheus metrics of the shim and of the Celery workers.
+
+* The shim (one process, many threads) keeps ordinary collectors in its own
+  registry and serves them on ``AMWORKER_METRICS_ADDRESS:AMWORKER_METRICS_PORT``.
+  :class:`ShimMetrics` is the observer :class:`worker.batches.BatchRunner` and
+  :class:`worker.gearman_shim.GearmanShim` report to.
+* A Celery worker runs jobs in prefork pool processes, so its metrics use
+  prometheus_client's multiprocess mode: each pool process writes its values
+  to files in a directory made per worker main process, and the main process
+  serves the sum on ``AMWORKER_WORKER_METRICS_PORT`` (see worker.worker_metrics
+  for the Celery signals). :class:`JobMetrics` keeps the stock Archivematica
+  worker's metric names and ``script_name`` label, so existing dashboards work.
+
+Nothing here is a module-level singleton: collectors belong to the objects
+that own them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from worker.wire import TaskResult
+
+log = logging.getLogger(__name__)
+
+#: Batch latency buckets, in seconds: a batch takes from milliseconds (a
+#: database update) to hours (normalising video).
+BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200,
+                 14400, 28800)
+
+#: Job execution buckets, in seconds. Archivematica's TASK_DURATION_BUCKETS
+#: cover the same range; these are spelled out so nothing imports it.
+JOB_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
+
+
+class BatchObserver(Protocol):
+    """What the batch runner reports about each batch it answers."""
+
+    def batch_received(self, function: str) -> None:
+        """A batch arrived from gearmand."""
+
+    def batch_answered(self, function: str, *, ok: bool, seconds: float) -> None:
+        """A batch was answered; ``ok`` is False for WORK_FAIL or an amworker-made failure."""
+
+    def payload_refused(self, function: str) -> None:
+        """A payload could not be decoded."""
+
+
+class NullObserver:
+    """The observer when metrics are off: every report is dropped."""
+
+    def batch_received(self, function: str) -> None:
+        """Drop."""
+
+    def batch_answered(self, function: str, *, ok: bool, seconds: float) -> None:
+        """Drop."""
+
+    def payload_refused(self, function: str) -> None:
+        """Drop."""
+
+
+class ShimMetrics:
+    """The shim's collectors, in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter("amworker_batches_received", "Batches received from gearmand",
+                                ["function"], registry=r)
+        self.completed = Counter(
+            "amworker_batches_completed",
+            "Batches answered with every task's own result from its script",
+            ["function"], registry=r)
+        self.failed = Counter(
+            "amworker_batches_failed",
+            "Batches answered WORK_FAIL, or with a task failed by amworker (worker lost, "
+            "time limit, broker lost, ...)", ["function"], registry=r)
+        self.in_flight = Gauge("amworker_batches_in_flight", "Batches received and not yet answered",
+                               registry=r)
+        self.latency = Histogram("amworker_batch_latency_seconds",
+                                 "Seconds from receiving a batch to answering it", ["function"],
+                                 buckets=BATCH_BUCKETS, registry=r)
+        self.decode_failures = Counter("amworker_payload_decode_failures",
+                                       "Payloads that could not be decoded (answered WORK_FAIL)",
+                                       ["function"], registry=r)
+        self.gearman_up = Gauge("amworker_gearman_connected",
+                                "1 while the shim holds a connection to this gearmand, else 0",
+                                ["server"], registry=r)
+
+    def batch_received(self, function: str) -> None:
+        """Count the batch and hold it in flight."""
+        self.received.labels(function).inc()
+        self.in_flight.inc()
+
+    def batch_answered(self, function: str, *, ok: bool, seconds: float) -> None:
+        """Count the outcome, observe the latency, release it from flight."""
+        (self.completed if ok else self.failed).labels(function).inc()
+        self.latency.labels(function).observe(seconds)
+        self.in_flight.dec()
+
+    def payload_refused(self, function: str) -> None:
+        """Count an undecodable payload."""
+        self.decode_failures.labels(function).inc()
+
+    def gearman_state(self, server: str, up: bool) -> None:
+        """Record whether the shim is connected to ``server``."""
+        self.gearman_up.labels(server).set(1 if up else 0)
+
+    def serve(self, address: str, port: int) -> None:
+        """Serve ``/metrics`` from a daemon thread."""
+        start_http_server(port, addr=address, registry=self.registry)
+        log.info("shim metrics on http://%s:%d/metrics", address, port)
+
+
+class JobMetrics:
+    """Per-script job metrics of one Celery pool process (multiprocess mode).
+
+    Names and meanings follow Archivematica's MCPClient ``metrics.py``:
+    ``mcpclient_job_total`` counts every job processed, failed or not, and
+    ``mcpclient_job_error_total`` the failed ones (non-zero exit code).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # In multiprocess mode values live in files, not in the registry, so
+        # a private one keeps the process's default registry untouched.
+        r = registry or CollectorRegistry()
+        self.jobs = Counter("mcpclient_job_total", "Number of jobs processed, labeled by script",
+                            ["script_name"], registry=r)
+        self.errors = Counter("mcpclient_job_error_total",
+                              "Number of failures processing jobs, labeled by script",
+                              ["script_name"], registry=r)
+        # "max" across processes: the most recent time any process saw one;
+        # it survives the process that recorded it (pool processes recycle).
+        self.success_at = Gauge("mcpclient_job_success_timestamp",
+                                "Timestamp of most recent job processed, labeled by script",
+                                ["script_name"], multiprocess_mode="max", registry=r)
+        self.error_at = Gauge("mcpclient_job_error_timestamp",
+                              "Timestamp of most recent job failure, labeled by script",
+                              ["script_name"], multiprocess_mode="max", registry=r)
+        self.seconds = Histogram("mcpclient_task_execution_time_seconds",
+                                 "Histogram of worker task execution times in seconds, "
+                                 "labeled by script", ["script_name"], buckets=JOB_BUCKETS,
+                                 registry=r)
+
+    def record(self, script: str, results: Sequence[TaskResult], *, started: datetime) -> None:
+        """Count each job of a finished slice and observe how long it ran."""
+        now = time.time()
+        for result in results:
+            self.jobs.labels(script).inc()
+            if result.exit_code == 0:
+                self.success_at.labels(script).set(now)
+            else:
+                self.errors.labels(script).inc()
+                self.error_at.labels(script).set(now)
+            elapsed = (result.finished_at - started).total_seconds()
+            self.seconds.labels(script).observe(max(0.0, elapsed))
