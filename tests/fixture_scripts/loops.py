@@ -1,0 +1,16 @@
+"""Loops until stopped from outside: for time-limit tests.
+
+argv[1], if given, is a file written once the loop is entered.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def call(jobs):
+    if len(jobs[0].args) > 1:
+        with open(jobs[0].args[1], "w", encoding="utf-8") as handle:
+            handle.write("looping\n")
+    while True:
+        time.sleep(0.05)
