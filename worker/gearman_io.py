@@ -92,7 +92,8 @@ class FastGearmanConnection(GearmanConnection):
             return None, None, 0
         if struct.pack("B", given_buffer[0]) == NULL_CHAR:
             return parse_binary_command(given_buffer, is_response=bool(self._is_client_side))
-        return parse_text_command(bytes(given_buffer))
+        # gearman3 calls .tobytes() on what it is given, as on its own array buffer.
+        return parse_text_command(given_buffer)
 
 
 __all__ = ["FastGearmanConnection", "GearmanConnectionError"]
