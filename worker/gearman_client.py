@@ -88,7 +88,9 @@ class GearmanClient:
         ))
         handles: list[bytes] = []
         outcomes: dict[bytes, Outcome] = {}
-        while len(handles) < len(jobs) or len(outcomes) < len(jobs):
+        # Not len(outcomes): gearmand gives equal (function, unique) jobs one
+        # handle, so two submissions can share a single outcome.
+        while len(handles) < len(jobs) or not outcomes.keys() >= set(handles):
             command, args = self._read(deadline)
             if command == JOB_CREATED:
                 handles.append(args)
