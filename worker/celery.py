@@ -13,12 +13,32 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
 from celery.signals import setup_logging
 
 from worker import logs, worker_metrics  # noqa: F401 - worker_metrics connects its signals
 from worker.config import Settings
 
-app = Celery("amworker", include=["worker.tasks"])
+
+class ReadableSentEvents(AMQP):  # type: ignore[misc]
+    """Celery's AMQP helper, with the slice's readable name in its ``task-sent`` event.
+
+    Celery names a task's ``task-sent`` event after the task (``amworker.run_slice``)
+    even when the message carries a ``shadow`` name, and the worker's events use
+    the shadow. The two come from different processes, so Flower may receive
+    the sent event last, and then it overwrites the readable name. Giving both
+    the same name makes the order irrelevant.
+    """
+
+    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
+        message = super().as_task_v2(*args, **kwargs)
+        shadow = message.headers.get("shadow")
+        if shadow and message.sent_event is not None:
+            message.sent_event["name"] = shadow
+        return message
+
+
+app = Celery("amworker", include=["worker.tasks"], amqp=ReadableSentEvents)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
