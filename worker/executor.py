@@ -5,7 +5,10 @@ The executor owns the guards; the Celery task around it stays thin:
 * an exception out of ``call()`` fails the slice's jobs with the traceback;
 * ``sys.exit()`` is a bug in the script: its jobs fail, the process lives on;
 * a soft time limit fails the jobs with the cause "time limit";
-* output is bounded by the Job API, and sanitised before it leaves.
+* output is bounded by the Job API, and sanitised before it leaves;
+* child processes the script leaves running are killed and reaped, and its
+  jobs fail saying so (a leftover would outlive the slice, hold files open
+  and pile up in a long-lived pool process).
 
 Failures of the script are *results*; nothing here raises to Celery except
 what must end the process (a hard time limit, a signal).
@@ -13,7 +16,11 @@ what must end the process (a hard time limit, a signal).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import signal
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -58,6 +65,8 @@ def run_script(
     started = clock()
     for job in jobs:
         job.start_time = started
+    become_subreaper()
+    before = child_pids()
     try:
         script.call(jobs)
     except soft_limit_errors as exc:
@@ -70,10 +79,72 @@ def run_script(
         )
     except Exception:  # noqa: BLE001 - the one boundary where any script fault lands
         fail_jobs(jobs, "the script raised out of call(jobs):\n" + traceback.format_exc())
+    leftovers = kill_leftovers(before)
+    if leftovers:
+        fail_jobs(jobs, f"amworker: script left processes: call(jobs) returned with "
+                        f"{len(leftovers)} child process(es) still running (pids "
+                        f"{', '.join(map(str, leftovers))}); they were killed")
     finished = clock()
     for job in jobs:
         if job.end_time is None:
             job.end_time = finished
+
+
+#: prctl(2) option: orphaned descendants are re-parented to this process.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Make this (pool) process adopt orphaned descendants, Linux only, best effort.
+
+    A script that daemonises (double fork) leaves a grandchild whose parent
+    exits; as a subreaper the pool process adopts it, so :func:`kill_leftovers`
+    sees it among its children instead of losing it to init.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def child_pids(pid: int | None = None) -> set[int]:
+    """Direct children of ``pid`` (this process by default), from every thread's /proc entry."""
+    pid = pid or os.getpid()
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError), \
+                    open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                found.update(int(p) for p in handle.read().split())
+    return found
+
+
+def kill_leftovers(before: set[int]) -> list[int]:
+    """SIGKILL and reap children that appeared since ``before``; the pids that were running.
+
+    Zombies (children that exited but were not waited for) are reaped too but
+    not reported: they had finished.
+    """
+    running: list[int] = []
+    new = sorted(child_pids() - before)
+    for pid in new:
+        if _state(pid) not in ("Z", None):
+            running.append(pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for pid in new:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    if running:
+        log.warning("script left %d child process(es) running; killed %s", len(running), running)
+    return running
+
+
+def _state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from /proc, or ``None`` if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def fail_jobs(jobs: Sequence[Job], reason: str) -> None:

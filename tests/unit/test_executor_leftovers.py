@@ -1,0 +1,97 @@
+"""The executor kills and reaps child processes a script leaves behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from worker.executor import build_jobs, child_pids, kill_leftovers, run_script
+from worker.plan import JobSpec
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+class _Spawner:
+    """A script that starts a long sleep and returns without waiting for it."""
+
+    def __init__(self, *, daemonise: bool = False, pidfile: Path | None = None) -> None:
+        self.daemonise = daemonise
+        self.pidfile = pidfile
+        self.pids: list[int] = []
+
+    def call(self, jobs):
+        if self.daemonise:
+            # The shell backgrounds a sleep and exits: the sleep is orphaned.
+            subprocess.run(["sh", "-c", f"sleep 60 >/dev/null 2>&1 & echo $! > {self.pidfile}"],
+                           check=True, timeout=30)
+            self.pids.append(int(Path(self.pidfile).read_text()))
+        else:
+            self.pids.append(subprocess.Popen(["sleep", "60"]).pid)  # noqa: S607
+        for job in jobs:
+            job.set_status(0)
+
+
+def _jobs():
+    return build_jobs("spawn_v0.0", [JobSpec(uuid="u1", argv=(), wants_output=True)],
+                      max_output_bytes=1 << 20)
+
+
+def test_leftover_child_is_killed_reaped_and_reported():
+    script = _Spawner()
+    jobs = _jobs()
+    run_script(script, jobs)
+    (pid,) = script.pids
+    assert _gone(pid), "the leftover must be killed and reaped (no zombie)"
+    assert pid not in child_pids()
+    assert jobs[0].get_exit_code() == 1
+    assert "child process(es) still running" in jobs[0].get_stderr()
+    assert str(pid) in jobs[0].get_stderr()
+
+
+def test_daemonised_grandchild_is_adopted_and_killed(tmp_path):
+    script = _Spawner(daemonise=True, pidfile=tmp_path / "pid")
+    jobs = _jobs()
+    run_script(script, jobs)
+    (pid,) = script.pids
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(pid)
+    assert jobs[0].get_exit_code() == 1
+
+
+def test_children_from_before_the_call_are_left_alone():
+    older = subprocess.Popen(["sleep", "60"])  # noqa: S607
+    try:
+        before = child_pids()
+        assert older.pid in before
+        assert kill_leftovers(before) == []
+        assert older.poll() is None
+    finally:
+        older.kill()
+        older.wait()
+
+
+def test_a_script_that_waits_for_its_children_is_untouched():
+    class Tidy:
+        def call(self, jobs):
+            subprocess.run(["true"], check=True)  # noqa: S607
+            for job in jobs:
+                job.set_status(0)
+
+    jobs = _jobs()
+    run_script(Tidy(), jobs)
+    assert jobs[0].get_exit_code() == 0
+    assert jobs[0].get_stderr() == ""
