@@ -14,6 +14,7 @@ parser, chmod-style mode parsing and the ``SOURCE... DEST`` target rule of
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -112,7 +113,7 @@ _SHELL_SPECIAL = frozenset("\t\n !\"$&'()*;<=>?[\\]^`{|}")
 #: Characters that make GNU quote a file name only when they start it.
 _SHELL_SPECIAL_FIRST = frozenset("#~")
 #: Characters that stop GNU from wrapping a name containing ``'`` in double quotes.
-_DOUBLE_QUOTE_SPECIAL = frozenset("\"$`\\!")
+_DOUBLE_QUOTE_SPECIAL = frozenset('"$`\\!')
 #: Control characters GNU writes as a letter escape rather than in octal.
 _C_ESCAPES = {"\a": "a", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t", "\v": "v"}
 
@@ -143,9 +144,7 @@ def quote(name: str, *, always: bool = True) -> str:
 
 def quote_text(text: str) -> str:
     """Quote an argument as GNU's ``quote`` does in the C locale: ``'it\\'s'``."""
-    body = "".join(
-        "\\" + ch if ch in "\\'" else ch if ch.isprintable() else _escape(ch) for ch in text
-    )
+    body = "".join("\\" + ch if ch in "\\'" else ch if ch.isprintable() else _escape(ch) for ch in text)
     return f"'{body}'"
 
 
@@ -171,11 +170,14 @@ def _single_quoted(name: str) -> str:
 
 
 def _escape(ch: str) -> str:
-    if ch in _C_ESCAPES:
-        return "\\" + _C_ESCAPES[ch]
+    return "\\" + _C_ESCAPES[ch] if ch in _C_ESCAPES else octal_escape(ch)
+
+
+def octal_escape(ch: str) -> str:
+    """``\\ooo`` for each UTF-8 byte of ``ch``, undecodable file-name bytes included."""
     try:
-        raw = ch.encode("utf-8", "surrogateescape")  # undecodable bytes of a file name
-    except UnicodeEncodeError:
+        raw = ch.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
         raw = ch.encode("utf-8", "surrogatepass")
     return "".join(f"\\{byte:03o}" for byte in raw)
 
@@ -225,7 +227,7 @@ def parse_options(argv: Sequence[str], spec: OptionSpec) -> Options:
         if arg == "--":
             result.operands.extend(rest)
             break
-        if spec.mode_like and len(arg) > 1 and arg[0] == "-" and arg[1] in _MODE_OPTION_CHARS:
+        if spec.mode_like and _is_mode_option(arg):
             result.mode_args.append(arg)
         elif arg.startswith("--"):
             _long_option(arg, rest, spec, result)
@@ -234,6 +236,10 @@ def parse_options(argv: Sequence[str], spec: OptionSpec) -> Options:
         else:
             result.operands.append(arg)
     return result
+
+
+def _is_mode_option(arg: str) -> bool:
+    return len(arg) > 1 and arg[0] == "-" and arg[1] in _MODE_OPTION_CHARS and arg[:2] != "--"
 
 
 def _long_option(arg: str, rest: list[str], spec: OptionSpec, result: Options) -> None:
@@ -435,7 +441,8 @@ def destinations(operands: Sequence[str]) -> list[tuple[str, str]]:
     if len(sources) > 1:
         try:
             os.stat(dest)
+            reason = os.strerror(errno.ENOTDIR)
         except OSError as exc:
-            raise UsageError(f"target {quote(dest)}: {strerror(exc)}", hint=False) from exc
-        raise UsageError(f"target {quote(dest)} is not a directory", hint=False)
+            reason = strerror(exc)
+        raise UsageError(f"target {quote(dest)}: {reason}", hint=False)
     return [(sources[0], dest)]

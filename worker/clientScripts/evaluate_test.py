@@ -4,12 +4,12 @@ Exit status 0 when the expression is true, 1 when it is false, 2 with a
 ``test: ...`` message on a malformed expression, like ``/usr/bin/test``.
 Supported: the POSIX rules for one to four arguments, ``!``, ``(`` ``)``,
 ``-a``, ``-o``; unary ``-b -c -d -e -f -g -G -h -k -L -N -O -p -r -s -S -t
--u -w -x -n -z``; binary ``= == != < >``, ``-eq -ne -lt -le -gt -ge`` (with
-GNU's ``-l STRING`` length operand) and ``-nt -ot -ef``.
+-u -w -x -n -z``; binary ``= == !=``, ``-eq -ne -lt -le -gt -ge`` (with
+GNU's ``-l STRING`` length operand) and ``-nt -ot -ef``. Like coreutils 9.1
+(and unlike bash's builtin), ``<`` and ``>`` are not operators.
 
 Deliberately not supported: the ``[ ... ]`` spelling, ``--help`` and
-``--version``. ``<`` and ``>`` compare bytes (the C and C.UTF-8 locales'
-collation), whatever the worker's locale.
+``--version``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SYNTAX_STATUS = 2
 _INTEGER = re.compile(r"[ \t]*([+-]?[0-9]+)[ \t]*")
 _INTEGER_OPS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
 _FILE_OPS = frozenset({"-nt", "-ot", "-ef"})
-_STRING_OPS = frozenset({"=", "==", "!=", "<", ">"})
+_STRING_OPS = frozenset({"=", "==", "!="})
 _BINARY = _INTEGER_OPS | _FILE_OPS | _STRING_OPS
 _LARGEST_FD = 2**31 - 1
 
@@ -231,12 +231,7 @@ def _compare_integers(operator: str, left: int, right: int) -> bool:
 
 
 def _compare_strings(operator: str, left: str, right: str) -> bool:
-    if operator in ("=", "=="):
-        return left == right
-    if operator == "!=":
-        return left != right
-    lbytes, rbytes = os.fsencode(left), os.fsencode(right)
-    return lbytes < rbytes if operator == "<" else lbytes > rbytes
+    return left != right if operator == "!=" else left == right
 
 
 def _compare_files(operator: str, left: str, right: str) -> bool:
