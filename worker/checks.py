@@ -19,6 +19,7 @@ import redis
 
 from worker.config import Settings
 from worker.errors import AmworkerError, ConfigError
+from worker.registry import ScriptEntry
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +77,39 @@ def check_redis(name: str, url: str) -> Check:
     return _guard(name, probe)
 
 
-def check_database() -> Check:
-    """Connect to the database and look for a usable ``Tasks`` table."""
-    from worker.database import check_tasks_table
+def check_database() -> list[Check]:
+    """Connect to the database; then look for a usable ``Tasks`` table."""
+    from worker import database
 
-    return _guard("database", check_tasks_table)
+    def connect() -> str:
+        from django.db import connection
+
+        database.setup()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return f"reachable ({connection.vendor}, {connection.settings_dict.get('NAME')})"
+
+    reached = _guard("database", connect)
+    if not reached.ok:
+        return [reached]
+    # Not fatal: without the table, workers run and answer the controller,
+    # only the rows go unwritten (logged by each worker).
+    return [reached, _guard("Tasks table", _tasks_table, fatal=False)]
+
+
+def _tasks_table() -> str:
+    from django.db import connection
+
+    from worker.models import Task
+
+    table = Task._meta.db_table
+    if table not in connection.introspection.table_names():
+        raise LookupError(f"table {table} does not exist (amworker init-db creates it)")
+    return f"usable ({Task.objects.count()} rows)"
 
 
 def check_scripts(settings: Settings) -> list[Check]:
-    """Import every client script module; report its slices."""
+    """Import every client script module; report what its concurrent_instances says."""
     from worker import script_imports
     from worker.registry import load_registry
 
@@ -96,14 +121,26 @@ def check_scripts(settings: Settings) -> list[Check]:
     checks = [Check("modules file", True, f"{settings.modules_file} ({len(registry)} functions)")]
     for function in sorted(registry):
         entry = registry[function]
+        module = f"{settings.client_scripts_package}.{entry.module_name}"
         if entry.importable:
-            module = f"{settings.client_scripts_package}.{entry.module_name}"
-            detail = f"{module} imports; slices {entry.slices_wanted()}"
-            checks.append(Check(f"script {function}", True, detail, fatal=False))
+            checks.append(Check(f"script {function}", True, f"{module} imports; {_slices(entry)}",
+                                fatal=False))
         else:
             last = (entry.import_error or "").strip().splitlines()[-1]
-            checks.append(Check(f"script {function}", False, last, fatal=False))
+            checks.append(Check(f"script {function}", False, f"{module}: {last}", fatal=False))
     return checks
+
+
+def _slices(entry: ScriptEntry) -> str:
+    """What the module's concurrent_instances says, and any override of it."""
+    hook = getattr(entry.module, "concurrent_instances", None)
+    try:
+        said = "no concurrent_instances()" if hook is None else f"concurrent_instances() = {hook()}"
+    except Exception as exc:  # noqa: BLE001 - a buggy hook is reported, as batches treat it
+        said = f"concurrent_instances() raised {type(exc).__name__}: {exc}"
+    if entry.options.slices:
+        return f"{said}; slices {entry.options.slices} from the config file"
+    return f"{said}; slices {entry.slices_wanted()}"
 
 
 def check_shared_directory(path: str) -> Check:
@@ -123,12 +160,11 @@ def run_checks(settings: Settings) -> list[Check]:
     """Every check, in the order an operator would fix them."""
     from worker import database
 
+    database.setup()
     checks = [check_gearmand(server) for server in settings.gearman_servers]
     checks.append(check_redis("broker", settings.broker_url))
-    if settings.result_backend != settings.broker_url:
-        checks.append(check_redis("result backend", settings.result_backend))
-    database.setup()
-    checks.append(check_database())
+    checks.append(check_redis("result backend", settings.result_backend))
+    checks.extend(check_database())
     checks.extend(check_scripts(settings))
     checks.append(check_shared_directory(settings.shared_directory))
     return checks

@@ -135,17 +135,25 @@ def cmd_scripts(settings: Settings, _args: argparse.Namespace) -> int:
     database.setup()
     script_imports.install()
     registry = load_registry(settings)
-    rows = [("FUNCTION", "MODULE", "SLICES", "QUEUE", "TIME LIMIT", "STATUS")]
+    rows = [("FUNCTION", "MODULE", "SLICES", "QUEUE", "TIME LIMIT", "SOFT LIMIT", "MAX OUTPUT",
+             "STATUS")]
     for function in sorted(registry):
         entry = registry[function]
+        options = entry.options
         status = "ok" if entry.importable else "IMPORT FAILED: " + (
             (entry.import_error or "").strip().splitlines()[-1])
         rows.append((function, entry.module_name, str(entry.slices_wanted()),
-                     entry.options.queue or "", f"{entry.options.time_limit:.0f}s", status))
+                     options.queue or "", _seconds(options.time_limit),
+                     _seconds(options.soft_time_limit), f"{options.max_output_bytes or 0}B",
+                     status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
     return 1 if registry.failed() else 0
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}s"
 
 
 def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
