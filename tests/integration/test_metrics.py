@@ -7,6 +7,7 @@ the multiprocess files of dead processes are summed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -29,8 +30,11 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, 
         deployed.celery_worker("metrics", concurrency=2, extra={
             "AMWORKER_WORKER_METRICS_PORT": str(worker_port),
             "AMWORKER_MAX_TASKS_PER_CHILD": "1",
+            "AMWORKER_LOG_FORMAT": "json",
         })
-        deployed.shim(functions=len(FUNCTIONS), extra={"AMWORKER_METRICS_PORT": str(shim_port)})
+        deployed.shim(functions=len(FUNCTIONS), extra={"AMWORKER_METRICS_PORT": str(shim_port),
+                                                       "AMWORKER_LOG_FORMAT": "json",
+                                                       "AMWORKER_LOG_LEVEL": "DEBUG"})
         yield deployed, shim_port, worker_port
 
 
@@ -87,3 +91,18 @@ def test_shim_metrics_count_batches(deployed: tuple[Stack, int, int]) -> None:
     assert delta("amworker_batch_latency_seconds_count", function="echo_v0.0") == 2
     assert value(after, "amworker_batches_in_flight") == 0
     assert value(after, "amworker_gearman_connected", server=stack_.server) == 1
+
+
+def test_json_logs_of_both_processes_carry_the_batch(deployed: tuple[Stack, int, int]) -> None:
+    # This module's shim and worker run with AMWORKER_LOG_FORMAT=json.
+    stack_, _, _ = deployed
+    run_batch(stack_.server, "sliced_v0.0", tasks=2)
+    shim, worker = stack_.procs[1], stack_.procs[0]
+
+    def entries(text: str) -> list[dict[str, object]]:
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    assert any(e["logger"] == "celery.apps.worker" for e in entries(worker.output()))
+    dispatched = [e for e in entries(shim.output()) if "dispatched" in str(e["message"])]
+    assert dispatched and all(e.get("function") and e.get("batch") for e in dispatched)
+    assert any(e["function"] == "sliced_v0.0" for e in dispatched)
