@@ -302,7 +302,11 @@ class BatchRunner:
         pipe.mget([META_PREFIX + i for i in ids])
         pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
         pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
-        metas, claims, leases = pipe.execute()
+        # _dispatch wrote the plan before any waiting: if it is gone, Redis
+        # lost its data (restarted without persistence), and the queued
+        # messages and claims with it.
+        pipe.exists(keys.plan_key(dispatch.token))
+        metas, claims, leases, planned = pipe.execute()
         collected = _decode(metas[0])
         if collected and collected.get("status") == "SUCCESS":
             # Fix: the chord callback returns {"function", "batch", "results": [...]}
@@ -313,7 +317,8 @@ class BatchRunner:
         settled: dict[str, TaskResult] = {}
         pending = 0
         for ref, meta, claim, lease in zip(dispatch.slices, metas[1:], claims, leases, strict=True):
-            outcome = self._slice_outcome(entry, dispatch, ref, _decode(meta), _decode(claim), lease)
+            outcome = self._slice_outcome(entry, dispatch, ref, _decode(meta), _decode(claim), lease,
+                                          plan_lost=not planned)
             if outcome is None:
                 pending += 1
             else:
@@ -330,6 +335,8 @@ class BatchRunner:
         meta: dict[str, Any] | None,
         claim: dict[str, Any] | None,
         lease: bytes | None,
+        *,
+        plan_lost: bool = False,
     ) -> dict[str, TaskResult] | None:
         """What one slice came to, or ``None`` while it may still finish."""
         status = meta.get("status") if meta else None
@@ -340,6 +347,22 @@ class BatchRunner:
         if status == "FAILURE" and meta is not None:
             return self._give_up(ref, _failure_reason(meta), revoke=False)
         now = self.now()
+        limit = (entry.options.time_limit or self.settings.time_limit) + LIMIT_GRACE_SECONDS
+        if claim is None and plan_lost:
+            # Redis restarted empty. A slice with a lease is still running (its
+            # worker re-set the lease) and may yet store its result; one
+            # without is gone with the queue: fail it now instead of waiting
+            # out queue_wait. The abandoned claim stops a late start.
+            if lease is None:
+                return self._give_up(ref, reason(
+                    Cause.BROKER_LOST,
+                    "Redis lost this batch's state (restarted without persistence?); "
+                    "the slice's message went with it and is not re-run"), revoke=True)
+            if now - dispatch.dispatched_at > self.settings.queue_wait + limit:
+                return self._give_up(ref, reason(
+                    Cause.BROKER_LOST, "Redis lost this batch's state and the slice never "
+                    f"reported within {self.settings.queue_wait + limit:.0f}s"), revoke=True)
+            return None
         if claim is None:
             if now - dispatch.dispatched_at > self.settings.queue_wait:
                 return self._give_up(ref, reason(
@@ -356,7 +379,6 @@ class BatchRunner:
                 f"the Celery worker {claim.get('worker', '?')} running this slice stopped "
                 f"renewing its lease; its tasks are not re-run"), revoke=False)
         started = _parse_time(claim.get("at"))
-        limit = (entry.options.time_limit or self.settings.time_limit) + LIMIT_GRACE_SECONDS
         if started is not None and now - started > limit:
             return self._give_up(ref, reason(Cause.TIME_LIMIT, f"still running after {limit:.0f}s"),
                                  revoke=True)
@@ -368,7 +390,12 @@ class BatchRunner:
         self.redis.set(keys.claim_key(ref.task_id), marker, nx=True,
                        ex=int(self.settings.result_expires))
         if revoke:
-            self.app.control.revoke(ref.task_id, terminate=True, signal="SIGKILL")
+            try:
+                self.app.control.revoke(ref.task_id, terminate=True, signal="SIGKILL")
+            except Exception as exc:  # noqa: BLE001 - kombu wraps broker faults in many types
+                # Best effort: the abandoned claim above already stops a late
+                # start; an escaping error here would WORK_FAIL the whole batch.
+                log.warning("slice %s: revoke not sent: %s", ref.task_id, exc)
         log.warning("slice %s given up: %s", ref.task_id, text)
         return {r.uuid: r for r in failed_results(list(ref.uuids), text, clock=self.clock)}
 
