@@ -51,6 +51,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@scripts/ensure-test-tools
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench
 
 clean:

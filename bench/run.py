@@ -1,0 +1,142 @@
+"""One bench run: start everything, measure every system, return the raw numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import statements, systems, workloads
+from bench.machine import describe
+from bench.sizes import Sizes
+from bench.systems import NOOP, SHA256, SHA256_SINGLE
+from tests import services
+
+log = logging.getLogger("bench")
+
+#: Where W6 counts on MariaDB (the bench makes its own database there).
+DEFAULT_MARIADB_URL = "mysql://root@127.0.0.1:3306/amworker_bench"
+
+
+def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL) -> dict[str, Any]:
+    """Every workload on every system, in one run; JSON-safe raw numbers."""
+    raw: dict[str, Any] = {"sizes": dataclasses.asdict(sizes), "errors": {}}
+    with tempfile.TemporaryDirectory(prefix="amworker-bench-") as tmp:
+        workdir = Path(tmp)
+        config = workdir / "amworker.toml"
+        config.write_text(systems.CONFIG_TOML)
+        env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10",
+               "AMWORKER_LOG_LEVEL": "INFO"}
+        with services.stack(workdir, scripts=systems.SCRIPTS_PACKAGE,
+                            modules_file=systems.MODULES_FILE, env=env) as stack:
+            _use_database(stack.env["AMWORKER_DATABASE_URL"])
+            raw["machine"] = describe(stack.redis)
+            _floor(stack, sizes, raw)
+            _inprocess(stack, sizes, raw)
+            _amworker(stack, sizes, raw)
+            raw["w6"] = _statements(sizes, stack.env, workdir, mariadb_url)
+    return raw
+
+
+def _use_database(url: str) -> None:
+    """Point this process's Django at the stack's database (to insert Tasks rows)."""
+    os.environ["AMWORKER_DATABASE_URL"] = url
+    from worker import database
+
+    database.ensure_schema()
+
+
+def _note(raw: dict[str, Any], system: str, measured: workloads.Measured) -> list[float]:
+    raw["errors"].setdefault(system, []).extend(measured.errors[:20])
+    return measured.values
+
+
+def _floor(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
+    log.info("floor: %d process(es)", systems.cores())
+    procs = systems.start_baseline(stack, "floor", systems.cores())
+    workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores(), tasks=4)
+    raw.setdefault("w1", {})["floor"] = _note(raw, "floor", workloads.w1_latency(
+        stack.server, sizes, rows=False))
+    raw.setdefault("w2", {})["floor"] = _note(raw, "floor", workloads.w2_throughput(
+        stack.server, sizes, rows=False))
+    systems.stop(procs)
+
+
+def _inprocess(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
+    log.info("in-process: %d process(es)", systems.cores())
+    procs = systems.start_baseline(stack, "inprocess", systems.cores())
+    workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores(), tasks=4)
+    raw["w1"]["inprocess"] = _note(raw, "inprocess", workloads.w1_latency(
+        stack.server, sizes, rows=True))
+    raw["w2"]["inprocess"] = _note(raw, "inprocess", workloads.w2_throughput(
+        stack.server, sizes, rows=True))
+    for key, mib in _w3_sizes(sizes):
+        raw.setdefault(key, {})["inprocess"] = _note(raw, "inprocess", workloads.w3_batch_seconds(
+            stack.server, SHA256, sizes, mib))
+    w5 = workloads.w5_large_outputs(stack.server, sizes)
+    raw.setdefault("w5", {})["inprocess"] = {
+        "seconds": _note(raw, "inprocess", w5)[0],
+        "rss_mb": max(systems.peak_rss_mb(p.pid) for p in procs),
+        "intact": not w5.errors,
+    }
+    systems.stop(procs)
+
+
+def _amworker(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
+    log.info("amworker: shim and a Celery worker of %d pool process(es)", systems.cores())
+    pool = stack.celery_worker("bench-pool", concurrency=systems.cores())
+    shim = stack.shim(functions=len(systems.FUNCTIONS))
+    workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores() * 2, tasks=4)
+    raw["w1"]["amworker"] = _note(raw, "amworker", workloads.w1_latency(
+        stack.server, sizes, rows=True))
+    raw["w2"]["amworker"] = _note(raw, "amworker", workloads.w2_throughput(
+        stack.server, sizes, rows=True))
+    for key, mib in _w3_sizes(sizes):
+        raw[key]["amworker_split"] = _note(raw, "amworker", workloads.w3_batch_seconds(
+            stack.server, SHA256, sizes, mib))
+        raw[key]["amworker_single"] = _note(raw, "amworker", workloads.w3_batch_seconds(
+            stack.server, SHA256_SINGLE, sizes, mib))
+    w5 = workloads.w5_large_outputs(stack.server, sizes)
+    raw["w5"]["amworker"] = {
+        "seconds": _note(raw, "amworker", w5)[0],
+        "rss_mb": systems.peak_rss_mb(shim.pid),
+        "intact": not w5.errors,
+    }
+    pool.stop()
+    # W4: hosts stand-ins, one pool process each; first one, then two.
+    log.info("amworker W4: one Celery worker, then two, concurrency 1 each")
+    first = stack.celery_worker("bench-host-1", concurrency=1)
+    workloads.warm_up(stack.server, SHA256, "1", batches=1, tasks=systems.cores())
+    for key, mib in _w3_sizes(sizes):
+        raw[key.replace("w3", "w4")] = {"one_worker": _note(
+            raw, "amworker", workloads.w3_batch_seconds(stack.server, SHA256, sizes, mib))}
+    second = stack.celery_worker("bench-host-2", concurrency=1)
+    workloads.warm_up(stack.server, SHA256, "1", batches=2, tasks=systems.cores())
+    for key, mib in _w3_sizes(sizes):
+        raw[key.replace("w3", "w4")]["two_workers"] = _note(
+            raw, "amworker", workloads.w3_batch_seconds(stack.server, SHA256, sizes, mib))
+    systems.stop([second, first, shim])
+
+
+def _w3_sizes(sizes: Sizes) -> list[tuple[str, int]]:
+    """W3/W4's raw keys and MiB per task: the issue's size, then 8x the work."""
+    return [("w3", sizes.w3_mebibytes), ("w3_heavy", sizes.w3_heavy_mebibytes)]
+
+
+def _statements(sizes: Sizes, env: dict[str, str], workdir: Path,
+                mariadb_url: str | None) -> dict[str, Any]:
+    counted: dict[str, Any] = {}
+    targets = {"sqlite": f"sqlite:///{workdir}/w6.sqlite3", "mariadb": mariadb_url}
+    for name, url in targets.items():
+        if url is None:
+            counted[name] = {"error": "not measured (no database URL)"}
+            continue
+        try:
+            counted[name] = statements.count(url, sizes.w6_jobs, env)
+        except (RuntimeError, OSError) as exc:
+            log.warning("W6 on %s: %s", name, exc)
+            counted[name] = {"error": str(exc).splitlines()[0]}
+    return counted

@@ -1,0 +1,1 @@
+"""Client scripts the benchmarks run (their own modules file: ``modules.ini``)."""

@@ -1,0 +1,26 @@
+"""W3/W4: CPU-bound jobs; argv[1] is how many MiB each job hashes with SHA-256.
+
+Asks for one slice per core, as a file-level script that can use them would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+#: Hashed in pieces this big, so memory stays flat whatever argv[1] asks.
+CHUNK = 1024 * 1024
+
+
+def concurrent_instances():
+    return os.cpu_count() or 1
+
+
+def call(jobs):
+    for job in jobs:
+        digest = hashlib.sha256()
+        piece = job.uuid.encode().ljust(CHUNK, b"\0")
+        for _ in range(int(job.args[1])):
+            digest.update(piece)
+        job.write_output(digest.hexdigest() + "\n")
+        job.set_status(0)

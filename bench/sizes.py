@@ -1,0 +1,46 @@
+"""How big each workload is: the real run, and a tiny one for the smoke test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every knob of a bench run's size."""
+
+    #: W1: tasks in the batch, measured runs (the issue asks for >= 10).
+    w1_tasks: int = 128
+    w1_runs: int = 15
+    #: W2: batches all in flight at once, tasks per batch, repetitions (best kept).
+    w2_batches: int = 16
+    w2_tasks: int = 128
+    w2_rounds: int = 3
+    #: W3/W4: CPU-bound tasks in the batch, MiB each hashes, runs (median kept).
+    w3_tasks: int = 16
+    w3_mebibytes: int = 32
+    w3_runs: int = 3
+    #: W3/W4 again with 8x the work per task: at 32 MiB a task hashes in ~20 ms
+    #: here, so a few tens of ms of fixed cost per batch weigh on the speedup.
+    w3_heavy_mebibytes: int = 256
+    #: W5: batches in flight, tasks per batch, output bytes per task.
+    w5_batches: int = 64
+    w5_tasks: int = 16
+    w5_output_bytes: int = 64 * 1024
+    #: W6: job counts of the slices whose statements are counted.
+    w6_jobs: tuple[int, ...] = (1, 16, 128)
+
+
+#: What ``make bench`` runs.
+FULL = Sizes()
+
+#: Every workload once, at a size that only proves the harness still works.
+TINY = Sizes(
+    w1_tasks=4, w1_runs=1,
+    w2_batches=2, w2_tasks=4, w2_rounds=1,
+    w3_tasks=2, w3_mebibytes=1, w3_runs=1, w3_heavy_mebibytes=2,
+    w5_batches=2, w5_tasks=2, w5_output_bytes=1024,
+    w6_jobs=(1, 4),
+)
+
+SIZES = {"full": FULL, "tiny": TINY}

@@ -1,0 +1,69 @@
+"""The benchmark harness still runs: every workload once, at a tiny size.
+
+Benchmarks are not tests, so nothing here asserts a time. It runs
+``python -m bench --size tiny`` exactly as ``make bench`` runs the full size
+(its own gearmand, Redis, Celery workers, shim and baselines) and checks that
+every workload produced a row with real values.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.services import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+SYSTEMS = ("amworker", "inprocess", "floor")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run([sys.executable, "-m", "bench", "--size", "tiny", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads((out / "latest.json").read_text()), done.stdout, out
+
+
+def test_every_workload_has_a_row(results: tuple[dict, str, Path]) -> None:
+    _raw, table, out = results
+    for workload in ("W1", "W2", "W3", "W4", "W5", "W6"):
+        assert f"| {workload} |" in table
+    markdown = (out / "latest.md").read_text()
+    assert "## Machine" in markdown and "| cores |" in markdown
+    assert (out / "latest.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_latency_and_throughput_values_are_sane(results: tuple[dict, str, Path]) -> None:
+    raw, _table, _out = results
+    for system in SYSTEMS:
+        assert raw["w1"][system] and all(v > 0 for v in raw["w1"][system])
+        assert raw["w2"][system] and all(v > 0 for v in raw["w2"][system])
+    assert not any(raw["errors"].values()), raw["errors"]
+
+
+def test_cpu_bound_and_output_workloads_ran(results: tuple[dict, str, Path]) -> None:
+    raw, _table, _out = results
+    for key in ("amworker_split", "amworker_single", "inprocess"):
+        assert raw["w3"][key] and all(v > 0 for v in raw["w3"][key])
+    for key in ("one_worker", "two_workers"):
+        assert raw["w4"][key] and all(v > 0 for v in raw["w4"][key])
+    for system in ("amworker", "inprocess"):
+        assert raw["w5"][system]["intact"]
+        assert raw["w5"][system]["rss_mb"] > 0
+
+
+def test_statements_are_counted(results: tuple[dict, str, Path]) -> None:
+    raw, _table, _out = results
+    counted = raw["w6"]["sqlite"]
+    assert "error" not in counted
+    assert all(counted[str(n)]["django"] > 0 for n in raw["sizes"]["w6_jobs"])
+    # MariaDB may be absent on a developer's machine: a row saying so is fine.
+    assert "error" in raw["w6"]["mariadb"] or all(
+        raw["w6"]["mariadb"][str(n)]["django"] > 0 for n in raw["sizes"]["w6_jobs"])
