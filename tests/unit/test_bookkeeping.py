@@ -1,0 +1,303 @@
+"""Unit tests for Tasks-row bookkeeping against a real SQLite file.
+
+Django is set up once per session by the ``django_sqlite`` fixture
+(tests/unit/conftest.py); each test starts from an empty ``Tasks`` table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from worker.bookkeeping import RetryPolicy, mark_finished, mark_started, with_retries
+from worker.wire import TaskResult
+
+pytestmark = pytest.mark.timeout(60)
+
+T0 = datetime(2024, 8, 4, 21, 34, 35, 241750, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=10)
+#: One attempt: a failure is given up at once, no pause.
+ONCE = RetryPolicy(attempts=1)
+
+
+@pytest.fixture
+def tasks(django_sqlite: object) -> Iterator[Any]:
+    """The ``Task`` model over an empty table."""
+    from worker.models import Task
+
+    Task.objects.all().delete()
+    yield Task
+    Task.objects.all().delete()
+
+
+def insert(task_model: Any, count: int, *, prefix: str = "task", **fields: object) -> list[str]:
+    """Insert rows as the controller does before it submits; return their uuids."""
+    uuids = [f"{prefix}-{i:04d}" for i in range(count)]
+    task_model.objects.bulk_create(
+        [task_model(taskuuid=u, execution="copy_v0.0", arguments='"a"', **fields) for u in uuids]
+    )
+    return uuids
+
+
+def result(uuid: str, exit_code: int = 0, stdout: str = "out", stderr: str = "err") -> TaskResult:
+    return TaskResult(uuid=uuid, exit_code=exit_code, finished_at=T1, stdout=stdout, stderr=stderr)
+
+
+def row(task_model: Any, uuid: str) -> dict[str, Any]:
+    return task_model.objects.filter(pk=uuid).values(
+        "starttime", "endtime", "client", "exitcode", "stdout", "stderror"
+    ).get()
+
+
+def count_statements(action: Any) -> list[str]:
+    """The SQL run on the default connection during ``action`` (COMMIT included)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        action()
+    return [query["sql"] for query in captured.captured_queries]
+
+
+# --- mark_started -------------------------------------------------------------------
+
+
+def test_mark_started_updates_exactly_the_given_rows(tasks: Any) -> None:
+    uuids = insert(tasks, 4)
+
+    updated = mark_started(uuids[:2], when=T0, client="worker-a", policy=ONCE)
+
+    assert updated == 2
+    assert [row(tasks, u)["starttime"] for u in uuids] == [T0, T0, None, None]
+    assert [row(tasks, u)["client"] for u in uuids] == ["worker-a", "worker-a", None, None]
+    assert row(tasks, uuids[0])["endtime"] is None
+
+
+def test_mark_started_ignores_missing_rows(tasks: Any) -> None:
+    (existing,) = insert(tasks, 1)
+
+    assert mark_started([existing, "never-recorded"], when=T0, client="c", policy=ONCE) == 1
+    assert tasks.objects.count() == 1
+
+
+def test_mark_started_of_nothing_runs_no_sql(tasks: Any) -> None:
+    outcome: list[int | None] = []
+
+    sql = count_statements(lambda: outcome.append(mark_started([], when=T0, client="c", policy=ONCE)))
+
+    assert outcome == [0] and sql == []
+
+
+# --- mark_finished ----------------------------------------------------------------------
+
+
+def test_mark_finished_writes_each_rows_own_result(tasks: Any) -> None:
+    uuids = insert(tasks, 3, starttime=T0)
+
+    updated = mark_finished(
+        [result(uuids[0], 0, "ok\n", ""), result(uuids[1], 2, "", "failed\n")],
+        capture_output=True,
+        policy=ONCE,
+    )
+
+    assert updated == 2
+    assert row(tasks, uuids[0]) == {"starttime": T0, "endtime": T1, "client": None, "exitcode": 0,
+                                    "stdout": "ok\n", "stderror": ""}
+    assert row(tasks, uuids[1]) == {"starttime": T0, "endtime": T1, "client": None, "exitcode": 2,
+                                    "stdout": "", "stderror": "failed\n"}
+    assert row(tasks, uuids[2]) == {"starttime": T0, "endtime": None, "client": None, "exitcode": None,
+                                    "stdout": None, "stderror": None}
+
+
+def test_mark_finished_ignores_missing_rows(tasks: Any) -> None:
+    (existing,) = insert(tasks, 1)
+
+    updated = mark_finished([result(existing, 1), result("never-recorded", 1)], capture_output=True,
+                            policy=ONCE)
+
+    assert updated == 1
+    assert row(tasks, existing)["exitcode"] == 1
+    assert tasks.objects.count() == 1
+
+
+def test_capture_output_off_leaves_output_columns_untouched(tasks: Any) -> None:
+    (uuid,) = insert(tasks, 1, stdout="earlier out", stderror="earlier err")
+
+    mark_finished([result(uuid, 3, "new out", "new err")], capture_output=False, policy=ONCE)
+
+    assert row(tasks, uuid) == {"starttime": None, "endtime": T1, "client": None, "exitcode": 3,
+                                "stdout": "earlier out", "stderror": "earlier err"}
+
+
+def test_lone_surrogates_are_sanitised_before_writing(tasks: Any) -> None:
+    (uuid,) = insert(tasks, 1)
+
+    mark_finished([result(uuid, 0, "name \udcff.tif", "pair \ud83d\ude00 lone \ud800")],
+                  capture_output=True, policy=ONCE)
+
+    stored = row(tasks, uuid)
+    assert stored["stdout"] == "name \ufffd.tif"
+    assert stored["stderror"] == "pair \U0001f600 lone \ufffd"
+
+
+def test_mark_finished_of_nothing_runs_no_sql(tasks: Any) -> None:
+    assert count_statements(lambda: mark_finished([], capture_output=True, policy=ONCE)) == []
+
+
+def test_a_write_that_keeps_failing_returns_none_instead_of_raising(tasks: Any) -> None:
+    from django.db import connection
+
+    from worker.database import ensure_schema
+
+    with connection.schema_editor() as editor:
+        editor.delete_model(tasks)
+    try:
+        assert mark_started(["a"], when=T0, client="c", policy=ONCE) is None
+        assert mark_finished([result("a")], capture_output=True, policy=ONCE) is None
+    finally:
+        ensure_schema()
+    assert mark_started(["a"], when=T0, client="c", policy=ONCE) == 0
+
+
+# --- statements per slice ------------------------------------------------------------------
+
+
+def slice_statements(tasks: Any, size: int) -> tuple[list[str], list[str]]:
+    tasks.objects.all().delete()
+    uuids = insert(tasks, size)
+    started = count_statements(lambda: mark_started(uuids, when=T0, client="c", policy=ONCE))
+    finished = count_statements(lambda: mark_finished(
+        [result(u, i % 3, f"out {i}", f"err {i}") for i, u in enumerate(uuids)],
+        capture_output=True, policy=ONCE,
+    ))
+    assert tasks.objects.filter(endtime=T1, starttime=T0).count() == size
+    assert tasks.objects.get(pk=uuids[-1]).stdout == f"out {size - 1}"
+    return started, finished
+
+
+def test_a_128_row_slice_costs_the_same_few_statements_as_a_1_row_slice(tasks: Any) -> None:
+    started_1, finished_1 = slice_statements(tasks, 1)
+    started_128, finished_128 = slice_statements(tasks, 128)
+
+    assert len(started_128) == len(started_1) == 1
+    assert len(finished_128) == len(finished_1)
+    assert len(started_128) + len(finished_128) <= 10
+    assert [s.split()[0] for s in finished_128] == ["BEGIN", "UPDATE", "COMMIT"]
+
+
+def test_a_500_row_slice_stays_within_ten_statements_and_one_transaction(tasks: Any) -> None:
+    from django.db import connection
+
+    started, finished = slice_statements(tasks, 500)
+
+    assert len(started) == 1
+    assert len(started) + len(finished) <= 10
+    verbs = [s.split()[0] for s in finished]
+    assert verbs[0] == "BEGIN" and verbs[-1] == "COMMIT" and set(verbs[1:-1]) == {"UPDATE"}
+    if connection.features.max_query_params is None:
+        assert len(finished) == 3  # one UPDATE where the backend has no parameter limit
+    # SQLite caps a statement at 999 parameters, so Django splits the CASE
+    # UPDATE into ceil(500 / 166) = 4 statements there; all in one transaction.
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def test_retry_policy_default_delays_ride_out_about_fifteen_seconds() -> None:
+    delays = RetryPolicy().delays()
+
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert sum(delays) == 15.5
+
+
+def test_retry_policy_delays_are_capped() -> None:
+    assert RetryPolicy(attempts=5, first_delay=1, factor=3, max_delay=5).delays() == [1, 3, 5, 5]
+
+
+def test_a_single_attempt_has_no_delay() -> None:
+    assert RetryPolicy(attempts=1).delays() == []
+
+
+class Flaky:
+    """Fails ``failures`` times with ``error``, then returns ``value``."""
+
+    def __init__(self, failures: int, error: BaseException, value: object = "done") -> None:
+        self.failures = failures
+        self.error = error
+        self.value = value
+        self.calls = 0
+
+    def __call__(self) -> object:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return self.value
+
+
+POLICY = RetryPolicy(attempts=4, first_delay=0.5, factor=2, max_delay=1.5)
+
+
+def test_with_retries_retries_operational_errors_with_the_policys_pauses(django_sqlite: object) -> None:
+    from django.db import OperationalError
+
+    action = Flaky(2, OperationalError("server has gone away"))
+    pauses: list[float] = []
+
+    assert with_retries(action, what="test", policy=POLICY, sleep=pauses.append) == "done"
+    assert action.calls == 3
+    assert pauses == [0.5, 1.0]
+
+
+def test_with_retries_retries_interface_errors(django_sqlite: object) -> None:
+    from django.db import InterfaceError
+
+    action = Flaky(1, InterfaceError("connection already closed"))
+    pauses: list[float] = []
+
+    assert with_retries(action, what="test", policy=POLICY, sleep=pauses.append) == "done"
+    assert pauses == [0.5]
+
+
+def test_with_retries_gives_up_returning_none(
+    django_sqlite: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django.db import OperationalError
+
+    action = Flaky(99, OperationalError("down"))
+    pauses: list[float] = []
+
+    assert with_retries(action, what="recording things", policy=POLICY, sleep=pauses.append) is None
+    assert action.calls == 4
+    assert pauses == [0.5, 1.0, 1.5]
+    assert any("giving up on recording things after 4 attempts" in r.getMessage() for r in caplog.records)
+
+
+def test_with_retries_does_not_retry_other_errors(django_sqlite: object) -> None:
+    action = Flaky(1, ValueError("a bug, not the database"))
+    pauses: list[float] = []
+
+    with pytest.raises(ValueError, match="a bug"):
+        with_retries(action, what="test", policy=POLICY, sleep=pauses.append)
+    assert action.calls == 1 and pauses == []
+
+
+def test_with_retries_reconnects_after_a_failure(tasks: Any) -> None:
+    from django.db import OperationalError, connection
+
+    insert(tasks, 1)
+    connection.ensure_connection()
+    first = connection.connection
+    calls: list[object] = []
+
+    def action() -> int:
+        calls.append(connection.connection)
+        if len(calls) == 1:
+            raise OperationalError("lost")
+        return int(tasks.objects.count())
+
+    assert with_retries(action, what="test", policy=POLICY, sleep=lambda _s: None) == 1
+    assert calls == [first, None]  # the failed connection was closed before the retry
+    assert connection.connection is not first  # and the retry opened a fresh one

@@ -1,0 +1,112 @@
+"""Unit tests for batch planning: how many slices, and which jobs go where."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.plan import JobSpec, slice_count, split
+
+
+def specs(n: int) -> list[JobSpec]:
+    return [JobSpec(uuid=f"task-{i}", argv=(str(i),), wants_output=i % 2 == 0) for i in range(n)]
+
+
+# --- slice_count -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wanted", "jobs", "expected"),
+    [(1, 128, 1), (4, 128, 4), (4, 3, 3), (4, 4, 4), (128, 1, 1), (0, 10, 1), (-3, 10, 1), (5, 0, 1)],
+)
+def test_slice_count_is_wanted_capped_by_jobs_and_at_least_one(wanted: int, jobs: int, expected: int) -> None:
+    assert slice_count(wanted, jobs) == expected
+
+
+@given(wanted=st.integers(min_value=1, max_value=500), jobs=st.integers(min_value=1, max_value=500))
+def test_slice_count_is_min_of_wanted_and_jobs(wanted: int, jobs: int) -> None:
+    assert slice_count(wanted, jobs) == min(wanted, jobs)
+
+
+# --- split -------------------------------------------------------------------
+
+
+def test_split_keeps_order_and_puts_the_extra_jobs_first() -> None:
+    slices = split(specs(10), 4)
+
+    assert [[s.uuid for s in part] for part in slices] == [
+        ["task-0", "task-1", "task-2"],
+        ["task-3", "task-4", "task-5"],
+        ["task-6", "task-7"],
+        ["task-8", "task-9"],
+    ]
+
+
+def test_split_into_one_is_the_whole_batch_as_a_new_list() -> None:
+    jobs = specs(5)
+
+    (only,) = split(jobs, 1)
+
+    assert only == jobs and only is not jobs
+
+
+def test_split_of_nothing_is_empty_slices() -> None:
+    assert split([], 3) == [[], [], []]
+
+
+@pytest.mark.parametrize("count", [0, -1])
+def test_split_refuses_fewer_than_one_slice(count: int) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        split(specs(3), count)
+
+
+@given(jobs=st.integers(min_value=0, max_value=600), wanted=st.integers(min_value=1, max_value=64))
+def test_split_properties(jobs: int, wanted: int) -> None:
+    batch = specs(jobs)
+    count = slice_count(wanted, jobs)
+
+    slices = split(batch, count)
+
+    assert len(slices) == count
+    sizes = [len(s) for s in slices]
+    assert max(sizes) - min(sizes) <= 1
+    assert sizes == sorted(sizes, reverse=True)  # larger slices first
+    assert [job for part in slices for job in part] == batch  # every job once, in order
+    if jobs:
+        assert all(sizes)  # with k <= jobs no slice is empty
+    assert split(batch, count) == slices  # deterministic: a re-delivery plans the same
+
+
+# --- JobSpec -------------------------------------------------------------------
+
+
+@given(
+    uuid=st.text(),
+    argv=st.lists(st.text()).map(tuple),
+    wants_output=st.booleans(),
+)
+def test_jobspec_survives_a_json_round_trip(uuid: str, argv: tuple[str, ...], wants_output: bool) -> None:
+    spec = JobSpec(uuid=uuid, argv=argv, wants_output=wants_output)
+
+    assert JobSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_jobspec_json_form() -> None:
+    spec = JobSpec(uuid="u", argv=("a", "b c"), wants_output=False)
+
+    assert spec.to_json() == {"uuid": "u", "argv": ["a", "b c"], "wants_output": False}
+
+
+def test_jobspec_refuses_an_argv_that_is_not_a_list() -> None:
+    with pytest.raises(TypeError, match="argv must be a list"):
+        JobSpec.from_json({"uuid": "u", "argv": "a b", "wants_output": True})
+
+
+def test_jobspec_is_frozen() -> None:
+    spec = specs(1)[0]
+
+    with pytest.raises(AttributeError):
+        spec.uuid = "other"  # type: ignore[misc]
