@@ -1,0 +1,56 @@
+"""Shared fixtures: one real amworker deployment for the whole test session.
+
+Starting gearmand, Redis, a Celery worker and the shim takes a few seconds
+and the machine has two cores, so every integration test that only needs "a
+working amworker on SQLite" shares the one stack started here. Tests that
+need another database start their own (see tests/integration/test_database.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import ROOT, Stack, stack
+
+#: Name of the session's Celery worker (the ``client`` column of Tasks rows).
+WORKER_NAME = "it-sqlite"
+
+
+def init_db(env: dict[str, str]) -> None:
+    """``amworker init-db`` against the stack's database (as an operator would)."""
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "init-db"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def start_amworker(workdir: Path, *, worker_name: str, concurrency: int = 2,
+                   database_url: str | None = None) -> Iterator[Stack]:
+    """A stack with one Celery worker and one shim serving every test function."""
+    from tests.integration.controller import function_count
+
+    with stack(workdir, database_url=database_url) as deployed:
+        # The controller inserts Tasks rows before submitting, so the table
+        # must exist before the first batch, not when a pool process first
+        # runs a slice.
+        init_db(deployed.env)
+        deployed.celery_worker(worker_name, concurrency=concurrency)
+        deployed.shim(functions=function_count())
+        yield deployed
+
+
+@pytest.fixture(scope="session")
+def amworker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """gearmand, Redis, one Celery worker (concurrency 2) and one shim, on SQLite."""
+    yield from start_amworker(tmp_path_factory.mktemp("amworker-stack"), worker_name=WORKER_NAME)
+
+
+@pytest.fixture(scope="session")
+def worker_node() -> str:
+    """The session worker's Celery node name, as Celery reports it."""
+    return f"{WORKER_NAME}@{socket.gethostname()}"

@@ -1,0 +1,149 @@
+"""Odd, hostile and concurrent payloads, as the shim sees them from gearmand."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.integration.controller import (
+    ENCODINGS,
+    Batch,
+    assert_same_encoding,
+    batch,
+    exit_codes,
+    results,
+    run,
+    submit_raw,
+)
+from tests.services import Stack
+from worker.gearman_client import GearmanClient
+from worker.wire import Encoding
+
+pytestmark = pytest.mark.integration
+
+
+def assert_still_serving(stack: Stack, encoding: Encoding = Encoding.JSON) -> None:
+    """The shim answers a normal batch (after a refused one)."""
+    after = batch("echo_v0.0", encoding, ["next"])
+    answered = run(stack, after)
+    assert exit_codes(answered) == dict.fromkeys(after.tasks, 0)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_unknown_keys_are_ignored(amworker_stack: Stack, encoding: Encoding) -> None:
+    built = Batch("echo_v0.0", encoding)
+    first = built.add("one", futureField="ignored", priority=3)
+    second = built.add("two", wants_output=False, unknown=None)
+    document = {"tasks": built.tasks, "batchVersion": 2, "comment": "from the future"}
+    if encoding is Encoding.JSON:
+        payload = json.dumps(document).encode()
+    else:
+        payload = pickle.dumps(document, protocol=0)
+    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    answered = results(outcome)
+    assert_same_encoding(outcome.data, encoding)
+    assert exit_codes(answered) == {first: 0, second: 0}
+    assert answered[first]["stdout"] == "echo_v0.0 one\n"
+    assert set(answered[second]) == {"exitCode", "finishedTimestamp"}
+
+
+def reduce_pickle(module: str, name: str, argument: str) -> bytes:
+    """A protocol-0 pickle that starts like the controller's ('(dp0') but calls
+    ``module.name(argument)`` while loading, as the value of the "tasks" key."""
+    return (
+        b"(dp0\nS'tasks'\np1\n"
+        + f"c{module}\n{name}\n(S'{argument}'\ntR".encode()
+        + b"p2\ns."
+    )
+
+
+@pytest.mark.parametrize("module", ["os", "posix"])
+def test_pickle_with_a_global_is_refused_and_never_run(amworker_stack: Stack, tmp_path: Path,
+                                                       module: str) -> None:
+    marker = tmp_path / f"pwned-{module}"
+    payload = reduce_pickle(module, "system", f"touch {marker}")
+    # Sanity check of the test itself: the stock unpickler would run it.
+    assert payload.startswith(b"(dp0")
+    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    assert not outcome.complete, "a pickle naming os.system must be answered with WORK_FAIL"
+    assert not marker.exists(), "the payload's os.system call ran"
+    assert_still_serving(amworker_stack, Encoding.PICKLE)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", [
+    bytes(range(256)),
+    b"\x00\xffnot a payload",
+    b"(garbage that looks like a pickle\x00\xff",
+    b'{"tasks": {"unterminated',
+    b"",
+], ids=["all-bytes", "binary", "pickle-lookalike", "truncated-json", "empty"])
+def test_garbage_gets_work_fail_and_the_shim_keeps_serving(amworker_stack: Stack,
+                                                           payload: bytes) -> None:
+    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    assert not outcome.complete
+    assert_still_serving(amworker_stack)
+
+
+def test_eight_batches_in_flight_on_one_connection(amworker_stack: Stack) -> None:
+    batches = []
+    for n in range(8):
+        encoding = ENCODINGS[n % 2]
+        function = ["echo_v0.0", "sliced_v0.0"][n % 4 // 2]
+        batches.append(batch(function, encoding,
+                             [f"batch-{n} %taskUUID%" for _ in range(3 + n)]))
+    with GearmanClient(amworker_stack.server) as client:
+        outcomes = client.submit_many([b.submission() for b in batches], timeout=90)
+    assert len(outcomes) == len(batches)
+    for n, (built, outcome) in enumerate(zip(batches, outcomes, strict=True)):
+        answered = results(outcome)
+        assert_same_encoding(outcome.data, built.encoding)
+        assert set(answered) == set(built.tasks), f"batch {n} got another batch's results"
+        failed = {t: e.get("stderr") for t, e in answered.items() if e["exitCode"] != 0}
+        assert not failed, f"batch {n} ({built.function}): {failed}"
+        for task_id, entry in answered.items():
+            if built.function == "echo_v0.0":
+                assert entry["stdout"] == f"echo_v0.0 batch-{n} {task_id}\n"
+            else:
+                assert str(entry["stdout"]).startswith("pid=")
+
+
+def test_eight_batches_from_eight_clients_in_threads(amworker_stack: Stack) -> None:
+    batches = [batch("argvjson_v0.0", ENCODINGS[n % 2], [f"client-{n} %taskUUID%"] * 4)
+               for n in range(8)]
+    answers: dict[int, dict[str, dict[str, object]]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(batches))
+
+    def controller(n: int) -> None:
+        try:
+            start.wait(timeout=30)
+            answers[n] = run(amworker_stack, batches[n], timeout=90)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=controller, args=(n,)) for n in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(100)
+    assert not errors, errors
+    assert sorted(answers) == list(range(8))
+    for n, built in enumerate(batches):
+        for task_id in built.tasks:
+            entry = answers[n][task_id]
+            assert entry["exitCode"] == 0
+            assert json.loads(str(entry["stdout"])) == ["argvjson_v0.0", f"client-{n}", task_id]
+
+
+def test_a_resubmitted_batch_gets_the_same_answer(amworker_stack: Stack) -> None:
+    # The controller's client retries a submission (same unique, same
+    # payload): the batch is answered again from its stored answer, not re-run.
+    built = batch("echo_v0.0", Encoding.JSON, ["again"])
+    first = run(amworker_stack, built)
+    second = run(amworker_stack, built)
+    assert first == second
