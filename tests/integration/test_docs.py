@@ -206,6 +206,36 @@ def test_the_settings_table_lists_every_setting() -> None:
     assert not missing, f"docs/operations.md 'Every setting' lacks {sorted(missing)}"
 
 
+def exposed_metric_names() -> set[str]:
+    """Every sample name the shim's and the workers' collectors can expose."""
+    from prometheus_client import CollectorRegistry
+
+    from worker.metrics import JobMetrics, ShimMetrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("", "_bucket", "_sum", "_count"),
+                "gauge": ("",)}
+    names: set[str] = set()
+    for build in (ShimMetrics, JobMetrics):
+        registry = CollectorRegistry()
+        build(registry)
+        for family in registry.collect():
+            names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+    return names
+
+
+def test_metric_names_in_the_docs_are_the_exposed_ones() -> None:
+    exposed = exposed_metric_names()
+    for path in DOC_FILES:
+        if not path.exists():
+            continue
+        named = set(re.findall(r"`((?:amworker|mcpclient)_[a-z_]+)`", path.read_text()))
+        assert named <= exposed, f"{path.name} names metrics nothing exposes: {sorted(named - exposed)}"
+    documented = set(re.findall(r"`((?:amworker|mcpclient)_[a-z_]+)`",
+                                (ROOT / "docs" / "operations.md").read_text()))
+    families = {n for n in exposed if not n.endswith(("_bucket", "_sum", "_count"))}
+    assert families <= documented, f"undocumented metrics: {sorted(families - documented)}"
+
+
 def test_envfile_blocks_build_settings(tmp_path: Path) -> None:
     blocks = [b for b in all_blocks() if b.kind == "envfile"]
     assert blocks
