@@ -20,7 +20,7 @@ from worker import logs, worker_metrics  # noqa: F401 - worker_metrics connects 
 from worker.config import Settings
 
 
-class ReadableSentEvents(AMQP):  # type: ignore[misc]
+class ReadableSentEvents(AMQP):
     """Celery's AMQP helper, with the slice's readable name in its ``task-sent`` event.
 
     Celery names a task's ``task-sent`` event after the task (``amworker.run_slice``)

@@ -382,11 +382,14 @@ def _database_url(env: _Env) -> str:
     url = env.get("AMWORKER_DATABASE_URL", _parse_url, None)
     if url:
         return url
-    name = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_DATABASE", str, None)
-    if not name:
+    parts = ("HOST", "USER", "PASSWORD", "DATABASE", "PORT")
+    stock = [f"ARCHIVEMATICA_MCPCLIENT_CLIENT_{part}" for part in parts]
+    if not any(env.get(key, str, None) for key in stock):
         data = env.get("AMWORKER_DATA_DIRECTORY", str, "var")
         return f"sqlite:///{Path(data).absolute() / 'amworker.sqlite3'}"
-    user = quote(env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_USER", str, "root"), safe="")
+    # The stock worker's defaults for whatever part is not set.
+    name = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_DATABASE", str, "MCP")
+    user = quote(env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_USER", str, "archivematica"), safe="")
     password = quote(env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_PASSWORD", str, ""), safe="")
     host = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_HOST", str, "localhost")
     port = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_PORT", _parse_port, 3306)

@@ -186,10 +186,16 @@ def test_archivematica_database_parts_become_a_mysql_url() -> None:
     assert settings.database_url == "mysql://archivematica:p%40ss%3Aw%2Frd@mysql.example:3307/MCP"
 
 
-def test_database_parts_default_to_local_root_on_3306() -> None:
+def test_database_parts_default_to_the_stock_worker_defaults() -> None:
     settings = Settings.from_env({"ARCHIVEMATICA_MCPCLIENT_CLIENT_DATABASE": "MCP"})
 
-    assert settings.database_url == "mysql://root:@localhost:3306/MCP"
+    assert settings.database_url == "mysql://archivematica:@localhost:3306/MCP"
+
+
+def test_any_database_part_selects_mysql_with_stock_defaults_for_the_rest() -> None:
+    settings = Settings.from_env({"ARCHIVEMATICA_MCPCLIENT_CLIENT_HOST": "db.example"})
+
+    assert settings.database_url == "mysql://archivematica:@db.example:3306/MCP"
 
 
 def test_database_url_wins_over_database_parts() -> None:
