@@ -253,9 +253,15 @@ class BatchRunner:
             )
             for i, (ref, part) in enumerate(zip(dispatch.slices, parts, strict=True))
         ]
+        # Immutable: the callback is not handed the slices' results as its
+        # arguments but reads them itself. With extended results on (for
+        # Flower) Celery would otherwise store every slice's output twice
+        # more in the callback's own result, and the shim would read it twice.
         body = self.app.signature(
             "amworker.collect",
-            kwargs={"function": entry.function, "batch": dispatch.token},
+            kwargs={"function": entry.function, "batch": dispatch.token,
+                    "slices": [ref.task_id for ref in dispatch.slices]},
+            immutable=True,
             task_id=keys.collect_id(dispatch.token),
             queue=options.queue,
             shadow=f"{entry.function} collect ({dispatch.count} slices)",
@@ -269,7 +275,10 @@ class BatchRunner:
         self, entry: ScriptEntry, dispatch: Dispatch, specs: Sequence[plan.JobSpec]
     ) -> dict[str, TaskResult]:
         wants = {s.uuid: s.wants_output for s in specs}
-        ids = [keys.collect_id(dispatch.token), *(s.task_id for s in dispatch.slices)]
+        # Only the callback wakes a lane: it is stored once every slice has
+        # reported (success or failure). Slices that never report (a whole
+        # worker died, a slice was given up) are found by the interval check.
+        ids = [keys.collect_id(dispatch.token)]
         interval = max(0.2, min(self.settings.lease_seconds, 5.0))
         broker_error: str | None = None
         broker_down_since: float | None = None
@@ -296,10 +305,18 @@ class BatchRunner:
     def _check(
         self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool]
     ) -> dict[str, TaskResult] | None:
-        """The answer if the batch is settled, else ``None`` (one Redis round trip)."""
-        ids = [keys.collect_id(dispatch.token), *(s.task_id for s in dispatch.slices)]
+        """The answer if the batch is settled, else ``None``.
+
+        The combined result is read first and alone: slice results can be
+        large (captured output), so they are fetched only when the chord did
+        not deliver.
+        """
+        collected = _decode(self.redis.get(META_PREFIX + keys.collect_id(dispatch.token)))
+        if collected and collected.get("status") == "SUCCESS":
+            # worker.tasks.collect returns {"function", "batch", "tasks", "results"}.
+            return {r.uuid: r for r in _results_of(_collected_results(collected))}
         pipe = self.redis.pipeline(transaction=False)
-        pipe.mget([META_PREFIX + i for i in ids])
+        pipe.mget([META_PREFIX + s.task_id for s in dispatch.slices])
         pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
         pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
         # _dispatch wrote the plan before any waiting: if it is gone, Redis
@@ -307,16 +324,9 @@ class BatchRunner:
         # messages and claims with it.
         pipe.exists(keys.plan_key(dispatch.token))
         metas, claims, leases, planned = pipe.execute()
-        collected = _decode(metas[0])
-        if collected and collected.get("status") == "SUCCESS":
-            # Fix: the chord callback returns {"function", "batch", "results": [...]}
-            # (worker.tasks.collect), not a bare list. Reading it as a list found
-            # no result, so a batch whose collect finished before this check was
-            # answered "worker lost: no result came back" for every task.
-            return {r.uuid: r for r in _results_of(_collected_results(collected))}
         settled: dict[str, TaskResult] = {}
         pending = 0
-        for ref, meta, claim, lease in zip(dispatch.slices, metas[1:], claims, leases, strict=True):
+        for ref, meta, claim, lease in zip(dispatch.slices, metas, claims, leases, strict=True):
             outcome = self._slice_outcome(entry, dispatch, ref, _decode(meta), _decode(claim), lease,
                                           plan_lost=not planned)
             if outcome is None:
@@ -441,7 +451,7 @@ def _collected_results(meta: Mapping[str, Any]) -> Any:
     return combined.get("results") if isinstance(combined, dict) else None
 
 
-def _decode(raw: bytes | None) -> dict[str, Any] | None:
+def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:

@@ -60,12 +60,20 @@ def run_slice(
     return {"index": index, "count": count, "results": [r.to_json() for r in results]}
 
 
-@app.task(name="amworker.collect")
-def collect(slices: list[dict[str, Any]], function: str, batch: str) -> dict[str, Any]:
-    """Chord callback: merge the slices' results, in slice order."""
+@app.task(bind=True, name="amworker.collect")
+def collect(self: Task, function: str, batch: str, slices: list[str]) -> dict[str, Any]:
+    """Chord callback: merge the slices' stored results, in slice order.
+
+    The chord fires only once every slice reported success, so each result
+    is there; a slice that failed never gets here (the shim assembles those
+    batches itself, see worker.batches).
+    """
     merged: list[dict[str, Any]] = []
-    for part in sorted(slices, key=lambda s: int(s["index"])):
+    for slice_id in slices:
+        part = self.app.AsyncResult(slice_id).result
+        if not isinstance(part, dict):
+            raise ValueError(f"slice {slice_id} has no stored result: {part!r}")
         merged.extend(part["results"])
     # Round-trip through TaskResult so a malformed part fails here, loudly.
     checked = [TaskResult.from_json(r).to_json() for r in merged]
-    return {"function": function, "batch": batch, "results": checked}
+    return {"function": function, "batch": batch, "tasks": len(checked), "results": checked}
