@@ -27,6 +27,7 @@ from celery import Celery, chord, group
 
 from worker import keys, logs, plan
 from worker.argv import Paths, prepare_argv
+from worker.causes import REASON_PREFIX, Cause, reason
 from worker.config import Settings
 from worker.errors import ArgvError, DecodeError
 from worker.executor import failed_results, utcnow
@@ -40,26 +41,6 @@ log = logging.getLogger(__name__)
 #: Added to a slice's hard time limit before the shim gives up on it: the
 #: pool needs a moment to kill the child and store the failure.
 LIMIT_GRACE_SECONDS = 30.0
-
-
-class Cause:
-    """The causes a task can fail with besides its own exit code (stderr prefix)."""
-
-    WORKER_LOST = "worker lost"
-    TIME_LIMIT = "time limit"
-    BROKER_LOST = "broker lost"
-    IMPORT_FAILED = "script import failed"
-    PAYLOAD_REFUSED = "payload refused"
-    QUEUE_WAIT = "not started in time"
-
-
-#: How every failure amworker makes (rather than a script) starts in stderr.
-REASON_PREFIX = "amworker: "
-
-
-def reason(cause: str, detail: str) -> str:
-    """The stderr line of an infrastructure failure."""
-    return f"{REASON_PREFIX}{cause}: {detail}"
 
 
 @dataclass(frozen=True)

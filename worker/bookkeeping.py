@@ -145,25 +145,32 @@ def _finish_statement(
 
     quote = connection.ops.quote_name
     adapt_time = connection.ops.adapt_datetimefield_value
-    columns: list[tuple[str, Any]] = [
-        ("endtime", lambda r: adapt_time(r.finished_at)),
-        ("exitcode", lambda r: r.exit_code),
+    failed = [row for row in rows if row.exit_code]
+    # (column, rows it is written for, value): every column is one CASE.
+    columns: list[tuple[str, Sequence[TaskResult], Callable[[TaskResult], Any]]] = [
+        ("endtime", rows, lambda r: adapt_time(r.finished_at)),
+        ("exitcode", rows, lambda r: r.exit_code),
     ]
     if capture_output:
         columns += [
-            ("stdout", lambda r: sanitize_text(r.stdout)),
-            ("stderror", lambda r: sanitize_text(r.stderr)),
+            ("stdout", rows, lambda r: sanitize_text(r.stdout)),
+            ("stderror", rows, lambda r: sanitize_text(r.stderr)),
         ]
+    elif failed:
+        # Like the stock worker: without capture, a failed task's stderr is
+        # still kept, since it is the only record of why it failed.
+        columns.append(("stderror", failed, lambda r: sanitize_text(r.stderr)))
     key = quote(Task._meta.pk.column)
     sets: list[str] = []
     params: list[Any] = []
-    for name, value_of in columns:
+    for name, targets, value_of in columns:
         field = Task._meta.get_field(name)
+        column = quote(field.column)
         # PostgreSQL types a bare CASE parameter as text; say what it is.
         slot = f"CAST(%s AS {field.db_type(connection)})" if connection.vendor == "postgresql" else "%s"
-        whens = " ".join([f"WHEN %s THEN {slot}"] * len(rows))
-        sets.append(f"{quote(field.column)} = CASE {key} {whens} END")
-        for row in rows:
+        whens = " ".join([f"WHEN %s THEN {slot}"] * len(targets))
+        sets.append(f"{column} = CASE {key} {whens} ELSE {column} END")
+        for row in targets:
             params += [row.uuid, value_of(row)]
     params += [row.uuid for row in rows]
     keys = ", ".join(["%s"] * len(rows))

@@ -161,8 +161,18 @@ class Settings:
                 "",
                 fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_CLIENTSCRIPTSDIRECTORY",
             ),
-            watch_directory=env.get("AMWORKER_WATCH_DIRECTORY", str, ""),
-            rejected_directory=env.get("AMWORKER_REJECTED_DIRECTORY", str, ""),
+            watch_directory=env.get(
+                "AMWORKER_WATCH_DIRECTORY",
+                str,
+                "",
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_WATCHDIRECTORYPATH",
+            ),
+            rejected_directory=env.get(
+                "AMWORKER_REJECTED_DIRECTORY",
+                str,
+                "",
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_REJECTEDDIRECTORY",
+            ),
             capture_output=env.get(
                 "AMWORKER_CAPTURE_OUTPUT",
                 _parse_bool,
@@ -199,9 +209,21 @@ class Settings:
             max_tasks_per_child=env.get("AMWORKER_MAX_TASKS_PER_CHILD", _positive_int, None),
             worker_concurrency=env.get("AMWORKER_WORKER_CONCURRENCY", _positive_int, None),
             default_queue=env.get("AMWORKER_DEFAULT_QUEUE", _parse_name, DEFAULT_QUEUE),
-            metrics_address=env.get("AMWORKER_METRICS_ADDRESS", str, "127.0.0.1"),
+            metrics_address=env.get(
+                "AMWORKER_METRICS_ADDRESS",
+                str,
+                "127.0.0.1",
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_PROMETHEUS_BIND_ADDRESS",
+            ),
             metrics_port=env.get("AMWORKER_METRICS_PORT", _parse_port, None),
-            worker_metrics_port=env.get("AMWORKER_WORKER_METRICS_PORT", _parse_port, None),
+            # The stock worker's job metrics come from the Celery workers here,
+            # so its port setting means the workers' endpoint.
+            worker_metrics_port=env.get(
+                "AMWORKER_WORKER_METRICS_PORT",
+                _parse_port,
+                None,
+                fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_PROMETHEUS_BIND_PORT",
+            ),
             log_level=env.get("AMWORKER_LOG_LEVEL", _parse_log_level, "INFO"),
             log_format=env.get("AMWORKER_LOG_FORMAT", _parse_log_format, "text"),
             config_file=env.get("AMWORKER_CONFIG_FILE", str, None),
@@ -382,7 +404,7 @@ def _database_url(env: _Env) -> str:
     url = env.get("AMWORKER_DATABASE_URL", _parse_url, None)
     if url:
         return url
-    parts = ("HOST", "USER", "PASSWORD", "DATABASE", "PORT")
+    parts = ("HOST", "USER", "PASSWORD", "DATABASE", "PORT", "ENGINE")
     stock = [f"ARCHIVEMATICA_MCPCLIENT_CLIENT_{part}" for part in parts]
     if not any(env.get(key, str, None) for key in stock):
         data = env.get("AMWORKER_DATA_DIRECTORY", str, "var")
@@ -390,10 +412,21 @@ def _database_url(env: _Env) -> str:
     # The stock worker's defaults for whatever part is not set.
     name = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_DATABASE", str, "MCP")
     user = quote(env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_USER", str, "archivematica"), safe="")
-    password = quote(env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_PASSWORD", str, ""), safe="")
+    password = quote(env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_PASSWORD", str, "demo"), safe="")
     host = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_HOST", str, "localhost")
-    port = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_PORT", _parse_port, 3306)
-    return f"mysql://{user}:{password}@{host}:{port}/{name}"
+    scheme = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_ENGINE", _engine_scheme, "mysql")
+    default_port = 5432 if scheme == "postgres" else 3306
+    port = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_PORT", _parse_port, default_port)
+    return f"{scheme}://{user}:{password}@{host}:{port}/{name}"
+
+
+def _engine_scheme(raw: str) -> str:
+    """Django's ENGINE (``django.db.backends.mysql``) as a database URL scheme."""
+    schemes = {"mysql": "mysql", "postgresql": "postgres", "postgresql_psycopg2": "postgres"}
+    backend = raw.rsplit(".", 1)[-1]
+    if backend not in schemes:
+        raise ValueError(f"expected a MySQL or PostgreSQL engine, one of {sorted(schemes)}")
+    return schemes[backend]
 
 
 _OPTION_TYPES: Mapping[str, Callable[[Any], Any]] = {

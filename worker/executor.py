@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from worker.causes import Cause, reason
 from worker.client.job import Job
 from worker.plan import JobSpec
 from worker.registry import ClientScript
@@ -70,7 +71,7 @@ def run_script(
     try:
         script.call(jobs)
     except soft_limit_errors as exc:
-        fail_jobs(jobs, f"time limit: the slice exceeded its soft time limit ({exc!r})")
+        fail_jobs(jobs, reason(Cause.TIME_LIMIT, f"the slice exceeded its soft time limit ({exc!r})"))
     except SystemExit as exc:
         fail_jobs(
             jobs,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from worker import bookkeeping, database, keys, script_imports, worker_metrics
+from worker import bookkeeping, causes, database, keys, script_imports, worker_metrics
 from worker.bookkeeping import RetryPolicy
 from worker.config import Settings
 from worker.executor import build_jobs, failed_results, results_of, run_script, utcnow
@@ -109,7 +109,7 @@ class WorkerRuntime:
         if entry is None or entry.module is None:
             reason = entry.import_error if entry else f"unknown function {function!r}"
             return failed_results(
-                [s.uuid for s in specs], f"script import failed: {reason}",
+                [s.uuid for s in specs], causes.reason(causes.Cause.IMPORT_FAILED, str(reason)),
                 wants_output=lambda _u: True,
             )
         uuids = [spec.uuid for spec in specs]

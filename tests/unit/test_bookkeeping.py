@@ -123,13 +123,23 @@ def test_mark_finished_ignores_missing_rows(tasks: Any) -> None:
     assert tasks.objects.count() == 1
 
 
-def test_capture_output_off_leaves_output_columns_untouched(tasks: Any) -> None:
+def test_capture_output_off_leaves_output_of_successes_untouched(tasks: Any) -> None:
     (uuid,) = insert(tasks, 1, stdout="earlier out", stderror="earlier err")
 
-    mark_finished([result(uuid, 3, "new out", "new err")], capture_output=False, policy=ONCE)
+    mark_finished([result(uuid, 0, "new out", "new err")], capture_output=False, policy=ONCE)
 
-    assert row(tasks, uuid) == {"starttime": None, "endtime": T1, "client": None, "exitcode": 3,
+    assert row(tasks, uuid) == {"starttime": None, "endtime": T1, "client": None, "exitcode": 0,
                                 "stdout": "earlier out", "stderror": "earlier err"}
+
+
+def test_capture_output_off_still_keeps_the_stderr_of_failures(tasks: Any) -> None:
+    ok, failed = insert(tasks, 2, stdout="earlier out", stderror="earlier err")
+
+    mark_finished([result(ok, 0, "new out", "new err"), result(failed, 3, "new out", "why it failed")],
+                  capture_output=False, policy=ONCE)
+
+    assert (row(tasks, ok)["stdout"], row(tasks, ok)["stderror"]) == ("earlier out", "earlier err")
+    assert (row(tasks, failed)["stdout"], row(tasks, failed)["stderror"]) == ("earlier out", "why it failed")
 
 
 def test_lone_surrogates_are_sanitised_before_writing(tasks: Any) -> None:

@@ -189,13 +189,13 @@ def test_archivematica_database_parts_become_a_mysql_url() -> None:
 def test_database_parts_default_to_the_stock_worker_defaults() -> None:
     settings = Settings.from_env({"ARCHIVEMATICA_MCPCLIENT_CLIENT_DATABASE": "MCP"})
 
-    assert settings.database_url == "mysql://archivematica:@localhost:3306/MCP"
+    assert settings.database_url == "mysql://archivematica:demo@localhost:3306/MCP"
 
 
 def test_any_database_part_selects_mysql_with_stock_defaults_for_the_rest() -> None:
     settings = Settings.from_env({"ARCHIVEMATICA_MCPCLIENT_CLIENT_HOST": "db.example"})
 
-    assert settings.database_url == "mysql://archivematica:@db.example:3306/MCP"
+    assert settings.database_url == "mysql://archivematica:demo@db.example:3306/MCP"
 
 
 def test_database_url_wins_over_database_parts() -> None:
@@ -447,3 +447,29 @@ slices = 2
 
 def test_queues_without_functions_is_just_the_default() -> None:
     assert Settings.from_env({"AMWORKER_DEFAULT_QUEUE": "main"}).queues() == ("main",)
+
+
+def test_stock_engine_selects_the_url_scheme_and_its_port() -> None:
+    settings = Settings.from_env({
+        "ARCHIVEMATICA_MCPCLIENT_CLIENT_ENGINE": "django.db.backends.postgresql",
+        "ARCHIVEMATICA_MCPCLIENT_CLIENT_PASSWORD": "s3cret",
+    })
+
+    assert settings.database_url == "postgres://archivematica:s3cret@localhost:5432/MCP"
+
+
+def test_stock_engine_that_is_not_a_server_database_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ARCHIVEMATICA_MCPCLIENT_CLIENT_ENGINE"):
+        Settings.from_env({"ARCHIVEMATICA_MCPCLIENT_CLIENT_ENGINE": "django.db.backends.oracle"})
+
+
+def test_stock_directories_and_prometheus_settings_are_fallbacks() -> None:
+    settings = Settings.from_env({
+        "ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_WATCHDIRECTORYPATH": "/w/",
+        "ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_REJECTEDDIRECTORY": "/r/",
+        "ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_PROMETHEUS_BIND_ADDRESS": "0.0.0.0",
+        "ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_PROMETHEUS_BIND_PORT": "7999",
+    })
+
+    assert (settings.watch_directory, settings.rejected_directory) == ("/w/", "/r/")
+    assert (settings.metrics_address, settings.worker_metrics_port) == ("0.0.0.0", 7999)

@@ -179,7 +179,7 @@ def test_soft_time_limit_fails_the_jobs_with_the_cause(clock: Clock) -> None:
 
     assert [j.get_exit_code() for j in jobs] == [4, 1]
     for job in jobs:
-        assert job.get_stderr().startswith("time limit: the slice exceeded its soft time limit")
+        assert job.get_stderr().startswith("amworker: time limit: the slice exceeded its soft time limit")
         assert "SoftTimeLimitExceeded(300)" in job.get_stderr()
         assert job.get_stderr().endswith("\n")
 
