@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,11 @@ class Dispatch:
     count: int
     dispatched_at: float
     slices: tuple[SliceRef, ...]
+
+    @property
+    def done_id(self) -> str:
+        """The Celery id whose stored result answers the batch."""
+        return keys.collect_id(self.token) if self.count > 1 else self.slices[0].task_id
 
 
 class BatchRunner:
@@ -171,24 +177,35 @@ class BatchRunner:
 
     def _execute(self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]) -> dict[str, TaskResult]:
         try:
-            dispatch = self._dispatch(entry, token, specs)
+            dispatch, parts, fresh = self._plan(entry, token, specs)
+            # Listen before sending: a fast slice must not finish unheard.
+            with self.watcher.watching([dispatch.done_id]) as event:
+                if fresh:
+                    self._send(entry, dispatch, parts)
+                return self._wait(entry, dispatch, specs, event, check_first=not fresh)
         except (redis.RedisError, OSError) as exc:
             log.error("%s batch %s: cannot dispatch: %s", entry.function, token, exc)
             return self._fail_specs(specs, reason(Cause.BROKER_LOST, f"cannot reach the broker: {exc}"))
         except Exception as exc:  # noqa: BLE001 - kombu wraps broker faults in many types
             log.exception("%s batch %s: cannot dispatch", entry.function, token)
             return self._fail_specs(specs, reason(Cause.BROKER_LOST, f"cannot dispatch: {exc!r}"))
-        return self._wait(entry, dispatch, specs)
 
     def _fail_specs(self, specs: Sequence[plan.JobSpec], text: str) -> dict[str, TaskResult]:
         wants = {s.uuid: s.wants_output for s in specs}
         return {r.uuid: r for r in failed_results(list(wants), text, wants_output=wants.__getitem__,
                                                    clock=self.clock)}
 
-    def _dispatch(self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]) -> Dispatch:
-        """Send the chord, or attach to the one an earlier delivery sent."""
+    def _plan(
+        self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]
+    ) -> tuple[Dispatch, list[list[plan.JobSpec]], bool]:
+        """The batch's slices, recorded on first arrival; True if they must be sent.
+
+        A re-delivered batch finds the record of its first arrival and reuses
+        its slice count, so it computes the same ids and attaches to the work
+        instead of sending it again.
+        """
         count = plan.slice_count(entry.slices_wanted(), len(specs))
-        record = {"count": count, "at": self.now(), "sent": False}
+        record: dict[str, Any] = {"count": count, "at": self.now(), "sent": False}
         ttl = int(self.settings.result_expires)
         if not self.redis.set(keys.plan_key(token), json.dumps(record), nx=True, ex=ttl):
             earlier = self._load_plan(token)
@@ -203,11 +220,14 @@ class BatchRunner:
         )
         dispatch = Dispatch(token=token, count=len(parts), dispatched_at=float(record["at"]),
                             slices=slices)
-        if not record.get("sent"):
-            self._send_chord(entry, dispatch, parts)
-            record["sent"] = True
-            self.redis.set(keys.plan_key(token), json.dumps(record), ex=ttl)
-        return dispatch
+        return dispatch, parts, not record.get("sent")
+
+    def _send(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
+        """Send the slices, then mark the plan as sent."""
+        self._send_chord(entry, dispatch, parts)
+        record = {"count": dispatch.count, "at": dispatch.dispatched_at, "sent": True}
+        self.redis.set(keys.plan_key(dispatch.token), json.dumps(record),
+                       ex=int(self.settings.result_expires))
 
     def _load_plan(self, token: str) -> dict[str, Any] | None:
         raw = self.redis.get(keys.plan_key(token))
@@ -247,37 +267,50 @@ class BatchRunner:
             queue=options.queue,
             shadow=f"{entry.function} collect ({dispatch.count} slices)",
         )
-        chord(group(header).set(task_id=keys.group_id(dispatch.token)), body).apply_async()
+        if dispatch.count == 1:
+            # One slice has nothing to combine: the shim reads its result
+            # directly, saving the callback's round trip through the broker.
+            header[0].apply_async()
+        else:
+            chord(group(header).set(task_id=keys.group_id(dispatch.token)), body).apply_async()
         log.debug("%s batch %s: dispatched %d slice(s)", entry.function, dispatch.token, dispatch.count)
 
     # -- waiting -----------------------------------------------------------------
 
     def _wait(
-        self, entry: ScriptEntry, dispatch: Dispatch, specs: Sequence[plan.JobSpec]
+        self,
+        entry: ScriptEntry,
+        dispatch: Dispatch,
+        specs: Sequence[plan.JobSpec],
+        event: threading.Event,
+        *,
+        check_first: bool,
     ) -> dict[str, TaskResult]:
+        """Sleep on ``event`` (set when the batch's result is stored) and check.
+
+        Only the batch's final result wakes a lane: it is stored once every
+        slice has reported, success or failure. Slices that never report (a
+        whole worker died, a slice was given up) are found by the check that
+        runs at least every ``interval`` seconds.
+        """
         wants = {s.uuid: s.wants_output for s in specs}
-        # Only the callback wakes a lane: it is stored once every slice has
-        # reported (success or failure). Slices that never report (a whole
-        # worker died, a slice was given up) are found by the interval check.
-        ids = [keys.collect_id(dispatch.token)]
         interval = max(0.2, min(self.settings.lease_seconds, 5.0))
-        broker_error: str | None = None
         broker_down_since: float | None = None
-        with self.watcher.watching(ids) as event:
-            while True:
-                try:
-                    done = self._check(entry, dispatch, wants)
-                    broker_error, broker_down_since = None, None
-                except redis.RedisError as exc:
-                    done = None
-                    broker_error = str(exc)
-                    broker_down_since = broker_down_since or self.now()
-                    if self.now() - broker_down_since > self._broker_patience(entry):
-                        return self._fail_specs(specs, reason(Cause.BROKER_LOST, broker_error))
-                if done is not None:
-                    return done
-                event.wait(interval)
-                event.clear()
+        if not check_first:
+            event.wait(interval)
+        while True:
+            event.clear()
+            try:
+                done = self._check(entry, dispatch, wants)
+                broker_down_since = None
+            except redis.RedisError as exc:
+                done = None
+                broker_down_since = broker_down_since or self.now()
+                if self.now() - broker_down_since > self._broker_patience(entry):
+                    return self._fail_specs(specs, reason(Cause.BROKER_LOST, str(exc)))
+            if done is not None:
+                return done
+            event.wait(interval)
 
     def _broker_patience(self, entry: ScriptEntry) -> float:
         """How long Redis may be unreachable before a waiting batch gives up."""
@@ -288,19 +321,19 @@ class BatchRunner:
     ) -> dict[str, TaskResult] | None:
         """The answer if the batch is settled, else ``None``.
 
-        The combined result is read first and alone: slice results can be
-        large (captured output), so they are fetched only when the chord did
-        not deliver.
+        The final result (the chord callback's, or the only slice's) is read
+        first and alone: slice results can be large (captured output), so
+        they are fetched one by one only when that did not deliver.
         """
-        collected = _decode(self.redis.get(META_PREFIX + keys.collect_id(dispatch.token)))
-        if collected and collected.get("status") == "SUCCESS":
-            # worker.tasks.collect returns {"function", "batch", "tasks", "results"}.
-            return {r.uuid: r for r in _results_of(_collected_results(collected))}
+        delivered = _decode(self.redis.get(META_PREFIX + dispatch.done_id))
+        if delivered and delivered.get("status") == "SUCCESS":
+            # Both tasks.collect and tasks.run_slice return {"results": [...], ...}.
+            return {r.uuid: r for r in _results_of(_collected_results(delivered))}
         pipe = self.redis.pipeline(transaction=False)
         pipe.mget([META_PREFIX + s.task_id for s in dispatch.slices])
         pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
         pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
-        # _dispatch wrote the plan before any waiting: if it is gone, Redis
+        # _plan wrote the plan before any waiting: if it is gone, Redis
         # lost its data (restarted without persistence), and the queued
         # messages and claims with it.
         pipe.exists(keys.plan_key(dispatch.token))
