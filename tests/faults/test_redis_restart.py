@@ -1,0 +1,94 @@
+"""Fault 5: Redis (broker and results, no persistence) restarts or stays away mid-batch."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults.helpers import (
+    assert_all_answered,
+    config_file,
+    failed_with,
+    gate_args,
+    kill_redis,
+    make_tasks,
+    records,
+    restart_redis,
+    submit,
+    submit_bg,
+    wait_records,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+
+def test_redis_restart_mid_batch(faststack, tmp_path):
+    conf = config_file(tmp_path, '[functions."record_v0.0"]\nslices = 2\ntime_limit = 60\n')
+    faststack.env["AMWORKER_CONFIG_FILE"] = str(conf)
+    worker = faststack.celery_worker("w1", concurrency=1)
+    shim = faststack.shim()
+    record, gate = tmp_path / "runs", tmp_path / "gate"
+    tasks = make_tasks([gate_args(record, gate)] * 2)
+    running, queued = list(tasks)
+    started = time.monotonic()
+    pending = submit_bg(faststack.server, "record_v0.0", tasks, timeout=200)
+    wait_records(record, 1)
+
+    kill_redis(faststack)
+    restart_redis(faststack)
+    gate.touch()
+
+    answer = pending.wait(180)
+    elapsed = time.monotonic() - started
+    assert_all_answered(answer)
+    # The queued slice's message was lost with Redis: failed with the cause,
+    # promptly (not after queue_wait) and never run.
+    assert failed_with(answer, queued, "broker lost"), answer.results
+    assert queued not in {t for t, _ in records(record)}
+    # The running slice finished on its worker: its real result, or (if its
+    # result could not be stored) broker lost. Never both, never twice.
+    assert answer.exit_code(running) == 0 or failed_with(answer, running, "broker lost")
+    assert [t for t, _ in records(record)].count(running) == 1
+    assert elapsed < 60 + 60, "within the deadline (queue wait + time limit)"
+
+    # Shim and worker reconnected: a new batch runs end to end.
+    assert shim.alive() and worker.alive()
+    again = submit(faststack.server, "record_v0.0", make_tasks([str(tmp_path / "again")] * 2),
+                   timeout=120)
+    assert_all_answered(again)
+    assert all(again.exit_code(t) == 0 for t in again.tasks), again.results
+    print(f"running slice: exit {answer.exit_code(running)}; answered in {elapsed:.1f}s")
+
+
+def test_redis_down_while_waiting_ends_in_broker_lost(faststack, tmp_path):
+    faststack.env["AMWORKER_QUEUE_WAIT"] = "8"
+    faststack.celery_worker("w1", concurrency=1)
+    faststack.shim()
+    record, gate = tmp_path / "runs", tmp_path / "gate"
+    tasks = make_tasks([gate_args(record, gate, 120)])
+    pending = submit_bg(faststack.server, "record_v0.0", tasks, timeout=120)
+    wait_records(record, 1)
+    started = time.monotonic()
+    kill_redis(faststack)
+    answer = pending.wait(90)
+    waited = time.monotonic() - started
+    assert_all_answered(answer)
+    (task_id,) = tasks
+    assert failed_with(answer, task_id, "broker lost"), answer.results
+    # Patience is queue_wait (8 s) here, plus a check interval and retries.
+    assert waited < 40
+    print(f"broker lost after {waited:.1f}s")
+
+
+def test_dispatch_without_redis_answers_broker_lost(faststack, tmp_path):
+    faststack.celery_worker("w1", concurrency=1)
+    faststack.shim()
+    kill_redis(faststack)
+    tasks = make_tasks([str(tmp_path / "runs")] * 3)
+    started = time.monotonic()
+    answer = submit(faststack.server, "record_v0.0", tasks, timeout=120)
+    assert_all_answered(answer)
+    assert all(failed_with(answer, t, "broker lost") for t in tasks), answer.results
+    assert not (tmp_path / "runs").exists()
+    print(f"answered in {time.monotonic() - started:.1f}s")
