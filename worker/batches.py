@@ -143,7 +143,11 @@ class BatchRunner:
             if specs:
                 found.update(self._execute(entry, token, specs))
         results = self._complete(batch, found)
-        self._store_answer(token, results)
+        if any(map(_failed_by_amworker, results)):
+            # An answer the shim assembled (a slice given up, a refused task)
+            # exists nowhere else; one the scripts produced is already stored
+            # as the batch's Celery result, where a re-delivery finds it.
+            self._store_answer(token, results)
         return results
 
     # -- preparing -------------------------------------------------------------

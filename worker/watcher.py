@@ -107,6 +107,8 @@ class ResultWatcher:
                 message = pubsub.get_message(timeout=1.0)
                 if message is None or message.get("type") != "pmessage":
                     continue
+                if _not_final(message.get("data")):
+                    continue
                 channel = message["channel"]
                 if isinstance(channel, bytes):
                     channel = channel.decode("utf-8", "replace")
@@ -114,3 +116,21 @@ class ResultWatcher:
         finally:
             with contextlib.suppress(redis.RedisError, OSError):
                 pubsub.close()
+
+
+#: States Celery stores on the way to a result; nobody waits for them.
+_INTERIM = (b'"status": "STARTED"', b'"status": "PENDING"', b'"status": "RETRY"')
+
+
+def _not_final(data: object) -> bool:
+    """True for a published meta that is not a final state (saves a wasted check).
+
+    Celery puts ``status`` first in the meta it publishes, so looking at the
+    head is enough; anything unrecognised counts as final, and wakes.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    if not isinstance(data, bytes):
+        return False
+    head = data[:64]
+    return any(marker in head for marker in _INTERIM)

@@ -308,3 +308,34 @@ def test_every_template_in_the_table_prepares() -> None:
         argv = prepare(controller(arguments))
         assert all(isinstance(word, str) for word in argv), function
         assert not any("%sharedPath%" in word or "%date%" in word for word in argv), function
+
+
+# --- the fast path agrees with shlex ------------------------------------------
+
+_SHELLISH = st.text(alphabet=st.sampled_from(list("ab ' \"\t\n\r=%-/é\\`$#;")), max_size=40)
+
+
+@given(_SHELLISH)
+@settings(max_examples=600, deadline=None)
+def test_fast_split_agrees_with_shlex_whenever_it_answers(text: str) -> None:
+    from worker.argv import _fast_split
+
+    fast = _fast_split(text)
+    try:
+        reference: list[str] | None = shlex.split(text, posix=True)
+    except ValueError:
+        reference = None
+    if fast is not None:
+        assert fast == reference
+    else:
+        # It declines only strings with a backslash, or ones shlex refuses.
+        assert "\\" in text or reference is None
+
+
+def test_fast_split_declines_backslashes_and_unbalanced_quotes() -> None:
+    from worker.argv import _fast_split
+
+    assert _fast_split(r"a\ b") is None
+    assert _fast_split('"open') is None
+    assert _fast_split("'open") is None
+    assert _fast_split('"a b" c') == ["a b", "c"]
