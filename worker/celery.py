@@ -10,6 +10,7 @@ in a process (``on_configure``), not at import time.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -118,3 +119,8 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     # processes inherit it when they fork.
     settings = Settings.from_env()
     logs.configure(loglevel or settings.log_level, settings.log_format)
+    # Handling this signal also skips Celery's redirection of stdout/stderr,
+    # so do it here: a script's bare print() lands in the worker's log, one
+    # line per record under "amworker.stdout", never in a job's output (a
+    # pool process runs many jobs; docs/scripts.md says so).
+    app.log.redirect_stdouts_to_logger(logging.getLogger("amworker.stdout"), logging.INFO)
