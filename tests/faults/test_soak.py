@@ -1,0 +1,190 @@
+"""Fault 10: soak. >= 16 batches in flight, mixed scripts, while a chaos loop
+SIGKILLs a random pool process, the shim or a whole Celery worker every few
+seconds (and restarts what it killed). Then: every task answered, none run
+twice, every failure carrying its cause.
+
+``AMWORKER_SOAK_SECONDS`` sets the length (default 45 s, which ``make test``
+runs; ``make test-faults`` / CI-nightly style runs use 180).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.faults.helpers import (
+    FAST,
+    children,
+    config_file,
+    kill,
+    make_tasks,
+    records,
+    submit,
+)
+from tests.services import Proc, Stack, stack
+from worker.causes import Cause
+
+SOAK_SECONDS = float(os.environ.get("AMWORKER_SOAK_SECONDS", "45"))
+IN_FLIGHT = 16
+CHAOS_EVERY = (3.0, 6.0)
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(int(SOAK_SECONDS) + 600)]
+
+CAUSES = {getattr(Cause, name) for name in dir(Cause) if not name.startswith("_")}
+CONFIG = '[functions."record_v0.0"]\nslices = 3\ntime_limit = 60\n'
+
+
+@dataclass
+class Sent:
+    """One batch the load generator sent, and what came back."""
+
+    function: str
+    tasks: dict[str, dict[str, object]]
+    results: dict[str, dict[str, object]] | None = None
+    error: str | None = None
+
+
+def _batch(rng: random.Random, record: Path) -> tuple[str, dict[str, dict[str, object]]]:
+    """A random batch of a random script (record_v0.0 half the time)."""
+    count = rng.randint(1, 6)
+    pick = rng.random()
+    if pick < 0.5:
+        # record_v0.0 with a gate that never opens: it records, then sleeps.
+        return "record_v0.0", make_tasks([f"{record} {rng.uniform(0.1, 1.5):.2f} /nonexistent"
+                                          for _ in range(count)])
+    if pick < 0.65:
+        return "echo_v0.0", make_tasks([f"hello {i}" for i in range(count)])
+    if pick < 0.8:
+        return "exitcode_v0.0", make_tasks([str(rng.choice([0, 3])) for _ in range(count)])
+    if pick < 0.9:
+        return "sliced_v0.0", make_tasks(["x"] * count)
+    return "raises_v0.0", make_tasks(["x"] * count)
+
+
+def _load(s: Stack, record: Path, until: float, seed: int, sent: list[Sent],
+          lock: threading.Lock) -> None:
+    rng = random.Random(seed)
+    while time.monotonic() < until:
+        function, tasks = _batch(rng, record)
+        item = Sent(function, tasks)
+        with lock:
+            sent.append(item)
+        try:
+            item.results = submit(s.server, function, tasks, unique=str(uuid.uuid4()),
+                                  timeout=300).results
+        except Exception as exc:  # noqa: BLE001 - counted and reported by the test
+            item.error = repr(exc)
+
+
+class Chaos:
+    """Kills a random pool process, the shim or a Celery worker, and restarts it."""
+
+    def __init__(self, s: Stack, rng: random.Random) -> None:
+        self.s = s
+        self.rng = rng
+        self.workers = [s.celery_worker("w0", concurrency=2), s.celery_worker("w1", concurrency=2)]
+        self.shim: Proc = s.shim("shim-0")
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.serial = 2
+
+    def strike(self) -> None:
+        action = self.rng.choices(["pool", "shim", "worker"], weights=[3, 2, 1])[0]
+        if action == "pool":
+            worker = self.rng.choice(self.workers)
+            pool = children(worker.pid)
+            if pool:
+                kill(self.rng.choice(pool))
+                self.counts["pool process killed"] += 1
+        elif action == "shim":
+            self.shim.kill()
+            self.counts["shim killed"] += 1
+            self.shim = self.s.shim(f"shim-{self.serial}")
+            self.serial += 1
+        else:
+            index = self.rng.randrange(len(self.workers))
+            self.workers[index].kill()
+            self.counts["Celery worker killed"] += 1
+            self.workers[index] = self.s.celery_worker(f"w{self.serial}", concurrency=2)
+            self.serial += 1
+
+
+def _classify(function: str, result: dict[str, object]) -> str:
+    code = int(result["exitCode"])  # type: ignore[call-overload]
+    stderr = str(result.get("stderror", ""))
+    if stderr.startswith("amworker: ") or "\namworker: " in stderr:
+        cause = stderr.split("amworker: ", 1)[1].split(":", 1)[0]
+        return f"failed: {cause}" if code == 1 and cause in CAUSES else f"BAD CAUSE: {cause}"
+    if code == 0:
+        return "ok"
+    if function == "exitcode_v0.0" and code == 3:
+        return "script's own exit code"
+    if function == "raises_v0.0" and code == 1 and "boom from raises_v0.0" in stderr:
+        return "script's own exit code"
+    return f"UNEXPLAINED failure (exit {code})"
+
+
+def test_soak_under_chaos(tmp_path: Path) -> None:
+    env = {**FAST, "AMWORKER_CONFIG_FILE": str(config_file(tmp_path, CONFIG)),
+           "AMWORKER_SHIM_CONCURRENCY": "24"}
+    record = tmp_path / "runs"
+    rng = random.Random(int(os.environ.get("AMWORKER_SOAK_SEED", "10")))
+    with stack(tmp_path, env=env) as s:
+        chaos = Chaos(s, rng)
+        sent: list[Sent] = []
+        lock = threading.Lock()
+        started = time.monotonic()
+        until = started + SOAK_SECONDS
+        threads = [threading.Thread(target=_load, args=(s, record, until, i, sent, lock),
+                                    daemon=True) for i in range(IN_FLIGHT)]
+        for thread in threads:
+            thread.start()
+        while time.monotonic() < until:
+            # Chaos on a timer is the point here (not synchronisation).
+            time.sleep(rng.uniform(*CHAOS_EVERY))
+            chaos.strike()
+        for thread in threads:
+            thread.join(timeout=400)
+        assert not any(t.is_alive() for t in threads), "a batch was never answered"
+        elapsed = time.monotonic() - started
+
+    counts: collections.Counter[str] = collections.Counter()
+    problems: list[str] = []
+    executions = collections.Counter(task for task, _ in records(record))
+    for item in sent:
+        if item.results is None:
+            problems.append(f"{item.function}: no answer ({item.error or 'WORK_FAIL'})")
+            continue
+        if set(item.results) != set(item.tasks):
+            problems.append(f"{item.function}: answer lacks tasks")
+        for task_id, result in item.results.items():
+            kind = _classify(item.function, result)
+            counts[kind] += 1
+            if kind.startswith(("BAD", "UNEXPLAINED")):
+                problems.append(f"{item.function} {task_id}: {kind}: {result}")
+            if item.function == "record_v0.0":
+                ran = executions[task_id]
+                counts[f"record tasks executed {ran}x"] += 1
+                if ran > 1 or (kind == "ok" and ran != 1):
+                    problems.append(f"record task {task_id} ok={kind} but executed {ran} times")
+    report = {
+        "seconds": round(elapsed, 1),
+        "batches": len(sent),
+        "tasks": sum(len(i.tasks) for i in sent),
+        "outcomes": dict(sorted(counts.items())),
+        "chaos": dict(chaos.counts),
+        "executed twice": sum(1 for n in executions.values() if n > 1),
+        "problems": len(problems),
+    }
+    print("\nSOAK", json.dumps(report, indent=2))
+    (tmp_path / "soak.json").write_text(json.dumps(report, indent=2))
+    assert not problems, "\n".join(problems[:20])
+    assert report["batches"] >= IN_FLIGHT
