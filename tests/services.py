@@ -170,13 +170,8 @@ class Stack:
         argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
                 "--hostname", f"{name}@%h", "--concurrency", str(concurrency), "--without-mingle",
                 "--without-gossip", "-Q", queues or env.get("AMWORKER_DEFAULT_QUEUE", "amworker")]
-        proc = spawn(name, argv, env=env, workdir=self.workdir)
-        self.procs.append(proc)
-        wait_until(lambda: self._pings(name) or not proc.alive(), timeout=60,
-                   what=f"Celery worker {name}", interval=0.2)
-        if not proc.alive():
-            raise RuntimeError(f"Celery worker {name} died:\n{proc.output()}")
-        return proc
+        return self._start(name, argv, env, ready=lambda: self._pings(name),
+                           label=f"Celery worker {name}", interval=0.2)
 
     def _pings(self, name: str) -> bool:
         # A worker is ready when it has registered with the broker and its
@@ -192,14 +187,10 @@ class Stack:
              functions: int = 1) -> Proc:
         """Start ``amworker shim`` and wait until gearmand lists its workers."""
         env = {**self.env, **(extra or {})}
-        proc = spawn(name, [sys.executable, "-m", "worker.cli", "shim"], env=env,
-                     workdir=self.workdir)
-        self.procs.append(proc)
-        wait_until(lambda: self._registered(functions) or not proc.alive(), timeout=60,
-                   what=f"shim {name} registering with gearmand", interval=0.1)
-        if not proc.alive():
-            raise RuntimeError(f"shim {name} died:\n{proc.output()}")
-        return proc
+        argv = [sys.executable, "-m", "worker.cli", "shim"]
+        return self._start(name, argv, env, ready=lambda: self._registered(functions),
+                           label=f"shim {name}", waiting_for=" registering with gearmand",
+                           interval=0.1)
 
     def _registered(self, functions: int) -> bool:
         try:
@@ -207,6 +198,22 @@ class Stack:
         except OSError:
             return False
         return sum(1 for (_, _, workers) in status.values() if workers > 0) >= functions
+
+    def _start(self, name: str, argv: list[str], env: Mapping[str, str], *,
+               ready: Callable[[], bool], label: str, waiting_for: str = "",
+               interval: float) -> Proc:
+        """Spawn ``argv``, track it for :meth:`stop_all` and wait until ``ready``.
+
+        The wait also ends if the process exits, so a service that crashes
+        at start-up fails the test at once with its log, not after the timeout.
+        """
+        proc = spawn(name, argv, env=env, workdir=self.workdir)
+        self.procs.append(proc)
+        wait_until(lambda: ready() or not proc.alive(), timeout=60,
+                   what=label + waiting_for, interval=interval)
+        if not proc.alive():
+            raise RuntimeError(f"{label} died:\n{proc.output()}")
+        return proc
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
