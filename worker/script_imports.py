@@ -66,8 +66,8 @@ def _alias_spec(fullname: str) -> ModuleSpec:
     return ModuleSpec(fullname, _AliasLoader(module), is_package=hasattr(module, "__path__"))
 
 
-class AliasFinder(importlib.abc.MetaPathFinder):
-    """Resolves the top-level names of :data:`ALIASES`; lives at the end of ``sys.meta_path``."""
+class _AliasFinderBase(importlib.abc.MetaPathFinder):
+    """Answers an alias with the target's module; subclasses decide which names."""
 
     def find_spec(
         self,
@@ -75,36 +75,39 @@ class AliasFinder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> ModuleSpec | None:
-        if "." in fullname or fullname not in ALIASES:
+        if fullname not in ALIASES or not self._resolves(fullname):
             return None
         return _alias_spec(fullname)
 
+    def _resolves(self, fullname: str) -> bool:
+        """Whether this finder answers ``fullname``, already known to be an alias."""
+        raise NotImplementedError
 
-class SubmoduleAliasFinder(importlib.abc.MetaPathFinder):
+
+class AliasFinder(_AliasFinderBase):
+    """Resolves the top-level names of :data:`ALIASES`; lives at the end of ``sys.meta_path``."""
+
+    def _resolves(self, fullname: str) -> bool:
+        return "." not in fullname
+
+
+class SubmoduleAliasFinder(_AliasFinderBase):
     """Resolves dotted names of :data:`ALIASES` whose parent is already our alias.
 
     Lives at the front of ``sys.meta_path``; see the module docstring for why.
     """
 
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> ModuleSpec | None:
-        if fullname not in ALIASES:
-            return None
+    def _resolves(self, fullname: str) -> bool:
         parent, dot, _ = fullname.rpartition(".")
         if not dot or parent not in ALIASES:
-            return None
+            return False
         parent_module = sys.modules.get(parent)
-        if parent_module is None or parent_module is not sys.modules.get(ALIASES[parent]):
-            return None  # the parent is a real package: its submodules are its own
-        return _alias_spec(fullname)
+        # If the parent is a real package, its submodules are its own.
+        return parent_module is not None and parent_module is sys.modules.get(ALIASES[parent])
 
 
 def _ours(finder: object) -> bool:
-    return isinstance(finder, AliasFinder | SubmoduleAliasFinder)
+    return isinstance(finder, _AliasFinderBase)
 
 
 def install() -> None:
