@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -446,3 +447,19 @@ def destinations(operands: Sequence[str]) -> list[tuple[str, str]]:
             reason = strerror(exc)
         raise UsageError(f"target {quote(dest)}: {reason}", hint=False)
     return [(sources[0], dest)]
+
+
+def check_replaceable(source: str, target: str, info: os.stat_result, existing: os.stat_result) -> None:
+    """Refuse, as ``cp`` and ``mv`` do, to put ``source`` (``info``) over ``existing``.
+
+    A file may not replace itself, and a directory and a non-directory may
+    not replace each other.
+    """
+    if os.path.samestat(info, existing):
+        raise CommandError(f"{quote(source)} and {quote(target)} are the same file")
+    source_is_dir = stat.S_ISDIR(info.st_mode)
+    target_is_dir = stat.S_ISDIR(existing.st_mode)
+    if source_is_dir and not target_is_dir:
+        raise CommandError(f"cannot overwrite non-directory {quote(target)} with directory {quote(source)}")
+    if target_is_dir and not source_is_dir:
+        raise CommandError(f"cannot overwrite directory {quote(target)} with non-directory")

@@ -34,6 +34,7 @@ from worker.clientScripts._common import (
     OptionSpec,
     Report,
     ScriptJob,
+    check_replaceable,
     destinations,
     failure,
     parse_options,
@@ -94,10 +95,8 @@ class _Copier:
         existing = _existing(target, follow=not is_link)
         if self.no_clobber and os.path.lexists(target):
             return
-        if existing is not None and os.path.samestat(info, existing):
-            raise CommandError(f"{quote(source)} and {quote(target)} are the same file")
-        if existing is not None and stat.S_ISDIR(existing.st_mode):
-            raise CommandError(f"cannot overwrite directory {quote(target)} with non-directory")
+        if existing is not None:
+            check_replaceable(source, target, info, existing)
         if is_link:
             _copy_symlink(source, target, replace=existing is not None)
         elif stat.S_ISREG(info.st_mode):

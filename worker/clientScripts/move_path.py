@@ -25,6 +25,7 @@ from worker.clientScripts._common import (
     OptionSpec,
     Report,
     ScriptJob,
+    check_replaceable,
     destinations,
     failure,
     parse_options,
@@ -54,7 +55,7 @@ def _move_one(pair: tuple[str, str]) -> None:
         raise failure("cannot stat", source, exc) from exc
     existing = _existing(target)
     if existing is not None:
-        _check_replaceable(source, target, info, existing)
+        check_replaceable(source, target, info, existing)
     try:
         os.rename(source, target)
     except OSError as exc:
@@ -68,17 +69,6 @@ def _existing(path: str) -> os.stat_result | None:
         return os.lstat(path)
     except OSError:
         return None  # rename() will say what is wrong, if anything
-
-
-def _check_replaceable(source: str, target: str, info: os.stat_result, existing: os.stat_result) -> None:
-    if os.path.samestat(info, existing):
-        raise CommandError(f"{quote(source)} and {quote(target)} are the same file")
-    source_is_dir = stat.S_ISDIR(info.st_mode)
-    target_is_dir = stat.S_ISDIR(existing.st_mode)
-    if source_is_dir and not target_is_dir:
-        raise CommandError(f"cannot overwrite non-directory {quote(target)} with directory {quote(source)}")
-    if target_is_dir and not source_is_dir:
-        raise CommandError(f"cannot overwrite directory {quote(target)} with non-directory")
 
 
 def _rename_error(source: str, target: str, exc: OSError) -> CommandError:
