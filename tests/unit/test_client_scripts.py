@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakejob import FakeJob
+from worker.client.job import Job
 from worker.clientScripts import (
     _common,
     copy_file,
@@ -55,9 +55,14 @@ EXPECTED_FUNCTIONS = {
 # --- harness ----------------------------------------------------------------
 
 
-def run_script(module: ModuleType, *argv: str) -> FakeJob:
+def make_job(name: str, *argv: str) -> Job:
+    """A real job whose ``args`` are ``[name, *argv]``, as the executor builds them."""
+    return Job(name, "00000000-0000-0000-0000-000000000000", argv)
+
+
+def run_script(module: ModuleType, *argv: str) -> Job:
     """Run one client script on one job, in the current directory."""
-    job = FakeJob([module.__name__.rsplit(".", 1)[-1], *argv])
+    job = make_job(module.__name__.rsplit(".", 1)[-1], *argv)
     module.call([job])
     return job
 
@@ -101,7 +106,7 @@ class Twin:
         setup: Callable[[Path], None],
         *,
         same_tree: bool = True,
-    ) -> FakeJob:
+    ) -> Job:
         setup(self.ours)
         setup(self.real)
         job = run_script(module, *argv)
@@ -791,7 +796,7 @@ def test_run_jobs_isolates_a_failing_job() -> None:
             raise RuntimeError("bug")
         report.error("reported", 3)
 
-    jobs = [FakeJob(["f", "boom"]), FakeJob(["f", "ok"])]
+    jobs = [make_job("f", "boom"), make_job("f", "ok")]
     _common.run_jobs(jobs, "prog", command)
     assert jobs[0].int_code == 1
     assert "RuntimeError: bug" in jobs[0].error
@@ -800,21 +805,6 @@ def test_run_jobs_isolates_a_failing_job() -> None:
 
 def test_each_job_of_a_batch_gets_its_own_status(tmp_path: Path) -> None:
     make_dir(tmp_path / "present")
-    jobs = [FakeJob(["test_v0.0", "-d", str(tmp_path / name)]) for name in ("present", "absent")]
+    jobs = [make_job("test_v0.0", "-d", str(tmp_path / name)) for name in ("present", "absent")]
     evaluate_test.call(jobs)
     assert [job.int_code for job in jobs] == [0, 1]
-
-
-def test_fake_job_contract() -> None:
-    job = FakeJob(["f"])
-    job.set_status(2)
-    job.set_status(0)
-    job.print_output("a", 1)
-    job.print_error("b", None)
-    job.pyprint("c", "d", sep="-", end="!")
-    with job.JobContext():
-        raise ValueError("inside")
-    assert (job.int_code, job.output) == (1, "a 1\nc-d!")
-    assert job.error.startswith("b None\nTraceback")
-    with pytest.raises(ValueError, match="pyprint"):
-        job.pyprint("x", file=object())
