@@ -15,6 +15,9 @@ STOCK = {
     "W5": "128 MB (process tree)", "W6": "≥ 128 (one UPDATE per task)",
 }
 
+#: The systems W1 and W2 measure, in table and chart order.
+_SYSTEMS = ("amworker", "inprocess", "floor")
+
 #: Hand-written analysis, included in latest.md when present.
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
 
@@ -54,14 +57,19 @@ def _latency(values: list[float]) -> str:
     return f"{_ms(statistics.median(values))} [{_ms(min(values))} – {_ms(max(values))}]"
 
 
+def _medians(results: dict[str, Any], keys: tuple[str, ...]) -> list[float]:
+    """The median of each named list of measurements, in ``keys`` order."""
+    return [statistics.median(results[key]) for key in keys]
+
+
 def _w1(raw: dict[str, Any]) -> Row:
     w1 = raw["w1"]
-    am, ip, fl = (statistics.median(w1[k]) for k in ("amworker", "inprocess", "floor"))
+    am, ip, fl = _medians(w1, _SYSTEMS)
     sizes = raw["sizes"]
     return Row(
         "W1", f"latency of one {sizes['w1_tasks']}-task no-op batch, median [min – max] "
         f"of {sizes['w1_runs']} runs",
-        _latency(w1["amworker"]), _latency(w1["inprocess"]), _latency(w1["floor"]),
+        *(_latency(w1[system]) for system in _SYSTEMS),
         f"{am / ip:.2f}× in-process; floor + {_ms(am - fl)}",
         "≤ 2× in-process and ≤ floor + 40 ms",
         am <= 2 * ip and am <= fl + 0.040 and not raw["errors"].get("amworker"),
@@ -69,8 +77,7 @@ def _w1(raw: dict[str, Any]) -> Row:
 
 
 def _w2(raw: dict[str, Any]) -> Row:
-    w2 = raw["w2"]
-    am, ip, fl = (statistics.median(w2[k]) for k in ("amworker", "inprocess", "floor"))
+    am, ip, fl = _medians(raw["w2"], _SYSTEMS)
     sizes = raw["sizes"]
     return Row(
         "W2", f"{sizes['w2_batches']} × {sizes['w2_tasks']} no-op tasks in flight, tasks/s "
@@ -82,9 +89,7 @@ def _w2(raw: dict[str, Any]) -> Row:
 
 
 def _w3(raw: dict[str, Any], key: str, mebibytes: int) -> Row:
-    w3 = raw[key]
-    split, single, ip = (statistics.median(w3[k])
-                         for k in ("amworker_split", "amworker_single", "inprocess"))
+    split, single, ip = _medians(raw[key], ("amworker_split", "amworker_single", "inprocess"))
     sizes = raw["sizes"]
     return Row(
         "W3", f"{sizes['w3_tasks']} tasks × SHA-256 of {mebibytes} MiB, "
@@ -97,7 +102,7 @@ def _w3(raw: dict[str, Any], key: str, mebibytes: int) -> Row:
 
 
 def _w4(raw: dict[str, Any], key: str, mebibytes: int) -> Row:
-    one, two = (statistics.median(raw[key][k]) for k in ("one_worker", "two_workers"))
+    one, two = _medians(raw[key], ("one_worker", "two_workers"))
     return Row(
         "W4", f"the W3 batch ({mebibytes} MiB per task) on 2 Celery workers of concurrency 1 "
         "(2 hosts): speedup vs 1",
@@ -216,15 +221,14 @@ def chart(raw: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = ("amworker", "inprocess", "floor")
     labels = ("amworker", "in-process", "floor")
     colours = ("#1f77b4", "#ff7f0e", "#7f7f7f")
     fig, axes = plt.subplots(2, 3, figsize=(14, 8))
     (w1, w2, w3), (w4, w5, w6) = axes
 
-    _bars(w1, labels, [statistics.median(raw["w1"][s]) * 1000 for s in systems], colours,
+    _bars(w1, labels, [median * 1000 for median in _medians(raw["w1"], _SYSTEMS)], colours,
           "W1 latency, median (ms)", target=None)
-    _bars(w2, labels, [statistics.median(raw["w2"][s]) for s in systems], colours,
+    _bars(w2, labels, _medians(raw["w2"], _SYSTEMS), colours,
           "W2 throughput (tasks/s)", target=None)
     sizes = raw["sizes"]
     small, heavy = f"{sizes['w3_mebibytes']} MiB", f"{sizes['w3_heavy_mebibytes']} MiB"
