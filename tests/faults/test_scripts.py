@@ -77,10 +77,12 @@ def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
     assert failed("os._exit(3)", "worker lost") and "exitcode 3" in err, err
     code, _, err = one("segfault")
     assert failed("segfault", "worker lost") and "SIGSEGV" in err, err
+    assert "the pool process running this slice died" in err
     # Per-script soft and hard limits, from the TOML config.
     code, _, err = one("loops past soft limit")
     assert code == 1 and "time limit" in err and "soft time limit" in err, err
     assert failed("loops past hard limit", "time limit"), one("loops past hard limit")
+    assert "killed by its hard time limit" in one("loops past hard limit")[2]
     # Output capped at 1 MB with a visible marker; memory stays bounded.
     code, out, err = one("200 MB of output")
     assert code == 0
@@ -92,6 +94,7 @@ def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
     code, out, err = one("invalid UTF-8")
     assert code == 0 and "invalid" in out and "surrogate" in out and "surrogate" in err
     (out + err).encode("utf-8")  # strict: no surrogate survived
+    assert "\ufffd" in out and "\ufffd" in err
     # Stray prints go to the Celery worker's log, not into the job.
     code, out, _ = one("stray prints")
     (task_id,) = answers["stray prints"].tasks
