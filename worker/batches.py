@@ -337,16 +337,14 @@ class BatchRunner:
         pipe.mget([META_PREFIX + s.task_id for s in dispatch.slices])
         pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
         pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
-        # _plan wrote the plan before any waiting: if it is gone, Redis
-        # lost its data (restarted without persistence), and the queued
-        # messages and claims with it.
-        pipe.exists(keys.plan_key(dispatch.token))
+        pipe.get(keys.plan_key(dispatch.token))
         metas, claims, leases, planned = pipe.execute()
+        lost_at = self._state_lost_at(dispatch, _decode(planned))
         settled: dict[str, TaskResult] = {}
         pending = 0
         for ref, meta, claim, lease in zip(dispatch.slices, metas, claims, leases, strict=True):
             outcome = self._slice_outcome(entry, dispatch, ref, _decode(meta), _decode(claim), lease,
-                                          plan_lost=not planned)
+                                          lost_at=lost_at)
             if outcome is None:
                 pending += 1
             else:
@@ -354,6 +352,25 @@ class BatchRunner:
         if pending:
             return None
         return {u: _with_wants(r, wants[u]) for u, r in settled.items()}
+
+    def _state_lost_at(self, dispatch: Dispatch, record: dict[str, Any] | None) -> float | None:
+        """When Redis was found to have lost this batch's state; ``None`` if it has not.
+
+        _plan writes the plan before any waiting, so a missing plan means Redis
+        restarted empty (no persistence): queued messages and claims went too.
+        The plan is written back, marked with the moment the loss was noticed,
+        so a re-delivery of the batch attaches instead of sending it again.
+        """
+        if record is None:
+            record = {"count": dispatch.count, "at": dispatch.dispatched_at, "sent": True,
+                      "lost_at": self.now()}
+            log.warning("batch %s: Redis lost its state (restarted without persistence?)",
+                        dispatch.token)
+            if not self.redis.set(keys.plan_key(dispatch.token), json.dumps(record), nx=True,
+                                  ex=int(self.settings.result_expires)):
+                record = self._load_plan(dispatch.token) or record
+        lost = record.get("lost_at")
+        return float(lost) if isinstance(lost, int | float) else None
 
     def _slice_outcome(
         self,
@@ -364,7 +381,7 @@ class BatchRunner:
         claim: dict[str, Any] | None,
         lease: bytes | None,
         *,
-        plan_lost: bool = False,
+        lost_at: float | None = None,
     ) -> dict[str, TaskResult] | None:
         """What one slice came to, or ``None`` while it may still finish."""
         status = meta.get("status") if meta else None
@@ -376,12 +393,13 @@ class BatchRunner:
             return self._give_up(ref, _failure_reason(meta), revoke=False)
         now = self.now()
         limit = (entry.options.time_limit or self.settings.time_limit) + LIMIT_GRACE_SECONDS
-        if claim is None and plan_lost:
-            # Redis restarted empty. A slice with a lease is still running (its
-            # worker re-set the lease) and may yet store its result; one
-            # without is gone with the queue: fail it now instead of waiting
-            # out queue_wait. The abandoned claim stops a late start.
-            if lease is None:
+        if claim is None and lost_at is not None:
+            # Redis restarted empty. A running slice's worker re-sets its lease
+            # within one beat, and the slice may yet store its result: give it
+            # one lease TTL. A slice still without a lease then went with the
+            # queue: fail it now instead of waiting out queue_wait. The
+            # abandoned claim stops a late start.
+            if lease is None and now - lost_at > 3 * self.settings.lease_seconds:
                 return self._give_up(ref, reason(
                     Cause.BROKER_LOST,
                     "Redis lost this batch's state (restarted without persistence?); "

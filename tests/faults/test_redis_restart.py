@@ -46,9 +46,9 @@ def test_redis_restart_mid_batch(faststack, tmp_path):
     # promptly (not after queue_wait) and never run.
     assert failed_with(answer, queued, "broker lost"), answer.results
     assert queued not in {t for t, _ in records(record)}
-    # The running slice finished on its worker: its real result, or (if its
-    # result could not be stored) broker lost. Never both, never twice.
-    assert answer.exit_code(running) == 0 or failed_with(answer, running, "broker lost")
+    # The running slice finished on its worker (which re-set its lease in
+    # the new Redis) and its real result came back: recovered, run once.
+    assert answer.exit_code(running) == 0, answer.results
     assert [t for t, _ in records(record)].count(running) == 1
     assert elapsed < 60 + 60, "within the deadline (queue wait + time limit)"
 
