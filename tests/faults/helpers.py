@@ -24,8 +24,6 @@ from tests.services import Stack, stack, start_gearmand, start_redis, wait_until
 from worker.gearman_client import GearmanClient, Submission
 from worker.wire import Encoding, decode_result, encode_request
 
-pytestmark = pytest.mark.faults
-
 #: Knobs that make faults resolve in seconds (see docs/reliability.md).
 FAST = {
     "AMWORKER_LEASE_SECONDS": "1",
@@ -196,11 +194,6 @@ def failed_with(answer: Answer, task_id: str, cause: str) -> bool:
     return answer.exit_code(task_id) == 1 and f"amworker: {cause}:" in answer.stderr(task_id)
 
 
-__all__ = [
-    "FAST", "Answer", "Background", "alive", "assert_all_answered", "children", "failed_with",
-    "gate_args", "kill", "make_tasks", "records", "submit", "submit_bg", "submit_many",
-    "wait_records", "wait_until",
-]
 
 
 def config_file(workdir: Path, text: str) -> Path:
