@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from worker.argv import Paths, prepare_argv, split_arguments, substitute
 from worker.errors import ArgvError
 
-FUNCTIONS_TSV = Path("/work/shared/data/ccp-functions.tsv")
+# A copy of the project's shared table of every function the controller calls.
+FUNCTIONS_TSV = Path(__file__).resolve().parent.parent / "data" / "ccp-functions.tsv"
 
 PATHS = Paths(
     shared_directory="/var/archivematica/sharedDirectory/",
