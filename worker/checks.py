@@ -167,7 +167,25 @@ def run_checks(settings: Settings) -> list[Check]:
     checks.extend(check_database())
     checks.extend(check_scripts(settings))
     checks.append(check_shared_directory(settings.shared_directory))
+    checks.append(check_timeouts(settings))
     return checks
+
+
+def check_timeouts(settings: Settings) -> Check:
+    """The queue wait must outlast the visibility timeout.
+
+    A slice reserved by a worker that then died is handed to another worker
+    only after the visibility timeout; a batch that gives up waiting sooner
+    fails a slice that would still have run.
+    """
+    if settings.queue_wait > settings.visibility_timeout:
+        return Check("timeouts", True,
+                     f"queue wait {settings.queue_wait:.0f}s > visibility timeout "
+                     f"{settings.visibility_timeout:.0f}s", fatal=False)
+    return Check("timeouts", False,
+                 f"AMWORKER_QUEUE_WAIT ({settings.queue_wait:.0f}s) should exceed "
+                 f"AMWORKER_VISIBILITY_TIMEOUT ({settings.visibility_timeout:.0f}s), or a slice "
+                 "reserved by a dead worker is given up before it can be restored", fatal=False)
 
 
 def require_healthy(settings: Settings) -> None:

@@ -50,11 +50,23 @@ def test_check_passes_against_a_working_stack(services: Stack) -> None:
     found = lines(done.stdout)
     assert set(found) == {f"gearmand {services.server}", "broker", "result backend", "database",
                           "Tasks table", "modules file", "script echo_v0.0",
-                          "script sliced_v0.0", "shared directory"}
+                          "script sliced_v0.0", "shared directory", "timeouts"}
     assert all(line.startswith("[ ok ]") for line in found.values()), done.stdout
     assert "concurrent_instances() = 4; slices 4" in found["script sliced_v0.0"]
     assert "no concurrent_instances(); slices 1" in found["script echo_v0.0"]
     assert "writable" in found["shared directory"]
+    assert "> visibility timeout" in found["timeouts"]
+
+
+def test_check_warns_when_the_queue_wait_is_shorter_than_the_visibility_timeout(
+    services: Stack,
+) -> None:
+    env = {**services.env, "AMWORKER_QUEUE_WAIT": "10", "AMWORKER_VISIBILITY_TIMEOUT": "60"}
+
+    done = amworker(env, "check")
+
+    assert done.returncode == 1, done.stdout
+    assert "[FAIL] timeouts: AMWORKER_QUEUE_WAIT (10s) should exceed" in done.stdout
 
 
 def test_check_names_every_failure(services: Stack, tmp_path: Path) -> None:
