@@ -28,7 +28,15 @@ from typing import Any
 
 from gearman.connection import GearmanConnection
 from gearman.errors import ConnectionError as GearmanConnectionError
-from gearman.protocol import NULL_CHAR, parse_binary_command, parse_text_command
+from gearman.protocol import (
+    GEARMAN_COMMAND_TEXT_COMMAND,
+    GEARMAN_PARAMS_FOR_COMMAND,
+    MAGIC_REQ_STRING,
+    MAGIC_RES_STRING,
+    NULL_CHAR,
+    parse_binary_command,
+    parse_text_command,
+)
 
 #: One recv takes up to this much: a whole typical batch in one call.
 READ_CHUNK_BYTES = 256 * 1024
@@ -51,13 +59,26 @@ class FastGearmanConnection(GearmanConnection):
         return bool(self.connected and (self._outgoing_commands or self._outgoing_chunks))
 
     def send_commands_to_buffer(self) -> None:
-        """Pack queued commands, each into its own chunk (no joining)."""
+        """Queue each command as chunks: its header, then its arguments as they are.
+
+        A WORK_COMPLETE's data is the encoded answer, megabytes for a batch
+        with output; packing it behind its header would copy it once more.
+        """
         while self._outgoing_commands:
             cmd_type, cmd_args = self._outgoing_commands.popleft()
-            packed = self._pack_command(cmd_type, cmd_args)
-            if isinstance(packed, str):  # gearman3 packs admin text commands as str
-                packed = packed.encode("utf-8")
-            self._outgoing_chunks.append(memoryview(packed))
+            if cmd_type == GEARMAN_COMMAND_TEXT_COMMAND or cmd_type not in GEARMAN_PARAMS_FOR_COMMAND:
+                packed = self._pack_command(cmd_type, cmd_args)  # gearman3 checks and raises
+                self._outgoing_chunks.append(memoryview(_as_bytes(packed)))
+                continue
+            args = [_as_bytes(cmd_args[name]) for name in GEARMAN_PARAMS_FOR_COMMAND[cmd_type]]
+            size = sum(len(arg) for arg in args) + max(len(args) - 1, 0)
+            magic = MAGIC_RES_STRING if self._is_server_side else MAGIC_REQ_STRING
+            self._outgoing_chunks.append(memoryview(struct.pack("!4sII", magic, cmd_type, size)))
+            for index, arg in enumerate(args):
+                if index:
+                    self._outgoing_chunks.append(memoryview(NULL_CHAR))
+                if arg:
+                    self._outgoing_chunks.append(memoryview(arg))
 
     def send_data_to_socket(self) -> int:
         """Send what the socket takes now; return the bytes still waiting."""
@@ -136,3 +157,8 @@ class FastGearmanConnection(GearmanConnection):
 
 
 __all__ = ["FastGearmanConnection", "GearmanConnectionError"]
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    """gearman3 hands arguments as str or bytes; the wire wants bytes."""
+    return value.encode("utf-8") if isinstance(value, str) else value

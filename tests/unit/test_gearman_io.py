@@ -17,10 +17,15 @@ import pytest
 from gearman.connection import GearmanConnection
 from gearman.errors import ConnectionError as GearmanConnectionError
 from gearman.protocol import (
+    GEARMAN_COMMAND_CAN_DO,
     GEARMAN_COMMAND_JOB_ASSIGN_UNIQ,
     GEARMAN_COMMAND_NO_JOB,
     GEARMAN_COMMAND_NOOP,
+    GEARMAN_COMMAND_PRE_SLEEP,
     GEARMAN_COMMAND_TEXT_COMMAND,
+    GEARMAN_COMMAND_WORK_COMPLETE,
+    GEARMAN_COMMAND_WORK_FAIL,
+    pack_binary_command,
 )
 
 from worker import gearman_io
@@ -271,3 +276,31 @@ def test_tls_is_refused_with_a_connection_error() -> None:
 
     with pytest.raises(GearmanConnectionError, match="TLS"):
         connection.connect()
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        (GEARMAN_COMMAND_WORK_COMPLETE, {"job_handle": b"H:vm:1", "data": b"x" * 300_000}),
+        (GEARMAN_COMMAND_WORK_COMPLETE, {"job_handle": "H:vm:2", "data": b""}),
+        (GEARMAN_COMMAND_WORK_FAIL, {"job_handle": b"H:vm:3"}),
+        (GEARMAN_COMMAND_CAN_DO, {"task": "copy_v0.0"}),
+        (GEARMAN_COMMAND_PRE_SLEEP, {}),
+    ],
+)
+def test_outgoing_commands_are_byte_identical_to_gearman3s_packing(
+    fast: tuple[FastGearmanConnection, socket.socket], command: int, args: dict[str, bytes | str],
+) -> None:
+    connection, peer = fast
+    expected = pack_binary_command(command, dict(args), is_response=False)
+
+    connection.send_command(command, dict(args))
+    connection.send_commands_to_buffer()
+    while connection.send_data_to_socket():
+        select.select([], [connection.gearman_socket], [], 1)
+
+    received = b""
+    peer.settimeout(2)
+    while len(received) < len(expected):
+        received += peer.recv(1 << 20)
+    assert received == expected
