@@ -110,12 +110,12 @@ def _tasks_table() -> str:
 
 def check_scripts(settings: Settings) -> list[Check]:
     """Import every client script module; report what its concurrent_instances says."""
-    from worker import script_imports
+    from worker import database, script_imports
     from worker.registry import load_registry
 
     try:
         script_imports.install()
-        registry = load_registry(settings)
+        registry = load_registry(settings, ready_django=database.setup)
     except AmworkerError as exc:
         return [Check("modules file", False, str(exc))]
     checks = [Check("modules file", True, f"{settings.modules_file} ({len(registry)} functions)")]
@@ -156,15 +156,21 @@ def check_shared_directory(path: str) -> Check:
     return _guard("shared directory", probe, fatal=False)
 
 
-def run_checks(settings: Settings) -> list[Check]:
-    """Every check, in the order an operator would fix them."""
-    from worker import database
+def run_checks(settings: Settings, *, with_database: bool = True) -> list[Check]:
+    """Every check, in the order an operator would fix them.
 
-    database.setup()
+    ``with_database=False`` is for the shim, which never touches the
+    database: it starts without Django, and its start-up does not wait on a
+    database only the workers need.
+    """
     checks = [check_gearmand(server) for server in settings.gearman_servers]
     checks.append(check_redis("broker", settings.broker_url))
     checks.append(check_redis("result backend", settings.result_backend))
-    checks.extend(check_database())
+    if with_database:
+        from worker import database
+
+        database.setup()
+        checks.extend(check_database())
     checks.extend(check_scripts(settings))
     checks.append(check_shared_directory(settings.shared_directory))
     checks.append(check_timeouts(settings))
@@ -188,10 +194,10 @@ def check_timeouts(settings: Settings) -> Check:
                  "reserved by a dead worker is given up before it can be restored", fatal=False)
 
 
-def require_healthy(settings: Settings) -> None:
+def require_healthy(settings: Settings, *, with_database: bool = True) -> None:
     """Refuse to start (ConfigError) on fatal problems; log the rest."""
     failures = []
-    for check in run_checks(settings):
+    for check in run_checks(settings, with_database=with_database):
         if check.ok:
             log.debug(check.line())
         elif check.fatal:

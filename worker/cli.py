@@ -79,7 +79,7 @@ def cmd_shim(settings: Settings, _args: argparse.Namespace) -> int:
     from worker.checks import require_healthy
     from worker.service import run_shim
 
-    require_healthy(settings)
+    require_healthy(settings, with_database=False)
     return run_shim(settings)
 
 

@@ -16,7 +16,7 @@ import configparser
 import importlib
 import logging
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -100,26 +100,52 @@ def read_modules_file(path: str) -> dict[str, str]:
     return {key.lower(): value.strip() for key, value in parser.items(SECTION)}
 
 
-def import_script(package: str, module_name: str) -> tuple[ModuleType | None, str | None]:
-    """Import ``package.module_name``; return the module or the error text."""
+def import_script(
+    package: str, module_name: str, *, ready_django: Callable[[], None] | None = None
+) -> tuple[ModuleType | None, str | None]:
+    """Import ``package.module_name``; return the module or the error text.
+
+    With ``ready_django``, a module that fails because Django is not set up
+    yet (Archivematica's scripts import its models at import time) gets
+    Django readied and one more try; processes whose scripts never need it
+    (the shim with the bundled scripts) never load Django at all.
+    """
+    name = f"{package}.{module_name}"
     try:
-        module = importlib.import_module(f"{package}.{module_name}")
+        module = importlib.import_module(name)
     except BaseException as exc:  # noqa: BLE001 - SystemExit at import is a bug to report too
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return None, f"cannot import {package}.{module_name}:\n{traceback.format_exc()}"
+        if ready_django is None or not _needs_django(exc):
+            return None, f"cannot import {name}:\n{traceback.format_exc()}"
+        ready_django()
+        return import_script(package, module_name)
     if not callable(getattr(module, "call", None)):
-        return None, f"{package}.{module_name} has no call(jobs) function"
+        return None, f"{name} has no call(jobs) function"
     return module, None
 
 
-def load_registry(settings: Settings, *, import_modules: bool = True) -> Registry:
+def _needs_django(exc: BaseException) -> bool:
+    """True for the errors Django raises when used before ``django.setup()``."""
+    return type(exc).__module__ == "django.core.exceptions" and type(exc).__name__ in {
+        "AppRegistryNotReady",
+        "ImproperlyConfigured",
+    }
+
+
+def load_registry(
+    settings: Settings,
+    *,
+    import_modules: bool = True,
+    ready_django: Callable[[], None] | None = None,
+) -> Registry:
     """Build the registry from the settings; import every module unless told not to."""
     entries: dict[str, ScriptEntry] = {}
     for function, module_name in read_modules_file(settings.modules_file).items():
         module, error = (None, None)
         if import_modules:
-            module, error = import_script(settings.client_scripts_package, module_name)
+            module, error = import_script(settings.client_scripts_package, module_name,
+                                          ready_django=ready_django)
             if error:
                 log.error("function %s is unusable: %s", function, error.splitlines()[0])
         entries[function] = ScriptEntry(

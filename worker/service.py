@@ -32,11 +32,12 @@ def build_shim(settings: Settings) -> tuple[GearmanShim, ResultWatcher]:
             f"AMWORKER_RESULT_BACKEND={settings.result_backend!r}: the shim waits on "
             "Redis pub/sub, so the result backend must be Redis"
         )
-    database.setup()
     from worker import script_imports
 
     script_imports.install()
-    registry = load_registry(settings)
+    # The shim writes no rows: Django is readied only if a script needs it
+    # to import, which keeps the shim small (it holds many answers at once).
+    registry = load_registry(settings, ready_django=database.setup)
     client = redis.Redis.from_url(settings.result_backend, health_check_interval=10)
     watcher = ResultWatcher(client)
     metrics = ShimMetrics() if settings.metrics_port is not None else None
