@@ -67,6 +67,39 @@ class Dispatch:
         return keys.collect_id(self.token) if self.count > 1 else self.slices[0].task_id
 
 
+class AnswerSlots:
+    """Few lanes at a time may hold a fetched answer in memory.
+
+    A lane's answer exists several times over while it is fetched, decoded
+    and encoded (the Redis reply, the parsed JSON, the results, the encoded
+    payload). Sixteen lanes finishing together would hold sixteen such sets;
+    these slots keep it to a few, so the shim's peak memory is bounded by the
+    slot count rather than by the number of lanes. A lane takes its slot just
+    before fetching and keeps it until its answer is encoded; waiting never
+    holds one.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._semaphore = threading.BoundedSemaphore(count)
+        self._local = threading.local()
+
+    def take(self) -> None:
+        """Take this thread's slot (no-op if it has one)."""
+        if not getattr(self._local, "held", False):
+            self._semaphore.acquire()
+            self._local.held = True
+
+    def give_back(self) -> None:
+        """Give this thread's slot back (no-op if it has none)."""
+        if getattr(self._local, "held", False):
+            self._local.held = False
+            self._semaphore.release()
+
+
+#: Lanes that may hold a fetched answer at once (see :class:`AnswerSlots`).
+ANSWER_SLOTS = 4
+
+
 class BatchRunner:
     """Turns one Gearman job into its ``WORK_COMPLETE`` payload."""
 
@@ -91,6 +124,7 @@ class BatchRunner:
         # Wall-clock seconds: dispatch times are shared between shim processes.
         self.now = wallclock
         self.observer: BatchObserver = observer or NullObserver()
+        self.slots = AnswerSlots(ANSWER_SLOTS)
         self.paths = Paths(
             shared_directory=settings.shared_directory,
             client_assets_directory=settings.client_assets_directory,
@@ -123,8 +157,11 @@ class BatchRunner:
                       function, unique or "-", exc)
             return None, False
         token = keys.batch_token(function, unique, payload)
-        results = self.run(function, token, batch)
-        return encode_result(results, batch.encoding), not any(map(_failed_by_amworker, results))
+        try:
+            results = self.run(function, token, batch)
+            return encode_result(results, batch.encoding), not any(map(_failed_by_amworker, results))
+        finally:
+            self.slots.give_back()
 
     def run(self, function: str, token: str, batch: Batch) -> list[TaskResult]:
         """Results for every task of ``batch``, in payload order."""
@@ -323,6 +360,20 @@ class BatchRunner:
     def _check(
         self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool]
     ) -> dict[str, TaskResult] | None:
+        """The answer if the batch is settled (keeping an answer slot), else ``None``."""
+        self.slots.take()
+        try:
+            done = self._settled(entry, dispatch, wants)
+        except BaseException:
+            self.slots.give_back()
+            raise
+        if done is None:
+            self.slots.give_back()
+        return done
+
+    def _settled(
+        self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool]
+    ) -> dict[str, TaskResult] | None:
         """The answer if the batch is settled, else ``None``.
 
         The final result (the chord callback's, or the only slice's) is read
@@ -459,11 +510,13 @@ class BatchRunner:
         return results
 
     def _stored_answer(self, token: str) -> dict[str, TaskResult] | None:
+        self.slots.take()
         try:
             raw = self.redis.get(keys.answer_key(token))
         except redis.RedisError:
-            return None
+            raw = None
         if raw is None:
+            self.slots.give_back()
             return None
         return {r.uuid: r for r in _results_of(json.loads(raw))}
 

@@ -61,13 +61,14 @@ def build_shim(settings: Settings) -> tuple[GearmanShim, ResultWatcher]:
     return shim, watcher
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
+def tune_malloc(arenas: int = 2) -> None:
     """Cap glibc's malloc arenas for this process (no-op elsewhere).
 
     glibc gives busy threads arenas of their own, up to eight per core, and
     each keeps the memory freed into it. The shim's lanes all handle answers
     of similar size in turn, so a few shared arenas serve them as well and
-    keep the peak resident size near what is really in use.
+    keep the peak resident size near what is really in use. (A fixed mmap
+    threshold, tried too, raised the peak: answers then cost fresh pages.)
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -79,7 +80,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 def run_shim(settings: Settings, *, ready: threading.Event | None = None) -> int:
     """Run the shim until SIGTERM/SIGINT; return the process exit code."""
-    limit_malloc_arenas()
+    tune_malloc()
     shim, watcher = build_shim(settings)
     stop = threading.Event()
     install_signal_handlers(stop.set)
