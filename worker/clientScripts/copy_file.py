@@ -34,14 +34,13 @@ from worker.clientScripts._common import (
     OptionSpec,
     Report,
     ScriptJob,
-    check_replaceable,
-    destinations,
     failure,
     parse_options,
     quote,
     run_jobs,
     strerror,
 )
+from worker.clientScripts._targets import check_replaceable, destinations
 
 PROG = "cp"
 _SPEC = OptionSpec(flags="nRr", long={"no-clobber": "n", "recursive": "R"})

@@ -31,11 +31,11 @@ from worker.clientScripts._common import (
     Report,
     ScriptJob,
     failure,
-    last_component,
     parse_options,
     quote,
     run_jobs,
 )
+from worker.clientScripts._targets import last_component
 
 PROG = "rm"
 _SPEC = OptionSpec(flags="rRf", long={"recursive": "r", "force": "f"})
