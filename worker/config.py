@@ -13,12 +13,11 @@ existing deployment's environment keeps working (see docs/migrating.md).
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 from worker.errors import ConfigError
@@ -230,7 +229,10 @@ class Settings:
         )
         env.reject_unknown()
         if settings.config_file:
-            settings = _apply_config_file(settings, Path(settings.config_file))
+            # Imported here: worker.config_file builds on this module's types.
+            from worker.config_file import apply_config_file
+
+            settings = apply_config_file(settings, Path(settings.config_file))
         return settings
 
     def options_for(self, function: str) -> FunctionOptions:
@@ -427,57 +429,3 @@ def _engine_scheme(raw: str) -> str:
     if backend not in schemes:
         raise ValueError(f"expected a MySQL or PostgreSQL engine, one of {sorted(schemes)}")
     return schemes[backend]
-
-
-_OPTION_TYPES: Mapping[str, Callable[[Any], Any]] = {
-    "slices": lambda v: _positive_int(str(v)),
-    "queue": lambda v: _parse_name(str(v)),
-    "time_limit": lambda v: _positive_float(str(v)),
-    "soft_time_limit": lambda v: _positive_float(str(v)),
-    "max_output_bytes": lambda v: _positive_int(str(v)),
-}
-
-
-def _apply_config_file(settings: Settings, path: Path) -> Settings:
-    """Merge the TOML file's ``[defaults]`` and ``[functions."name"]`` tables."""
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"AMWORKER_CONFIG_FILE={str(path)!r} cannot be read: {exc}") from None
-    unknown_tables = set(document) - {"defaults", "functions"}
-    if unknown_tables:
-        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}")
-    defaults = _parse_options(document.get("defaults", {}), f"{path} [defaults]")
-    tables = document.get("functions", {})
-    if not isinstance(tables, dict):
-        raise ConfigError(f"{path} [functions]: expected a table of function tables")
-    functions: dict[str, FunctionOptions] = {}
-    for name, table in tables.items():
-        # The controller lower-cases function names, so "Copy" and "copy" are one.
-        if name.lower() in functions:
-            raise ConfigError(f"{path}: function {name.lower()!r} is configured twice")
-        functions[name.lower()] = FunctionOptions(
-            **_parse_options(table, f'{path} [functions."{name}"]')
-        )
-    overrides: dict[str, Any] = {"functions": MappingProxyType(functions)}
-    for key, value in defaults.items():
-        target = "default_queue" if key == "queue" else key
-        if target == "slices":
-            raise ConfigError(f"{path} [defaults]: slices can only be set per function")
-        overrides[target] = value
-    return replace(settings, **overrides)
-
-
-def _parse_options(table: Any, where: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table")
-    parsed: dict[str, Any] = {}
-    for key, value in table.items():
-        parse = _OPTION_TYPES.get(key)
-        if parse is None:
-            raise ConfigError(f"{where}: unknown option {key!r} (known: {sorted(_OPTION_TYPES)})")
-        try:
-            parsed[key] = parse(value)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{where}: {key} = {value!r} is not valid: {exc}") from None
-    return parsed
