@@ -1,0 +1,144 @@
+"""Sending a batch's slices to Celery, once, however often the batch arrives.
+
+The first arrival records a plan in Redis (how many slices, since when) and
+sends the slices as a chord whose callback combines them; a batch
+re-delivered by gearmand finds the plan, derives the same ids and attaches to
+the work under way instead of sending it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery, chord, group
+
+from worker import keys, plan
+from worker.config import Settings
+from worker.registry import ScriptEntry
+
+# Named after the module these lines were logged from before the split, so
+# that log filters and searches on it keep matching.
+log = logging.getLogger("worker.batches")
+
+
+@dataclass(frozen=True)
+class SliceRef:
+    """One dispatched slice as the waiting side sees it."""
+
+    task_id: str
+    uuids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """What was (or is being) run for a batch, recorded in Redis on first arrival."""
+
+    token: str
+    count: int
+    dispatched_at: float
+    slices: tuple[SliceRef, ...]
+
+    @property
+    def done_id(self) -> str:
+        """The Celery id whose stored result answers the batch."""
+        return keys.collect_id(self.token) if self.count > 1 else self.slices[0].task_id
+
+
+class Dispatcher:
+    """Plans a batch's slices, records the plan in Redis and sends the slices."""
+
+    def __init__(
+        self, *, settings: Settings, app: Celery, client: redis.Redis, wallclock: Callable[[], float]
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.redis = client
+        # Wall-clock seconds: dispatch times are shared between shim processes.
+        self.now = wallclock
+
+    def plan_slices(
+        self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]
+    ) -> tuple[Dispatch, list[list[plan.JobSpec]], bool]:
+        """The batch's slices, recorded on first arrival; True if they must be sent.
+
+        A re-delivered batch finds the record of its first arrival and reuses
+        its slice count, so it computes the same ids and attaches to the work
+        instead of sending it again.
+        """
+        count = plan.slice_count(entry.slices_wanted(), len(specs))
+        record: dict[str, Any] = {"count": count, "at": self.now(), "sent": False}
+        ttl = int(self.settings.result_expires)
+        if not self.redis.set(keys.plan_key(token), json.dumps(record), nx=True, ex=ttl):
+            earlier = load_plan(self.redis, token)
+            if earlier is not None:
+                record = earlier
+                log.info("%s batch %s: re-delivered; attaching to the work under way",
+                         entry.function, token)
+        parts = plan.split(specs, int(record["count"]))
+        slices = tuple(
+            SliceRef(keys.slice_id(token, i, len(parts)), tuple(s.uuid for s in part))
+            for i, part in enumerate(parts)
+        )
+        dispatch = Dispatch(token=token, count=len(parts), dispatched_at=float(record["at"]),
+                            slices=slices)
+        return dispatch, parts, not record.get("sent")
+
+    def send(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
+        """Send the slices, then mark the plan as sent."""
+        self._send_chord(entry, dispatch, parts)
+        record = {"count": dispatch.count, "at": dispatch.dispatched_at, "sent": True}
+        self.redis.set(keys.plan_key(dispatch.token), json.dumps(record),
+                       ex=int(self.settings.result_expires))
+
+    def _send_chord(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
+        options = entry.options
+        header = [
+            self.app.signature(
+                "amworker.run_slice",
+                kwargs={"function": entry.function, "batch": dispatch.token, "index": i,
+                        "count": dispatch.count, "jobs": [s.to_json() for s in part]},
+                task_id=ref.task_id,
+                queue=options.queue,
+                time_limit=options.time_limit,
+                soft_time_limit=options.soft_time_limit,
+                # What Flower and the logs show instead of a wall of argv.
+                shadow=f"{entry.function} slice {i + 1}/{dispatch.count}",
+                kwargsrepr=repr({"function": entry.function, "batch": dispatch.token,
+                                 "slice": f"{i + 1}/{dispatch.count}", "tasks": len(part)}),
+            )
+            for i, (ref, part) in enumerate(zip(dispatch.slices, parts, strict=True))
+        ]
+        # Immutable: the callback is not handed the slices' results as its
+        # arguments but reads them itself. With extended results on (for
+        # Flower) Celery would otherwise store every slice's output twice
+        # more in the callback's own result, and the shim would read it twice.
+        body = self.app.signature(
+            "amworker.collect",
+            kwargs={"function": entry.function, "batch": dispatch.token,
+                    "slices": [ref.task_id for ref in dispatch.slices]},
+            immutable=True,
+            task_id=keys.collect_id(dispatch.token),
+            queue=options.queue,
+            shadow=f"{entry.function} collect ({dispatch.count} slices)",
+        )
+        if dispatch.count == 1:
+            # One slice has nothing to combine: the shim reads its result
+            # directly, saving the callback's round trip through the broker.
+            header[0].apply_async()
+        else:
+            chord(group(header).set(task_id=keys.group_id(dispatch.token)), body).apply_async()
+        log.debug("%s batch %s: dispatched %d slice(s)", entry.function, dispatch.token, dispatch.count)
+
+
+def load_plan(client: redis.Redis, token: str) -> dict[str, Any] | None:
+    """The batch's plan as recorded in Redis, or ``None`` if there is none."""
+    raw = client.get(keys.plan_key(token))
+    if raw is None:
+        return None
+    loaded = json.loads(raw)
+    return loaded if isinstance(loaded, dict) else None
