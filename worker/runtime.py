@@ -53,7 +53,9 @@ class WorkerRuntime:
         return cls(
             settings=settings,
             registry=load_registry(settings),
-            redis=redis.Redis.from_url(settings.result_backend),
+            # Timeouts: a lease or claim write must fail, not hang the slice.
+            redis=redis.Redis.from_url(settings.result_backend, socket_connect_timeout=5,
+                                       socket_timeout=30, socket_keepalive=True),
             bookkeeping=database.prepare_bookkeeping(),
             metrics=JobMetrics() if worker_metrics.enabled() else None,
         )

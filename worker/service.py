@@ -38,7 +38,16 @@ def build_shim(settings: Settings) -> tuple[GearmanShim, ResultWatcher]:
     # The shim writes no rows: Django is readied only if a script needs it
     # to import, which keeps the shim small (it holds many answers at once).
     registry = load_registry(settings, ready_django=database.setup)
-    client = redis.Redis.from_url(settings.result_backend, health_check_interval=10)
+    # Timeouts: a Redis that stops answering (a half-open connection) must
+    # turn into an error a lane handles ("broker lost" within its patience),
+    # never a lane -- or an answer slot -- held forever.
+    client = redis.Redis.from_url(
+        settings.result_backend,
+        health_check_interval=10,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        socket_keepalive=True,
+    )
     watcher = ResultWatcher(client)
     metrics = ShimMetrics() if settings.metrics_port is not None else None
     runner = BatchRunner(settings=settings, registry=registry, app=app, client=client,
