@@ -32,14 +32,16 @@ run: services
 	echo "" && \
 	exec $(BIN)/amworker run
 
-test: $(STAMP)
+test: lint
 	@scripts/ensure-test-tools
-	$(BIN)/ruff check worker tests bench
-	$(BIN)/mypy worker
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+test-integration: $(STAMP)
+	@scripts/ensure-test-tools
+	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
 # The fault tests also run in `make test`, with a 45 s soak; here the soak
 # runs its full 3 minutes (override with AMWORKER_SOAK_SECONDS).

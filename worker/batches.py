@@ -189,7 +189,8 @@ class BatchRunner:
                                           wants_output=task.wants_output))
         return specs, refused
 
-    def _fail(self, tasks: Sequence[TaskSpec], text: str) -> dict[str, TaskResult]:
+    def _fail(self, tasks: Sequence[TaskSpec | plan.JobSpec], text: str) -> dict[str, TaskResult]:
+        """Exit code 1 and ``text`` for tasks that cannot run (read or prepared ones)."""
         wants = {t.uuid: t.wants_output for t in tasks}
         return {r.uuid: r for r in failed_results(list(wants), text, wants_output=wants.__getitem__,
                                                    clock=self.clock)}
@@ -206,15 +207,10 @@ class BatchRunner:
                 return self._wait(entry, dispatch, specs, event, check_first=not fresh)
         except (redis.RedisError, OSError) as exc:
             log.error("%s batch %s: cannot dispatch: %s", entry.function, token, exc)
-            return self._fail_specs(specs, reason(Cause.BROKER_LOST, f"cannot reach the broker: {exc}"))
+            return self._fail(specs, reason(Cause.BROKER_LOST, f"cannot reach the broker: {exc}"))
         except Exception as exc:  # noqa: BLE001 - kombu wraps broker faults in many types
             log.exception("%s batch %s: cannot dispatch", entry.function, token)
-            return self._fail_specs(specs, reason(Cause.BROKER_LOST, f"cannot dispatch: {exc!r}"))
-
-    def _fail_specs(self, specs: Sequence[plan.JobSpec], text: str) -> dict[str, TaskResult]:
-        wants = {s.uuid: s.wants_output for s in specs}
-        return {r.uuid: r for r in failed_results(list(wants), text, wants_output=wants.__getitem__,
-                                                   clock=self.clock)}
+            return self._fail(specs, reason(Cause.BROKER_LOST, f"cannot dispatch: {exc!r}"))
 
     # -- waiting -----------------------------------------------------------------
 
@@ -248,7 +244,7 @@ class BatchRunner:
                 done = None
                 broker_down_since = broker_down_since or self.now()
                 if self.now() - broker_down_since > self._broker_patience(entry):
-                    return self._fail_specs(specs, reason(Cause.BROKER_LOST, str(exc)))
+                    return self._fail(specs, reason(Cause.BROKER_LOST, str(exc)))
             if done is not None:
                 return done
             event.wait(interval)

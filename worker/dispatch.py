@@ -21,9 +21,7 @@ from worker import keys, plan
 from worker.config import Settings
 from worker.registry import ScriptEntry
 
-# Named after the module these lines were logged from before the split, so
-# that log filters and searches on it keep matching.
-log = logging.getLogger("worker.batches")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -110,15 +110,17 @@ class WorkerRuntime:
         entry = self.registry.get(function)
         if entry is None or entry.module is None:
             reason = entry.import_error if entry else f"unknown function {function!r}"
+            wants = {s.uuid: s.wants_output for s in specs}
             return failed_results(
-                [s.uuid for s in specs], causes.reason(causes.Cause.IMPORT_FAILED, str(reason)),
-                wants_output=lambda _u: True,
+                list(wants), causes.reason(causes.Cause.IMPORT_FAILED, str(reason)),
+                wants_output=wants.__getitem__,
             )
         uuids = [spec.uuid for spec in specs]
         if self.bookkeeping:
             bookkeeping.mark_started(uuids, when=utcnow(), client=client, policy=self.retry)
         jobs = build_jobs(
-            function, specs, max_output_bytes=entry.options.max_output_bytes or 0
+            function, specs,
+            max_output_bytes=entry.options.max_output_bytes or self.settings.max_output_bytes,
         )
         started = utcnow()
         run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors)

@@ -27,9 +27,7 @@ from worker.registry import ScriptEntry
 from worker.watcher import META_PREFIX
 from worker.wire import TaskResult
 
-# Named after the module these lines were logged from before the split, so
-# that log filters and searches on it keep matching.
-log = logging.getLogger("worker.batches")
+log = logging.getLogger(__name__)
 
 #: Added to a slice's hard time limit before the shim gives up on it: the
 #: pool needs a moment to kill the child and store the failure.
