@@ -16,7 +16,6 @@ worker behaves the same way.
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -81,45 +80,105 @@ def substitute(
 def split_arguments(arguments: str) -> list[str]:
     """Split ``arguments`` with POSIX shell rules, then turn ``\\``` into `````.
 
-    shlex keeps a backslash before a backtick inside double quotes, where bash
-    would drop it; templates escape backticks for bash. Raises ArgvError when
-    the string cannot be split (an unbalanced quote, a trailing backslash).
+    The result and the errors are those of ``shlex.split(arguments,
+    posix=True)``; shlex keeps a backslash before a backtick inside double
+    quotes, where bash would drop it, and templates escape backticks for bash.
+    Raises ArgvError when the string cannot be split (an unbalanced quote, a
+    trailing backslash). Linear time for every input (see :func:`_scan`).
     """
     if not isinstance(arguments, str):
         # shlex.split(None) would read standard input: refuse loudly instead.
         raise ArgvError(f"arguments must be a string, not {type(arguments).__name__}")
-    words = _fast_split(arguments)
-    if words is not None:
-        return words
     try:
-        words = shlex.split(arguments, posix=True)
-    except ValueError as exc:
-        raise ArgvError(f"cannot split arguments: {exc}") from exc
+        words = _scan(arguments)
+    except _Unsplittable as exc:
+        raise ArgvError(f"cannot split arguments: {exc}") from None
+    if "`" not in arguments:
+        return words
     return [word.replace("\\`", "`") for word in words]
 
 
-#: One word of a string with no backslash: unquoted runs, '…' and "…" glued.
-_WORD = r"""(?:[^ \t\r\n'"]+|'[^']*'|"[^"]*")+"""
-_WORDS = re.compile(rf"[ \t\r\n]*(?:{_WORD}[ \t\r\n]*)*")
-_WORD_RE = re.compile(_WORD)
-_PIECE = re.compile(r"([^ \t\r\n'\"]+)|'([^']*)'|\"([^\"]*)\"")
+# The scanner's searches. Each is one character class (or one character), so
+# a search examines the characters from where it starts to where it stops,
+# once, and never backtracks: the scan as a whole looks at each character of
+# the string a bounded number of times. A test replaces these with counting
+# wrappers to check exactly that.
+_BLANKS = re.compile(r"[ \t\r\n]+")  #: POSIX shlex's whitespace, nothing more
+_UNQUOTED_STOP = re.compile(r"[ \t\r\n'\"\\]")  #: ends a run of plain text
+_SINGLE_QUOTE = re.compile(r"'")  #: ends a single-quoted run (no escapes in it)
+_DOUBLE_QUOTED_STOP = re.compile(r'["\\]')  #: ends a run inside double quotes
+
+#: Inside double quotes a backslash escapes only these; before anything else
+#: it stays (shlex's ``escapedquotes`` rule).
+_ESCAPABLE_IN_DOUBLE_QUOTES = '"\\'
 
 
-def _fast_split(arguments: str) -> list[str] | None:
-    """POSIX splitting for the common case, ten times faster than shlex.
+class _Unsplittable(Exception):
+    """The string ends inside a quote or right after a backslash (shlex's wording)."""
 
-    Without a backslash, a shell word is only unquoted text and quoted
-    strings glued together, which two regular expressions take apart. Any
-    string this does not cover exactly (a backslash, an unbalanced quote)
-    returns None and goes through shlex, the reference; a property test
-    checks the two agree.
+
+def _scan(text: str) -> list[str]:
+    """Split ``text`` exactly as ``shlex.split(text, posix=True)`` does, in one pass.
+
+    A hand-written scanner instead of a regular expression: any pattern that
+    takes a whole word apart has nested repetition, and Python's ``re``
+    backtracks on it exponentially when a quote is unbalanced (one stray
+    apostrophe froze the shim). Here every step moves forward: plain text,
+    quoted runs and blanks are each found with a single-class search from the
+    current position, so the work is linear in ``len(text)``.
     """
-    if "\\" in arguments or _WORDS.fullmatch(arguments) is None:
-        return None
-    return [
-        "".join(a or b or c for a, b, c in _PIECE.findall(word))
-        for word in _WORD_RE.findall(arguments)
-    ]
+    words: list[str] = []
+    parts: list[str] = []  # pieces of the word being read
+    in_word = False  # a word has started (it may still be empty: '')
+    pos, end = 0, len(text)
+    while pos < end:
+        char = text[pos]
+        if char in " \t\r\n":
+            if in_word:
+                words.append("".join(parts))
+                parts, in_word = [], False
+            pos = _BLANKS.match(text, pos).end()  # type: ignore[union-attr]
+            continue
+        in_word = True
+        if char == "'":
+            close = _SINGLE_QUOTE.search(text, pos + 1)
+            if close is None:
+                raise _Unsplittable("No closing quotation")
+            parts.append(text[pos + 1 : close.start()])
+            pos = close.end()
+        elif char == '"':
+            pos = _double_quoted(text, pos + 1, parts)
+        elif char == "\\":
+            if pos + 1 == end:
+                raise _Unsplittable("No escaped character")
+            parts.append(text[pos + 1])  # outside quotes a backslash escapes anything
+            pos += 2
+        else:
+            stop = _UNQUOTED_STOP.search(text, pos)
+            stop_at = stop.start() if stop else end
+            parts.append(text[pos:stop_at])
+            pos = stop_at
+    if in_word:
+        words.append("".join(parts))
+    return words
+
+
+def _double_quoted(text: str, pos: int, parts: list[str]) -> int:
+    """Read a double-quoted run starting after its quote; return the position after it."""
+    end = len(text)
+    while True:
+        stop = _DOUBLE_QUOTED_STOP.search(text, pos)
+        if stop is None:
+            raise _Unsplittable("No closing quotation")
+        at = stop.start()
+        parts.append(text[pos:at])
+        if text[at] == '"':
+            return at + 1
+        if at + 1 == end:
+            raise _Unsplittable("No escaped character")
+        escaped = text[at + 1]
+        parts.append(escaped if escaped in _ESCAPABLE_IN_DOUBLE_QUOTES else "\\" + escaped)
+        pos = at + 2
 
 
 def prepare_argv(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import shlex
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from worker import argv as argv_module
 from worker.argv import Paths, prepare_argv, split_arguments, substitute
 from worker.errors import ArgvError
 
@@ -311,32 +315,159 @@ def test_every_template_in_the_table_prepares() -> None:
         assert not any("%sharedPath%" in word or "%date%" in word for word in argv), function
 
 
-# --- the fast path agrees with shlex ------------------------------------------
+# --- linear time, identical to shlex ------------------------------------------------
+#
+# The splitter used to be a regular expression with nested repetition, which
+# backtracked exponentially when a quote was left open: a file name with an
+# apostrophe froze the shim for good (issue 8). These tests hold the scanner
+# that replaced it to shlex's results and errors, and bound its work.
 
-_SHELLISH = st.text(alphabet=st.sampled_from(list("ab ' \"\t\n\r=%-/é\\`$#;")), max_size=40)
+#: The issue's reproducers, verbatim: each one hung (or took seconds) in the old splitter.
+REPRODUCERS = [
+    "--uuid 1234 --name it's",
+    "a" * 18 + "'",
+    "--file /var/archivematica/sharedDirectory/O'Brien.txt",
+]
 
 
-@given(_SHELLISH)
-@settings(max_examples=600, deadline=None)
-def test_fast_split_agrees_with_shlex_whenever_it_answers(text: str) -> None:
-    from worker.argv import _fast_split
-
-    fast = _fast_split(text)
+def shlex_reference(text: str) -> list[str] | str:
+    """What the contract asks for: shlex's words with ``\\``` unescaped, or its error."""
     try:
-        reference: list[str] | None = shlex.split(text, posix=True)
-    except ValueError:
-        reference = None
-    if fast is not None:
-        assert fast == reference
-    else:
-        # It declines only strings with a backslash, or ones shlex refuses.
-        assert "\\" in text or reference is None
+        return [word.replace("\\`", "`") for word in shlex.split(text, posix=True)]
+    except ValueError as exc:
+        return f"cannot split arguments: {exc}"
 
 
-def test_fast_split_declines_backslashes_and_unbalanced_quotes() -> None:
-    from worker.argv import _fast_split
+def ours(text: str) -> list[str] | str:
+    try:
+        return split_arguments(text)
+    except ArgvError as exc:
+        return str(exc)
 
-    assert _fast_split(r"a\ b") is None
-    assert _fast_split('"open') is None
-    assert _fast_split("'open") is None
-    assert _fast_split('"a b" c') == ["a b", "c"]
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("text", REPRODUCERS)
+def test_the_issue_reproducers_split_like_shlex(text: str) -> None:
+    assert ours(text) == shlex_reference(text) == "cannot split arguments: No closing quotation"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("text", [
+    "--file \"/var/archivematica/sharedDirectory/O'Brien.txt\"",
+    "--uuid 1234 --name \"it's\" --other 'x'",
+    "--name it\\'s " + "a" * 5000,
+])
+def test_apostrophes_that_are_quoted_or_escaped_split(text: str) -> None:
+    assert ours(text) == shlex_reference(text)
+    assert any("'" in word for word in split_arguments(text))
+
+
+class WorkMeter:
+    """Counts the scanner's work: Python lines it runs and characters its searches examine.
+
+    Each search of :mod:`worker.argv` is one character class, which the regex
+    engine checks from the start position to the first hit (or the end of the
+    string) and no further; the meter adds that span for every call. Python
+    lines are counted with ``sys.settrace``. Together they are the whole cost
+    of a split, independent of the machine's speed or load.
+    """
+
+    PATTERNS = ("_BLANKS", "_UNQUOTED_STOP", "_SINGLE_QUOTE", "_DOUBLE_QUOTED_STOP")
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.chars = 0
+        self.originals = {name: getattr(argv_module, name) for name in self.PATTERNS}
+
+    def __enter__(self) -> WorkMeter:
+        for name, pattern in self.originals.items():
+            setattr(argv_module, name, _CountingPattern(pattern, self))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for name, pattern in self.originals.items():
+            setattr(argv_module, name, pattern)
+
+    def split(self, text: str) -> tuple[list[str] | str, int]:
+        """``ours(text)`` and the work it took."""
+        self.lines = self.chars = 0
+        here = argv_module.__file__
+
+        def local(frame: FrameType, event: str, arg: object) -> object:
+            if event == "line":
+                self.lines += 1
+            return local
+
+        def calls(frame: FrameType, event: str, arg: object) -> object:
+            return local if frame.f_code.co_filename == here else None
+
+        sys.settrace(calls)
+        try:
+            result = ours(text)
+        finally:
+            sys.settrace(None)
+        return result, self.lines + self.chars
+
+
+class _CountingPattern:
+    def __init__(self, pattern: re.Pattern[str], meter: WorkMeter) -> None:
+        self.pattern, self.meter = pattern, meter
+
+    def _count(self, found: re.Match[str] | None, text: str, pos: int) -> re.Match[str] | None:
+        self.meter.chars += (found.end() if found else len(text)) - pos + 1
+        return found
+
+    def search(self, text: str, pos: int = 0) -> re.Match[str] | None:
+        return self._count(self.pattern.search(text, pos), text, pos)
+
+    def match(self, text: str, pos: int = 0) -> re.Match[str] | None:
+        return self._count(self.pattern.match(text, pos), text, pos)
+
+
+#: Work allowed per character, and in total on top. The measured worst case is 12 per
+#: character, for one-letter words between blanks; the old regex needed 2**n steps.
+WORK_PER_CHAR = 16
+WORK_CONSTANT = 40
+
+#: Pieces an attacker (or an unlucky file name) strings together.
+_PIECES = st.text(alphabet=st.sampled_from(list("ab '\"\\\t\n\r`é/%=-")), min_size=1, max_size=6)
+
+
+@st.composite
+def adversarial(draw: st.DrawFn) -> str:
+    """Up to 64 KB of long runs of short pieces: quotes, backslashes, blanks, mixtures."""
+    runs = draw(st.lists(st.tuples(_PIECES, st.integers(1, 16_384)), min_size=1, max_size=6))
+    tail = draw(st.sampled_from(["", "'", '"', "\\", "\\'", "\"'", "it's"]))
+    return ("".join(piece * count for piece, count in runs) + tail)[-65_536:]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(text=adversarial())
+def test_adversarial_strings_split_like_shlex_in_linear_work(text: str) -> None:
+    with WorkMeter() as meter:
+        result, work = meter.split(text)
+    assert result == shlex_reference(text)
+    assert work <= WORK_PER_CHAR * len(text) + WORK_CONSTANT, (len(text), work)
+
+
+@pytest.mark.parametrize("piece", ["a", "'", "a'", "''", '"', '\\"', "\\\\", "a ", "'a' ",
+                                   '"a\\"', "it's ", "\\'", '"\\x'])
+def test_doubling_the_input_at_most_doubles_the_work(piece: str) -> None:
+    with WorkMeter() as meter:
+        works = [meter.split(piece * count + "'")[1] for count in (4_000, 8_000, 16_000)]
+    assert works[1] <= 2.05 * works[0] and works[2] <= 2.05 * works[1], works
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab ' \"\t\n\r=%-/é\\`$#;\x0b\xa0\x00")), max_size=40))
+def test_short_shellish_strings_split_like_shlex(text: str) -> None:
+    assert ours(text) == shlex_reference(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_splits_like_shlex_or_raises_argv_error(text: str) -> None:
+    # Whatever the characters (surrogates and control characters included),
+    # nothing but ArgvError escapes, and only where shlex raises too.
+    assert ours(text) == shlex_reference(text)
