@@ -29,12 +29,14 @@ import redis
 from celery import Celery
 
 from worker import keys, logs, plan
-from worker.argv import Paths, prepare_argv
+from worker.argv import Paths
 from worker.causes import REASON_PREFIX, Cause, reason
 from worker.config import Settings
 from worker.dispatch import Dispatch, Dispatcher
-from worker.errors import ArgvError, DecodeError
+from worker.errors import DecodeError
 from worker.executor import failed_results, utcnow
+from worker.intake import prepare_batch
+from worker.limits import Limits
 from worker.metrics import BatchObserver, NullObserver
 from worker.registry import Registry, ScriptEntry
 from worker.settling import LIMIT_GRACE_SECONDS, Settler, results_of, with_wants
@@ -112,6 +114,7 @@ class BatchRunner:
             watch_directory=settings.watch_directory,
             rejected_directory=settings.rejected_directory,
         )
+        self.limits = Limits.from_settings(settings)
 
     # -- the entry point ------------------------------------------------------
 
@@ -130,7 +133,8 @@ class BatchRunner:
     def _answer(self, function: str, unique: str, payload: bytes) -> tuple[bytes | None, bool]:
         """The answer, and whether every task got its script's own result."""
         try:
-            batch = decode_request(payload, max_bytes=self.settings.max_payload_bytes)
+            batch = decode_request(payload, max_bytes=self.settings.max_payload_bytes,
+                                   max_values=self.limits.max_values)
         except DecodeError as exc:
             self.observer.payload_refused(function)
             log.error("%s batch %s: payload refused, answering WORK_FAIL: %s",
@@ -170,24 +174,15 @@ class BatchRunner:
     # -- preparing -------------------------------------------------------------
 
     def _prepare(self, tasks: Sequence[TaskSpec]) -> tuple[list[plan.JobSpec], dict[str, TaskResult]]:
-        now = self.clock()
-        specs: list[plan.JobSpec] = []
+        """Argv for the tasks that can run; ``payload refused`` for the others."""
+        prepared = prepare_batch(tasks, limits=self.limits, paths=self.paths, now=self.clock())
+        by_problem: dict[str, list[TaskSpec]] = {}
+        for task, problem in prepared.refused:
+            by_problem.setdefault(problem, []).append(task)
         refused: dict[str, TaskResult] = {}
-        for task in tasks:
-            problem = task.problem
-            argv: list[str] = []
-            if problem is None:
-                try:
-                    argv = prepare_argv(task.arguments, task_uuid=task.uuid,
-                                        created_date=task.created_date, paths=self.paths, now=now)
-                except ArgvError as exc:
-                    problem = f"arguments cannot be split: {exc}"
-            if problem is not None:
-                refused.update(self._fail([task], reason(Cause.PAYLOAD_REFUSED, problem)))
-            else:
-                specs.append(plan.JobSpec(uuid=task.uuid, argv=tuple(argv),
-                                          wants_output=task.wants_output))
-        return specs, refused
+        for problem, alike in by_problem.items():
+            refused.update(self._fail(alike, reason(Cause.PAYLOAD_REFUSED, problem)))
+        return prepared.specs, refused
 
     def _fail(self, tasks: Sequence[TaskSpec | plan.JobSpec], text: str) -> dict[str, TaskResult]:
         """Exit code 1 and ``text`` for tasks that cannot run (read or prepared ones)."""

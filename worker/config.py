@@ -44,6 +44,17 @@ DEFAULT_SHIM_CONCURRENCY = 16
 DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 #: The largest request accepted; the controller's batches are a few hundred KB.
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+#: The most tasks one batch may hold. The controller sends 128 by default
+#: (its batch size setting); a payload can declare millions of tiny tasks, and
+#: each costs the shim memory and an answer, so more than this is refused.
+DEFAULT_MAX_BATCH_TASKS = 4096
+#: The longest ``arguments`` string of one task, in UTF-8 bytes, as received and
+#: again once placeholders are substituted. Real ones are under 64 KB.
+DEFAULT_MAX_ARGUMENT_BYTES = 1024 * 1024
+#: The most argument bytes one batch may decode to, every task counted, even
+#: tasks that share one string through a pickle's memo (which is how a 1 MB
+#: payload could otherwise become gigabytes of argv).
+DEFAULT_MAX_BATCH_ARGUMENT_BYTES = 16 * 1024 * 1024
 #: How long a slice may wait in a Celery queue before its batch gives up on it.
 DEFAULT_QUEUE_WAIT_SECONDS = 3600.0
 #: Hard time limit of one slice when a function sets none: long enough for
@@ -96,6 +107,9 @@ class Settings:
     shim_concurrency: int = DEFAULT_SHIM_CONCURRENCY
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_batch_tasks: int = DEFAULT_MAX_BATCH_TASKS
+    max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES
+    max_batch_argument_bytes: int = DEFAULT_MAX_BATCH_ARGUMENT_BYTES
     queue_wait: float = DEFAULT_QUEUE_WAIT_SECONDS
     time_limit: float = DEFAULT_TIME_LIMIT_SECONDS
     soft_time_limit: float | None = None
@@ -187,6 +201,17 @@ class Settings:
             max_payload_bytes=env.get(
                 "AMWORKER_MAX_PAYLOAD_BYTES", _positive_int, DEFAULT_MAX_PAYLOAD_BYTES
             ),
+            max_batch_tasks=env.get(
+                "AMWORKER_MAX_BATCH_TASKS", _positive_int, DEFAULT_MAX_BATCH_TASKS
+            ),
+            max_argument_bytes=env.get(
+                "AMWORKER_MAX_ARGUMENT_BYTES", _positive_int, DEFAULT_MAX_ARGUMENT_BYTES
+            ),
+            max_batch_argument_bytes=env.get(
+                "AMWORKER_MAX_BATCH_ARGUMENT_BYTES",
+                _positive_int,
+                DEFAULT_MAX_BATCH_ARGUMENT_BYTES,
+            ),
             queue_wait=env.get(
                 "AMWORKER_QUEUE_WAIT", _positive_float, DEFAULT_QUEUE_WAIT_SECONDS
             ),
@@ -228,6 +253,12 @@ class Settings:
             config_file=env.get("AMWORKER_CONFIG_FILE", str, None),
         )
         env.reject_unknown()
+        if settings.max_argument_bytes > settings.max_batch_argument_bytes:
+            raise ConfigError(
+                f"AMWORKER_MAX_ARGUMENT_BYTES={settings.max_argument_bytes} is more than "
+                f"AMWORKER_MAX_BATCH_ARGUMENT_BYTES={settings.max_batch_argument_bytes}: "
+                "one task's arguments could never fit in a batch"
+            )
         if settings.config_file:
             # Imported here: worker.config_file builds on this module's types.
             from worker.config_file import apply_config_file
@@ -307,6 +338,9 @@ KNOWN_VARIABLES = frozenset(
         "AMWORKER_SHIM_CONCURRENCY",
         "AMWORKER_MAX_OUTPUT_BYTES",
         "AMWORKER_MAX_PAYLOAD_BYTES",
+        "AMWORKER_MAX_BATCH_TASKS",
+        "AMWORKER_MAX_ARGUMENT_BYTES",
+        "AMWORKER_MAX_BATCH_ARGUMENT_BYTES",
         "AMWORKER_QUEUE_WAIT",
         "AMWORKER_TIME_LIMIT",
         "AMWORKER_SOFT_TIME_LIMIT",

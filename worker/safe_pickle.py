@@ -6,7 +6,14 @@ stock :func:`pickle.loads` must never see a payload from the network. This
 module loads pickles with an allow-list of globals that can build dates and
 times and nothing else, then checks that the result is plain data.
 
-Two lines of defence:
+Three lines of defence:
+
+0. :func:`_check_program` reads the pickle's operations once, without
+   building anything, and refuses a pickle of more than ``max_ops`` of them
+   or one that stores into its memo at an index it has not reached. The C
+   unpickler grows its memo to twice any index it is given: ``p100000000``
+   alone took 1.5 GB and 5 seconds. Together with the operation count, this
+   bounds the objects, and so the memory and time, a load can produce.
 
 1. :meth:`_RestrictedUnpickler.find_class` is the only way a pickle can reach
    a Python callable (``GLOBAL``, ``STACK_GLOBAL``, ``INST`` and the ``EXT*``
@@ -23,6 +30,7 @@ import _codecs
 import datetime
 import io
 import pickle
+import pickletools
 from collections.abc import Callable
 
 from worker.errors import DecodeError
@@ -67,6 +75,18 @@ _PLAIN_SCALARS: frozenset[type] = frozenset(
 _CONTAINERS: frozenset[type] = frozenset({dict, list, tuple})
 
 
+#: Operations that store into the memo at an index written in the pickle. A
+#: pickler numbers its memo entries in order from 0, so a real pickle's index
+#: is always below the count of operations read so far.
+_INDEXED_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+#: How much of an error's message a DecodeError repeats.
+_MESSAGE_LIMIT = 200
+
+#: Operations allowed when the caller names no limit: plenty for any request.
+DEFAULT_MAX_OPS = 1_000_000
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only :data:`_ALLOWED_GLOBALS`."""
 
@@ -83,13 +103,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise DecodeError("refused pickle persistent id")
 
 
-def loads(data: bytes) -> object:
+def loads(data: bytes, *, max_ops: int = DEFAULT_MAX_OPS) -> object:
     """Unpickle ``data`` if it holds only plain data, else raise DecodeError.
 
     Plain data is dicts, lists, tuples, str, bytes, bool, int, float, None and
-    ``datetime``/``date``/``time`` objects (aware datetimes included).
+    ``datetime``/``date``/``time`` objects (aware datetimes included). A pickle
+    of more than ``max_ops`` operations is refused before anything is built.
     """
     try:
+        _check_program(data, max_ops)
         obj = _RestrictedUnpickler(io.BytesIO(data)).load()
     except DecodeError:
         raise
@@ -98,10 +120,28 @@ def loads(data: bytes) -> object:
         # hostile input (UnpicklingError, EOFError, ValueError, TypeError,
         # AttributeError, OverflowError, MemoryError, RecursionError,
         # UnicodeDecodeError…). Each one means "this payload cannot be read";
-        # the original is chained for the log.
-        raise DecodeError(f"cannot unpickle payload: {type(exc).__name__}: {exc}") from exc
+        # the original is chained for the log. The message is cut short:
+        # pickletools quotes the offending bytes, which may be megabytes.
+        detail = str(exc)[:_MESSAGE_LIMIT]
+        raise DecodeError(f"cannot unpickle payload: {type(exc).__name__}: {detail}") from exc
     _check_plain(obj)
     return obj
+
+
+def _check_program(data: bytes, max_ops: int) -> None:
+    """Raise DecodeError if the pickle is too long a program or aims its memo too far.
+
+    ``pickletools.genops`` decodes each operation's argument and builds
+    nothing else; it stops at the first STOP, as the unpickler does.
+    """
+    for count, (opcode, argument, _position) in enumerate(pickletools.genops(data), 1):
+        if count > max_ops:
+            raise DecodeError(
+                f"payload refused before unpickling: more than {max_ops} pickle operations "
+                "(the limit follows AMWORKER_MAX_BATCH_TASKS)"
+            )
+        if opcode.name in _INDEXED_PUTS and isinstance(argument, int) and argument >= count:
+            raise DecodeError(f"refused a pickle memo index of {argument} at operation {count}")
 
 
 def _check_plain(root: object) -> None:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from worker import safe_pickle
 from worker.errors import DecodeError
+from worker.limits import Limits, check_json_values
 
 # Key names of the wire format, in one place. The spellings (camelCase, the
 # snake_case "wants_output", the misspelt "stderror") are the controller's.
@@ -45,6 +46,9 @@ STDERR_KEY = "stderr"  #: what the 1.17 controller reads; we send both
 #: few hundred kilobytes at most; 64 MiB leaves room for very long argument
 #: strings while keeping a hostile or corrupt payload from exhausting memory.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+#: Default bound on a request's structure (JSON values, pickle operations).
+DEFAULT_MAX_VALUES = Limits().max_values
 
 #: Default for a task that has no ``wants_output`` key (the contract's rule).
 DEFAULT_WANTS_OUTPUT = True
@@ -188,16 +192,20 @@ def detect_encoding(data: bytes) -> Encoding:
     )
 
 
-def decode_request(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Batch:
+def decode_request(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_values: int = DEFAULT_MAX_VALUES
+) -> Batch:
     """Decode a request payload into a :class:`Batch`.
 
     Raises DecodeError, and nothing else, when the payload cannot be read as a
-    whole. A task that can be read but not run is returned with its
-    ``problem`` set. Unknown keys are ignored; task order is kept.
+    whole, including one of more than ``max_values`` JSON values or pickle
+    operations (see :mod:`worker.limits`). A task that can be read but not run
+    is returned with its ``problem`` set. Unknown keys are ignored; task order
+    is kept.
     """
     _check_size(data, max_bytes)
     encoding = detect_encoding(data)
-    tasks = _envelope(_load(data, encoding), TASKS_KEY)
+    tasks = _envelope(_load(data, encoding, max_values), TASKS_KEY)
     return Batch(
         tasks=tuple(_read_task(uuid, task) for uuid, task in tasks.items()),
         encoding=encoding,
@@ -265,7 +273,7 @@ def encode_request(tasks: Mapping[str, Mapping[str, object]], encoding: Encoding
 
 
 def decode_result(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_values: int = DEFAULT_MAX_VALUES
 ) -> dict[str, dict[str, object]]:
     """Decode a result payload (either encoding) into its ``task_results`` mapping.
 
@@ -273,7 +281,7 @@ def decode_result(
     DecodeError when the payload or any task result is not a mapping.
     """
     _check_size(data, max_bytes)
-    results = _envelope(_load(data, detect_encoding(data)), RESULTS_KEY)
+    results = _envelope(_load(data, detect_encoding(data), max_values), RESULTS_KEY)
     decoded: dict[str, dict[str, object]] = {}
     for uuid, entry in results.items():
         if not isinstance(entry, dict) or not all(isinstance(key, str) for key in entry):
@@ -291,10 +299,11 @@ def _check_size(data: bytes, max_bytes: int) -> None:
         raise DecodeError(f"payload of {len(data)} bytes exceeds the limit of {max_bytes} bytes")
 
 
-def _load(data: bytes, encoding: Encoding) -> object:
+def _load(data: bytes, encoding: Encoding, max_values: int) -> object:
     """Parse ``data`` into Python objects; every failure is a DecodeError."""
     if encoding is Encoding.PICKLE:
-        return safe_pickle.loads(data)
+        return safe_pickle.loads(data, max_ops=max_values)
+    check_json_values(data, max_values)
     try:
         # Decoded here rather than by json.loads, which would also accept
         # UTF-16 and UTF-32; the contract says UTF-8.
@@ -326,6 +335,16 @@ def _envelope(document: object, key: str) -> dict[str, object]:
 
 def _read_task(uuid: str, task: object) -> TaskSpec:
     """Read one task; a task that cannot be run gets ``problem`` instead of raising."""
+    if not _utf8_encodable(uuid):
+        # A lone surrogate ("\ud800" in JSON, or in a pickle) cannot reach
+        # Redis or a log line; answered as it came, it still gets its result.
+        return TaskSpec(
+            uuid=uuid,
+            arguments="",
+            created_date="",
+            wants_output=DEFAULT_WANTS_OUTPUT,
+            problem="the task UUID is not valid Unicode (it holds a lone surrogate)",
+        )
     if not isinstance(task, dict):
         return TaskSpec(
             uuid=uuid,
@@ -354,6 +373,17 @@ def _read_task(uuid: str, task: object) -> TaskSpec:
         wants_output=wants_output,
         problem="; ".join(problems) or None,
     )
+
+
+def _utf8_encodable(text: str) -> bool:
+    """True unless ``text`` holds a lone surrogate (the only str UTF-8 cannot encode)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_created_date(task: dict[object, object]) -> tuple[str, str | None]:

@@ -88,6 +88,9 @@ PARSED = [
     ("AMWORKER_SHIM_CONCURRENCY", "4", "shim_concurrency", 4),
     ("AMWORKER_MAX_OUTPUT_BYTES", "1024", "max_output_bytes", 1024),
     ("AMWORKER_MAX_PAYLOAD_BYTES", "2048", "max_payload_bytes", 2048),
+    ("AMWORKER_MAX_BATCH_TASKS", "500", "max_batch_tasks", 500),
+    ("AMWORKER_MAX_ARGUMENT_BYTES", "65536", "max_argument_bytes", 65536),
+    ("AMWORKER_MAX_BATCH_ARGUMENT_BYTES", "33554432", "max_batch_argument_bytes", 33554432),
     ("AMWORKER_QUEUE_WAIT", "12.5", "queue_wait", 12.5),
     ("AMWORKER_TIME_LIMIT", "60", "time_limit", 60.0),
     ("AMWORKER_SOFT_TIME_LIMIT", "55", "soft_time_limit", 55.0),
@@ -116,6 +119,21 @@ def test_every_known_process_variable_has_a_parsing_test() -> None:
     tested = {p[0] for p in PARSED} | {"AMWORKER_CONFIG_FILE", "AMWORKER_DATA_DIRECTORY"}
 
     assert tested == KNOWN_VARIABLES
+
+
+def test_decoded_size_caps_have_defaults_and_are_validated() -> None:
+    settings = Settings.from_env({})
+    assert settings.max_batch_tasks == config.DEFAULT_MAX_BATCH_TASKS == 4096
+    assert settings.max_argument_bytes == config.DEFAULT_MAX_ARGUMENT_BYTES == 1024 * 1024
+    assert settings.max_batch_argument_bytes == config.DEFAULT_MAX_BATCH_ARGUMENT_BYTES
+    for variable in ("AMWORKER_MAX_BATCH_TASKS", "AMWORKER_MAX_ARGUMENT_BYTES",
+                     "AMWORKER_MAX_BATCH_ARGUMENT_BYTES"):
+        with pytest.raises(ConfigError, match=variable):
+            Settings.from_env({variable: "0"})
+    # One task's arguments must fit in a batch's.
+    with pytest.raises(ConfigError, match="AMWORKER_MAX_ARGUMENT_BYTES=2048 is more than"):
+        Settings.from_env({"AMWORKER_MAX_ARGUMENT_BYTES": "2048",
+                           "AMWORKER_MAX_BATCH_ARGUMENT_BYTES": "1024"})
 
 
 def test_values_are_stripped_of_surrounding_whitespace() -> None:

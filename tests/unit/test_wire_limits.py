@@ -1,0 +1,282 @@
+"""Decoding hostile requests in bounded time and memory, and the decoded-size caps.
+
+Memory is measured with tracemalloc (every allocation of the interpreter and
+of the C unpickler and JSON parser), never with wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import tracemalloc
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import pytest
+
+from worker.argv import Paths
+from worker.errors import DecodeError
+from worker.executor import failed_results
+from worker.intake import Prepared, prepare_batch
+from worker.limits import VALUES_PER_TASK, Limits, argument_bytes, check_json_values
+from worker.wire import Batch, Encoding, decode_request, encode_request, encode_result
+
+BOTH = pytest.mark.parametrize("encoding", list(Encoding))
+PATHS = Paths(shared_directory="/var/archivematica/sharedDirectory/",
+              client_assets_directory="/usr/lib/archivematica/MCPClient/assets/")
+NOW = datetime(2024, 8, 4, 21, 40, 1, tzinfo=UTC)
+MB = 1024 * 1024
+
+
+def tasks(arguments: list[str]) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for args in arguments:
+        key = str(uuid.uuid4())
+        out[key] = {"uuid": key, "createdDate": NOW, "arguments": args, "wants_output": True}
+    return out
+
+
+def memo_attack(copies: int, size: int = 1_000_000) -> bytes:
+    """The issue's payload: one task with ``size`` bytes of arguments, and ``copies``
+    more task keys bound to that same dict through the pickle's memo."""
+    shared = {"uuid": "x", "createdDate": NOW, "arguments": "a" * size, "wants_output": True}
+    document = {"tasks": {str(uuid.uuid4()): shared for _ in range(copies + 1)}}
+    return pickle.dumps(document, protocol=0)
+
+
+def prepare(batch: Batch, limits: Limits | None = None) -> Prepared:
+    return prepare_batch(batch.tasks, limits=limits or Limits(), paths=PATHS, now=NOW)
+
+
+@contextmanager
+def peak_memory() -> Iterator[Callable[[], int]]:
+    """Yields a function giving the peak bytes allocated inside the block."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    peaks: list[int] = []
+    try:
+        yield lambda: peaks[0]
+    finally:
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+
+
+# --- the memo attack (issue 8, item 2) --------------------------------------------
+
+
+def test_the_memo_attack_is_small_on_the_wire_and_refused_before_any_split() -> None:
+    payload = memo_attack(300)
+    assert len(payload) < 1_100_000  # passes any reasonable AMWORKER_MAX_PAYLOAD_BYTES
+    with peak_memory() as peak:
+        batch = decode_request(payload, max_bytes=2 * MB)
+        prepared = prepare(batch)
+    assert len(batch.tasks) == 301
+    assert prepared.specs == []
+    assert {task.uuid for task, _ in prepared.refused} == {task.uuid for task in batch.tasks}
+    problems = {problem for _, problem in prepared.refused}
+    assert len(problems) == 1
+    assert "AMWORKER_MAX_BATCH_ARGUMENT_BYTES" in problems.pop()
+    # Every reference was counted, and nothing was copied 301 times: the
+    # payload itself (decoded once) is about all that was ever held.
+    assert peak() < 8 * MB
+
+
+def test_tasks_sharing_a_string_are_each_counted() -> None:
+    batch = decode_request(memo_attack(3, size=1000))
+    assert len({id(task.arguments) for task in batch.tasks}) == 1
+    assert prepare(batch, Limits(max_batch_argument_bytes=3999)).specs == []
+    assert len(prepare(batch, Limits(max_batch_argument_bytes=4000)).specs) == 4
+
+
+# --- each cap -----------------------------------------------------------------------
+
+
+@BOTH
+def test_too_many_tasks_are_all_refused_and_named(encoding: Encoding) -> None:
+    limits = Limits(max_tasks=50)
+    batch = decode_request(encode_request(tasks(["a"] * 51), encoding),
+                           max_values=limits.max_values)
+    prepared = prepare(batch, limits)
+    assert prepared.specs == [] and len(prepared.refused) == 51
+    assert all("the batch has 51 tasks, more than the 50 allowed (AMWORKER_MAX_BATCH_TASKS)" == p
+               for _, p in prepared.refused)
+    assert len(prepare(decode_request(encode_request(tasks(["a"] * 50), encoding)), limits).specs) == 50
+
+
+def test_one_long_argument_refuses_its_task_only() -> None:
+    batch = decode_request(encode_request(tasks(["x" * 1001, "short", "é" * 501]), Encoding.JSON))
+    prepared = prepare(batch, Limits(max_argument_bytes=1000))
+    assert [spec.argv for spec in prepared.specs] == [("short",)]
+    refused = {task.uuid: problem for task, problem in prepared.refused}
+    assert refused == {
+        batch.tasks[0].uuid: "'arguments' is 1001 bytes, more than the 1000 allowed "
+                             "(AMWORKER_MAX_ARGUMENT_BYTES)",
+        # Bytes, not characters: "é" is two bytes in UTF-8.
+        batch.tasks[2].uuid: "'arguments' is 1002 bytes, more than the 1000 allowed "
+                             "(AMWORKER_MAX_ARGUMENT_BYTES)",
+    }
+
+
+def test_caps_hold_again_once_placeholders_are_substituted() -> None:
+    grows = "%sharedPath%" * 50  # 600 bytes that become 50 * 35
+    batch = decode_request(encode_request(tasks([grows, "ok"]), Encoding.JSON))
+    prepared = prepare(batch, Limits(max_argument_bytes=1000))
+    assert [spec.argv for spec in prepared.specs] == [("ok",)]
+    assert prepared.refused[0][1] == ("'arguments' is 1750 bytes once placeholders are substituted, "
+                                      "more than the 1000 allowed (AMWORKER_MAX_ARGUMENT_BYTES)")
+    whole = prepare(batch, Limits(max_argument_bytes=2000, max_batch_argument_bytes=1500))
+    assert whole.specs == [] and len(whole.refused) == 2
+    assert whole.refused[1][1].startswith("once placeholders are substituted, the batch's arguments")
+
+
+def test_a_batch_within_every_cap_prepares_as_before() -> None:
+    batch = decode_request(encode_request(tasks(['"%sharedPath%a b" c', "it\\'s"]), Encoding.PICKLE))
+    prepared = prepare(batch)
+    assert prepared.refused == []
+    assert [spec.argv for spec in prepared.specs] == [
+        ("/var/archivematica/sharedDirectory/a b", "c"), ("it's",)]
+
+
+def test_argument_bytes_is_utf8_and_counts_surrogates() -> None:
+    assert argument_bytes("abc") == 3
+    assert argument_bytes("é€😀") == 2 + 3 + 4
+    assert argument_bytes("\ud800") == 3
+
+
+# --- item 7: a lone surrogate in a task key ------------------------------------------
+
+
+@BOTH
+def test_a_surrogate_task_key_is_refused_alone_and_answered_as_it_came(encoding: Encoding) -> None:
+    good = str(uuid.uuid4())
+    document = {"tasks": {"\ud800": {"arguments": "a", "createdDate": NOW.isoformat()},
+                          good: {"arguments": "b", "createdDate": NOW.isoformat()}}}
+    if encoding is Encoding.JSON:
+        payload = json.dumps(document).encode()  # "\ud800" travels as that escape
+    else:
+        payload = pickle.dumps(document, protocol=0)
+    batch = decode_request(payload)
+    prepared = prepare(batch)
+    assert [spec.uuid for spec in prepared.specs] == [good]
+    assert [(task.uuid, problem) for task, problem in prepared.refused] == [
+        ("\ud800", "the task UUID is not valid Unicode (it holds a lone surrogate)")]
+    # Its answer carries the key back exactly.
+    answer = encode_result(failed_results(["\ud800"], "amworker: payload refused: x"), encoding)
+    assert "\ud800" in (json.loads(answer) if encoding is Encoding.JSON
+                        else pickle.loads(answer))["task_results"]
+
+
+# --- decoding in bounded time and memory ---------------------------------------------
+
+
+def test_a_memo_index_far_ahead_is_refused_before_the_unpickler_sizes_its_memo() -> None:
+    # The C unpickler grows its memo to twice the index: 160 MB for this
+    # 16-byte pickle (1.5 GB and 5 s for p100000000) before it notices anything.
+    payload = b"(dp0\nS'tasks'\np10000000\n(dp1\ns."
+    with peak_memory() as peak, pytest.raises(DecodeError, match="memo index of 10000000"):
+        decode_request(payload)
+    assert peak() < 4 * MB
+
+
+def test_a_binary_memo_index_far_ahead_is_refused() -> None:
+    # LONG_BINPUT takes a 4-byte index: 2**28 here, a 4 GB memo.
+    payload = b"\x80\x02}q\x00X\x05\x00\x00\x00tasksq\x01}r\x00\x00\x00\x10s."
+    with pytest.raises(DecodeError, match="memo index of 268435456"):
+        decode_request(payload)
+
+
+def test_real_pickles_use_their_memo_in_order() -> None:
+    payload = memo_attack(2, size=10)
+    assert payload.count(b"\ng") >= 2  # the shared task is fetched back from the memo
+    assert len(decode_request(payload).tasks) == 3
+
+
+def many_empty_lists(encoding: Encoding, count: int) -> bytes:
+    if encoding is Encoding.JSON:
+        return b'{"tasks":{},"x":[' + b"[]," * count + b"[]]}"
+    return b"(dp0\nS'tasks'\n(dsS'x'\n(" + b"]" * count + b"ls."
+
+
+@BOTH
+def test_a_payload_of_tiny_values_is_refused_before_it_is_built(encoding: Encoding) -> None:
+    # 3 MB of "[]," is a million lists: 64 MB of objects. The structure is
+    # counted first, in a few kilobytes.
+    payload = many_empty_lists(encoding, 1_000_000)
+    with peak_memory() as peak, pytest.raises(DecodeError, match="more than 394240"):
+        decode_request(payload)
+    assert peak() < 8 * MB
+
+
+@BOTH
+def test_the_largest_allowed_batch_and_one_task_more_both_decode(encoding: Encoding) -> None:
+    limits = Limits(max_tasks=200)
+    for count in (200, 201, 400):
+        payload = encode_request(tasks([f'"{n}" --flag "x y"' for n in range(count)]), encoding)
+        batch = decode_request(payload, max_values=limits.max_values)
+        assert len(batch.tasks) == count  # read, so they can be answered payload refused
+
+
+def test_the_default_task_cap_leaves_room_for_real_tasks() -> None:
+    # A real protocol-0 task takes about 35 operations; the budget allows 96.
+    payload = encode_request(tasks(["a"] * 4096), Encoding.PICKLE)
+    assert len(decode_request(payload).tasks) == 4096
+    assert VALUES_PER_TASK >= 2 * 40
+
+
+def test_commas_and_colons_inside_strings_are_not_structure() -> None:
+    text = "a,b:c[d{" * 200_000  # 1.6 MB of structural characters, all inside a string
+    payload = encode_request(tasks([text]), Encoding.JSON)
+    check_json_values(payload, 1000)  # the exact count sees only the envelope
+    assert decode_request(payload, max_values=1000).tasks[0].arguments == text
+
+
+def test_an_unterminated_string_is_counted_in_linear_work() -> None:
+    # An escaped quote again and again, never closed: a backtracking pattern
+    # would restart at each one. The JSON parser then refuses the payload.
+    payload = b'{"tasks":{},"x":"' + b'\\",' * 300_000
+    check_json_values(payload, 1000)
+    with pytest.raises(DecodeError, match="malformed JSON"):
+        decode_request(payload, max_values=1000)
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"tasks":{"a":{"arguments":' + b"1" * 5000 + b"}}}",
+    b"(dp0\nS'tasks'\n(dS'a'\nL" + b"1" * 5000 + b"L\nss.",
+    b"(dp0\nS'tasks'\n(dS'a'\nI" + b"1" * 5000 + b"\nss.",
+], ids=["json-int", "pickle-long", "pickle-int"])
+def test_huge_integer_literals_are_refused_not_parsed(payload: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_request(payload)
+
+
+def test_deep_pickle_nesting_within_budget_decodes_without_recursion() -> None:
+    depth = 150_000
+    payload = (b"(dp0\nS'tasks'\n(dS'a'\n(dS'arguments'\n" + b"(" * depth + b"l" * depth
+               + b"sssS'deep'\nI1\ns.")
+    batch = decode_request(payload)
+    assert str(batch.tasks[0].problem).startswith("'arguments' is a list, not a string")
+
+
+def test_deep_json_nesting_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="RecursionError"):
+        decode_request(b'{"tasks":{},"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
+@BOTH
+def test_duplicate_task_keys_keep_the_last_and_are_answered_once(encoding: Encoding) -> None:
+    if encoding is Encoding.JSON:
+        payload = b'{"tasks":{"a":{"arguments":"first"},"a":{"arguments":"second"}}}'
+    else:
+        payload = (b"(dp0\nS'tasks'\n(dS'a'\n(dS'arguments'\nS'first'\nssS'a'\n"
+                   b"(dS'arguments'\nS'second'\nsss.")
+    batch = decode_request(payload)
+    assert [(task.uuid, task.arguments) for task in batch.tasks] == [("a", "second")]
+
+
+def test_an_error_message_never_repeats_a_huge_payload() -> None:
+    payload = b"(dp0\nS" + b"x" * 1_000_000 + b"\n."  # a string with no quotes
+    with pytest.raises(DecodeError) as caught:
+        decode_request(payload)
+    assert len(str(caught.value)) < 400

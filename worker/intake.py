@@ -1,0 +1,111 @@
+"""From a decoded batch to the jobs its slices carry, within the decoded-size caps.
+
+Pure: no Redis, Celery or clock of its own. :func:`prepare_batch` first holds
+the batch to :class:`~worker.limits.Limits` as decoded (task count, and
+argument bytes with every reference counted, so tasks sharing one string
+through a pickle's memo are each counted in full), then substitutes and splits
+each task's arguments, checking the sizes again after substitution. Nothing is
+split before the whole batch has passed the first check, so a refused batch
+costs next to nothing.
+
+A task over a cap or whose arguments cannot be split is *refused*: the caller
+answers it exit 1 with ``payload refused: <problem>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from worker.argv import Paths, split_arguments, substitute
+from worker.errors import ArgvError
+from worker.limits import Limits, argument_bytes
+from worker.plan import JobSpec
+from worker.wire import TaskSpec
+
+
+@dataclass
+class Prepared:
+    """What became of a batch's tasks: the runnable ones, and the refused with why."""
+
+    specs: list[JobSpec] = field(default_factory=list)
+    refused: list[tuple[TaskSpec, str]] = field(default_factory=list)
+
+
+def prepare_batch(
+    tasks: Sequence[TaskSpec], *, limits: Limits, paths: Paths, now: datetime
+) -> Prepared:
+    """Check ``tasks`` against ``limits``, then build each runnable task's argv.
+
+    ``now`` is the time ``%date%`` stands for. Never raises for bad input:
+    every task ends up in exactly one of the two lists, in payload order.
+    """
+    whole = _batch_problem(tasks, limits)
+    if whole is not None:
+        return Prepared(refused=[(task, whole) for task in tasks])
+    prepared = Prepared()
+    total = 0
+    for task in tasks:
+        problem = task.problem
+        argv: list[str] = []
+        if problem is None:
+            problem = _size_problem(argument_bytes(task.arguments), limits, "")
+        if problem is None:
+            substituted = substitute(task.arguments, task_uuid=task.uuid,
+                                     created_date=task.created_date, paths=paths, now=now)
+            size = argument_bytes(substituted)
+            total += size
+            if total > limits.max_batch_argument_bytes:
+                # Placeholders made the batch too big: refuse all of it, as
+                # above, rather than run whichever tasks came first.
+                whole = _total_problem(total, limits, "once placeholders are substituted, ")
+                return Prepared(refused=[(each, whole) for each in tasks])
+            problem = _size_problem(size, limits, " once placeholders are substituted")
+            if problem is None:
+                problem, argv = _split(substituted)
+        if problem is None:
+            prepared.specs.append(JobSpec(uuid=task.uuid, argv=tuple(argv),
+                                          wants_output=task.wants_output))
+        else:
+            prepared.refused.append((task, problem))
+    return prepared
+
+
+def _batch_problem(tasks: Sequence[TaskSpec], limits: Limits) -> str | None:
+    """Why the whole batch is refused as decoded (too many tasks or argument bytes), if it is."""
+    if len(tasks) > limits.max_tasks:
+        return (f"the batch has {len(tasks)} tasks, more than the {limits.max_tasks} "
+                "allowed (AMWORKER_MAX_BATCH_TASKS)")
+    sizes: dict[int, int] = {}  # by id(): a memo-shared string is measured once...
+    total = 0
+    for task in tasks:
+        arguments = task.arguments
+        size = sizes.get(id(arguments))
+        if size is None:
+            size = sizes[id(arguments)] = argument_bytes(arguments)
+        total += size  # ...and counted for every task that refers to it
+        if total > limits.max_batch_argument_bytes:
+            return _total_problem(total, limits, "")
+    return None
+
+
+def _total_problem(total: int, limits: Limits, when: str) -> str:
+    # Counting stops once over the cap, so ``total`` is a lower bound.
+    return (f"{when}the batch's arguments come to at least {total} bytes (every task "
+            f"counted), more than the {limits.max_batch_argument_bytes} allowed "
+            "(AMWORKER_MAX_BATCH_ARGUMENT_BYTES)")
+
+
+def _size_problem(size: int, limits: Limits, when: str) -> str | None:
+    if size <= limits.max_argument_bytes:
+        return None
+    return (f"'arguments' is {size} bytes{when}, more than the {limits.max_argument_bytes} "
+            "allowed (AMWORKER_MAX_ARGUMENT_BYTES)")
+
+
+def _split(arguments: str) -> tuple[str | None, list[str]]:
+    try:
+        return None, split_arguments(arguments)
+    except ArgvError as exc:
+        return f"arguments cannot be split: {exc}", []

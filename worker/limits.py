@@ -1,0 +1,111 @@
+"""What one request may cost once decoded, not only what it weighs on the wire.
+
+``AMWORKER_MAX_PAYLOAD_BYTES`` bounds the bytes that arrive. It does not bound
+what they decode to: a pickle's memo lets a 45-byte entry refer to a task of
+any size again, and a payload of tiny values (``[[],[],…]``, ``{"a":0,…}``)
+decodes to twenty or seventy times its size in Python objects. Two bounds
+close that gap:
+
+* before decoding, the payload's *structure* is counted (JSON values, pickle
+  operations) and refused beyond :attr:`Limits.max_values`, so parsing itself
+  runs in bounded time and memory (a :class:`~worker.errors.DecodeError`: the
+  task UUIDs cannot be read within bounds);
+* after decoding, :mod:`worker.intake` holds the batch to the task count and
+  argument sizes below, every reference counted, and answers each task over a
+  cap with ``payload refused`` (its UUID was read, so it gets an answer).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from worker.config import (
+    DEFAULT_MAX_ARGUMENT_BYTES,
+    DEFAULT_MAX_BATCH_ARGUMENT_BYTES,
+    DEFAULT_MAX_BATCH_TASKS,
+    Settings,
+)
+from worker.errors import DecodeError
+
+#: Values (JSON) or operations (pickle) one task may take. The controller's
+#: tasks take about 13 JSON values and 35 pickle operations (a pickled
+#: ``createdDate`` is a small program of its own); three times that leaves room
+#: for unknown keys a newer controller may add.
+VALUES_PER_TASK = 96
+#: The envelope and whatever else a request holds besides its tasks.
+VALUES_SLACK = 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The decoded-size caps of one batch (see docs/operations.md)."""
+
+    max_tasks: int = DEFAULT_MAX_BATCH_TASKS
+    max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES
+    max_batch_argument_bytes: int = DEFAULT_MAX_BATCH_ARGUMENT_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The caps as configured."""
+        return cls(
+            max_tasks=settings.max_batch_tasks,
+            max_argument_bytes=settings.max_argument_bytes,
+            max_batch_argument_bytes=settings.max_batch_argument_bytes,
+        )
+
+    @property
+    def max_values(self) -> int:
+        """The most values or operations a request may decode (see :data:`VALUES_PER_TASK`).
+
+        Derived from the task cap so that a batch of the largest allowed size
+        always decodes, and so that one over it still decodes far enough for
+        its tasks to be answered ``payload refused``, while a payload of
+        millions of tiny values is refused before it is built.
+        """
+        return self.max_tasks * VALUES_PER_TASK + VALUES_SLACK
+
+
+def argument_bytes(text: str) -> int:
+    """The UTF-8 size of an arguments string (lone surrogates count as 3 bytes)."""
+    if text.isascii():  # the common case, and free: str knows it is ASCII
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+# Structural characters of JSON: each value a document holds is the root, or
+# follows one of "[", "{", "," or ":" (a key and its value are both counted).
+_JSON_VALUE_MARKS = (b"[", b"{", b",", b":")
+# Searches used to count them outside strings. Each is one character class or
+# possessive (never backtracking), so the count is linear in the payload.
+_JSON_STRUCTURE = re.compile(rb'["\[{,:]')
+_JSON_STRING_REST = re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL)
+
+
+def check_json_values(data: bytes, max_values: int) -> None:
+    """Raise DecodeError if the JSON document ``data`` holds more than ``max_values`` values.
+
+    Every value takes at least one byte, so a short payload needs no look.
+    Next, counting the structural characters anywhere (C speed) is an upper
+    bound. Only when that is over the limit are they counted again outside
+    strings, by a loop that stops as soon as the limit is passed.
+    """
+    if len(data) <= max_values:
+        return
+    if 1 + sum(data.count(mark) for mark in _JSON_VALUE_MARKS) <= max_values:
+        return
+    values, pos = 1, 0
+    while (found := _JSON_STRUCTURE.search(data, pos)) is not None:
+        if found.group() == b'"':
+            rest = _JSON_STRING_REST.match(data, found.end())
+            if rest is None:
+                return  # an unterminated string: the parser refuses it anyway
+            pos = rest.end()
+            continue
+        values += 1
+        if values > max_values:
+            raise DecodeError(
+                f"payload refused before parsing: more than {max_values} JSON values "
+                "(the limit follows AMWORKER_MAX_BATCH_TASKS)"
+            )
+        pos = found.end()
