@@ -1,7 +1,13 @@
 """Fault 8: bad payloads, live. The codecs' property tests are in
 tests/unit/test_wire_properties.py; here >= 2,000 random payloads go through a
 running shim, which must not crash, must answer every decodable batch with all
-its task UUIDs, and must never execute anything from a pickle."""
+its task UUIDs within a bounded time, and must never execute anything from a
+pickle. Argument strings are Archivematica-like (quoted UUIDs, paths with
+apostrophes, spaces and non-ASCII names, placeholders), some 10-60 KB long and
+some with a stray quote, which once froze the splitter (issue 8).
+
+Also here: the pickle memo attack (a 1 MB payload that decoded to gigabytes),
+answered ``payload refused`` at once by a shim that stays small."""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ import json
 import os
 import pickle
 import random
+import shlex
+import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +30,7 @@ from worker.wire import Encoding, decode_request, decode_result, encode_request
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
-MAX_PAYLOAD = 64 * 1024
+MAX_PAYLOAD = 256 * 1024
 PAYLOADS = int(os.environ.get("AMWORKER_FUZZ_PAYLOADS", "2000"))
 ODD_VALUES = [None, 0, -1, 1.5, True, "", "x", "\"unbalanced", "'also", "\\", [], {}, [1, "a"],
               {"a": 1}, "%sharedPath%%taskUUID%", "2024-99-99", "\ud800", "\x00", "é" * 50]
@@ -63,9 +71,52 @@ def evil_pickles(marker: Path) -> list[bytes]:
     return raw
 
 
+#: File names as transfers bring them: apostrophes, spaces, quotes, non-ASCII.
+FILE_NAMES = ["O'Brien.txt", "photo 1.jpg", "Ünïcødé файл.tif", 'it\'s a "test".pdf',
+              "report (final).docx", "naïve café.png", "a`b`.txt", "日本語 ファイル.pdf",
+              "semi;colon & amp.xml", "tab\tname.csv", "back\\slash.txt", "$HOME.txt"]
+
+
+def archivematica_arguments(rng: random.Random, size: int) -> str:
+    """An arguments string like the controller's, about ``size`` characters long."""
+    parts: list[str] = []
+    length = 0
+    while length < size:
+        task_id = str(uuid.UUID(int=rng.getrandbits(128)))
+        name = rng.choice(FILE_NAMES)
+        kind = rng.randrange(6)
+        if kind == 0:
+            part = f'--uuid "{task_id}"'
+        elif kind == 1:
+            part = f'"%sharedPath%currentlyProcessing/transfer-{task_id}/objects/{name}"'
+        elif kind == 2:
+            part = shlex.quote(f"/var/archivematica/sharedDirectory/{task_id}/{name}")
+        elif kind == 3:
+            part = '--date "%date%" --task "%taskUUID%" --created "%jobCreatedDate%"'
+        elif kind == 4:
+            part = f"--file /var/archivematica/sharedDirectory/{name}"  # as a bad template would
+        else:
+            part = f"'%clientAssetsDirectory%{name.replace(chr(39), '')}'"
+        parts.append(part)
+        length += len(part) + 1
+    return " ".join(parts)
+
+
+def stray_quote(rng: random.Random, text: str) -> str:
+    """``text`` with one quote inserted somewhere: the mutation that froze the old splitter."""
+    at = rng.randrange(len(text) + 1)
+    return text[:at] + rng.choice("'\"") + text[at:]
+
+
+def realistic_arguments(rng: random.Random) -> str:
+    """Mostly short, one in five 10-60 KB, one in three with a stray quote."""
+    size = rng.randrange(10_000, 60_000) if rng.random() < 0.2 else rng.randrange(40, 400)
+    text = archivematica_arguments(rng, size)
+    return stray_quote(rng, text) if rng.random() < 0.33 else text
+
+
 def valid_document(rng: random.Random) -> dict[str, object]:
-    return {"tasks": make_tasks([f"arg{rng.randrange(100)} 'quoted arg'"
-                                 for _ in range(rng.randrange(0, 4))],
+    return {"tasks": make_tasks([realistic_arguments(rng) for _ in range(rng.randrange(0, 4))],
                                 wants_output=rng.random() < 0.5)}
 
 
@@ -147,10 +198,15 @@ def test_random_payloads_against_a_live_shim(faststack: Stack, tmp_path: Path) -
     with GearmanClient(faststack.server, connect_timeout=10) as client:
         for start in range(0, len(sent), 100):
             chunk = sent[start:start + 100]
+            # The timeout bounds the time: a payload that froze a lane would
+            # leave its chunk unanswered.
             outcomes += client.submit_many(
                 [Submission("echo_v0.0", p, str(uuid.uuid4())) for p in chunk], timeout=240)
+            assert len(outcomes) == start + len(chunk), "a chunk was not answered in time"
             assert shim.alive(), "the shim crashed"
 
+    long_ones = sum(1 for p in sent if len(p) > 10_000 and decodable(p))
+    assert long_ones >= PAYLOADS // 40, "too few long, decodable payloads to mean anything"
     answered = refused = 0
     for payload, want, outcome in zip(sent, expected, outcomes, strict=True):
         if want is None:
@@ -170,4 +226,50 @@ def test_random_payloads_against_a_live_shim(faststack: Stack, tmp_path: Path) -
     assert_all_answered(after)
     assert all(after.exit_code(t) == 0 for t in after.tasks)
     print(f"{len(sent)} payloads: {answered} answered (all UUIDs), {refused} refused, "
-          f"0 crashes, marker never created")
+          f"{long_ones} over 10 KB, 0 crashes, marker never created")
+
+
+def memo_attack(copies: int, size: int = 1_000_000) -> tuple[bytes, list[str]]:
+    """The issue's payload and its task UUIDs: one task with ``size`` bytes of arguments,
+    and ``copies`` more task keys bound to that same dict through the pickle's memo."""
+    shared = {"uuid": "x", "createdDate": "2024-08-04 21:34:35", "arguments": "a" * size,
+              "wants_output": True}
+    keys = [str(uuid.uuid4()) for _ in range(copies + 1)]
+    return pickle.dumps({"tasks": dict.fromkeys(keys, shared)}, protocol=0), keys
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident set (VmHWM) so far, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+@pytest.mark.timeout(120)
+def test_the_memo_attack_is_refused_at_once_and_the_shim_stays_small(faststack: Stack) -> None:
+    # 1.06 MB on the wire; the old shim grew to 1.6 GB on it (issue 8, item 2).
+    faststack.celery_worker("w1", concurrency=1)
+    shim = faststack.shim()
+    payload, keys = memo_attack(300)
+    assert len(payload) < 1_100_000
+    with GearmanClient(faststack.server, connect_timeout=10) as client:
+        started = time.monotonic()
+        outcome = client.submit("echo_v0.0", payload, unique=str(uuid.uuid4()), timeout=60)
+        seconds = time.monotonic() - started
+    assert outcome.complete, "answered WORK_FAIL although every task UUID was readable"
+    answered = decode_result(outcome.data)
+    assert list(answered) == keys
+    for entry in answered.values():
+        assert entry["exitCode"] == 1
+        assert str(entry["stderr"]).startswith("amworker: payload refused: ")
+        assert "AMWORKER_MAX_BATCH_ARGUMENT_BYTES" in str(entry["stderr"])
+    assert seconds < 1.0, f"answered in {seconds:.2f} s"  # the issue's acceptance bound
+    peak = peak_rss_kib(shim.pid)
+    assert peak < 100 * 1024, f"shim peak RSS {peak} KiB"
+    # Nothing of it reached the workers, and the shim still serves.
+    after = submit(faststack.server, "echo_v0.0", make_tasks(["after", "the attack"]), timeout=60)
+    assert_all_answered(after)
+    assert all(after.exit_code(t) == 0 for t in after.tasks)
+    print(f"memo attack (N=300, {len(payload)} bytes): answered in {seconds:.3f} s, "
+          f"shim peak RSS {peak / 1024:.1f} MiB")

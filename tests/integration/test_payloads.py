@@ -147,3 +147,56 @@ def test_a_resubmitted_batch_gets_the_same_answer(amworker_stack: Stack) -> None
     first = run(amworker_stack, built)
     second = run(amworker_stack, built)
     assert first == second
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_lone_surrogate_task_key_is_refused_alone(amworker_stack: Stack,
+                                                    encoding: Encoding) -> None:
+    # Issue 8, item 7: this key was answered "worker lost ... UnicodeEncodeError".
+    built = Batch("echo_v0.0", encoding)
+    good = built.add("fine")
+    document = {"tasks": {"\ud800": {"uuid": "\ud800", "arguments": "odd",
+                                     "createdDate": built.tasks[good]["createdDate"]},
+                          **built.tasks}}
+    if encoding is Encoding.JSON:
+        payload = json.dumps(document).encode()  # the key travels as a "\ud800" escape
+    else:
+        payload = pickle.dumps(document, protocol=0)
+    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    answered = results(outcome)
+    assert set(answered) == {"\ud800", good}
+    assert answered["\ud800"]["exitCode"] == 1
+    assert str(answered["\ud800"]["stderr"]).startswith(
+        "amworker: payload refused: the task UUID is not valid Unicode")
+    assert answered[good]["exitCode"] == 0
+    assert answered[good]["stdout"] == "echo_v0.0 fine\n"
+
+
+def test_an_argument_over_the_cap_is_refused_and_its_batch_runs(amworker_stack: Stack) -> None:
+    built = batch("echo_v0.0", Encoding.JSON, ["x" * (1024 * 1024 + 1), "small"])
+    too_long, small = built.tasks
+    answered = run(amworker_stack, built)
+    assert answered[too_long]["exitCode"] == 1
+    assert str(answered[too_long]["stderr"]).startswith(
+        "amworker: payload refused: 'arguments' is 1048577 bytes, more than the 1048576 allowed "
+        "(AMWORKER_MAX_ARGUMENT_BYTES)")
+    assert answered[small]["exitCode"] == 0
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_an_apostrophe_in_an_unquoted_path_is_refused_not_a_frozen_shim(
+    amworker_stack: Stack, encoding: Encoding
+) -> None:
+    # Issue 8, item 1: this froze the shim's splitter for good.
+    built = batch("echo_v0.0", encoding,
+                  ["--file /var/archivematica/sharedDirectory/O'Brien.txt",
+                   "--file \"/var/archivematica/sharedDirectory/O'Brien.txt\""])
+    frozen, quoted = built.tasks
+    answered = run(amworker_stack, built, timeout=30)
+    assert answered[frozen]["exitCode"] == 1
+    assert str(answered[frozen]["stderr"]).startswith(
+        "amworker: payload refused: arguments cannot be split: cannot split arguments: "
+        "No closing quotation")
+    assert answered[quoted]["stdout"] == (
+        "echo_v0.0 --file /var/archivematica/sharedDirectory/O'Brien.txt\n")
+    assert_still_serving(amworker_stack, encoding)
