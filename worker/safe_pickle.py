@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import _codecs
 import datetime
+import functools
 import io
 import pickle
 import pickletools
+import re
 from collections.abc import Callable
 
 from worker.errors import DecodeError
@@ -128,12 +130,48 @@ def loads(data: bytes, *, max_ops: int = DEFAULT_MAX_OPS) -> object:
     return obj
 
 
+# Protocol 0, the controller's, as text: each operation is one byte, or one
+# byte and a line (strings escape their newlines), or one byte and two lines
+# (GLOBAL, INST). Tokenising it takes no backtracking, so a regular
+# expression reads the whole program at C speed. _PUT_OR_OP yields a PUT's
+# index, and b"" for any other operation.
+_NO_ARGUMENT = rb"[(012NRabdelostu)\]}]"
+_ONE_LINE = rb"[FILPSVg][^\n]*+\n"
+_TWO_LINES = rb"[ci][^\n]*+\n[^\n]*+\n"
+_TEXT_PROGRAM = re.compile(rb"(?:%s|%s|p[^\n]*+\n|%s)*+\." % (_NO_ARGUMENT, _ONE_LINE, _TWO_LINES))
+_PUT_OR_OP = re.compile(rb"%s|%s|p(\d*)[^\n]*+\n|%s|\." % (_NO_ARGUMENT, _ONE_LINE, _TWO_LINES))
+
+
 def _check_program(data: bytes, max_ops: int) -> None:
     """Raise DecodeError if the pickle is too long a program or aims its memo too far.
 
-    ``pickletools.genops`` decodes each operation's argument and builds
-    nothing else; it stops at the first STOP, as the unpickler does.
+    A pickle never has more operations than bytes, so a short one cannot be
+    too long; if it is plain protocol-0 text, its PUT indexes are read with
+    regular expressions. Anything else is read by ``pickletools.genops``,
+    which decodes each operation's argument and builds nothing, stopping at
+    the first STOP as the unpickler does (and here at ``max_ops``).
     """
+    if len(data) <= max_ops and (program := _TEXT_PROGRAM.match(data)) is not None:
+        if _long_numbers(len(str(max_ops))).search(data, 0, program.end()) is None:
+            return  # no "p" before a number that large anywhere: no such PUT either
+        # Perhaps only text in a string that looks like one: tokenise to be sure.
+        operations = _PUT_OR_OP.findall(data, 0, program.end())
+        indexes = [int(index) for index in operations if index]
+        if indexes and max(indexes) >= len(operations):
+            raise DecodeError(f"refused a pickle memo index of {max(indexes)} in a pickle of "
+                              f"{len(operations)} operations")
+        return
+    _check_operations(data, max_ops)
+
+
+@functools.cache
+def _long_numbers(digits: int) -> re.Pattern[bytes]:
+    """Finds "p" before a number of at least ``digits`` digits (a PUT that far, or text)."""
+    return re.compile(rb"p0*[1-9][0-9]{%d}" % (digits - 1))
+
+
+def _check_operations(data: bytes, max_ops: int) -> None:
+    """:func:`_check_program` for any pickle, one operation at a time."""
     for count, (opcode, argument, _position) in enumerate(pickletools.genops(data), 1):
         if count > max_ops:
             raise DecodeError(

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from worker.argv import Paths
 from worker.errors import DecodeError
@@ -280,3 +282,44 @@ def test_an_error_message_never_repeats_a_huge_payload() -> None:
     with pytest.raises(DecodeError) as caught:
         decode_request(payload)
     assert len(str(caught.value)) < 400
+
+
+def test_text_that_looks_like_a_far_memo_index_is_not_refused() -> None:
+    # The quick look for "p" before a long number also sees strings; the
+    # operations are then read one by one, and this one is only text.
+    payload = encode_request(tasks(["photo p123456789\n.jpg", "p99999999"]), Encoding.PICKLE)
+    assert b"p123456789" in payload
+    assert [task.arguments for task in decode_request(payload).tasks] == [
+        "photo p123456789\n.jpg", "p99999999"]
+
+
+def test_a_binary_memo_index_inside_a_text_pickle_is_refused() -> None:
+    # Protocol-0 text around one binary LONG_BINPUT: the unpickler takes both.
+    payload = b"(dp0\nS'tasks'\np1\n(dr\x00\x00\x00\x10s."
+    with pytest.raises(DecodeError, match="memo index of 268435456"):
+        decode_request(payload)
+
+
+#: Pieces of hostile pickle programs: containers, memo puts and gets (some far
+#: ahead), duplication, big numbers and strings, in any protocol's opcodes.
+_PICKLE_PIECES = st.sampled_from([
+    b"(", b"d", b"l", b"t", b"]", b"}", b")", b"N", b"s", b"a", b"e", b"u", b"0", b"2",
+    b"\x8f", b"\x88", b"p0\n", b"p7\n", b"p100000000\n", b"g0\n", b"g3\n", b"q\x05",
+    b"r\x00\x00\x00\x20", b"j\x01\x00\x00\x00", b"I12\n", b"L" + b"9" * 4400 + b"L\n",
+    b"V" + b"x" * 1000 + b"\n", b"S'tasks'\n", b"X\x05\x00\x00\x00tasks",
+])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.tuples(_PICKLE_PIECES, st.integers(1, 20_000)), min_size=1, max_size=5))
+def test_hostile_pickle_programs_decode_in_bounded_memory(runs: list[tuple[bytes, int]]) -> None:
+    payload = b"(dp0\n" + b"".join(piece * count for piece, count in runs) + b"."
+    with peak_memory() as peak:
+        try:
+            decode_request(payload, max_bytes=64 * MB)
+        except DecodeError:
+            pass
+    # Every operation builds at most one small object (an empty set is the
+    # largest, 216 bytes), and the budget caps the operations.
+    assert peak() <= 300 * min(len(payload), Limits().max_values) + 8 * MB
