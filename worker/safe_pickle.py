@@ -139,7 +139,7 @@ _NO_ARGUMENT = rb"[(012NRabdelostu)\]}]"
 _ONE_LINE = rb"[FILPSVg][^\n]*+\n"
 _TWO_LINES = rb"[ci][^\n]*+\n[^\n]*+\n"
 _TEXT_PROGRAM = re.compile(rb"(?:%s|%s|p[^\n]*+\n|%s)*+\." % (_NO_ARGUMENT, _ONE_LINE, _TWO_LINES))
-_PUT_OR_OP = re.compile(rb"%s|%s|p(\d*)[^\n]*+\n|%s|\." % (_NO_ARGUMENT, _ONE_LINE, _TWO_LINES))
+_PUT_OR_OP = re.compile(rb"%s|%s|p([^\n]*+)\n|%s|\." % (_NO_ARGUMENT, _ONE_LINE, _TWO_LINES))
 
 
 def _check_program(data: bytes, max_ops: int) -> None:
@@ -152,8 +152,8 @@ def _check_program(data: bytes, max_ops: int) -> None:
     the first STOP as the unpickler does (and here at ``max_ops``).
     """
     if len(data) <= max_ops and (program := _TEXT_PROGRAM.match(data)) is not None:
-        if _long_numbers(len(str(max_ops))).search(data, 0, program.end()) is None:
-            return  # no "p" before a number that large anywhere: no such PUT either
+        if _far_puts(len(str(max_ops))).search(data, 0, program.end()) is None:
+            return  # nothing that could be a PUT that far, even inside a string
         # Perhaps only text in a string that looks like one: tokenise to be sure.
         operations = _PUT_OR_OP.findall(data, 0, program.end())
         indexes = [int(index) for index in operations if index]
@@ -165,9 +165,16 @@ def _check_program(data: bytes, max_ops: int) -> None:
 
 
 @functools.cache
-def _long_numbers(digits: int) -> re.Pattern[bytes]:
-    """Finds "p" before a number of at least ``digits`` digits (a PUT that far, or text)."""
-    return re.compile(rb"p0*[1-9][0-9]{%d}" % (digits - 1))
+def _far_puts(digits: int) -> re.Pattern[bytes]:
+    """Finds every PUT whose index may have ``digits`` digits, and some text besides.
+
+    The unpickler reads a PUT's index as ``int()`` does: leading blanks, a
+    sign and underscores are accepted (``p 100000000``, ``p0_100000000``),
+    so a "p" before any of those counts, and so does a run of ``digits``
+    digits and underscores. An index written in fewer characters is below
+    ``10 ** (digits - 1)``.
+    """
+    return re.compile(rb"p(?:[ \t\r\x0b\x0c+\-]|[0-9_]{%d})" % digits)
 
 
 def _check_operations(data: bytes, max_ops: int) -> None:

@@ -182,6 +182,16 @@ def test_a_memo_index_far_ahead_is_refused_before_the_unpickler_sizes_its_memo()
     assert peak() < 4 * MB
 
 
+@pytest.mark.parametrize("index", [b" 10000000", b"+10000000", b"0_10000000", b"1_0000_000",
+                                   b"\t10000000 ", b"00000000000010000000"])
+def test_every_spelling_of_a_far_memo_index_is_refused(index: bytes) -> None:
+    # The unpickler reads the index as int() does: blanks, signs, underscores.
+    payload = b"(dp0\nS'tasks'\np" + index + b"\n(dp1\ns."
+    with peak_memory() as peak, pytest.raises(DecodeError, match="memo index of 10000000"):
+        decode_request(payload)
+    assert peak() < 4 * MB
+
+
 def test_a_binary_memo_index_far_ahead_is_refused() -> None:
     # LONG_BINPUT takes a 4-byte index: 2**28 here, a 4 GB memo.
     payload = b"\x80\x02}q\x00X\x05\x00\x00\x00tasksq\x01}r\x00\x00\x00\x10s."
