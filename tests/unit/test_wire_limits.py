@@ -333,3 +333,26 @@ def test_hostile_pickle_programs_decode_in_bounded_memory(runs: list[tuple[bytes
     # Every operation builds at most one small object (an empty set is the
     # largest, 216 bytes), and the budget caps the operations.
     assert peak() <= 300 * min(len(payload), Limits().max_values) + 8 * MB
+
+
+_ARGUMENTS = st.one_of(
+    st.text(alphabet=st.sampled_from(list("ab '\"\\%é")), max_size=30),
+    st.sampled_from(["%sharedPath%" * 20, "x" * 300, "it's", '"%date%" %taskUUID%']),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(arguments=st.lists(_ARGUMENTS, max_size=12), max_tasks=st.integers(1, 12),
+       max_argument=st.integers(1, 800), extra=st.integers(0, 3000), encoding=st.sampled_from(Encoding))
+def test_every_task_is_prepared_or_refused_exactly_once(
+    arguments: list[str], max_tasks: int, max_argument: int, extra: int, encoding: Encoding
+) -> None:
+    limits = Limits(max_tasks=max_tasks, max_argument_bytes=max_argument,
+                    max_batch_argument_bytes=max_argument + extra)
+    batch = decode_request(encode_request(tasks(arguments), encoding), max_values=limits.max_values)
+    prepared = prepare(batch, limits)
+    handled = [spec.uuid for spec in prepared.specs] + [task.uuid for task, _ in prepared.refused]
+    assert sorted(handled) == sorted(task.uuid for task in batch.tasks)
+    assert all(sum(map(len, spec.argv)) <= max_argument for spec in prepared.specs)
+    if len(arguments) > max_tasks:
+        assert prepared.specs == []
