@@ -58,5 +58,7 @@ def runs(a3m_python: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     assert snapshot.read_database(root / "db.sqlite") == baseline, "the fixture is reproducible"
     with proof.amworker_for_a3m(a3m_python, workdir / "stack", root) as deployed:
         answers = proof.send_all(deployed)
-    yield Runs(baseline, reference, _finish(root, answers, known, start))
+    # Read once the worker has stopped: its last lines are written by then.
+    slices = proof.slices_run(deployed.procs[0].output())
+    yield Runs(baseline, reference, _finish(root, answers, known, start), slices)
 

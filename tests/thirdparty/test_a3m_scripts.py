@@ -89,5 +89,7 @@ def test_the_cases_exercise_what_they_claim(runs: Runs) -> None:
     codes = [entry["exitCode"] for answer in runs.reference.answers.values()
              for entry in answer["task_results"].values()]
     assert len(CASES) >= 10 and codes.count(0) >= 10 and sum(c != 0 for c in codes) >= 6
+    # amworker cut the batches as configured: the slices were separate call()s.
+    assert runs.slices == {case.function: case.slices for case in CASES}
     assert any(case.slices > 1 for case in CASES)
     assert len(runs.reference.normaliser.labels) >= 10, "run-time UUIDs were minted and labelled"
