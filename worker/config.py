@@ -222,10 +222,10 @@ class Settings:
                 "AMWORKER_RESULT_EXPIRES", _positive_float, DEFAULT_RESULT_EXPIRES_SECONDS
             ),
             max_tasks_per_child=env.get(
-                "AMWORKER_MAX_TASKS_PER_CHILD", _limit, DEFAULT_MAX_TASKS_PER_CHILD
+                "AMWORKER_MAX_TASKS_PER_CHILD", _limit, _some(DEFAULT_MAX_TASKS_PER_CHILD)
             ),
             max_memory_per_child=env.get(
-                "AMWORKER_MAX_MEMORY_PER_CHILD", _limit, DEFAULT_MAX_MEMORY_PER_CHILD_KIB
+                "AMWORKER_MAX_MEMORY_PER_CHILD", _limit, _some(DEFAULT_MAX_MEMORY_PER_CHILD_KIB)
             ),
             database_wait=env.get(
                 "AMWORKER_DATABASE_WAIT", _positive_float, DEFAULT_DATABASE_WAIT_SECONDS
@@ -387,6 +387,11 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
         raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _some(value: int) -> int | None:
+    """A default typed as a limit that may be off (what :func:`_limit` returns)."""
     return value
 
 
