@@ -124,7 +124,7 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     settings = Settings.from_env()
     logs.configure(loglevel or settings.log_level, settings.log_format)
     # Handling this signal also skips Celery's redirection of stdout/stderr,
-    # so do it here: a script's bare print() lands in the worker's log, one
-    # line per record under "amworker.stdout", never in a job's output (a
-    # pool process runs many jobs; docs/scripts.md says so).
+    # so do it here for output outside any slice (a script printing at
+    # import). During a slice worker.stray_output takes over fd 1/2 and
+    # bounds what reaches the log (docs/scripts.md).
     app.log.redirect_stdouts_to_logger(logging.getLogger("amworker.stdout"), logging.INFO)

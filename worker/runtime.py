@@ -136,7 +136,8 @@ class WorkerRuntime:
             max_output_bytes=entry.options.max_output_bytes or self.settings.max_output_bytes,
         )
         started = utcnow()
-        run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors)
+        run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors,
+                   max_log_bytes=self.settings.max_log_bytes)
         results = results_of(jobs)
         if self.metrics is not None:
             self.metrics.record(function, results, started=started)
