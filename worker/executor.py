@@ -74,7 +74,7 @@ def run_script(
     become_subreaper()
     before = child_pids()
     # Leftover children are killed inside the block: they hold the pipes.
-    with stray_output.bounded(max_log_bytes):
+    with stray_output.guard(max_log_bytes):
         _call(script, jobs, soft_limit_errors)
         leftovers = kill_leftovers(before)
     if leftovers:

@@ -13,7 +13,8 @@ Without this a ``print()`` of 200 MB became one 200 MB line in the worker's
 log, and nothing bounded a script that chatters on fd 1.
 
 The redirection is per process: it assumes one slice at a time per process,
-which Celery's prefork pool (amworker's) guarantees.
+which Celery's prefork pool (amworker's) guarantees. Under a thread pool
+(slices off the main thread) :func:`guard` leaves the descriptors alone.
 """
 
 from __future__ import annotations
@@ -127,6 +128,17 @@ class StrayOutput:
                 "amworker: stray output truncated: %d byte(s) of this slice's output outside the "
                 "Job API were not logged (AMWORKER_MAX_LOG_BYTES=%d); scripts should use "
                 "job.write_output()/job.write_error()", self.dropped, self.limit)
+
+
+def guard(limit: int) -> contextlib.AbstractContextManager[object]:
+    """:func:`bounded` for a slice on the main thread (the prefork pool), else nothing.
+
+    Slices of a thread pool share one process's fd 1 and 2: redirecting them
+    for one slice would swallow another's, so there the output is not bounded.
+    """
+    if threading.current_thread() is threading.main_thread():
+        return bounded(limit)
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -109,3 +110,21 @@ def test_bounded_counts_what_it_does_not_log(caplog):
     assert logged <= 8 * 1024
     assert logged + out.dropped == 1024 * 1024
     assert any("were not logged" in r.getMessage() for r in caplog.records)
+
+
+def test_a_slice_off_the_main_thread_leaves_the_descriptors_alone():
+    seen: list[object] = []
+    before = os.fstat(1).st_ino
+
+    def run() -> None:
+        with stray_output.guard(1024) as out:
+            seen.append(out)
+            seen.append(os.fstat(1).st_ino)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+
+    assert seen == [None, before]
+    with stray_output.guard(1024) as out:
+        assert isinstance(out, StrayOutput) and os.fstat(1).st_ino != before
