@@ -2,8 +2,10 @@
 
 The controller is the source of truth for results (it gets them over
 Gearman); the ``Tasks`` rows are bookkeeping for the dashboard. So a failed
-write is retried with backoff and finally logged, but it never turns a
-script's result into a failure.
+write is retried with backoff for a bounded time (``AMWORKER_DATABASE_WAIT``)
+and then raises :class:`DatabaseUnavailable`; the runtime decides what that
+means (before the script: its tasks fail with the cause; after it: logged,
+the script's result stands).
 
 A slice costs a constant number of statements whatever its size (up to
 ``ROWS_PER_STATEMENT`` tasks): one UPDATE for the start, one transaction
@@ -19,31 +21,39 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from worker.config import DEFAULT_DATABASE_WAIT_SECONDS
 from worker.wire import TaskResult, sanitize_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class DatabaseUnavailable(Exception):
+    """A write was given up: the database stayed locked or unreachable for the whole wait."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how patiently a database write is retried.
+    """How long and how patiently a database write is retried.
 
-    The defaults ride out a database restart of about 15 seconds
-    (0.5 + 1 + 2 + 4 + 8) before the write is given up and logged.
+    ``wait`` bounds the whole write, pauses and attempts together: each
+    attempt's own waits on the database (SQLite's busy timeout, PostgreSQL's
+    statement timeout, MySQL's lock wait) are cut to what is left of it, so a
+    locked database costs a slice at most ``wait`` seconds per write, not a
+    driver timeout per attempt. The default pauses (0.5, 1, 2, 4, 8, 8 …)
+    ride out a database restart.
     """
 
-    attempts: int = 6
+    wait: float = DEFAULT_DATABASE_WAIT_SECONDS
     first_delay: float = 0.5
     factor: float = 2.0
     max_delay: float = 8.0
+    #: At most this many attempts, even with time left (None: as many as fit).
+    attempts: int | None = None
 
-    def delays(self) -> list[float]:
-        """The pauses between attempts."""
-        return [
-            min(self.first_delay * self.factor**i, self.max_delay)
-            for i in range(self.attempts - 1)
-        ]
+    def delay(self, attempt: int) -> float:
+        """The pause after failed attempt number ``attempt`` (1-based)."""
+        return min(self.first_delay * self.factor ** (attempt - 1), self.max_delay)
 
 
 def with_retries(
@@ -52,40 +62,48 @@ def with_retries(
     what: str,
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
-) -> T | None:
-    """Run ``action``; on a database error reconnect, wait and retry.
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Run ``action``; on a database error reconnect, wait and retry until ``policy.wait``.
 
-    Returns the action's value, or ``None`` after the last attempt failed.
+    Returns the action's value; raises :class:`DatabaseUnavailable` once the
+    wait is spent (or the attempts are), after logging it.
     """
     from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 
-    delays = policy.delays()
-    for attempt in range(policy.attempts):
+    from worker.database import bounded_waits
+
+    began = clock()
+    deadline = began + policy.wait
+    attempt = 0
+    while True:
+        attempt += 1
         try:
-            return action()
+            with bounded_waits(deadline - clock()):
+                return action()
         except (DatabaseError, InterfaceError) as exc:
             # A dead connection stays dead until closed; the next attempt
             # opens a fresh one.
             connection.close()
             close_old_connections()
-            if attempt == len(delays):
-                log.error("giving up on %s after %d attempts: %s", what, policy.attempts, exc)
-                return None
-            log.warning(
-                "%s failed (attempt %d of %d), retrying in %.1fs: %s",
-                what,
-                attempt + 1,
-                policy.attempts,
-                delays[attempt],
-                exc,
-            )
-            sleep(delays[attempt])
-    return None
+            left = deadline - clock()
+            if left <= 0 or (policy.attempts is not None and attempt >= policy.attempts):
+                spent = clock() - began
+                log.error("giving up on %s after %d attempt(s) in %.1fs: %s",
+                          what, attempt, spent, exc)
+                raise DatabaseUnavailable(
+                    f"{what} failed for {spent:.1f}s ({attempt} attempt(s), "
+                    f"AMWORKER_DATABASE_WAIT={policy.wait:g}s): {type(exc).__name__}: {exc}"
+                ) from exc
+            pause = min(policy.delay(attempt), left)
+            log.warning("%s failed (attempt %d, %.1fs of %gs left), retrying in %.1fs: %s",
+                        what, attempt, left, policy.wait, pause, exc)
+            sleep(pause)
 
 
 def mark_started(
     uuids: Sequence[str], *, when: datetime, client: str, policy: RetryPolicy
-) -> int | None:
+) -> int:
     """Set ``startTime`` and ``client`` of the slice's rows in one UPDATE."""
     from worker.models import Task
 
@@ -100,7 +118,7 @@ def mark_started(
 
 def mark_finished(
     results: Sequence[TaskResult], *, capture_output: bool, policy: RetryPolicy
-) -> int | None:
+) -> int:
     """Write end time, exit code and (if captured) output of every row at once.
 
     Rows that do not exist (a smoke test, a task the controller never

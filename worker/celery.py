@@ -94,7 +94,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Results are kept long enough for a re-delivered batch to find them,
         # then expire so Redis does not grow without bound.
         "result_expires": settings.result_expires,
+        # Recycling is on by default: a script that leaks (5 MB a slice was
+        # measured) would otherwise grow its pool process without bound. The
+        # check runs after a slice, so a slice is never cut short by it.
         "worker_max_tasks_per_child": settings.max_tasks_per_child,
+        "worker_max_memory_per_child": settings.max_memory_per_child,
         "worker_concurrency": settings.worker_concurrency,
         "task_default_queue": settings.default_queue,
         # Pool children get their own time limits per slice (set at dispatch);
@@ -120,7 +124,7 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     settings = Settings.from_env()
     logs.configure(loglevel or settings.log_level, settings.log_format)
     # Handling this signal also skips Celery's redirection of stdout/stderr,
-    # so do it here: a script's bare print() lands in the worker's log, one
-    # line per record under "amworker.stdout", never in a job's output (a
-    # pool process runs many jobs; docs/scripts.md says so).
+    # so do it here for output outside any slice (a script printing at
+    # import). During a slice worker.stray_output takes over fd 1/2 and
+    # bounds what reaches the log (docs/scripts.md).
     app.log.redirect_stdouts_to_logger(logging.getLogger("amworker.stdout"), logging.INFO)

@@ -41,6 +41,8 @@ class Check:
 def _guard(name: str, probe: Callable[[], str], *, fatal: bool = True) -> Check:
     try:
         return Check(name, True, probe(), fatal)
+    except ConfigError as exc:  # amworker's own errors are already worded for the operator
+        return Check(name, False, str(exc), fatal)
     except Exception as exc:  # noqa: BLE001 - a check reports any failure as a line
         return Check(name, False, f"{type(exc).__name__}: {exc}", fatal)
 
@@ -77,13 +79,14 @@ def check_redis(name: str, url: str) -> Check:
     return _guard(name, probe)
 
 
-def check_database() -> list[Check]:
+def check_database(url: str) -> list[Check]:
     """Connect to the database; then look for a usable ``Tasks`` table."""
     from worker import database
 
     def connect() -> str:
         from django.db import connection
 
+        _check_database_url(url)
         database.setup()
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -95,6 +98,18 @@ def check_database() -> list[Check]:
     # Not fatal: without the table, workers run and answer the controller,
     # only the rows go unwritten (logged by each worker).
     return [reached, _guard("Tasks table", _tasks_table, fatal=False)]
+
+
+def _check_database_url(url: str) -> None:
+    """Name the setting when its scheme is unknown, instead of dj-database-url's error."""
+    import dj_database_url
+
+    try:
+        dj_database_url.parse(url)
+    except ValueError as exc:
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(f"AMWORKER_DATABASE_URL: cannot use a {scheme}:// URL "
+                          "(use sqlite://, postgres:// or mysql://)") from exc
 
 
 def _tasks_table() -> str:
@@ -118,6 +133,8 @@ def check_scripts(settings: Settings) -> list[Check]:
         registry = load_registry(settings, ready_django=database.setup)
     except AmworkerError as exc:
         return [Check("modules file", False, str(exc))]
+    except Exception as exc:  # noqa: BLE001 - e.g. a script needs Django and the database URL is bad
+        return [Check("modules file", False, f"cannot import the scripts: {type(exc).__name__}: {exc}")]
     checks = [Check("modules file", True, f"{settings.modules_file} ({len(registry)} functions)")]
     for function in sorted(registry):
         entry = registry[function]
@@ -167,10 +184,9 @@ def run_checks(settings: Settings, *, with_database: bool = True) -> list[Check]
     checks.append(check_redis("broker", settings.broker_url))
     checks.append(check_redis("result backend", settings.result_backend))
     if with_database:
-        from worker import database
-
-        database.setup()
-        checks.extend(check_database())
+        # Django is readied inside the database check's guard: a bad database
+        # URL is one failed line, and every other check still runs.
+        checks.extend(check_database(settings.database_url))
     checks.extend(check_scripts(settings))
     checks.append(check_shared_directory(settings.shared_directory))
     checks.append(check_timeouts(settings))

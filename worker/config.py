@@ -70,6 +70,19 @@ DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 300.0
 #: How long results and answers are kept, so a batch re-delivered by gearmand
 #: after a shim restart still finds its finished work.
 DEFAULT_RESULT_EXPIRES_SECONDS = 7 * 24 * 3600.0
+#: A pool process is replaced after this many slices: whatever a script
+#: leaks (memory, file handles, module state) is bounded by the recycling.
+DEFAULT_MAX_TASKS_PER_CHILD = 500
+#: ... or once its resident memory passes this many KiB (checked after each
+#: slice, Celery's unit): 1 GiB is several times a pool process at rest.
+DEFAULT_MAX_MEMORY_PER_CHILD_KIB = 1024 * 1024
+#: The longest a slice waits on a locked or unreachable database for one of
+#: its two row writes; past it the start write fails the tasks (the script
+#: is not run) and the end write is given up and logged.
+DEFAULT_DATABASE_WAIT_SECONDS = 30.0
+#: Bytes of a slice's stray output (print(), sys.stdout/sys.stderr, fd 1/2,
+#: its children's too) that reach the worker's log; the rest is counted.
+DEFAULT_MAX_LOG_BYTES = 64 * 1024
 #: The Celery queue slices go to unless their function names another.
 DEFAULT_QUEUE = "amworker"
 
@@ -116,7 +129,10 @@ class Settings:
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
     result_expires: float = DEFAULT_RESULT_EXPIRES_SECONDS
-    max_tasks_per_child: int | None = None
+    max_tasks_per_child: int | None = DEFAULT_MAX_TASKS_PER_CHILD
+    max_memory_per_child: int | None = DEFAULT_MAX_MEMORY_PER_CHILD_KIB
+    database_wait: float = DEFAULT_DATABASE_WAIT_SECONDS
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
     worker_concurrency: int | None = None
     default_queue: str = DEFAULT_QUEUE
     metrics_address: str = "127.0.0.1"
@@ -230,7 +246,16 @@ class Settings:
             result_expires=env.get(
                 "AMWORKER_RESULT_EXPIRES", _positive_float, DEFAULT_RESULT_EXPIRES_SECONDS
             ),
-            max_tasks_per_child=env.get("AMWORKER_MAX_TASKS_PER_CHILD", _positive_int, None),
+            max_tasks_per_child=env.get(
+                "AMWORKER_MAX_TASKS_PER_CHILD", _limit, _some(DEFAULT_MAX_TASKS_PER_CHILD)
+            ),
+            max_memory_per_child=env.get(
+                "AMWORKER_MAX_MEMORY_PER_CHILD", _limit, _some(DEFAULT_MAX_MEMORY_PER_CHILD_KIB)
+            ),
+            database_wait=env.get(
+                "AMWORKER_DATABASE_WAIT", _positive_float, DEFAULT_DATABASE_WAIT_SECONDS
+            ),
+            max_log_bytes=env.get("AMWORKER_MAX_LOG_BYTES", _positive_int, DEFAULT_MAX_LOG_BYTES),
             worker_concurrency=env.get("AMWORKER_WORKER_CONCURRENCY", _positive_int, None),
             default_queue=env.get("AMWORKER_DEFAULT_QUEUE", _parse_name, DEFAULT_QUEUE),
             metrics_address=env.get(
@@ -348,6 +373,9 @@ KNOWN_VARIABLES = frozenset(
         "AMWORKER_VISIBILITY_TIMEOUT",
         "AMWORKER_RESULT_EXPIRES",
         "AMWORKER_MAX_TASKS_PER_CHILD",
+        "AMWORKER_MAX_MEMORY_PER_CHILD",
+        "AMWORKER_DATABASE_WAIT",
+        "AMWORKER_MAX_LOG_BYTES",
         "AMWORKER_WORKER_CONCURRENCY",
         "AMWORKER_DEFAULT_QUEUE",
         "AMWORKER_METRICS_ADDRESS",
@@ -394,6 +422,19 @@ def _positive_int(raw: str) -> int:
     if value < 1:
         raise ValueError("must be a whole number of at least 1")
     return value
+
+
+def _some(value: int) -> int | None:
+    """A default typed as a limit that may be off (what :func:`_limit` returns)."""
+    return value
+
+
+def _limit(raw: str) -> int | None:
+    """A whole number of at least 1, or 0 for "no limit"."""
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be a whole number, 0 for no limit")
+    return value or None
 
 
 def _positive_float(raw: str) -> float:

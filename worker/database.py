@@ -7,7 +7,10 @@ already has it, and amworker must never alter that.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 #: PyMySQL stands in for mysqlclient, which needs a compiler and headers.
@@ -56,6 +59,44 @@ def _tune_sqlite() -> None:
                 cursor.execute("PRAGMA synchronous=NORMAL")
 
     connection_created.connect(pragmas, weak=False, dispatch_uid="amworker-sqlite-pragmas")
+
+
+@contextlib.contextmanager
+def bounded_waits(seconds: float) -> Iterator[None]:
+    """Cap how long the statements inside wait on a locked database at ``seconds``.
+
+    Without this an attempt waits as long as the driver lets it (30 s of
+    SQLite busy timeout, forever on a PostgreSQL row lock), whatever time
+    the caller has left. Opening the connection here is part of the attempt:
+    an unreachable server fails it (connect timeouts in worker.settings).
+    The previous limit is put back afterwards, because client scripts share
+    this connection and are not bounded by amworker's writes.
+    """
+    from django.db import DatabaseError, connection
+
+    millis = max(1, math.ceil(seconds * 1000))
+    vendor = connection.vendor
+    with connection.cursor() as cursor:
+        if vendor == "sqlite":
+            cursor.execute(f"PRAGMA busy_timeout = {millis}")
+        elif vendor == "postgresql":
+            # Covers waiting on a row lock as well as a slow statement.
+            cursor.execute(f"SET statement_timeout = {millis}")
+        elif vendor == "mysql":
+            cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(seconds))}")
+    try:
+        yield
+    finally:
+        # A broken connection is closed by the caller's retry anyway.
+        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+            if vendor == "sqlite":
+                # The sqlite3 module's ``timeout`` (worker.settings) is the busy timeout.
+                configured = float(connection.settings_dict["OPTIONS"].get("timeout", 5))
+                cursor.execute(f"PRAGMA busy_timeout = {round(configured * 1000)}")
+            elif vendor == "postgresql":
+                cursor.execute("RESET statement_timeout")
+            elif vendor == "mysql":
+                cursor.execute("SET SESSION innodb_lock_wait_timeout = DEFAULT")
 
 
 def ensure_schema() -> bool:

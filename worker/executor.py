@@ -6,6 +6,8 @@ The executor owns the guards; the Celery task around it stays thin:
 * ``sys.exit()`` is a bug in the script: its jobs fail, the process lives on;
 * a soft time limit fails the jobs with the cause "time limit";
 * output is bounded by the Job API, and sanitised before it leaves;
+* output outside the Job API (print(), fd 1/2, children's) is bounded in the
+  worker's log (worker.stray_output);
 * child processes the script leaves running are killed and reaped, and its
   jobs fail saying so (a leftover would outlive the slice, hold files open
   and pile up in a long-lived pool process).
@@ -25,8 +27,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from worker import stray_output
 from worker.causes import Cause, reason
 from worker.client.job import Job
+from worker.config import DEFAULT_MAX_LOG_BYTES
 from worker.plan import JobSpec
 from worker.registry import ClientScript
 from worker.wire import TaskResult
@@ -61,6 +65,7 @@ def run_script(
     *,
     clock: Clock = utcnow,
     soft_limit_errors: tuple[type[BaseException], ...] = (),
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
 ) -> None:
     """Call ``script.call(jobs)`` under the guards; never raises for script faults."""
     started = clock()
@@ -68,6 +73,23 @@ def run_script(
         job.start_time = started
     become_subreaper()
     before = child_pids()
+    # Leftover children are killed inside the block: they hold the pipes.
+    with stray_output.guard(max_log_bytes):
+        _call(script, jobs, soft_limit_errors)
+        leftovers = kill_leftovers(before)
+    if leftovers:
+        fail_jobs(jobs, f"amworker: script left processes: call(jobs) returned with "
+                        f"{len(leftovers)} child process(es) still running (pids "
+                        f"{', '.join(map(str, leftovers))}); they were killed")
+    finished = clock()
+    for job in jobs:
+        if job.end_time is None:
+            job.end_time = finished
+
+
+def _call(script: ClientScript, jobs: list[Job],
+          soft_limit_errors: tuple[type[BaseException], ...]) -> None:
+    """``script.call(jobs)``; a fault of the script fails its jobs with the cause."""
     try:
         script.call(jobs)
     except soft_limit_errors as exc:
@@ -80,15 +102,6 @@ def run_script(
         )
     except Exception:  # noqa: BLE001 - the one boundary where any script fault lands
         fail_jobs(jobs, "the script raised out of call(jobs):\n" + traceback.format_exc())
-    leftovers = kill_leftovers(before)
-    if leftovers:
-        fail_jobs(jobs, f"amworker: script left processes: call(jobs) returned with "
-                        f"{len(leftovers)} child process(es) still running (pids "
-                        f"{', '.join(map(str, leftovers))}); they were killed")
-    finished = clock()
-    for job in jobs:
-        if job.end_time is None:
-            job.end_time = finished
 
 
 #: prctl(2) option: orphaned descendants are re-parented to this process.

@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -119,3 +120,24 @@ def configure(level: str | int = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     # gearman3 logs every poll at DEBUG; it drowns everything else.
     logging.getLogger("gearman").setLevel(max(logging.INFO, root.level))
+
+
+def keep_off_standard_fds() -> None:
+    """Point amworker's handlers at private copies of fd 1 and fd 2 (idempotent).
+
+    A pool process points fd 1 and fd 2 into pipes while a script runs
+    (worker.stray_output); amworker's own log lines must keep going where
+    they went, not into the script's bounded stray output.
+    """
+    for handler in logging.getLogger().handlers:
+        if not (getattr(handler, "_amworker", False) and isinstance(handler, logging.StreamHandler)):
+            continue
+        stream = handler.stream
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            continue
+        if fd in (1, 2):
+            stream.flush()
+            handler.setStream(open(os.dup(fd), "w", encoding="utf-8",  # noqa: SIM115
+                                   errors="backslashreplace", buffering=1))

@@ -56,6 +56,7 @@ class WorkerRuntime:
             # Timeouts: a lease or claim write must fail, not hang the slice.
             redis=redis.Redis.from_url(settings.result_backend, socket_connect_timeout=5,
                                        socket_timeout=30, socket_keepalive=True),
+            retry=RetryPolicy(wait=settings.database_wait),
             bookkeeping=database.prepare_bookkeeping(),
             metrics=JobMetrics() if worker_metrics.enabled() else None,
         )
@@ -117,20 +118,36 @@ class WorkerRuntime:
             )
         uuids = [spec.uuid for spec in specs]
         if self.bookkeeping:
-            bookkeeping.mark_started(uuids, when=utcnow(), client=client, policy=self.retry)
+            try:
+                bookkeeping.mark_started(uuids, when=utcnow(), client=client, policy=self.retry)
+            except bookkeeping.DatabaseUnavailable as exc:
+                # Not run: a database that cannot take one UPDATE in the wait
+                # would not serve the script's own queries either, and the
+                # controller must see a true exit code and why, not a result
+                # whose row says the task never started.
+                wants = {s.uuid: s.wants_output for s in specs}
+                return failed_results(
+                    uuids, causes.reason(causes.Cause.DATABASE_UNAVAILABLE,
+                                         f"{exc}; the script was not run"),
+                    wants_output=wants.__getitem__,
+                )
         jobs = build_jobs(
             function, specs,
             max_output_bytes=entry.options.max_output_bytes or self.settings.max_output_bytes,
         )
         started = utcnow()
-        run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors)
+        run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors,
+                   max_log_bytes=self.settings.max_log_bytes)
         results = results_of(jobs)
         if self.metrics is not None:
             self.metrics.record(function, results, started=started)
         if self.bookkeeping:
-            bookkeeping.mark_finished(
-                results, capture_output=self.settings.capture_output, policy=self.retry
-            )
+            # The script ran: its result is the truth and goes to the
+            # controller whatever happens to the row (with_retries logged it).
+            with contextlib.suppress(bookkeeping.DatabaseUnavailable):
+                bookkeeping.mark_finished(
+                    results, capture_output=self.settings.capture_output, policy=self.retry
+                )
         close_old_connections()
         return results
 

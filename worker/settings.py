@@ -23,6 +23,10 @@ def database_config(url: str) -> dict[str, Any]:
         # Several pool processes write one file: wait for the lock instead of
         # failing with "database is locked".
         options.setdefault("timeout", 30)
+    elif engine.endswith("postgresql"):
+        # libpq waits forever on an unreachable host by default; a slice's
+        # row write must fail within AMWORKER_DATABASE_WAIT instead.
+        options.setdefault("connect_timeout", 10)
     elif engine.endswith("mysql"):
         options.setdefault("charset", "utf8mb4")
         # Archivematica runs MySQL with these; UPDATEs behave the same here.

@@ -1,4 +1,5 @@
-"""Fault 6: the database goes away mid-batch (a private PostgreSQL, stopped by the test)."""
+"""Fault 6: the database goes away mid-batch (a private PostgreSQL, stopped by the test),
+or is held locked (SQLite, an exclusive transaction of another process)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ import pytest
 
 from tests.faults.helpers import (
     assert_all_answered,
+    failed_with,
     gate_args,
     make_tasks,
+    submit,
     submit_bg,
     wait_records,
     wait_until,
@@ -134,4 +137,98 @@ def test_results_reach_the_controller_while_the_database_is_down(tmp_path):
         print("database back within the retry window: row written (endTime, exitCode 0)")
         ((end, code),) = db.sql('SELECT "endTime", "exitCode" FROM "Tasks" WHERE "taskUUID" = %s',
                                 (task_id,))
+        assert end is not None and code == 0
+
+
+#: Holds an exclusive transaction on a SQLite file until a gate file appears.
+HOLD_LOCK = """
+import os, sqlite3, sys, time
+db, gate = sys.argv[1], sys.argv[2]
+conn = sqlite3.connect(db, isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+limit = time.monotonic() + 120
+while not os.path.exists(gate) and time.monotonic() < limit:
+    time.sleep(0.05)
+conn.execute("ROLLBACK")
+"""
+
+
+@contextlib.contextmanager
+def sqlite_locked(path: Path, gate: Path) -> Iterator[None]:
+    """Another process holds ``BEGIN EXCLUSIVE`` on ``path`` until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(gate)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        gate.touch()
+        holder.wait(30)
+
+
+def insert_rows(path: Path, tasks: dict[str, dict[str, object]]) -> None:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executemany('INSERT INTO "Tasks" ("taskUUID") VALUES (?)', [(t,) for t in tasks])
+
+
+def test_a_locked_sqlite_database_delays_a_slice_only_by_the_database_wait(tmp_path):
+    wait = 3.0
+    with stack(tmp_path, env={"AMWORKER_DATABASE_WAIT": str(wait)}) as s:
+        subprocess.run([sys.executable, "-m", "worker.cli", "init-db"], env=s.env, cwd=ROOT,
+                       check=True, capture_output=True, timeout=60)
+        path = Path(s.env["AMWORKER_DATABASE_URL"].removeprefix("sqlite:///"))
+        worker = s.celery_worker("w1", concurrency=1)
+        s.shim()
+        record = tmp_path / "runs"
+        warm = make_tasks([str(record)])
+        assert submit(s.server, "record_v0.0", warm).exit_code(next(iter(warm))) == 0
+
+        # 1. Locked before the slice starts, for longer than the wait: the
+        # tasks fail with the cause, in about the wait, and the script is not run.
+        tasks = make_tasks([str(record)] * 2)
+        insert_rows(path, tasks)
+        with sqlite_locked(path, tmp_path / "gate-1"):
+            began = time.monotonic()
+            answer = submit(s.server, "record_v0.0", tasks, timeout=120)
+            took = time.monotonic() - began
+        print(f"locked database: batch answered in {took:.1f}s (AMWORKER_DATABASE_WAIT={wait:g})")
+        assert_all_answered(answer)
+        for task_id in tasks:
+            assert failed_with(answer, task_id, "database unavailable"), answer.results
+            assert "database is locked" in answer.stderr(task_id)
+            assert "the script was not run" in answer.stderr(task_id)
+        assert took < wait + 15, took
+        assert len(wait_records(record, 1)) == 1  # only the warm-up ran
+
+        # 2. Locked while the script runs: the end write gives up after the
+        # wait, the script's own result stands, the log says why.
+        gate = tmp_path / "gate-2"
+        tasks = make_tasks([gate_args(record, gate)])
+        insert_rows(path, tasks)
+        pending = submit_bg(s.server, "record_v0.0", tasks, timeout=120)
+        wait_records(record, 2)
+        with sqlite_locked(path, tmp_path / "gate-3"):
+            gate.touch()
+            began = time.monotonic()
+            answer = pending.wait(wait + 30)
+            took = time.monotonic() - began
+        print(f"locked at the end of the slice: answered {took:.1f}s after the script finished")
+        assert_all_answered(answer)
+        assert all(answer.exit_code(t) == 0 for t in tasks), answer.results
+        assert took < wait + 15, took
+        assert "giving up on recording the end of 1 task(s)" in worker.output()
+
+        # 3. Unlocked again: rows are written as usual.
+        tasks = make_tasks([str(record)])
+        insert_rows(path, tasks)
+        answer = submit(s.server, "record_v0.0", tasks)
+        assert all(answer.exit_code(t) == 0 for t in tasks), answer.results
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            ((end, code),) = conn.execute('SELECT "endTime", "exitCode" FROM "Tasks" WHERE '
+                                          '"taskUUID" = ?', (next(iter(tasks)),)).fetchall()
         assert end is not None and code == 0

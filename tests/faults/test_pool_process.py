@@ -58,3 +58,26 @@ def test_killed_pool_process_fails_only_its_slice(faststack, tmp_path):
     assert all(again.exit_code(t) == 0 for t in again.tasks), again.results
     # The killed slice was never re-run behind the operator's back.
     assert [t for t, _ in wait_records(record, 2)].count(first) == 1
+
+
+def test_a_pool_process_over_its_memory_bound_is_replaced_and_no_slice_is_lost(faststack,
+                                                                                tmp_path):
+    # 220 MB leaked per slice against a 200 MB bound: every slice leaves its
+    # process over the bound, so each next slice must run in a fresh one.
+    faststack.env["AMWORKER_MAX_MEMORY_PER_CHILD"] = str(200 * 1024)
+    worker = faststack.celery_worker("w1", concurrency=1)
+    faststack.shim()
+    record = tmp_path / "runs"
+    batches = [make_tasks([f"{record} 220"]) for _ in range(4)]
+
+    pending = [submit_bg(faststack.server, "leaksmemory_v0.0", tasks) for tasks in batches]
+    answers = [p.wait(120) for p in pending]
+
+    for answer in answers:
+        assert_all_answered(answer)
+        assert all(answer.exit_code(t) == 0 for t in answer.tasks), answer.results
+    runs = wait_records(record, 4)
+    assert sorted(t for t, _ in runs) == sorted(t for b in batches for t in b)
+    pids = [pid for _, pid in runs]
+    assert len(set(pids)) == 4, f"every slice should run in a fresh pool process: {pids}"
+    assert worker.alive()

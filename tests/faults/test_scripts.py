@@ -112,3 +112,31 @@ def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
     assert_all_answered(again)
     assert all(again.exit_code(t) == 0 for t in again.tasks)
     print("peak RSS of the 200 MB writer:", peak_kb, "kB")
+
+
+def test_output_outside_the_job_api_reaches_the_log_bounded(faststack):
+    worker = faststack.celery_worker("w1", concurrency=1)
+    faststack.shim()
+    warm = make_tasks([""])
+    assert submit(faststack.server, "echo_v0.0", warm).exit_code(next(iter(warm))) == 0
+    before = worker.log.stat().st_size
+
+    # 5 ways x 8 MB = 40 MB of stray output, two of them as single 8 MB lines.
+    tasks = make_tasks(["8"])
+    answer = submit(faststack.server, "floodslogs_v0.0", tasks, timeout=120)
+
+    (task_id,) = tasks
+    assert answer.exit_code(task_id) == 0, answer.results
+    assert answer.stdout(task_id) == "result\n"
+    assert "amworker" not in answer.stderr(task_id)
+    grown = worker.log.read_bytes()[before:]
+    print(f"40 MB of stray output grew the worker's log by {len(grown)} bytes")
+    # The default AMWORKER_MAX_LOG_BYTES (64 KiB) counts each record's prefix
+    # too; the slack is the two markers and the slice's own log lines.
+    assert len(grown) < 64 * 1024 + 8 * 1024, len(grown)
+    assert max(len(line) for line in grown.splitlines()) < 4096 + 512
+    text = grown.decode("utf-8", "replace")
+    assert "amworker: stray output truncated: this slice's output outside the Job API" in text
+    assert re.search(r"amworker: stray output truncated: \d{8} byte\(s\)", text), text[-2000:]
+    assert "ppppp" in text  # what fits is logged, cut into pieces
+    assert worker.alive()

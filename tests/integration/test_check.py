@@ -93,6 +93,22 @@ def test_check_names_every_failure(services: Stack, tmp_path: Path) -> None:
     assert found["script echo_v0.0"].startswith("[ ok ]")
 
 
+def test_check_reports_an_unknown_database_scheme_as_one_line(services: Stack) -> None:
+    env = {**services.env, "AMWORKER_DATABASE_URL": "foo://x/y"}
+
+    done = amworker(env, "check")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    found = lines(done.stdout)
+    assert found["database"].startswith("[FAIL] database: AMWORKER_DATABASE_URL: cannot use a "
+                                        "foo:// URL"), done.stdout
+    # Every other check still ran, and passed.
+    assert {f"gearmand {services.server}", "broker", "result backend", "modules file",
+            "script echo_v0.0", "shared directory", "timeouts"} <= set(found), done.stdout
+    assert all(line.startswith("[ ok ]") for name, line in found.items() if name != "database")
+
+
 def test_shim_refuses_to_start_with_the_same_lines(services: Stack, tmp_path: Path) -> None:
     dead_redis = free_port()
     env = {**services.env, "AMWORKER_BROKER_URL": f"redis://127.0.0.1:{dead_redis}/0"}

@@ -7,12 +7,20 @@ Django is set up once per session by the ``django_sqlite`` fixture
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from worker.bookkeeping import RetryPolicy, mark_finished, mark_started, with_retries
+from worker.bookkeeping import (
+    DatabaseUnavailable,
+    RetryPolicy,
+    mark_finished,
+    mark_started,
+    with_retries,
+)
 from worker.wire import TaskResult
 
 pytestmark = pytest.mark.timeout(60)
@@ -157,7 +165,7 @@ def test_mark_finished_of_nothing_runs_no_sql(tasks: Any) -> None:
     assert count_statements(lambda: mark_finished([], capture_output=True, policy=ONCE)) == []
 
 
-def test_a_write_that_keeps_failing_returns_none_instead_of_raising(tasks: Any) -> None:
+def test_a_write_that_keeps_failing_raises_database_unavailable(tasks: Any) -> None:
     from django.db import connection
 
     from worker.database import ensure_schema
@@ -165,8 +173,10 @@ def test_a_write_that_keeps_failing_returns_none_instead_of_raising(tasks: Any) 
     with connection.schema_editor() as editor:
         editor.delete_model(tasks)
     try:
-        assert mark_started(["a"], when=T0, client="c", policy=ONCE) is None
-        assert mark_finished([result("a")], capture_output=True, policy=ONCE) is None
+        with pytest.raises(DatabaseUnavailable, match="recording the start of 1 task"):
+            mark_started(["a"], when=T0, client="c", policy=ONCE)
+        with pytest.raises(DatabaseUnavailable, match="recording the end of 1 task"):
+            mark_finished([result("a")], capture_output=True, policy=ONCE)
     finally:
         ensure_schema()
     assert mark_started(["a"], when=T0, client="c", policy=ONCE) == 0
@@ -175,7 +185,12 @@ def test_a_write_that_keeps_failing_returns_none_instead_of_raising(tasks: Any) 
 # --- statements per slice ------------------------------------------------------------------
 
 
+#: The two statements around every write that bound its wait (see the test below).
+BOUND = ("PRAGMA busy_timeout",)
+
+
 def slice_statements(tasks: Any, size: int) -> tuple[list[str], list[str]]:
+    """The data statements of one slice's start and end writes (the bound's two left out)."""
     tasks.objects.all().delete()
     uuids = insert(tasks, size)
     started = count_statements(lambda: mark_started(uuids, when=T0, client="c", policy=ONCE))
@@ -183,6 +198,10 @@ def slice_statements(tasks: Any, size: int) -> tuple[list[str], list[str]]:
         [result(u, i % 3, f"out {i}", f"err {i}") for i, u in enumerate(uuids)],
         capture_output=True, policy=ONCE,
     ))
+    for statements in (started, finished):
+        bounds = [s for s in statements if s.startswith(BOUND)]
+        assert bounds == [statements[0], statements[-1]] and len(bounds) == 2, statements
+        del statements[0], statements[-1]
     assert tasks.objects.filter(endtime=T1, starttime=T0).count() == size
     assert tasks.objects.get(pk=uuids[-1]).stdout == f"out {size - 1}"
     return started, finished
@@ -216,19 +235,32 @@ def test_a_500_row_slice_stays_within_ten_statements_and_one_transaction(tasks: 
 # --- retries -------------------------------------------------------------------------------
 
 
-def test_retry_policy_default_delays_ride_out_about_fifteen_seconds() -> None:
-    delays = RetryPolicy().delays()
+def test_retry_policy_default_pauses_double_up_to_eight_seconds_within_thirty() -> None:
+    policy = RetryPolicy()
 
-    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0]
-    assert sum(delays) == 15.5
+    assert [policy.delay(n) for n in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert policy.wait == 30.0
 
 
 def test_retry_policy_delays_are_capped() -> None:
-    assert RetryPolicy(attempts=5, first_delay=1, factor=3, max_delay=5).delays() == [1, 3, 5, 5]
+    policy = RetryPolicy(first_delay=1, factor=3, max_delay=5)
+
+    assert [policy.delay(n) for n in range(1, 5)] == [1, 3, 5, 5]
 
 
-def test_a_single_attempt_has_no_delay() -> None:
-    assert RetryPolicy(attempts=1).delays() == []
+@dataclass
+class FakeClock:
+    """Monotonic seconds that move only when the code under test sleeps."""
+
+    now: float = 0.0
+    pauses: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
 
 
 class Flaky:
@@ -271,7 +303,7 @@ def test_with_retries_retries_interface_errors(django_sqlite: object) -> None:
     assert pauses == [0.5]
 
 
-def test_with_retries_gives_up_returning_none(
+def test_with_retries_gives_up_after_its_attempts_raising_database_unavailable(
     django_sqlite: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     from django.db import OperationalError
@@ -279,10 +311,49 @@ def test_with_retries_gives_up_returning_none(
     action = Flaky(99, OperationalError("down"))
     pauses: list[float] = []
 
-    assert with_retries(action, what="recording things", policy=POLICY, sleep=pauses.append) is None
+    with pytest.raises(DatabaseUnavailable, match="recording things failed .*OperationalError: down"):
+        with_retries(action, what="recording things", policy=POLICY, sleep=pauses.append)
     assert action.calls == 4
     assert pauses == [0.5, 1.0, 1.5]
-    assert any("giving up on recording things after 4 attempts" in r.getMessage() for r in caplog.records)
+    assert any("giving up on recording things after 4 attempt(s)" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_with_retries_never_waits_past_the_policys_wait(django_sqlite: object) -> None:
+    from django.db import OperationalError
+
+    clock = FakeClock()
+    action = Flaky(99, OperationalError("database is locked"))
+
+    with pytest.raises(DatabaseUnavailable, match="WAIT=10s"):
+        with_retries(action, what="test", policy=RetryPolicy(wait=10), sleep=clock.sleep,
+                     clock=clock)
+    # 0.5 + 1 + 2 + 4, then only the 2.5 s that are left: 10 s in all, never more.
+    assert clock.pauses == [0.5, 1.0, 2.0, 4.0, 2.5]
+    assert clock.now == 10.0
+    assert action.calls == 6
+
+
+def test_an_attempt_waits_on_a_locked_sqlite_file_only_for_the_time_left(
+    tasks: Any, django_sqlite: Path
+) -> None:
+    import sqlite3
+    import time
+
+    (uuid,) = insert(tasks, 1)
+    holder = sqlite3.connect(django_sqlite, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        began = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="database is locked"):
+            mark_started([uuid], when=T0, client="w", policy=RetryPolicy(wait=1.5))
+        took = time.monotonic() - began
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # Without the bound one attempt alone would wait SQLite's 30 s busy timeout.
+    assert 1.0 <= took < 5, took
+    assert mark_started([uuid], when=T0, client="w", policy=ONCE) == 1
 
 
 def test_with_retries_does_not_retry_other_errors(django_sqlite: object) -> None:
@@ -309,5 +380,5 @@ def test_with_retries_reconnects_after_a_failure(tasks: Any) -> None:
         return int(tasks.objects.count())
 
     assert with_retries(action, what="test", policy=POLICY, sleep=lambda _s: None) == 1
-    assert calls == [first, None]  # the failed connection was closed before the retry
-    assert connection.connection is not first  # and the retry opened a fresh one
+    # The failed connection was closed before the retry, which opened a fresh one.
+    assert calls[0] is first and calls[1] is not first and calls[1] is not None

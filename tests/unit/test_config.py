@@ -38,7 +38,10 @@ def test_empty_environment_gives_documented_defaults() -> None:
     assert settings.max_payload_bytes == config.DEFAULT_MAX_PAYLOAD_BYTES
     assert settings.time_limit == config.DEFAULT_TIME_LIMIT_SECONDS
     assert settings.soft_time_limit is None
-    assert settings.max_tasks_per_child is None
+    assert settings.max_tasks_per_child == config.DEFAULT_MAX_TASKS_PER_CHILD == 500
+    assert settings.max_memory_per_child == config.DEFAULT_MAX_MEMORY_PER_CHILD_KIB == 1024 * 1024
+    assert settings.database_wait == config.DEFAULT_DATABASE_WAIT_SECONDS == 30.0
+    assert settings.max_log_bytes == config.DEFAULT_MAX_LOG_BYTES == 64 * 1024
     assert settings.worker_concurrency is None
     assert settings.default_queue == "amworker"
     assert settings.metrics_port is None
@@ -98,6 +101,11 @@ PARSED = [
     ("AMWORKER_VISIBILITY_TIMEOUT", "90", "visibility_timeout", 90.0),
     ("AMWORKER_RESULT_EXPIRES", "3600", "result_expires", 3600.0),
     ("AMWORKER_MAX_TASKS_PER_CHILD", "100", "max_tasks_per_child", 100),
+    ("AMWORKER_MAX_TASKS_PER_CHILD", "0", "max_tasks_per_child", None),
+    ("AMWORKER_MAX_MEMORY_PER_CHILD", "204800", "max_memory_per_child", 204800),
+    ("AMWORKER_MAX_MEMORY_PER_CHILD", "0", "max_memory_per_child", None),
+    ("AMWORKER_DATABASE_WAIT", "2.5", "database_wait", 2.5),
+    ("AMWORKER_MAX_LOG_BYTES", "4096", "max_log_bytes", 4096),
     ("AMWORKER_WORKER_CONCURRENCY", "8", "worker_concurrency", 8),
     ("AMWORKER_DEFAULT_QUEUE", "fast", "default_queue", "fast"),
     ("AMWORKER_METRICS_ADDRESS", "0.0.0.0", "metrics_address", "0.0.0.0"),
@@ -271,7 +279,10 @@ BAD = [
     ("AMWORKER_LEASE_SECONDS", "0"),
     ("AMWORKER_VISIBILITY_TIMEOUT", ""),
     ("AMWORKER_RESULT_EXPIRES", "a week"),
-    ("AMWORKER_MAX_TASKS_PER_CHILD", "0"),
+    ("AMWORKER_MAX_TASKS_PER_CHILD", "-1"),
+    ("AMWORKER_MAX_MEMORY_PER_CHILD", "1GB"),
+    ("AMWORKER_DATABASE_WAIT", "0"),
+    ("AMWORKER_MAX_LOG_BYTES", "0"),
     ("AMWORKER_WORKER_CONCURRENCY", "many"),
     ("AMWORKER_DEFAULT_QUEUE", ""),
     ("AMWORKER_DEFAULT_QUEUE", "two words"),
@@ -491,3 +502,16 @@ def test_stock_directories_and_prometheus_settings_are_fallbacks() -> None:
 
     assert (settings.watch_directory, settings.rejected_directory) == ("/w/", "/r/")
     assert (settings.metrics_address, settings.worker_metrics_port) == ("0.0.0.0", 7999)
+
+
+def test_pool_processes_are_recycled_by_default_and_can_be_told_not_to() -> None:
+    from worker.celery import celery_config
+
+    default = celery_config(Settings.from_env({}))
+    off = celery_config(Settings.from_env({"AMWORKER_MAX_TASKS_PER_CHILD": "0",
+                                           "AMWORKER_MAX_MEMORY_PER_CHILD": "0"}))
+
+    assert default["worker_max_tasks_per_child"] == 500
+    assert default["worker_max_memory_per_child"] == 1024 * 1024
+    assert off["worker_max_tasks_per_child"] is None
+    assert off["worker_max_memory_per_child"] is None

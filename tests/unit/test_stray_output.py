@@ -1,0 +1,130 @@
+"""Unit tests of worker.stray_output: a script's output outside the Job API, bounded."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from worker import stray_output
+from worker.stray_output import LINE_BYTES, RECORD_COST, StrayOutput
+
+pytestmark = pytest.mark.timeout(60)
+
+OUT, ERR = 101, 102  # stand-in descriptors: feed() never touches them
+
+
+def reader(limit: int) -> StrayOutput:
+    return StrayOutput({OUT: (stray_output.STDOUT_LOGGER, logging.INFO),
+                        ERR: (stray_output.STDERR_LOGGER, logging.WARNING)}, limit)
+
+
+def records(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int, str]]:
+    return [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+
+
+def test_lines_are_logged_one_record_each_under_their_stream(caplog):
+    caplog.set_level(logging.INFO)
+    out = reader(64 * 1024)
+
+    out.feed(OUT, b"first\nsec")
+    out.feed(ERR, b"oops\n")
+    out.feed(OUT, b"ond\n")
+
+    assert records(caplog) == [("amworker.stdout", logging.INFO, "first"),
+                               ("amworker.stderr", logging.WARNING, "oops"),
+                               ("amworker.stdout", logging.INFO, "second")]
+    assert out.dropped == 0
+
+
+def test_a_giant_line_is_cut_into_pieces_and_bounded(caplog):
+    caplog.set_level(logging.INFO)
+    limit = 10 * (LINE_BYTES + RECORD_COST)
+    out = reader(limit)
+
+    for _ in range(100):  # one 6.4 MB line, in 64 KiB reads
+        out.feed(OUT, b"x" * 65536)
+    out.report()
+
+    logged = [m for n, _, m in records(caplog) if n == "amworker.stdout"]
+    assert len(logged) == 10 and all(m == "x" * LINE_BYTES for m in logged)
+    markers = [m for n, _, m in records(caplog) if n == "amworker.stderr"]
+    assert len(markers) == 2
+    assert "passed AMWORKER_MAX_LOG_BYTES" in markers[0]
+    assert f"{100 * 65536 - 10 * LINE_BYTES} byte(s)" in markers[1]
+    assert out.dropped == 100 * 65536 - 10 * LINE_BYTES
+
+
+def test_empty_lines_cost_their_record_too(caplog):
+    caplog.set_level(logging.INFO)
+    out = reader(100 * RECORD_COST)
+
+    out.feed(OUT, b"\n" * 10_000)
+
+    assert len([r for r in caplog.records if r.name == "amworker.stdout"]) == 100
+    assert out.dropped == 10_000 - 100
+
+
+def test_nothing_is_reported_when_everything_fit(caplog):
+    caplog.set_level(logging.INFO)
+    out = reader(64 * 1024)
+    out.feed(OUT, b"small\n")
+
+    out.report()
+
+    assert records(caplog) == [("amworker.stdout", logging.INFO, "small")]
+
+
+def test_bounded_catches_print_fd_writes_and_children_then_restores(caplog):
+    caplog.set_level(logging.INFO)
+    saved_stdout, saved_stderr = sys.stdout, sys.stderr
+    before = os.fstat(1), os.fstat(2)
+
+    with stray_output.bounded(64 * 1024) as out:
+        print("from print")
+        sys.stderr.write("from sys.stderr\n")
+        os.write(1, b"from fd 1\n")
+        os.write(2, b"from fd 2 without newline")
+        subprocess.run(["sh", "-c", "echo from a child"], check=True)
+
+    assert sys.stdout is saved_stdout and sys.stderr is saved_stderr
+    assert (os.fstat(1).st_ino, os.fstat(2).st_ino) == (before[0].st_ino, before[1].st_ino)
+    got = {(n, m) for n, _, m in records(caplog)}
+    assert {("amworker.stdout", "from print"), ("amworker.stderr", "from sys.stderr"),
+            ("amworker.stdout", "from fd 1"), ("amworker.stderr", "from fd 2 without newline"),
+            ("amworker.stdout", "from a child")} <= got
+    assert out.dropped == 0
+
+
+def test_bounded_counts_what_it_does_not_log(caplog):
+    caplog.set_level(logging.INFO)
+
+    with stray_output.bounded(8 * 1024) as out:
+        os.write(1, b"y" * (1024 * 1024))
+
+    logged = sum(len(r.getMessage()) for r in caplog.records if r.name == "amworker.stdout")
+    assert logged <= 8 * 1024
+    assert logged + out.dropped == 1024 * 1024
+    assert any("were not logged" in r.getMessage() for r in caplog.records)
+
+
+def test_a_slice_off_the_main_thread_leaves_the_descriptors_alone():
+    seen: list[object] = []
+    before = os.fstat(1).st_ino
+
+    def run() -> None:
+        with stray_output.guard(1024) as out:
+            seen.append(out)
+            seen.append(os.fstat(1).st_ino)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+
+    assert seen == [None, before]
+    with stray_output.guard(1024) as out:
+        assert isinstance(out, StrayOutput) and os.fstat(1).st_ino != before
