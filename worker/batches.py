@@ -33,12 +33,19 @@ from worker import keys, lifetimes, logs, plan
 from worker.argv import Paths, prepare_argv
 from worker.causes import REASON_PREFIX, Cause, reason
 from worker.config import Settings
-from worker.dispatch import BROKER_ERRORS, Dispatch, Dispatcher, SliceRef
+from worker.dispatch import BROKER_ERRORS, Dispatch, Dispatcher
 from worker.errors import ArgvError, DecodeError
 from worker.executor import failed_results, utcnow
 from worker.metrics import BatchObserver, NullObserver
 from worker.registry import Registry, ScriptEntry
-from worker.settling import LIMIT_GRACE_SECONDS, BrokerTrouble, Settlement, Settler, results_of, with_wants
+from worker.settling import (
+    LIMIT_GRACE_SECONDS,
+    BrokerTrouble,
+    Settlement,
+    Settler,
+    answer_record_settlement,
+    with_wants,
+)
 from worker.watcher import META_PREFIX, ResultWatcher
 from worker.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
 
@@ -286,7 +293,7 @@ class BatchRunner:
         if raw is None:
             return None
         try:
-            return answer_record_settlement(raw, self.clock)
+            return answer_record_settlement(raw)
         except (ValueError, DecodeError) as exc:
             log.error("batch %s: stored answer unreadable, answering its tasks with the cause: %s",
                       token, exc)
@@ -310,7 +317,9 @@ class BatchRunner:
         record = {"at": self.now(), "slices": ids,
                   "failed": [r.to_json() for r in settlement.failed.values()]}
         try:
-            pipe = self.redis.pipeline(transaction=False)
+            # One transaction: an attached lane never sees the keys gone
+            # without the record that replaces them.
+            pipe = self.redis.pipeline(transaction=True)
             pipe.set(keys.answer_key(token), json.dumps(record), ex=record_ttl)
             for task_id in ids:
                 pipe.expire(keys.outcome_key(task_id), grace)
@@ -320,28 +329,6 @@ class BatchRunner:
         except redis.RedisError as exc:
             # Everything left has its own TTL; a re-delivery now re-attaches.
             log.warning("batch %s: answer not recorded for re-delivery: %s", token, exc)
-
-
-def answer_record_settlement(raw: bytes | str, clock: Callable[[], datetime]) -> Settlement:
-    """Decode an answer record (raises ValueError or DecodeError if it is not one).
-
-    The results of slices that are gone (past the re-delivery grace) are
-    answered "answered before": the batch is not run again.
-    """
-    record = json.loads(raw)
-    if isinstance(record, list):
-        # Written by amworker before answer records: the whole answer.
-        return Settlement(failed={r.uuid: r for r in results_of(record, strict=True)})
-    if not isinstance(record, dict) or not isinstance(record.get("slices"), list):
-        raise ValueError("not an answer record")
-    at = record.get("at")
-    when = datetime.fromtimestamp(at).astimezone().isoformat() if isinstance(at, int | float) else "?"
-    return Settlement(
-        finished=tuple(SliceRef(str(i), ()) for i in record["slices"]),
-        failed={r.uuid: r for r in results_of(record.get("failed"), strict=True)},
-        missing=reason(Cause.ANSWERED_BEFORE, f"this batch was answered at {when}; its results "
-                       "are no longer kept and it is not run again"),
-    )
 
 
 def _failed_by_amworker(result: TaskResult) -> bool:

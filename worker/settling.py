@@ -13,6 +13,7 @@ one slice came to is the pure function :func:`decide`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -37,7 +38,8 @@ from worker.wire import TaskResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LIMIT_GRACE_SECONDS", "BrokerTrouble", "Settlement", "Settler", "decide"]
+__all__ = ["LIMIT_GRACE_SECONDS", "BrokerTrouble", "Settlement", "Settler", "answer_record_settlement",
+           "decide"]
 
 
 @dataclass(frozen=True)
@@ -208,11 +210,17 @@ class Settler:
             pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
             pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
             pipe.get(keys.plan_key(dispatch.token))
-            metas, claims, leases, planned = pipe.execute()
+            pipe.get(keys.answer_key(dispatch.token))
+            metas, claims, leases, planned, answered = pipe.execute()
         except redis.RedisError:
             self.trouble.failed()
             raise
         self.trouble.answered(started)
+        if answered is not None:
+            # Another lane (a re-delivery attached alongside) answered the
+            # batch and tidied its keys away; its record says where all is.
+            with contextlib.suppress(ValueError, DecodeError):
+                return answer_record_settlement(answered)
         when = Deadlines(
             now=self.now(), dispatched_at=dispatch.dispatched_at, queue_wait=self.settings.queue_wait,
             limit=(entry.options.time_limit or self.settings.time_limit) + LIMIT_GRACE_SECONDS,
@@ -297,6 +305,28 @@ class Settler:
                 log.warning("slice %s: revoke not sent: %s", ref.task_id, exc)
         log.warning("slice %s given up: %s", ref.task_id, verdict.text)
         return {r.uuid: r for r in failed_results(list(ref.uuids), verdict.text, clock=self.clock)}
+
+
+def answer_record_settlement(raw: bytes | str) -> Settlement:
+    """Decode an answer record (raises ValueError or DecodeError if it is not one).
+
+    The results of slices that are gone (past the re-delivery grace) are
+    answered "answered before": the batch is not run again.
+    """
+    record = json.loads(raw)
+    if isinstance(record, list):
+        # Written by amworker before answer records: the whole answer.
+        return Settlement(failed={r.uuid: r for r in results_of(record, strict=True)})
+    if not isinstance(record, dict) or not isinstance(record.get("slices"), list):
+        raise ValueError("not an answer record")
+    at = record.get("at")
+    when = datetime.fromtimestamp(at).astimezone().isoformat() if isinstance(at, int | float) else "?"
+    return Settlement(
+        finished=tuple(SliceRef(str(i), ()) for i in record["slices"]),
+        failed={r.uuid: r for r in results_of(record.get("failed"), strict=True)},
+        missing=reason(Cause.ANSWERED_BEFORE, f"this batch was answered at {when}; its results "
+                       "are no longer kept and it is not run again"),
+    )
 
 
 def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
