@@ -10,6 +10,7 @@ pub/sub; and a Gearman unique reused with other tasks is a new batch.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,8 @@ def test_answered_batches_leave_only_short_lived_keys(deployed: Stack, tmp_path:
     lasting = [k for k, t in left.items() if t > GRACE]
     size = sum(client.memory_usage(k) or 0 for k in lasting)
     assert size < len(batches) * 4096, f"{size} bytes kept beyond the grace for {len(batches)} batches"
+    print(f"{len(left)} keys left for {len(batches)} batches; {len(lasting)} outlive the grace, "
+          f"{size} bytes; longest TTL {max(left.values())} s (bound {BOUND} s)")
     # No argv or kwargs anywhere in what is kept.
     for key in left:
         if client.type(key) == b"string":
@@ -111,7 +114,9 @@ def test_answered_batches_leave_only_short_lived_keys(deployed: Stack, tmp_path:
 def test_a_big_output_is_answered_without_the_watcher_losing_redis(deployed: Stack) -> None:
     tasks = make_tasks([str(BIG_MB)])
     (task_id,) = tasks
+    started = time.monotonic()
     answer = submit(deployed.server, "bigoutput_v0.0", tasks, timeout=240)
+    print(f"{BIG_MB} MB output answered in {time.monotonic() - started:.1f}s")
 
     assert answer.exit_code(task_id) == 0, answer.stderr(task_id)
     assert len(answer.stdout(task_id)) >= BIG_MB * 1024 * 1024
