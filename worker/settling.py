@@ -253,6 +253,8 @@ class Settler:
                                                     f"cannot fetch the slice's results: {exc}")))
                 continue
             if raw is None:
+                raw = self._inline_results(ref)
+            if raw is None:
                 found.update(self._lost(ref, reason(
                     Cause.BROKER_LOST, "the slice finished but its results are gone from Redis "
                     "(evicted? check maxmemory-policy)")))
@@ -265,6 +267,20 @@ class Settler:
                                                     f"the slice's stored results are unreadable: {exc}")))
         found.update(settlement.failed)
         return found
+
+    def _inline_results(self, ref: SliceRef) -> str | None:
+        """Results a worker of an older amworker left inside Celery's result, if any.
+
+        Such a worker (mid-upgrade) returns its results instead of storing
+        them under their own key.
+        """
+        try:
+            meta = _decode(self.redis.get(META_PREFIX + ref.task_id))
+        except redis.RedisError:
+            return None
+        result = meta.get("result") if meta else None
+        inline = result.get("results") if isinstance(result, dict) else None
+        return json.dumps(inline) if isinstance(inline, list) else None
 
     def _lost(self, ref: SliceRef, text: str) -> dict[str, TaskResult]:
         log.error("slice %s: %s", ref.task_id, text)

@@ -23,10 +23,12 @@ from worker import keys
 from worker.batches import ANSWER_SLOTS, BatchRunner
 from worker.celery import celery_config
 from worker.config import Settings
+from worker.dispatch import SliceRef
 from worker.errors import DecodeError
 from worker.executor import failed_results
 from worker.registry import load_registry
-from worker.watcher import ResultWatcher
+from worker.settling import Settlement
+from worker.watcher import META_PREFIX, ResultWatcher
 from worker.wire import Encoding, decode_request, decode_result, encode_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -141,3 +143,26 @@ def test_a_broker_fault_while_sending_is_broker_lost(
 
     assert answer is not None
     assert str(decode_result(answer)[task_id]["stderror"]).startswith("amworker: broker lost: ")
+
+
+def test_results_left_inline_by_an_older_worker_are_still_read(runner: BatchRunner) -> None:
+    # Mid-upgrade, a worker of the previous version returns its results in
+    # Celery's result instead of under their own key.
+    (task_id,) = make_tasks(["a"])
+    slice_id = f"echo_v0.0:{uuid.uuid4()}:x:slice-1-of-1"
+    done = failed_results([task_id], "script said no")
+    runner.redis.set(META_PREFIX + slice_id, json.dumps(
+        {"status": "SUCCESS", "result": {"index": 0, "count": 1, "results": [r.to_json() for r in done]}}))
+
+    found = runner.settler.fetch(Settlement(finished=(SliceRef(slice_id, (task_id,)),)))
+
+    assert found[task_id].stderr.strip() == "script said no"
+
+
+def test_a_slice_whose_results_vanished_fails_with_broker_lost(runner: BatchRunner) -> None:
+    (task_id,) = make_tasks(["a"])
+    slice_id = f"echo_v0.0:{uuid.uuid4()}:x:slice-1-of-1"
+
+    found = runner.settler.fetch(Settlement(finished=(SliceRef(slice_id, (task_id,)),)))
+
+    assert found[task_id].stderr.startswith("amworker: broker lost: the slice finished but its results")
