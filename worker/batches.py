@@ -140,9 +140,16 @@ class BatchRunner:
                       function, unique or "-", exc)
             return None, False
         token = keys.batch_token(function, unique, payload, (t.uuid for t in batch.tasks))
-        settlement = self.settle(function, token, batch)
+        try:
+            settlement = self.settle(function, token, batch)
+        except Exception as exc:  # noqa: BLE001 - the task UUIDs are known: answer each
+            settlement = self._internal_error(function, token, batch, exc)
         with self.slots.held():
-            results = self.assemble(batch, settlement)
+            try:
+                results = self.assemble(batch, settlement)
+            except Exception as exc:  # noqa: BLE001 - as above
+                settlement = self._internal_error(function, token, batch, exc)
+                results = self.assemble(batch, settlement)
             answer = encode_result(results, batch.encoding)
         self._answered(function, token, settlement)
         return answer, not any(map(_failed_by_amworker, results))
@@ -173,6 +180,13 @@ class BatchRunner:
         settled = self._execute(entry, token, specs)
         return Settlement(finished=settled.finished, failed={**refused, **settled.failed},
                           missing=settled.missing)
+
+    def _internal_error(self, function: str, token: str, batch: Batch, exc: Exception) -> Settlement:
+        """Every task failed with a bug's cause (logged with its traceback)."""
+        log.error("%s batch %s: internal error; answering every task with it", function, token,
+                  exc_info=exc)
+        text = reason(Cause.INTERNAL, f"{exc!r} (see the shim's log)")
+        return Settlement(failed=self._fail(batch.tasks, text))
 
     def assemble(self, batch: Batch, settlement: Settlement) -> list[TaskResult]:
         """Fetch the settled batch's results (hold an answer slot) in request order."""

@@ -166,3 +166,20 @@ def test_a_slice_whose_results_vanished_fails_with_broker_lost(runner: BatchRunn
     found = runner.settler.fetch(Settlement(finished=(SliceRef(slice_id, (task_id,)),)))
 
     assert found[task_id].stderr.startswith("amworker: broker lost: the slice finished but its results")
+
+
+def test_a_bug_before_dispatch_still_answers_every_task(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> None:
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(runner, "_prepare", broken)
+    tasks = make_tasks(["a", "b"])
+
+    answer = runner.answer("echo_v0.0", str(uuid.uuid4()), _payload(tasks))
+
+    assert answer is not None, "WORK_FAIL for a batch whose task UUIDs were readable"
+    results = decode_result(answer)
+    assert set(results) == set(tasks)
+    assert all(str(r["stderror"]).startswith("amworker: internal error: UnicodeEncodeError(")
+               for r in results.values())
