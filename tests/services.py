@@ -127,11 +127,13 @@ def start_gearmand(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
     return proc, port
 
 
-def start_redis(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
-    """A private redis-server without persistence, like a broker restart loses all."""
+def start_redis(workdir: Path, port: int | None = None, *,
+                appendonly: bool = False) -> tuple[Proc, int]:
+    """A private redis-server; without persistence (the default) a restart loses all."""
     port = port or free_port()
     proc = spawn(f"redis-{port}", ["redis-server", "--bind", "127.0.0.1", "--port", str(port),
-                                    "--save", "", "--appendonly", "no",
+                                    "--save", "", "--appendonly", "yes" if appendonly else "no",
+                                    "--appendfsync", "always",
                                     "--maxmemory-policy", "noeviction", "--dir", str(workdir)],
                  env=os.environ, workdir=workdir)
 

@@ -18,29 +18,37 @@ Sending the slices (once, however often the batch arrives) is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 
 import redis
 from celery import Celery
 
-from worker import keys, logs, plan
+from worker import keys, lifetimes, logs, plan
 from worker.argv import Paths
 from worker.causes import REASON_PREFIX, Cause, reason
 from worker.config import Settings
-from worker.dispatch import Dispatch, Dispatcher
+from worker.dispatch import BROKER_ERRORS, Dispatch, Dispatcher
 from worker.errors import DecodeError
 from worker.executor import failed_results, utcnow
 from worker.intake import prepare_batch
 from worker.limits import Limits
 from worker.metrics import BatchObserver, NullObserver
 from worker.registry import Registry, ScriptEntry
-from worker.settling import LIMIT_GRACE_SECONDS, Settler, results_of, with_wants
-from worker.watcher import ResultWatcher
+from worker.settling import (
+    LIMIT_GRACE_SECONDS,
+    BrokerTrouble,
+    Settlement,
+    Settler,
+    answer_record_settlement,
+    with_wants,
+)
+from worker.watcher import META_PREFIX, ResultWatcher
 from worker.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
 
 log = logging.getLogger(__name__)
@@ -53,26 +61,20 @@ class AnswerSlots:
     and encoded (the Redis reply, the parsed JSON, the results, the encoded
     payload). Sixteen lanes finishing together would hold sixteen such sets;
     these slots keep it to a few, so the shim's peak memory is bounded by the
-    slot count rather than by the number of lanes. A lane takes its slot just
-    before fetching and keeps it until its answer is encoded; waiting never
-    holds one.
+    slot count rather than by the number of lanes. A lane holds its slot from
+    fetching its results until its answer is encoded; waiting never holds
+    one. Taking and giving back are one ``with`` block, so no caller can
+    leak a slot.
     """
 
     def __init__(self, count: int) -> None:
         self._semaphore = threading.BoundedSemaphore(count)
-        self._local = threading.local()
 
-    def take(self) -> None:
-        """Take this thread's slot (no-op if it has one)."""
-        if not getattr(self._local, "held", False):
-            self._semaphore.acquire()
-            self._local.held = True
-
-    def give_back(self) -> None:
-        """Give this thread's slot back (no-op if it has none)."""
-        if getattr(self._local, "held", False):
-            self._local.held = False
-            self._semaphore.release()
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold a slot for the block (waiting for one if all are taken)."""
+        with self._semaphore:
+            yield
 
 
 #: Lanes that may hold a fetched answer at once (see :class:`AnswerSlots`).
@@ -105,8 +107,9 @@ class BatchRunner:
         self.observer: BatchObserver = observer or NullObserver()
         self.slots = AnswerSlots(ANSWER_SLOTS)
         self.dispatcher = Dispatcher(settings=settings, app=app, client=client, wallclock=wallclock)
+        self.trouble = BrokerTrouble(stall=settings.lease_seconds, wallclock=wallclock)
         self.settler = Settler(settings=settings, app=app, client=client, clock=clock,
-                               wallclock=wallclock)
+                               wallclock=wallclock, trouble=self.trouble)
         self.paths = Paths(
             shared_directory=settings.shared_directory,
             client_assets_directory=settings.client_assets_directory,
@@ -140,36 +143,58 @@ class BatchRunner:
             log.error("%s batch %s: payload refused, answering WORK_FAIL: %s",
                       function, unique or "-", exc)
             return None, False
-        token = keys.batch_token(function, unique, payload)
+        token = keys.batch_token(function, unique, payload, (t.uuid for t in batch.tasks))
         try:
-            results = self.run(function, token, batch)
-            return encode_result(results, batch.encoding), not any(map(_failed_by_amworker, results))
-        finally:
-            self.slots.give_back()
+            settlement = self.settle(function, token, batch)
+        except Exception as exc:  # noqa: BLE001 - the task UUIDs are known: answer each
+            settlement = self._internal_error(function, token, batch, exc)
+        with self.slots.held():
+            try:
+                results = self.assemble(batch, settlement)
+            except Exception as exc:  # noqa: BLE001 - as above
+                settlement = self._internal_error(function, token, batch, exc)
+                results = self.assemble(batch, settlement)
+            answer = encode_result(results, batch.encoding)
+        self._answered(function, token, settlement)
+        return answer, not any(map(_failed_by_amworker, results))
 
     def run(self, function: str, token: str, batch: Batch) -> list[TaskResult]:
         """Results for every task of ``batch``, in payload order."""
+        settlement = self.settle(function, token, batch)
+        with self.slots.held():
+            return self.assemble(batch, settlement)
+
+    def settle(self, function: str, token: str, batch: Batch) -> Settlement:
+        """Run (or attach to, or recall) the batch until every task has come to something.
+
+        Holds no answer slot and no results: what comes back is small.
+        """
         stored = self._stored_answer(token)
         if stored is not None:
-            log.info("%s batch %s: re-delivered after it finished; answering again", function, token)
-            return self._complete(batch, stored)
+            log.info("%s batch %s: re-delivered after it was answered; answering again",
+                     function, token)
+            return stored
         entry = self.registry.get(function)
-        found: dict[str, TaskResult] = {}
         if entry is None or entry.module is None:
             detail = entry.import_error if entry else f"no script is registered for {function!r}"
-            found.update(self._fail(batch.tasks, reason(Cause.IMPORT_FAILED, str(detail))))
-        else:
-            specs, refused = self._prepare(batch.tasks)
-            found.update(refused)
-            if specs:
-                found.update(self._execute(entry, token, specs))
-        results = self._complete(batch, found)
-        if any(map(_failed_by_amworker, results)):
-            # An answer the shim assembled (a slice given up, a refused task)
-            # exists nowhere else; one the scripts produced is already stored
-            # as the batch's Celery result, where a re-delivery finds it.
-            self._store_answer(token, results)
-        return results
+            return Settlement(failed=self._fail(batch.tasks, reason(Cause.IMPORT_FAILED, str(detail))))
+        specs, refused = self._prepare(batch.tasks)
+        if not specs:
+            return Settlement(failed=refused)
+        settled = self._execute(entry, token, specs)
+        return Settlement(finished=settled.finished, failed={**refused, **settled.failed},
+                          missing=settled.missing)
+
+    def _internal_error(self, function: str, token: str, batch: Batch, exc: Exception) -> Settlement:
+        """Every task failed with a bug's cause (logged with its traceback)."""
+        log.error("%s batch %s: internal error; answering every task with it", function, token,
+                  exc_info=exc)
+        text = reason(Cause.INTERNAL, f"{exc!r} (see the shim's log)")
+        return Settlement(failed=self._fail(batch.tasks, text))
+
+    def assemble(self, batch: Batch, settlement: Settlement) -> list[TaskResult]:
+        """Fetch the settled batch's results (hold an answer slot) in request order."""
+        return self._complete(batch, self.settler.fetch(settlement), settlement.missing)
 
     # -- preparing -------------------------------------------------------------
 
@@ -192,7 +217,7 @@ class BatchRunner:
 
     # -- dispatching -----------------------------------------------------------
 
-    def _execute(self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]) -> dict[str, TaskResult]:
+    def _execute(self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]) -> Settlement:
         try:
             dispatch, parts, fresh = self.dispatcher.plan_slices(entry, token, specs)
             # Listen before sending: a fast slice must not finish unheard.
@@ -200,12 +225,14 @@ class BatchRunner:
                 if fresh:
                     self.dispatcher.send(entry, dispatch, parts)
                 return self._wait(entry, dispatch, specs, event, check_first=not fresh)
-        except (redis.RedisError, OSError) as exc:
+        except BROKER_ERRORS as exc:
             log.error("%s batch %s: cannot dispatch: %s", entry.function, token, exc)
-            return self._fail(specs, reason(Cause.BROKER_LOST, f"cannot reach the broker: {exc}"))
-        except Exception as exc:  # noqa: BLE001 - kombu wraps broker faults in many types
-            log.exception("%s batch %s: cannot dispatch", entry.function, token)
-            return self._fail(specs, reason(Cause.BROKER_LOST, f"cannot dispatch: {exc!r}"))
+            return Settlement(failed=self._fail(
+                specs, reason(Cause.BROKER_LOST, f"cannot reach the broker: {exc!r}")))
+        except Exception as exc:  # noqa: BLE001 - a bug must still answer every task
+            log.exception("%s batch %s: internal error while running it", entry.function, token)
+            text = reason(Cause.INTERNAL, f"{exc!r} (see the shim's log)")
+            return Settlement(failed=self._fail(specs, text))
 
     # -- waiting -----------------------------------------------------------------
 
@@ -217,7 +244,7 @@ class BatchRunner:
         event: threading.Event,
         *,
         check_first: bool,
-    ) -> dict[str, TaskResult]:
+    ) -> Settlement:
         """Sleep on ``event`` (set when the batch's result is stored) and check.
 
         Only the batch's final result wakes a lane: it is stored once every
@@ -233,13 +260,13 @@ class BatchRunner:
         while True:
             event.clear()
             try:
-                done = self._check(entry, dispatch, wants)
+                done = self.settler.settled(entry, dispatch, wants)
                 broker_down_since = None
             except redis.RedisError as exc:
                 done = None
                 broker_down_since = broker_down_since or self.now()
                 if self.now() - broker_down_since > self._broker_patience(entry):
-                    return self._fail(specs, reason(Cause.BROKER_LOST, str(exc)))
+                    return Settlement(failed=self._fail(specs, reason(Cause.BROKER_LOST, str(exc))))
             if done is not None:
                 return done
             event.wait(interval)
@@ -248,51 +275,69 @@ class BatchRunner:
         """How long Redis may be unreachable before a waiting batch gives up."""
         return min(self.settings.queue_wait, (entry.options.time_limit or 0) + LIMIT_GRACE_SECONDS)
 
-    def _check(
-        self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool]
-    ) -> dict[str, TaskResult] | None:
-        """The answer if the batch is settled (keeping an answer slot), else ``None``."""
-        self.slots.take()
-        try:
-            done = self.settler.settled(entry, dispatch, wants)
-        except BaseException:
-            self.slots.give_back()
-            raise
-        if done is None:
-            self.slots.give_back()
-        return done
-
     # -- answers -------------------------------------------------------------------
 
-    def _complete(self, batch: Batch, found: Mapping[str, TaskResult]) -> list[TaskResult]:
+    def _complete(self, batch: Batch, found: Mapping[str, TaskResult], missing: str) -> list[TaskResult]:
         """One result per task of the request, in its order; never a gap."""
         results = []
         for task in batch.tasks:
             result = found.get(task.uuid)
             if result is None:
-                result = failed_results([task.uuid], reason(Cause.WORKER_LOST, "no result came back"),
-                                        clock=self.clock)[0]
+                result = failed_results([task.uuid], missing, clock=self.clock)[0]
             results.append(with_wants(result, task.wants_output))
         return results
 
-    def _stored_answer(self, token: str) -> dict[str, TaskResult] | None:
-        self.slots.take()
+    def _stored_answer(self, token: str) -> Settlement | None:
+        """The settlement of a batch answered before (a re-delivery), if it was.
+
+        The record is small: which slices' results to read, and the results
+        amworker made itself. Unreadable, it still means the batch ran: its
+        tasks are answered with the cause, never run again.
+        """
         try:
             raw = self.redis.get(keys.answer_key(token))
-        except redis.RedisError:
-            raw = None
-        if raw is None:
-            self.slots.give_back()
-            return None
-        return {r.uuid: r for r in results_of(json.loads(raw))}
-
-    def _store_answer(self, token: str, results: Sequence[TaskResult]) -> None:
-        """Keep the answer so a re-delivered batch is answered without re-running."""
-        try:
-            self.redis.set(keys.answer_key(token), json.dumps([r.to_json() for r in results]),
-                           ex=int(self.settings.result_expires))
         except redis.RedisError as exc:
-            log.warning("batch %s: answer not stored for re-delivery: %s", token, exc)
+            log.warning("batch %s: cannot look for an earlier answer: %s", token, exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            return answer_record_settlement(raw)
+        except (ValueError, DecodeError) as exc:
+            log.error("batch %s: stored answer unreadable, answering its tasks with the cause: %s",
+                      token, exc)
+            return Settlement(missing=reason(
+                Cause.INTERNAL, f"this batch was answered before, but its stored answer is "
+                f"unreadable ({exc}); it is not run again"))
+
+    def _answered(self, function: str, token: str, settlement: Settlement) -> None:
+        """Keep what a re-delivery needs, briefly; drop the rest of the batch's keys.
+
+        gearmand hands a job back only when the connection drops before it
+        read ``WORK_COMPLETE`` (docs/design.md). Kept: the answer record (small,
+        as long as a claim), and the slices' results for
+        :func:`lifetimes.redelivery_grace`. Dropped now: the plan, Celery's
+        envelopes and the leases.
+        """
+        entry = self.registry.get(function)
+        record_ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit if entry else None)
+        grace = lifetimes.redelivery_grace(self.settings)
+        ids = [ref.task_id for ref in settlement.finished]
+        record = {"at": self.now(), "slices": ids,
+                  "failed": [r.to_json() for r in settlement.failed.values()]}
+        try:
+            # One transaction: an attached lane never sees the keys gone
+            # without the record that replaces them.
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(keys.answer_key(token), json.dumps(record), ex=record_ttl)
+            for task_id in ids:
+                pipe.expire(keys.outcome_key(task_id), grace)
+            pipe.delete(keys.plan_key(token), META_PREFIX + keys.collect_id(token),
+                        *(META_PREFIX + i for i in ids), *(keys.lease_key(i) for i in ids))
+            pipe.execute()
+        except redis.RedisError as exc:
+            # Everything left has its own TTL; a re-delivery now re-attaches.
+            log.warning("batch %s: answer not recorded for re-delivery: %s", token, exc)
 
 
 def _failed_by_amworker(result: TaskResult) -> bool:

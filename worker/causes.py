@@ -18,6 +18,12 @@ class Cause:
     PAYLOAD_REFUSED = "payload refused"
     QUEUE_WAIT = "not started in time"
     DATABASE_UNAVAILABLE = "database unavailable"
+    #: A fault in amworker itself (a bug, unreadable stored state): logged
+    #: with its traceback; never blamed on the broker or a worker.
+    INTERNAL = "internal error"
+    #: A re-delivery of a batch answered so long ago that its results are
+    #: gone; it is not run again (scripts are not idempotent).
+    ANSWERED_BEFORE = "answered before"
 
 
 #: How every failure amworker makes (rather than a script) starts in stderr.

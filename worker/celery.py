@@ -17,7 +17,7 @@ from celery import Celery
 from celery.app.amqp import AMQP
 from celery.signals import setup_logging
 
-from worker import logs, worker_metrics  # noqa: F401 - worker_metrics connects its signals
+from worker import lifetimes, logs, worker_metrics  # noqa: F401 - worker_metrics connects its signals
 from worker.config import Settings
 
 
@@ -87,13 +87,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_disable_prefetch": True,
         # Flower shows queued -> started -> done, with readable names and args.
+        # It reads them from the task events (the shadow name and kwargsrepr
+        # set at dispatch), not from stored results.
         "task_track_started": True,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "result_extended": True,
-        # Results are kept long enough for a re-delivered batch to find them,
-        # then expire so Redis does not grow without bound.
-        "result_expires": settings.result_expires,
+        # So stored results hold no argv or kwargs: only status and the small
+        # envelope a slice returns (its results have their own key).
+        "result_extended": False,
+        # Celery's envelopes live as long as the slowest function's slice can
+        # matter (queue wait + time limit + grace, worker.lifetimes); the shim
+        # deletes a batch's envelopes once it is answered.
+        "result_expires": lifetimes.longest_key_ttl(settings),
         # Recycling is on by default: a script that leaks (5 MB a slice was
         # measured) would otherwise grow its pool process without bound. The
         # check runs after a slice, so a slice is never cut short by it.

@@ -67,8 +67,8 @@ DEFAULT_LEASE_SECONDS = 10.0
 #: acknowledged when they start, so this only bounds how long a message
 #: reserved by a worker that then died waits before another worker takes it.
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 300.0
-#: How long results and answers are kept, so a batch re-delivered by gearmand
-#: after a shim restart still finds its finished work.
+#: A ceiling on every Redis key's lifetime; the lifetimes themselves are
+#: derived from the deadlines (queue wait + time limit + grace, worker.lifetimes).
 DEFAULT_RESULT_EXPIRES_SECONDS = 7 * 24 * 3600.0
 #: A pool process is replaced after this many slices: whatever a script
 #: leaks (memory, file handles, module state) is bounded by the recycling.

@@ -16,12 +16,24 @@ from typing import Any
 
 import redis
 from celery import Celery, chord, group
+from kombu import exceptions as kombu_errors
 
-from worker import keys, plan
+from worker import keys, lifetimes, plan
 from worker.config import Settings
 from worker.registry import ScriptEntry
 
 log = logging.getLogger(__name__)
+
+#: What the broker (not amworker) raises when it cannot be reached or refuses:
+#: redis-py's errors, socket errors, and kombu's wrappers around them when
+#: publishing. Anything else reaching a batch is a bug, with its own cause.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    OSError,
+    kombu_errors.OperationalError,
+    kombu_errors.LimitExceeded,
+    kombu_errors.InconsistencyError,
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,7 @@ class Dispatcher:
         """
         count = plan.slice_count(entry.slices_wanted(), len(specs))
         record: dict[str, Any] = {"count": count, "at": self.now(), "sent": False}
-        ttl = int(self.settings.result_expires)
+        ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit)
         if not self.redis.set(keys.plan_key(token), json.dumps(record), nx=True, ex=ttl):
             earlier = load_plan(self.redis, token)
             if earlier is not None:
@@ -91,10 +103,14 @@ class Dispatcher:
         self._send_chord(entry, dispatch, parts)
         record = {"count": dispatch.count, "at": dispatch.dispatched_at, "sent": True}
         self.redis.set(keys.plan_key(dispatch.token), json.dumps(record),
-                       ex=int(self.settings.result_expires))
+                       ex=lifetimes.key_ttl(self.settings, entry.options.time_limit))
 
     def _send_chord(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
         options = entry.options
+        # A slice still queued when the shim gives up on it (queue_wait) must
+        # never start later, even after its abandoned claim expired: the
+        # worker drops a message past its expiry unrun.
+        expires = self.settings.queue_wait + lifetimes.MARGIN_SECONDS
         header = [
             self.app.signature(
                 "amworker.run_slice",
@@ -104,6 +120,7 @@ class Dispatcher:
                 queue=options.queue,
                 time_limit=options.time_limit,
                 soft_time_limit=options.soft_time_limit,
+                expires=expires,
                 # What Flower and the logs show instead of a wall of argv.
                 shadow=f"{entry.function} slice {i + 1}/{dispatch.count}",
                 kwargsrepr=repr({"function": entry.function, "batch": dispatch.token,
@@ -138,5 +155,17 @@ def load_plan(client: redis.Redis, token: str) -> dict[str, Any] | None:
     raw = client.get(keys.plan_key(token))
     if raw is None:
         return None
-    loaded = json.loads(raw)
-    return loaded if isinstance(loaded, dict) else None
+    return decode_plan(raw)
+
+
+def decode_plan(raw: bytes | str) -> dict[str, Any] | None:
+    """A stored plan, or ``None`` if it is not one (logged: it is treated as absent)."""
+    try:
+        loaded = json.loads(raw)
+    except ValueError:
+        loaded = None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("count"), int) \
+            or not isinstance(loaded.get("at"), int | float):
+        log.error("unreadable plan in Redis, ignored: %.200r", raw)
+        return None
+    return loaded

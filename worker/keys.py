@@ -8,21 +8,25 @@ same ids and finds the work already under way instead of running it again.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 #: Prefix of every key amworker writes to Redis itself.
 PREFIX = "amworker"
 
 
-def batch_token(function: str, unique: str, payload: bytes) -> str:
-    """A stable id for one batch: the controller's UUID, else a payload digest.
+def batch_token(function: str, unique: str, payload: bytes, uuids: Iterable[str]) -> str:
+    """A stable id for one batch: its unique (else a payload digest) and its task UUIDs.
 
     gearmand hands ``unique`` through untouched; the controller always sets
     it, but a hand-made client may not, and then equal payloads are one batch.
     The function is part of the token because a unique is only unique per
-    function name in Gearman.
+    function name in Gearman. The task UUIDs are too: once a job is answered
+    the same unique may come again with other tasks (ccp-contract.md), and
+    that is a new batch that must run, not a re-delivery that attaches.
     """
     base = unique.strip() or hashlib.sha256(payload).hexdigest()[:32]
-    return f"{function}:{base}"
+    tasks = hashlib.sha256("\n".join(sorted(uuids)).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{function}:{base}:{tasks[:12]}"
 
 
 def slice_id(token: str, index: int, count: int) -> str:
@@ -56,5 +60,10 @@ def lease_key(task_id: str) -> str:
 
 
 def answer_key(token: str) -> str:
-    """The final encoded-independent answer of a batch, for re-deliveries."""
+    """Record of an answered batch (where its results are), for re-deliveries."""
     return f"{PREFIX}:answer:{token}"
+
+
+def outcome_key(task_id: str) -> str:
+    """A finished slice's results, stored by the slice (never sent over pub/sub)."""
+    return f"{PREFIX}:outcome:{task_id}"

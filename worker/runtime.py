@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from worker import bookkeeping, causes, database, keys, script_imports, worker_metrics
+from worker import bookkeeping, causes, database, keys, lifetimes, script_imports, worker_metrics
 from worker.bookkeeping import RetryPolicy
 from worker.config import Settings
 from worker.executor import build_jobs, failed_results, results_of, run_script, utcnow
@@ -61,23 +61,38 @@ class WorkerRuntime:
             metrics=JobMetrics() if worker_metrics.enabled() else None,
         )
 
-    def claim(self, task_id: str, worker: str) -> bool:
+    def claim(self, task_id: str, worker: str, function: str) -> bool:
         """Record that ``task_id`` starts now; False if it already ran or was given up.
 
         This is what makes "a slice never runs twice" hold even if the broker
         delivers a message twice (visibility timeout, a re-dispatched batch).
+        The claim lives as long as a copy of the slice's message could still
+        start (see worker.lifetimes), then expires.
         """
         value = json.dumps({"worker": worker, "pid": os.getpid(), "at": utcnow().isoformat()})
         pipe = self.redis.pipeline(transaction=True)
         # The lease goes first, in the same transaction: a waiting shim must
         # never see a claimed slice without a lease and call its worker lost.
         pipe.set(keys.lease_key(task_id), os.getpid(), ex=self._lease_ttl())
-        pipe.set(keys.claim_key(task_id), value, nx=True, ex=int(self.settings.result_expires))
+        pipe.set(keys.claim_key(task_id), value, nx=True, ex=self._key_ttl(function))
         _, claimed = pipe.execute()
         return bool(claimed)
 
+    def store_outcome(self, task_id: str, function: str, results: Sequence[TaskResult]) -> None:
+        """Keep the slice's results under its own key, for the shim to fetch once.
+
+        Celery's result for the slice is only a small envelope: a result is
+        also published on pub/sub, where a large one (captured output) would
+        overflow the shim's client output buffer and cut its connection.
+        """
+        body = json.dumps([r.to_json() for r in results])
+        self.redis.set(keys.outcome_key(task_id), body, ex=self._key_ttl(function))
+
+    def _key_ttl(self, function: str) -> int:
+        return lifetimes.key_ttl(self.settings, self.settings.options_for(function).time_limit)
+
     def _lease_ttl(self) -> int:
-        return max(1, round(self.settings.lease_seconds * 3))
+        return lifetimes.lease_ttl(self.settings)
 
     @contextlib.contextmanager
     def lease(self, task_id: str) -> Iterator[None]:

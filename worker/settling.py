@@ -5,33 +5,169 @@ A slice that stored its result is settled by it. A slice that never will
 took it, Redis lost it) is given up: its tasks fail with the cause in stderr,
 and an abandoned claim, plus a revoke where it may still be queued or
 running, makes sure it can never start later.
+
+Settling reads only small keys (Celery's envelopes, claims, leases); the
+slices' results are fetched once, afterwards, by :meth:`Settler.fetch`. What
+one slice came to is the pure function :func:`decide`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import redis
 from celery import Celery
 
-from worker import keys
+from worker import keys, lifetimes
 from worker.causes import Cause, reason
 from worker.config import Settings
-from worker.dispatch import Dispatch, SliceRef, load_plan
+from worker.dispatch import Dispatch, SliceRef, decode_plan
+from worker.errors import DecodeError
 from worker.executor import failed_results
+from worker.lifetimes import LIMIT_GRACE_SECONDS
 from worker.registry import ScriptEntry
 from worker.watcher import META_PREFIX
 from worker.wire import TaskResult
 
 log = logging.getLogger(__name__)
 
-#: Added to a slice's hard time limit before the shim gives up on it: the
-#: pool needs a moment to kill the child and store the failure.
-LIMIT_GRACE_SECONDS = 30.0
+__all__ = ["LIMIT_GRACE_SECONDS", "BrokerTrouble", "Settlement", "Settler", "answer_record_settlement",
+           "decide"]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A settled batch, before its results are fetched: small, whatever the output."""
+
+    #: Slices whose results wait under their own key.
+    finished: tuple[SliceRef, ...] = ()
+    #: Results amworker made itself (slices given up), by task UUID.
+    failed: Mapping[str, TaskResult] = field(default_factory=dict)
+    #: Said of a task whose result is found nowhere.
+    missing: str = reason(Cause.WORKER_LOST, "no result came back")
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """The slice is lost: fail its tasks with ``text`` (and revoke it, if it may still run)."""
+
+    text: str
+    revoke: bool
+
+
+#: What :func:`decide` says of a slice: still pending, finished, or given up.
+Verdict = None | bool | GiveUp
+PENDING: Verdict = None
+FINISHED: Verdict = True
+
+
+@dataclass(frozen=True)
+class SliceState:
+    """Everything Redis says about one slice, decoded."""
+
+    meta: Mapping[str, Any] | None
+    claim: Mapping[str, Any] | None
+    leased: bool
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """The moments and limits a slice is judged against (wall-clock seconds)."""
+
+    now: float
+    dispatched_at: float
+    queue_wait: float
+    #: Hard time limit plus the pool's grace.
+    limit: float
+    lease_ttl: float
+    queue: str
+    #: When Redis was found to have lost the batch's state, if it did.
+    lost_at: float | None = None
+    #: When Redis last failed or stalled, as seen by this shim.
+    trouble_at: float | None = None
+
+
+def decide(state: SliceState, when: Deadlines) -> Verdict:
+    """What one slice came to: ``PENDING``, ``FINISHED`` or a :class:`GiveUp`."""
+    status = state.meta.get("status") if state.meta else None
+    if status == "SUCCESS":
+        return FINISHED
+    if status == "FAILURE" and state.meta is not None:
+        return GiveUp(_failure_reason(state.meta), revoke=False)
+    now, claim = when.now, state.claim
+    if claim is None and when.lost_at is not None:
+        # Redis restarted empty. A running slice's worker re-sets its lease
+        # within one beat, and the slice may yet store its result: give it
+        # one lease TTL. A slice still without a lease then went with the
+        # queue: fail it now instead of waiting out queue_wait.
+        if not state.leased and now - when.lost_at > when.lease_ttl:
+            return GiveUp(reason(Cause.BROKER_LOST,
+                                 "Redis lost this batch's state (restarted without persistence?); "
+                                 "the slice's message went with it and is not re-run"), revoke=True)
+        if now - when.dispatched_at > when.queue_wait + when.limit:
+            return GiveUp(reason(Cause.BROKER_LOST, "Redis lost this batch's state and the slice "
+                                 f"never reported within {when.queue_wait + when.limit:.0f}s"),
+                          revoke=True)
+        return PENDING
+    if claim is None:
+        if now - when.dispatched_at > when.queue_wait:
+            return GiveUp(reason(Cause.QUEUE_WAIT,
+                                 f"no worker started this slice within {when.queue_wait:.0f}s "
+                                 f"(is a worker consuming queue {when.queue!r}?)"), revoke=True)
+        return PENDING
+    if claim.get("abandoned"):
+        return GiveUp(str(claim.get("reason", reason(Cause.WORKER_LOST, "given up"))), revoke=False)
+    if not state.leased:
+        if when.trouble_at is not None and now - when.trouble_at <= when.lease_ttl:
+            # Redis was unreachable or stalled: the worker could not beat, and
+            # its lease may have lapsed meanwhile. It gets one lease TTL from
+            # Redis's return to set it again before it is called lost.
+            return PENDING
+        return GiveUp(reason(Cause.WORKER_LOST,
+                             f"the Celery worker {claim.get('worker', '?')} running this slice "
+                             "stopped renewing its lease; its tasks are not re-run"), revoke=False)
+    started = _parse_time(claim.get("at"))
+    if started is not None and now - started > when.limit:
+        return GiveUp(reason(Cause.TIME_LIMIT, f"still running after {when.limit:.0f}s"), revoke=True)
+    return PENDING
+
+
+class BrokerTrouble:
+    """When Redis last failed or stalled, shared by every lane of the shim.
+
+    A lease can lapse only because its worker could not reach Redis or died;
+    while Redis itself was away the two cannot be told apart, so each slice
+    gets one lease TTL after Redis answers again (see :func:`decide`).
+    """
+
+    def __init__(self, *, stall: float, wallclock: Callable[[], float]) -> None:
+        #: A round trip longer than this means Redis stalled (stopped, swapping).
+        self.stall = stall
+        self.now = wallclock
+        self._lock = threading.Lock()
+        self._failing = False
+        self.last: float | None = None
+
+    def failed(self) -> None:
+        """A call to Redis failed."""
+        with self._lock:
+            self._failing = True
+            self.last = self.now()
+
+    def answered(self, started: float) -> None:
+        """A call to Redis begun at ``started`` returned."""
+        now = self.now()
+        with self._lock:
+            if self._failing or now - started > self.stall:
+                self._failing = False
+                self.last = now
 
 
 class Settler:
@@ -45,6 +181,7 @@ class Settler:
         client: redis.Redis,
         clock: Callable[[], datetime],
         wallclock: Callable[[], float],
+        trouble: BrokerTrouble | None = None,
     ) -> None:
         self.settings = settings
         # For revoking a slice given up on.
@@ -53,41 +190,103 @@ class Settler:
         self.clock = clock
         # Wall-clock seconds: dispatch times are shared between shim processes.
         self.now = wallclock
+        self.trouble = trouble or BrokerTrouble(stall=settings.lease_seconds, wallclock=wallclock)
 
-    def settled(
-        self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool]
-    ) -> dict[str, TaskResult] | None:
-        """The answer if the batch is settled, else ``None``.
+    def settled(self, entry: ScriptEntry, dispatch: Dispatch,
+                wants: Mapping[str, bool]) -> Settlement | None:
+        """The batch's settlement if every slice has come to something, else ``None``.
 
-        The final result (the chord callback's, or the only slice's) is read
-        first and alone: slice results can be large (captured output), so
-        they are fetched one by one only when that did not deliver.
+        The final envelope (the chord callback's, or the only slice's) is read
+        first and alone; the slices' state only when that did not deliver.
         """
-        delivered = _decode(self.redis.get(META_PREFIX + dispatch.done_id))
-        if delivered and delivered.get("status") == "SUCCESS":
-            # Both tasks.collect and tasks.run_slice return {"results": [...], ...}.
-            return {r.uuid: r for r in results_of(_collected_results(delivered))}
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.mget([META_PREFIX + s.task_id for s in dispatch.slices])
-        pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
-        pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
-        pipe.get(keys.plan_key(dispatch.token))
-        metas, claims, leases, planned = pipe.execute()
-        lost_at = self._state_lost_at(dispatch, _decode(planned))
-        settled: dict[str, TaskResult] = {}
+        started = self.now()
+        try:
+            delivered = _decode(self.redis.get(META_PREFIX + dispatch.done_id))
+            if delivered and delivered.get("status") == "SUCCESS":
+                self.trouble.answered(started)
+                return Settlement(finished=dispatch.slices)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.mget([META_PREFIX + s.task_id for s in dispatch.slices])
+            pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
+            pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
+            pipe.get(keys.plan_key(dispatch.token))
+            pipe.get(keys.answer_key(dispatch.token))
+            metas, claims, leases, planned, answered = pipe.execute()
+        except redis.RedisError:
+            self.trouble.failed()
+            raise
+        self.trouble.answered(started)
+        if answered is not None:
+            # Another lane (a re-delivery attached alongside) answered the
+            # batch and tidied its keys away; its record says where all is.
+            with contextlib.suppress(ValueError, DecodeError):
+                return answer_record_settlement(answered)
+        when = Deadlines(
+            now=self.now(), dispatched_at=dispatch.dispatched_at, queue_wait=self.settings.queue_wait,
+            limit=(entry.options.time_limit or self.settings.time_limit) + LIMIT_GRACE_SECONDS,
+            lease_ttl=lifetimes.lease_ttl(self.settings), queue=str(entry.options.queue),
+            lost_at=self._state_lost_at(entry, dispatch, planned), trouble_at=self.trouble.last)
+        finished: list[SliceRef] = []
+        failed: dict[str, TaskResult] = {}
         pending = 0
         for ref, meta, claim, lease in zip(dispatch.slices, metas, claims, leases, strict=True):
-            outcome = self._slice_outcome(entry, dispatch, ref, _decode(meta), _decode(claim), lease,
-                                          lost_at=lost_at)
-            if outcome is None:
+            verdict = decide(SliceState(_decode(meta), _decode(claim), lease is not None), when)
+            if verdict is PENDING:
                 pending += 1
+            elif isinstance(verdict, GiveUp):
+                failed.update(self._give_up(entry, ref, verdict))
             else:
-                settled.update({u: r for u, r in outcome.items() if u in wants})
+                finished.append(ref)
         if pending:
             return None
-        return {u: with_wants(r, wants[u]) for u, r in settled.items()}
+        return Settlement(finished=tuple(finished),
+                          failed={u: r for u, r in failed.items() if u in wants})
 
-    def _state_lost_at(self, dispatch: Dispatch, record: dict[str, Any] | None) -> float | None:
+    def fetch(self, settlement: Settlement) -> dict[str, TaskResult]:
+        """The settled batch's results: each finished slice's, fetched once, and the failed ones."""
+        found: dict[str, TaskResult] = {}
+        for ref in settlement.finished:
+            try:
+                raw = self.redis.get(keys.outcome_key(ref.task_id))
+            except redis.RedisError as exc:
+                found.update(self._lost(ref, reason(Cause.BROKER_LOST,
+                                                    f"cannot fetch the slice's results: {exc}")))
+                continue
+            if raw is None:
+                raw = self._inline_results(ref)
+            if raw is None:
+                found.update(self._lost(ref, reason(
+                    Cause.BROKER_LOST, "the slice finished but its results are gone from Redis "
+                    "(evicted? check maxmemory-policy)")))
+                continue
+            try:
+                found.update({r.uuid: r for r in results_of(json.loads(raw), strict=True)})
+            except (ValueError, DecodeError) as exc:
+                log.exception("slice %s: stored results unreadable", ref.task_id)
+                found.update(self._lost(ref, reason(Cause.INTERNAL,
+                                                    f"the slice's stored results are unreadable: {exc}")))
+        found.update(settlement.failed)
+        return found
+
+    def _inline_results(self, ref: SliceRef) -> str | None:
+        """Results a worker of an older amworker left inside Celery's result, if any.
+
+        Such a worker (mid-upgrade) returns its results instead of storing
+        them under their own key.
+        """
+        try:
+            meta = _decode(self.redis.get(META_PREFIX + ref.task_id))
+        except redis.RedisError:
+            return None
+        result = meta.get("result") if meta else None
+        inline = result.get("results") if isinstance(result, dict) else None
+        return json.dumps(inline) if isinstance(inline, list) else None
+
+    def _lost(self, ref: SliceRef, text: str) -> dict[str, TaskResult]:
+        log.error("slice %s: %s", ref.task_id, text)
+        return {r.uuid: r for r in failed_results(list(ref.uuids), text, clock=self.clock)}
+
+    def _state_lost_at(self, entry: ScriptEntry, dispatch: Dispatch, planned: bytes | None) -> float | None:
         """When Redis was found to have lost this batch's state; ``None`` if it has not.
 
         Dispatcher.plan_slices writes the plan before any waiting, so a missing plan means Redis
@@ -95,96 +294,55 @@ class Settler:
         The plan is written back, marked with the moment the loss was noticed,
         so a re-delivery of the batch attaches instead of sending it again.
         """
+        record = decode_plan(planned) if planned is not None else None
         if record is None:
             record = {"count": dispatch.count, "at": dispatch.dispatched_at, "sent": True,
                       "lost_at": self.now()}
             log.warning("batch %s: Redis lost its state (restarted without persistence?)",
                         dispatch.token)
             if not self.redis.set(keys.plan_key(dispatch.token), json.dumps(record), nx=True,
-                                  ex=int(self.settings.result_expires)):
-                record = load_plan(self.redis, dispatch.token) or record
+                                  ex=lifetimes.key_ttl(self.settings, entry.options.time_limit)):
+                raw = self.redis.get(keys.plan_key(dispatch.token))
+                record = (decode_plan(raw) if raw is not None else None) or record
         lost = record.get("lost_at")
         return float(lost) if isinstance(lost, int | float) else None
 
-    def _slice_outcome(
-        self,
-        entry: ScriptEntry,
-        dispatch: Dispatch,
-        ref: SliceRef,
-        meta: dict[str, Any] | None,
-        claim: dict[str, Any] | None,
-        lease: bytes | None,
-        *,
-        lost_at: float | None = None,
-    ) -> dict[str, TaskResult] | None:
-        """What one slice came to, or ``None`` while it may still finish."""
-        status = meta.get("status") if meta else None
-        if status == "SUCCESS" and meta is not None:
-            result = meta.get("result")
-            part = result.get("results") if isinstance(result, dict) else None
-            return {r.uuid: r for r in results_of(part)}
-        if status == "FAILURE" and meta is not None:
-            return self._give_up(ref, _failure_reason(meta), revoke=False)
-        now = self.now()
-        limit = (entry.options.time_limit or self.settings.time_limit) + LIMIT_GRACE_SECONDS
-        if claim is None and lost_at is not None:
-            # Redis restarted empty. A running slice's worker re-sets its lease
-            # within one beat, and the slice may yet store its result: give it
-            # one lease TTL. A slice still without a lease then went with the
-            # queue: fail it now instead of waiting out queue_wait. The
-            # abandoned claim stops a late start.
-            if lease is None and now - lost_at > 3 * self.settings.lease_seconds:
-                return self._give_up(ref, reason(
-                    Cause.BROKER_LOST,
-                    "Redis lost this batch's state (restarted without persistence?); "
-                    "the slice's message went with it and is not re-run"), revoke=True)
-            if now - dispatch.dispatched_at > self.settings.queue_wait + limit:
-                return self._give_up(ref, reason(
-                    Cause.BROKER_LOST, "Redis lost this batch's state and the slice never "
-                    f"reported within {self.settings.queue_wait + limit:.0f}s"), revoke=True)
-            return None
-        if claim is None:
-            if now - dispatch.dispatched_at > self.settings.queue_wait:
-                return self._give_up(ref, reason(
-                    Cause.QUEUE_WAIT,
-                    f"no worker started this slice within {self.settings.queue_wait:.0f}s "
-                    f"(is a worker consuming queue {entry.options.queue!r}?)"), revoke=True)
-            return None
-        if claim.get("abandoned"):
-            return self._give_up(ref, str(claim.get("reason", reason(Cause.WORKER_LOST, "given up"))),
-                                 revoke=False)
-        if lease is None:
-            return self._give_up(ref, reason(
-                Cause.WORKER_LOST,
-                f"the Celery worker {claim.get('worker', '?')} running this slice stopped "
-                f"renewing its lease; its tasks are not re-run"), revoke=False)
-        started = _parse_time(claim.get("at"))
-        if started is not None and now - started > limit:
-            return self._give_up(ref, reason(Cause.TIME_LIMIT, f"still running after {limit:.0f}s"),
-                                 revoke=True)
-        return None
-
-    def _give_up(self, ref: SliceRef, text: str, *, revoke: bool) -> dict[str, TaskResult]:
+    def _give_up(self, entry: ScriptEntry, ref: SliceRef, verdict: GiveUp) -> dict[str, TaskResult]:
         """Fail a slice's tasks, and make sure it can never start later."""
-        marker = json.dumps({"abandoned": True, "reason": text})
+        marker = json.dumps({"abandoned": True, "reason": verdict.text})
         self.redis.set(keys.claim_key(ref.task_id), marker, nx=True,
-                       ex=int(self.settings.result_expires))
-        if revoke:
+                       ex=lifetimes.key_ttl(self.settings, entry.options.time_limit))
+        if verdict.revoke:
             try:
                 self.app.control.revoke(ref.task_id, terminate=True, signal="SIGKILL")
             except Exception as exc:  # noqa: BLE001 - kombu wraps broker faults in many types
                 # Best effort: the abandoned claim above already stops a late
                 # start; an escaping error here would WORK_FAIL the whole batch.
                 log.warning("slice %s: revoke not sent: %s", ref.task_id, exc)
-        log.warning("slice %s given up: %s", ref.task_id, text)
-        return {r.uuid: r for r in failed_results(list(ref.uuids), text, clock=self.clock)}
+        log.warning("slice %s given up: %s", ref.task_id, verdict.text)
+        return {r.uuid: r for r in failed_results(list(ref.uuids), verdict.text, clock=self.clock)}
 
 
-def _collected_results(meta: Mapping[str, Any]) -> Any:
-    """The result list inside the chord callback's stored return value."""
-    combined = meta.get("result")
-    return combined.get("results") if isinstance(combined, dict) else None
+def answer_record_settlement(raw: bytes | str) -> Settlement:
+    """Decode an answer record (raises ValueError or DecodeError if it is not one).
 
+    The results of slices that are gone (past the re-delivery grace) are
+    answered "answered before": the batch is not run again.
+    """
+    record = json.loads(raw)
+    if isinstance(record, list):
+        # Written by amworker before answer records: the whole answer.
+        return Settlement(failed={r.uuid: r for r in results_of(record, strict=True)})
+    if not isinstance(record, dict) or not isinstance(record.get("slices"), list):
+        raise ValueError("not an answer record")
+    at = record.get("at")
+    when = datetime.fromtimestamp(at).astimezone().isoformat() if isinstance(at, int | float) else "?"
+    return Settlement(
+        finished=tuple(SliceRef(str(i), ()) for i in record["slices"]),
+        failed={r.uuid: r for r in results_of(record.get("failed"), strict=True)},
+        missing=reason(Cause.ANSWERED_BEFORE, f"this batch was answered at {when}; its results "
+                       "are no longer kept and it is not run again"),
+    )
 
 
 def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
@@ -197,10 +355,17 @@ def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def results_of(items: Any) -> list[TaskResult]:
-    """The results in ``items`` (stored JSON); anything but a list of objects gives none."""
+def results_of(items: Any, *, strict: bool = False) -> list[TaskResult]:
+    """The results in ``items`` (stored JSON); anything but a list of objects gives none.
+
+    With ``strict``, anything unexpected raises :class:`ValueError` instead.
+    """
     if not isinstance(items, list):
+        if strict:
+            raise ValueError(f"expected a list of results, got {type(items).__name__}")
         return []
+    if strict and not all(isinstance(item, dict) for item in items):
+        raise ValueError("expected a list of result objects")
     return [TaskResult.from_json(item) for item in items if isinstance(item, dict)]
 
 

@@ -20,7 +20,6 @@ from worker.celery import app
 from worker.logs import batch_context
 from worker.plan import JobSpec
 from worker.runtime import WorkerRuntime, node_name
-from worker.wire import TaskResult
 
 
 class SliceTask(Task):
@@ -45,35 +44,55 @@ def run_slice(
     count: int,
     jobs: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """Run slice ``index`` of ``count`` of ``batch``: ``call(jobs)`` of ``function``."""
+    """Run slice ``index`` of ``count`` of ``batch``: ``call(jobs)`` of ``function``.
+
+    The results are stored under the slice's own key (see
+    :meth:`WorkerRuntime.store_outcome`); Celery's result is a small envelope.
+    """
+    task_id = require_task_id(self.request.id)
     client = self.request.hostname or node_name()
     with batch_context(function, batch, f"{index + 1}/{count}"):
-        if not self.runtime.claim(self.request.id, client):
+        if not self.runtime.claim(task_id, client, function):
             # Delivered again (or given up by the shim): never run twice, and
             # never report twice -- a second report would upset the chord counter.
             raise Ignore()
         specs = [JobSpec.from_json(job) for job in jobs]
-        with self.runtime.lease(self.request.id):
+        with self.runtime.lease(task_id):
             results = self.runtime.run_slice(
                 function, specs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,)
             )
-    return {"index": index, "count": count, "results": [r.to_json() for r in results]}
+            # Inside the lease: a shim must never see this slice neither
+            # leased nor finished.
+            self.runtime.store_outcome(task_id, function, results)
+    return {"index": index, "count": count, "tasks": len(results)}
+
+
+def require_task_id(task_id: str | None) -> str:
+    """The slice's Celery id, which names its claim, lease and outcome.
+
+    Celery sets one on every message; a call without one (run_slice called
+    directly, or a hand-made message) would share ``amworker:claim:None``
+    with every other such call, so the second would be silently ignored.
+    """
+    if not task_id:
+        raise ValueError("amworker.run_slice needs a Celery task id (its claim and results "
+                         "are keyed by it); send it with apply_async, never call it directly")
+    return task_id
 
 
 @app.task(bind=True, name="amworker.collect")
 def collect(self: Task, function: str, batch: str, slices: list[str]) -> dict[str, Any]:
-    """Chord callback: merge the slices' stored results, in slice order.
+    """Chord callback: one small "all slices reported" result for the shim to wake on.
 
-    The chord fires only once every slice reported success, so each result
-    is there; a slice that failed never gets here (the shim assembles those
-    batches itself, see worker.batches).
+    The chord fires only once every slice reported success; the results
+    themselves stay under each slice's own key (the shim fetches them once).
+    A slice that failed never gets here (the shim assembles those batches
+    itself, see worker.settling).
     """
-    merged: list[dict[str, Any]] = []
+    tasks = 0
     for slice_id in slices:
         part = self.app.AsyncResult(slice_id).result
-        if not isinstance(part, dict):
+        if not isinstance(part, dict) or not isinstance(part.get("tasks"), int):
             raise ValueError(f"slice {slice_id} has no stored result: {part!r}")
-        merged.extend(part["results"])
-    # Round-trip through TaskResult so a malformed part fails here, loudly.
-    checked = [TaskResult.from_json(r).to_json() for r in merged]
-    return {"function": function, "batch": batch, "tasks": len(checked), "results": checked}
+        tasks += part["tasks"]
+    return {"function": function, "batch": batch, "slices": len(slices), "tasks": tasks}

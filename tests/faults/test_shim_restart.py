@@ -18,6 +18,7 @@ from tests.faults.helpers import (
     wait_until,
 )
 from tests.services import gearman_status
+from worker import keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -40,7 +41,8 @@ def test_restarted_shim_attaches_and_every_task_runs_once(faststack, tmp_path):
 
     shim.kill()  # SIGKILL: the Gearman connections drop, gearmand re-queues both jobs
     gate_b.touch()
-    collect_b = f"celery-task-meta-record_v0.0:{unique_b}:collect"
+    token_b = keys.batch_token("record_v0.0", unique_b, b"", tasks_b)
+    collect_b = "celery-task-meta-" + keys.collect_id(token_b)
     wait_until(lambda: faststack.redis.exists(collect_b), timeout=60,
                what="batch B to finish on Celery while no shim runs")
     wait_until(lambda: gearman_status(faststack.gearman_port)["record_v0.0"][0] >= 2,

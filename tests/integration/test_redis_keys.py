@@ -1,0 +1,147 @@
+"""What Redis keeps once batches are answered, and how long (docs/design.md).
+
+A real stack (gearmand, Redis, a Celery worker, the shim). After a mix of
+batches is answered, every key left is one of the documented short-lived
+kinds, with a TTL within the bound derived from the deadlines
+(queue wait + time limit + grace + margin); a big output never rides on
+pub/sub; and a Gearman unique reused with other tasks is a new batch.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.helpers import config_file, make_tasks, records, submit, submit_many
+from tests.services import Stack, stack, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+QUEUE_WAIT, TIME_LIMIT, LEASE = 60, 120, 1
+#: docs/design.md: queue wait + time limit + 30 s pool grace + 120 s margin.
+BOUND = QUEUE_WAIT + TIME_LIMIT + 30 + 120
+#: How long an answered batch's outcomes stay for a re-delivery.
+GRACE = 60
+BIG_MB = 50
+
+CONFIG = f"""
+[functions."echo_v0.0"]
+slices = 3
+[functions."bigoutput_v0.0"]
+slices = 1
+max_output_bytes = {(BIG_MB + 4) * 1024 * 1024}
+"""
+
+#: Every key family allowed to remain, and the longest TTL it may have
+#: (None: the broker's own bindings, one per queue, not per batch).
+ALLOWED: dict[str, int | None] = {
+    r"amworker:answer:.+": BOUND,
+    r"amworker:claim:.+": BOUND,
+    r"amworker:outcome:.+": GRACE,
+    # A chord callback that ran after the shim had answered from the slices.
+    r"celery-task-meta-.+:collect": BOUND,
+    # Celery's own "chord done" marker: it sets 5 minutes itself.
+    r"celery-taskset-meta-.+\.c": 300,
+    r"_kombu\.binding.*": None,
+}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("redis-keys")
+    env = {"AMWORKER_QUEUE_WAIT": str(QUEUE_WAIT), "AMWORKER_TIME_LIMIT": str(TIME_LIMIT),
+           "AMWORKER_LEASE_SECONDS": str(LEASE),
+           "AMWORKER_CONFIG_FILE": str(config_file(workdir, CONFIG))}
+    with stack(workdir, env=env) as s:
+        s.celery_worker("keys", concurrency=2)
+        s.shim(functions=1)
+        yield s
+
+
+def _family(key: str) -> str | None:
+    return next((pattern for pattern in ALLOWED if re.fullmatch(pattern, key)), None)
+
+
+def test_answered_batches_leave_only_short_lived_keys(deployed: Stack, tmp_path: Path) -> None:
+    batches = []
+    for n in range(12):
+        kind = n % 4
+        if kind == 0:
+            batches.append(("echo_v0.0", make_tasks([f"hello {n}"] * 5), str(uuid.uuid4())))
+        elif kind == 1:
+            batches.append(("exitcode_v0.0", make_tasks(["3", "0"]), str(uuid.uuid4())))
+        elif kind == 2:
+            # One task refused (unbalanced quote), one run.
+            batches.append(("echo_v0.0", make_tasks(["'open", "fine"]), str(uuid.uuid4())))
+        else:
+            batches.append(("importfail_v0.0", make_tasks(["x"]), str(uuid.uuid4())))
+    answers = submit_many(deployed.server, batches, timeout=120)
+    assert all(a.results is not None and set(a.results) == set(a.tasks) for a in answers)
+
+    client = deployed.redis
+    # Chord callbacks may still be queued (the shim answers as soon as every
+    # slice reported): let the worker drain them first.
+    wait_until(lambda: not any(client.exists(k) for k in ("amworker", "unacked")), timeout=60,
+               what="the queue to drain")
+    left = {key.decode(): client.ttl(key) for key in client.scan_iter(count=1000)}
+    strays = {k: t for k, t in left.items() if _family(k) is None}
+    assert not strays, f"keys no answered batch should leave: {strays}"
+    for key, ttl in left.items():
+        longest = ALLOWED[_family(key) or ""]
+        if longest is None:
+            assert ttl == -1, key
+        else:
+            assert 0 < ttl <= longest, (key, ttl)
+    answers_left = [k for k in left if k.startswith("amworker:answer:")]
+    assert len(answers_left) == len(batches)
+    # What outlives the re-delivery grace is small: answer records and claims.
+    lasting = [k for k, t in left.items() if t > GRACE]
+    size = sum(client.memory_usage(k) or 0 for k in lasting)
+    assert size < len(batches) * 4096, f"{size} bytes kept beyond the grace for {len(batches)} batches"
+    print(f"{len(left)} keys left for {len(batches)} batches; {len(lasting)} outlive the grace, "
+          f"{size} bytes; longest TTL {max(left.values())} s (bound {BOUND} s)")
+    # No argv or kwargs anywhere in what is kept.
+    for key in left:
+        if client.type(key) == b"string":
+            assert b"hello" not in (client.get(key) or b"") or key.startswith("amworker:outcome:")
+
+
+def test_a_big_output_is_answered_without_the_watcher_losing_redis(deployed: Stack) -> None:
+    tasks = make_tasks([str(BIG_MB)])
+    (task_id,) = tasks
+    started = time.monotonic()
+    answer = submit(deployed.server, "bigoutput_v0.0", tasks, timeout=240)
+    print(f"{BIG_MB} MB output answered in {time.monotonic() - started:.1f}s")
+
+    assert answer.exit_code(task_id) == 0, answer.stderr(task_id)
+    assert len(answer.stdout(task_id)) >= BIG_MB * 1024 * 1024
+    shim_log = (deployed.workdir / "shim.log").read_text(errors="replace")
+    # A result published on pub/sub past Redis's 32 MB client buffer cuts
+    # the watcher's connection; only a small envelope is published now.
+    assert "result watcher lost Redis" not in shim_log
+    outcomes = [k for k in deployed.redis.scan_iter("amworker:outcome:*")]
+    assert all(0 < deployed.redis.ttl(k) <= GRACE for k in outcomes)
+
+
+def test_a_reused_unique_with_new_tasks_runs_them(deployed: Stack, tmp_path: Path) -> None:
+    unique = str(uuid.uuid4())
+    record = tmp_path / "runs"
+    first = make_tasks([str(record)] * 2)
+    second = make_tasks([str(record)] * 3)
+
+    one = submit(deployed.server, "record_v0.0", first, unique=unique)
+    two = submit(deployed.server, "record_v0.0", second, unique=unique)
+    again = submit(deployed.server, "record_v0.0", second, unique=unique)
+
+    assert all(one.exit_code(t) == 0 for t in first), one.results
+    # Same unique, other task UUIDs: a new batch, run for real.
+    assert all(two.exit_code(t) == 0 for t in second), two.results
+    # Same unique, same tasks: a re-delivery, answered again without running.
+    assert all(again.exit_code(t) == 0 for t in second), again.results
+    ran = sorted(t for t, _ in records(record))
+    assert ran == sorted([*first, *second])

@@ -1,0 +1,57 @@
+"""How long each Redis key amworker (and Celery, for it) writes must live.
+
+Every lifetime is derived from the deadlines a batch really has, never a flat
+week: a slice may wait ``queue_wait`` for a worker, then run for its hard
+time limit, then the pool needs a moment to report (``LIMIT_GRACE_SECONDS``).
+Past that, the waiting shim has given up on the slice, its message has
+expired (see :mod:`worker.dispatch`), and no key about it can matter; a
+margin absorbs clock skew between machines. See docs/design.md ("What Redis
+keeps, and for how long").
+"""
+
+from __future__ import annotations
+
+from worker.config import Settings
+
+#: Added to a slice's hard time limit before the shim gives up on it: the
+#: pool needs a moment to kill the child and store the failure.
+LIMIT_GRACE_SECONDS = 30.0
+#: Slack on every derived lifetime: clock skew between the shim's and the
+#: workers' machines, and a check interval or two.
+MARGIN_SECONDS = 120.0
+#: How long an answered batch keeps its slices' outcomes for a re-delivery.
+#: gearmand hands a job back only when the worker connection drops before it
+#: has read ``WORK_COMPLETE``; the job then goes to the next free lane at
+#: once. A minute covers that; a later re-delivery still finds the answer
+#: record and is answered "answered before", never re-run.
+REDELIVERY_GRACE_SECONDS = 60.0
+
+
+def lease_ttl(settings: Settings) -> int:
+    """A running slice's lease: three missed beats mean its worker died."""
+    return max(1, round(settings.lease_seconds * 3))
+
+
+def run_bound(settings: Settings, time_limit: float | None) -> float:
+    """Longest a slice can matter after it was sent (or claimed): queue, run, report."""
+    limit = time_limit or settings.time_limit
+    return settings.queue_wait + limit + LIMIT_GRACE_SECONDS + MARGIN_SECONDS
+
+
+def key_ttl(settings: Settings, time_limit: float | None) -> int:
+    """TTL of a batch's plan, claims, outcomes and answer record.
+
+    Capped by ``AMWORKER_RESULT_EXPIRES`` (an operator's ceiling on any key).
+    """
+    return max(1, int(min(run_bound(settings, time_limit), settings.result_expires)))
+
+
+def longest_key_ttl(settings: Settings) -> int:
+    """:func:`key_ttl` for the slowest function: Celery's one ``result_expires``."""
+    limits = [settings.time_limit] + [o.time_limit for o in settings.functions.values() if o.time_limit]
+    return max(key_ttl(settings, limit) for limit in limits)
+
+
+def redelivery_grace(settings: Settings) -> int:
+    """How long an answered batch's outcomes stay (never longer than they would anyway)."""
+    return max(1, int(min(REDELIVERY_GRACE_SECONDS, settings.result_expires)))
