@@ -15,8 +15,14 @@ _MYSQL_SHIM_INSTALLED = False
 
 
 def setup() -> None:
-    """Point Django at ``worker.settings`` (unless told otherwise) and set it up."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "worker.settings")
+    """Point Django at ``worker.settings`` (unless told otherwise) and set it up.
+
+    Archivematica's own ``settings.common``, which the stock worker's
+    environment names, counts as not told otherwise: worker.settings extends
+    it (AMWORKER_DJANGO_SETTINGS) with amworker's app, which it lacks.
+    """
+    if os.environ.get("DJANGO_SETTINGS_MODULE", "settings.common") == "settings.common":
+        os.environ["DJANGO_SETTINGS_MODULE"] = "worker.settings"
     _install_mysql_driver()
     import django
     from django.apps import apps
