@@ -49,7 +49,26 @@ def concurrent_instances():
 def call(jobs):
     for job in jobs:
         with job.JobContext():
-            job.pyprint(sibling_helper.GREETING, *job.args[1:])
+            job.pyprint(sibling_helper.GREETING, f"jobs_in_slice={len(jobs)}", *job.args[1:])
+'''
+
+#: Needs Django set up to import, as Archivematica's scripts that import models.
+USES_MODELS = '''"""Imports Django models at import time."""
+from django.contrib.auth.models import Group
+
+
+def call(jobs):
+    for job in jobs:
+        with job.JobContext():
+            job.pyprint(Group.__name__)
+'''
+
+BROKEN = '''"""A dependency is missing."""
+import amworker_no_such_dependency  # noqa: F401
+
+
+def call(jobs):
+    pass
 '''
 
 
@@ -73,8 +92,11 @@ def build(root: Path, layout: str) -> tuple[Path, Path]:
     (mcpclient / "clientScripts/__init__.py").write_text("")
     (mcpclient / "clientScripts/sibling_helper.py").write_text('GREETING = "hello from a sibling"\n')
     (mcpclient / "clientScripts/greet.py").write_text(SCRIPT)
+    (mcpclient / "clientScripts/uses_models.py").write_text(USES_MODELS)
+    (mcpclient / "clientScripts/broken.py").write_text(BROKEN)
     (mcpclient / "archivematicaClientModules").write_text(
-        "[supportedBatchCommands]\ngreet_v0.0 = greet\n")
+        "[supportedBatchCommands]\ngreet_v0.0 = greet\nmodels_v0.0 = uses_models\n"
+        "broken_v0.0 = broken\n")
     (mcpclient / "settings/__init__.py").write_text("")
     (mcpclient / "settings/common.py").write_text(SETTINGS_COMMON)
     (common / "common_helper.py").write_text('SHARED = "/var/archivematica/sharedDirectory/"\n')

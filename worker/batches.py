@@ -151,7 +151,7 @@ class BatchRunner:
             return self._complete(batch, stored)
         entry = self.registry.get(function)
         found: dict[str, TaskResult] = {}
-        if entry is None or entry.module is None:
+        if entry is None or not entry.importable:
             detail = entry.import_error if entry else f"no script is registered for {function!r}"
             found.update(self._fail(batch.tasks, reason(Cause.IMPORT_FAILED, str(detail))))
         else:
