@@ -17,6 +17,7 @@ class Cause:
     IMPORT_FAILED = "script import failed"
     PAYLOAD_REFUSED = "payload refused"
     QUEUE_WAIT = "not started in time"
+    SCRIPT_MISMATCH = "script mismatch"
 
 
 #: How every failure amworker makes (rather than a script) starts in stderr.

@@ -17,7 +17,7 @@ from celery import Celery
 from celery.app.amqp import AMQP
 from celery.signals import setup_logging
 
-from worker import logs, worker_metrics  # noqa: F401 - worker_metrics connects its signals
+from worker import advertise, logs, worker_metrics  # noqa: F401 - both connect signals
 from worker.config import Settings
 
 

@@ -156,6 +156,46 @@ def check_archivematica(settings: Settings) -> Check | None:
                  f"database from {database}", fatal=False)
 
 
+def check_workers(settings: Settings, registry: Registry | None = None) -> list[Check]:
+    """Whether every live worker maps each function to the module this modules file does.
+
+    Workers advertise their mapping in Redis (worker.advertise); one that
+    disagrees would answer that function's tasks ``script mismatch``.
+    """
+    from worker import advertise
+    from worker.registry import load_registry
+
+    def probe() -> list[Check]:
+        ours = (registry if registry is not None
+                else load_registry(settings, import_modules=False)).scripts()
+        client = redis.Redis.from_url(settings.result_backend, socket_connect_timeout=3,
+                                      socket_timeout=3)
+        try:
+            found = advertise.advertised(client)
+        finally:
+            client.close()
+        if not found:
+            return [Check("workers' scripts", True, "no Celery worker advertises its scripts "
+                          "(none running, or older than this release)", fatal=False)]
+        lines = []
+        for node, value in sorted(found.items()):
+            differ = advertise.differences(ours, value["scripts"])
+            if differ:
+                lines.append(Check(f"worker {node}", False,
+                                   f"runs other scripts (modules file {value.get('modules_file')}): "
+                                   f"{'; '.join(differ)}; its tasks of those functions fail with "
+                                   "'script mismatch'", fatal=False))
+            else:
+                lines.append(Check(f"worker {node}", True, "same scripts as this modules file",
+                                   fatal=False))
+        return lines
+
+    try:
+        return probe()
+    except Exception as exc:  # noqa: BLE001 - a check reports any failure as a line
+        return [Check("workers' scripts", False, f"{type(exc).__name__}: {exc}", fatal=False)]
+
+
 def check_shared_directory(path: str) -> Check:
     """The shared directory exists and this process can write to it."""
 
@@ -188,6 +228,7 @@ def run_checks(settings: Settings, *, with_database: bool = True,
         database.setup()
         checks.extend(check_database())
     checks.extend(check_scripts(settings, registry))
+    checks.extend(check_workers(settings, registry))
     checks.append(check_shared_directory(settings.shared_directory))
     checks.append(check_timeouts(settings))
     return checks

@@ -44,6 +44,7 @@ def run_slice(
     index: int,
     count: int,
     jobs: list[dict[str, Any]],
+    script: str | None = None,
 ) -> dict[str, Any]:
     """Run slice ``index`` of ``count`` of ``batch``: ``call(jobs)`` of ``function``."""
     client = self.request.hostname or node_name()
@@ -55,7 +56,8 @@ def run_slice(
         specs = [JobSpec.from_json(job) for job in jobs]
         with self.runtime.lease(self.request.id):
             results = self.runtime.run_slice(
-                function, specs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,)
+                function, specs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,),
+                script=script,
             )
     return {"index": index, "count": count, "results": [r.to_json() for r in results]}
 

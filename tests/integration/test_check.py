@@ -50,7 +50,8 @@ def test_check_passes_against_a_working_stack(services: Stack) -> None:
     found = lines(done.stdout)
     assert set(found) == {f"gearmand {services.server}", "broker", "result backend", "database",
                           "Tasks table", "modules file", "script echo_v0.0",
-                          "script sliced_v0.0", "shared directory", "timeouts"}
+                          "script sliced_v0.0", "workers' scripts", "shared directory",
+                          "timeouts"}
     assert all(line.startswith("[ ok ]") for line in found.values()), done.stdout
     assert "concurrent_instances() = 4; slices 4" in found["script sliced_v0.0"]
     assert "no concurrent_instances(); slices 1" in found["script echo_v0.0"]
