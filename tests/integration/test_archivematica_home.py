@@ -30,7 +30,7 @@ DERIVED = ("AMWORKER_MODULES_FILE", "AMWORKER_CLIENT_SCRIPTS_PACKAGE",
 
 @pytest.fixture(scope="module", params=["package", "source"])
 def deployed(request: pytest.FixtureRequest,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Proc]]:
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Proc, Proc]]:
     workdir = tmp_path_factory.mktemp(f"home-{request.param}")
     home, _ = am_tree.build(workdir / "install", request.param)
     with stack(workdir, env={"AMWORKER_ARCHIVEMATICA_HOME": str(home)}) as running:
@@ -39,15 +39,15 @@ def deployed(request: pytest.FixtureRequest,
         done = subprocess.run([sys.executable, "-m", "worker.cli", "init-db"], env=running.env,
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-        running.celery_worker("home", concurrency=2)
+        worker = running.celery_worker("home", concurrency=2)
         shim = running.shim("home-shim", extra={"PYTHONVERBOSE": "1"}, functions=3)
-        yield running, shim
+        yield running, shim, worker
 
 
 def test_scripts_importing_their_siblings_run_with_the_slices_they_ask_for(
-    deployed: tuple[Stack, Proc],
+    deployed: tuple[Stack, Proc, Proc],
 ) -> None:
-    running, _ = deployed
+    running, _, _ = deployed
 
     results = run_batch(running.server, "greet_v0.0", "--name x", tasks=6)
 
@@ -56,16 +56,16 @@ def test_scripts_importing_their_siblings_run_with_the_slices_they_ask_for(
     assert all("hello from a sibling jobs_in_slice=2" in r.stdout for r in results), results
 
 
-def test_scripts_importing_django_models_run(deployed: tuple[Stack, Proc]) -> None:
-    running, _ = deployed
+def test_scripts_importing_django_models_run(deployed: tuple[Stack, Proc, Proc]) -> None:
+    running, _, _ = deployed
 
     results = run_batch(running.server, "models_v0.0", tasks=2)
 
     assert [(r.exit_code, r.stdout.strip()) for r in results] == [(0, "Group")] * 2
 
 
-def test_a_script_that_fails_to_import_is_answered_with_the_cause(deployed: tuple[Stack, Proc]) -> None:
-    running, _ = deployed
+def test_a_script_that_fails_to_import_is_answered_with_the_cause(deployed: tuple[Stack, Proc, Proc]) -> None:
+    running, _, _ = deployed
 
     results = run_batch(running.server, "broken_v0.0", tasks=2)
 
@@ -75,6 +75,34 @@ def test_a_script_that_fails_to_import_is_answered_with_the_cause(deployed: tupl
         assert "amworker_no_such_dependency" in result.stderr
 
 
+def test_the_workers_log_once_in_amworkers_format(deployed: tuple[Stack, Proc, Proc]) -> None:
+    running, _, worker = deployed
+    run_batch(running.server, "greet_v0.0")
+
+    log = worker.output()
+    # The stand-in settings' dictConfig would add a root handler of this format.
+    assert "STAND-IN" not in log
+    done = [line for line in log.splitlines() if "Task greet_v0.0 slice" in line and "succeeded" in line]
+    assert done and all(" INFO    [ForkPoolWorker-" in line for line in done), log[-3000:]
+    # Once each: a second root handler would repeat every line.
+    slices = [line.split("[greet_v0.0:", 1)[1].split("]", 1)[0] for line in done]
+    assert len(slices) == len(set(slices)), done
+
+
+def test_check_reports_what_it_derived(deployed: tuple[Stack, Proc, Proc], tmp_path: Path) -> None:
+    running, _, _ = deployed
+
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "check"], env=running.env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+    line = next(x for x in done.stdout.splitlines() if x.startswith("[ ok ] Archivematica: "))
+    assert "modules file " in line and "archivematicaClientModules;" in line
+    assert "scripts package clientScripts;" in line and "(set)" not in line
+    assert "script greet_v0.0: clientScripts.greet imports; concurrent_instances() = 3" in done.stdout
+    assert "[FAIL] script broken_v0.0: clientScripts.broken: ModuleNotFoundError" in done.stdout
+
+
+# Last: it stops the shim.
 def imported_modules(log: str) -> set[str]:
     """Modules loaded, from ``PYTHONVERBOSE`` lines (``import 'name' # <loader>``).
 
@@ -88,8 +116,8 @@ def imported_modules(log: str) -> set[str]:
     return names
 
 
-def test_the_shim_holds_no_script_and_no_django(deployed: tuple[Stack, Proc]) -> None:
-    running, shim = deployed
+def test_the_shim_holds_no_script_and_no_django(deployed: tuple[Stack, Proc, Proc]) -> None:
+    running, shim, _ = deployed
     # Every function answered once, so anything imported lazily is in too.
     for function in ("greet_v0.0", "models_v0.0", "broken_v0.0"):
         run_batch(running.server, function)
@@ -102,16 +130,3 @@ def test_the_shim_holds_no_script_and_no_django(deployed: tuple[Stack, Proc]) ->
     assert not {n for n in names if n.split(".")[0] in {"clientScripts", "sibling_helper",
                                                          "settings", "common_helper", "main"}}
     assert "script probe: 3 function(s), 2 importable" in shim.output()
-
-
-def test_check_reports_what_it_derived(deployed: tuple[Stack, Proc], tmp_path: Path) -> None:
-    running, _ = deployed
-
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "check"], env=running.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-    line = next(x for x in done.stdout.splitlines() if x.startswith("[ ok ] Archivematica: "))
-    assert "modules file " in line and "archivematicaClientModules;" in line
-    assert "scripts package clientScripts;" in line and "(set)" not in line
-    assert "script greet_v0.0: clientScripts.greet imports; concurrent_instances() = 3" in done.stdout
-    assert "[FAIL] script broken_v0.0: clientScripts.broken: ModuleNotFoundError" in done.stdout

@@ -87,7 +87,8 @@ def test_check_names_every_failure(services: Stack, tmp_path: Path) -> None:
     found = lines(done.stdout)
     failed = {name for name, line in found.items() if line.startswith("[FAIL]")}
     assert failed == {f"gearmand 127.0.0.1:{dead_gearman}", "broker", "result backend",
-                      "Tasks table", "script importfail_v0.0", "shared directory"}, done.stdout
+                      "Tasks table", "script importfail_v0.0", "workers' scripts",
+                      "shared directory"}, done.stdout
     assert "does not exist" in found["shared directory"]
     assert "amworker init-db" in found["Tasks table"]
     assert "import_fails" in found["script importfail_v0.0"]
