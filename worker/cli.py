@@ -140,12 +140,10 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_scripts(settings: Settings, _args: argparse.Namespace) -> int:
     """``amworker scripts``: the registry as the shim and workers see it."""
-    from worker import database, script_imports
-    from worker.registry import load_registry
+    from worker.probe import probe_registry
 
-    database.setup()
-    script_imports.install()
-    registry = load_registry(settings)
+    # As the shim sees them: imported in the probe child, not here.
+    registry = probe_registry(settings)
     rows = [("FUNCTION", "MODULE", "SLICES", "QUEUE", "TIME LIMIT", "SOFT LIMIT", "MAX OUTPUT",
              "STATUS")]
     for function in sorted(registry):

@@ -28,7 +28,18 @@ def setup() -> None:
     from django.apps import apps
 
     if not apps.ready:
-        django.setup()
+        try:
+            django.setup()
+        except ImportError as exc:
+            # Archivematica's settings name apps (tastypie, …) that must be
+            # installed where amworker runs: say so, not just a traceback.
+            from worker.errors import ConfigError
+
+            raise ConfigError(
+                f"Django cannot start with DJANGO_SETTINGS_MODULE="
+                f"{os.environ['DJANGO_SETTINGS_MODULE']}: {type(exc).__name__}: {exc} "
+                "(install the Python requirements of the settings' apps, e.g. Archivematica's "
+                "requirements.txt, into amworker's environment)") from exc
         _tune_sqlite()
 
 

@@ -117,11 +117,11 @@ class Registry(Mapping[str, ScriptEntry]):
         fingerprint (an older release): it runs, as before.
         """
         entry = self._entries.get(function)
-        if script is None or entry is None or entry.script == script:
+        if script is None or (entry is not None and entry.script == script):
             return None
+        here = f"maps it to {entry.script}" if entry is not None else "does not name it"
         return (f"the shim planned {function} as {script}, but this worker's modules file "
-                f"maps it to {entry.script}: shim and workers must use the same modules file "
-                "and scripts package")
+                f"{here}: shim and workers must use the same modules file and scripts package")
 
 
 def read_modules_file(path: str) -> dict[str, str]:

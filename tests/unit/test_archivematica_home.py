@@ -6,6 +6,8 @@ and against a real checkout when ``AM_SRC`` names one.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import logging
 import os
 import sys
@@ -19,7 +21,7 @@ from worker import archivematica, checks
 from worker import settings as django_settings
 from worker.config import DATABASE_EMBEDDED, Settings
 from worker.errors import ConfigError
-from worker.registry import load_registry
+from worker.registry import load_registry, read_modules_file
 
 AM_SRC = os.environ.get("AM_SRC", "")
 
@@ -196,19 +198,37 @@ def test_install_import_paths_is_idempotent_and_goes_first(clean_imports: None) 
 # -- the real thing ------------------------------------------------------------------
 
 
+def bare_imports(path: Path) -> set[str]:
+    """Top-level names a module imports absolutely."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
 @pytest.mark.skipif(not AM_SRC, reason="AM_SRC names no Archivematica checkout")
 def test_a_real_checkout_derives_and_every_script_finds_its_siblings(clean_imports: None) -> None:
     settings = Settings.from_env({"AMWORKER_ARCHIVEMATICA_HOME": AM_SRC})
     src = Path(AM_SRC).absolute() / "src"
+    scripts = src / "MCPClient/lib/clientScripts"
 
-    assert settings.import_paths == (str(src / "MCPClient/lib"), str(src / "MCPClient/lib/clientScripts"),
+    assert settings.import_paths == (str(src / "MCPClient/lib"), str(scripts),
                                      str(src / "archivematicaCommon/lib"), str(src / "dashboard/src"))
-    assert Path(settings.modules_file).is_file()
     assert Path(settings.client_assets_directory, "catalog", "catalog.xml").is_file()
+    modules = read_modules_file(settings.modules_file)
+    assert len(modules) > 100
+    # Found 1 of issue 9: scripts import siblings by bare name.
+    siblings = {name for module in set(modules.values()) if (scripts / f"{module}.py").is_file()
+                for name in bare_imports(scripts / f"{module}.py")
+                if (scripts / f"{name}.py").is_file() or (scripts / name).is_dir()}
+    assert {"change_names", "create_mets_v2", "has_packages", "move_or_merge"} <= siblings
     archivematica.install_import_paths(settings.import_paths)
-    siblings = ["change_names", "create_mets_v2", "has_packages", "move_or_merge"]
     for name in siblings:
-        assert (src / "MCPClient/lib/clientScripts" / f"{name}.py").is_file(), name
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and str(spec.origin).startswith(str(scripts)), name
     handlers = list(logging.getLogger().handlers)
     built = django_settings.build(settings)
     assert django_settings.APP in built["INSTALLED_APPS"] and "main" in built["INSTALLED_APPS"]

@@ -347,6 +347,8 @@ def test_a_slice_planned_for_another_module_is_a_mismatch_naming_both(
     assert registry.mismatch("echo_v0.0", None) is None  # an older shim sends none
     problem = registry.mismatch("echo_v0.0", "other.echo_args")
     assert problem is not None and "other.echo_args" in problem and "pkg.echo_args" in problem
+    unknown = registry.mismatch("copy_v0.0", "pkg.copy")
+    assert unknown is not None and "does not name it" in unknown
 
 
 def test_advertised_differences_name_each_function() -> None:
