@@ -141,13 +141,13 @@ def check_archivematica(settings: Settings) -> Check | None:
     """What amworker derived from AMWORKER_ARCHIVEMATICA_HOME (``None`` without it)."""
     if not settings.archivematica_home:
         return None
-    shown = [(name, value, field) for name, value, field in (
+    shown = (
         ("import paths", os.pathsep.join(settings.import_paths), "import_paths"),
         ("modules file", settings.modules_file, "modules_file"),
         ("scripts package", settings.client_scripts_package, "client_scripts_package"),
         ("client assets", settings.client_assets_directory, "client_assets_directory"),
         ("Django settings", f"{settings.django_settings or '-'} + amworker's app", "django_settings"),
-    )]
+    )
     words = [f"{name} {value}{'' if field in settings.derived else ' (set)'}"
              for name, value, field in shown]
     database = ("the Django settings" if settings.database_from == DATABASE_EMBEDDED

@@ -72,8 +72,11 @@ def report(registry: Registry) -> dict[str, Any]:
                                  "slices": None}
         hook = getattr(entry.module, "concurrent_instances", None)
         if hook is not None:
-            # slices_wanted() logs and falls back to 1 if the hook fails.
-            facts["slices"] = replace(entry, options=replace(entry.options, slices=None)).slices_wanted()
+            try:
+                facts["slices"] = max(1, int(hook()))
+            except Exception as exc:  # noqa: BLE001 - a buggy hook means 1 slice, as in batches
+                facts["slices"] = 1
+                facts["slices_error"] = f"concurrent_instances() raised {type(exc).__name__}: {exc}"
         functions[function] = facts
     return {"functions": functions}
 
@@ -130,6 +133,9 @@ def run_probe(settings: Settings, *, database: bool = False,
         log.error("%s", why)
         return _failed(registry, why), [Check("script probe", False, why)]
     probed = apply(registry, found)
+    for function, facts in found.get("functions", {}).items():
+        if isinstance(facts, dict) and facts.get("slices_error"):
+            log.warning("%s: %s; using 1 slice", function, facts["slices_error"])
     for entry in probed.failed():
         log.error("function %s is unusable: %s", entry.function,
                   (entry.import_error or "").strip().splitlines()[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -41,11 +42,15 @@ def make_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripts: dict[
 
 @pytest.mark.timeout(60)
 def test_the_probe_reports_imports_and_slices_without_importing_here(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_package(tmp_path, monkeypatch, SCRIPTS)
 
-    registry = probe_registry(settings)
+    with caplog.at_level(logging.WARNING, logger="worker.probe"):
+        registry = probe_registry(settings)
+
+    assert any("concurrent_instances() raised RuntimeError: no; using 1 slice" in r.getMessage()
+               for r in caplog.records)
 
     assert "probed_pkg.chatty" not in sys.modules
     assert registry["chatty_v0.0"].importable and registry["chatty_v0.0"].slices_wanted() == 5
