@@ -11,6 +11,8 @@ log (``PYTHONVERBOSE``) of the real shim process says so.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -130,3 +132,42 @@ def test_the_shim_holds_no_script_and_no_django(deployed: tuple[Stack, Proc, Pro
     assert not {n for n in names if n.split(".")[0] in {"clientScripts", "sibling_helper",
                                                          "settings", "common_helper", "main"}}
     assert "script probe: 3 function(s), 2 importable" in shim.output()
+
+
+AM_SRC = os.environ.get("AM_SRC", "")
+#: A Python with Archivematica's requirements and amworker installed.
+AM_PYTHON = os.environ.get("AM_PYTHON", "")
+
+
+def probe_counts(env: dict[str, str], cwd: Path) -> tuple[int, int, str]:
+    done = subprocess.run([AM_PYTHON, "-m", "worker.cli", "scripts"], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    found = re.search(r"script probe: (\d+) function\(s\), (\d+) importable", done.stderr)
+    assert found, done.stderr[-3000:]
+    return int(found.group(1)), int(found.group(2)), done.stdout
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not (AM_SRC and AM_PYTHON),
+                    reason="AM_SRC (a checkout) and AM_PYTHON (with its requirements) not given")
+def test_every_function_of_a_real_checkout_imports_with_the_one_setting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMWORKER_", "ARCHIVEMATICA_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.pop("PYTHONPATH", None)
+    env.update({"AMWORKER_ARCHIVEMATICA_HOME": AM_SRC,
+                "AMWORKER_DATABASE_URL": f"sqlite:///{tmp_path}/am.sqlite3"})
+
+    functions, importable, table = probe_counts(env, tmp_path)
+
+    assert functions > 100 and importable == functions, table
+    # Found 1 of issue 9: without clientScripts on the path, the scripts that
+    # import their siblings fail.
+    src = Path(AM_SRC).absolute() / "src"
+    paths = [src / "MCPClient/lib", src / "archivematicaCommon/lib", src / "dashboard/src"]
+    without = {**env, "AMWORKER_IMPORT_PATHS": os.pathsep.join(map(str, paths))}
+    _, fewer, table = probe_counts(without, tmp_path)
+    missing = set(re.findall(r"IMPORT FAILED: ModuleNotFoundError: No module named '(\w+)'", table))
+    assert importable - fewer == table.count("IMPORT FAILED")
+    assert missing and all((src / "MCPClient/lib/clientScripts" / name).exists()
+                           or (src / "MCPClient/lib/clientScripts" / f"{name}.py").exists()
+                           for name in missing), missing
