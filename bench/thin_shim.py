@@ -73,6 +73,29 @@ def probe_peak_mb(env: dict[str, str]) -> float:
     return int(done.stdout.strip()) / 1024
 
 
+def measure_archivematica(home: str) -> dict[str, Any]:
+    """Idle RSS of a shim serving a real Archivematica install's modules file.
+
+    Run with a Python that has Archivematica's requirements installed (the
+    probe imports its scripts). No W5: its modules file has no such script.
+    """
+    with tempfile.TemporaryDirectory(prefix="amworker-thin-shim-") as tmp:
+        with services.stack(Path(tmp), env={"AMWORKER_ARCHIVEMATICA_HOME": home}) as stack:
+            for name in ("AMWORKER_MODULES_FILE", "AMWORKER_CLIENT_SCRIPTS_PACKAGE",
+                         "AMWORKER_CLIENT_ASSETS_DIRECTORY"):
+                stack.env.pop(name)
+            probe = probe_peak_mb(stack.env)
+            from worker.config import Settings
+            from worker.registry import read_modules_file
+
+            count = len(read_modules_file(Settings.from_env(stack.env).modules_file))
+            shim = stack.shim("thin-shim", functions=count)
+            idle = settled_rss_mb(shim.pid)
+            probed = [line for line in shim.output().splitlines() if "script probe:" in line]
+    return {"archivematica_home": home, "functions": count, "probe_peak_mb": round(probe, 1),
+            "shim_idle_mb": round(idle, 1), "probe_log": probed[-1:]}
+
+
 def measure(sizes: Sizes, functions: int) -> dict[str, Any]:
     """Generate the modules file, run the stack, return the numbers."""
     with tempfile.TemporaryDirectory(prefix="amworker-thin-shim-") as tmp:
@@ -146,9 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--functions", type=int, default=100)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--archivematica-home", metavar="PATH",
+                        help="measure idle RSS with this real install's modules file instead "
+                             "(prints JSON; needs Archivematica's requirements installed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s",
                         stream=sys.stderr)
+    if args.archivematica_home:
+        print(json.dumps(measure_archivematica(args.archivematica_home), indent=1))
+        return 0
     raw = measure(SIZES[args.size], args.functions)
     command = "python -m bench.thin_shim" + ("" if args.size == "full" else f" --size {args.size}")
     text = markdown(raw, command)
