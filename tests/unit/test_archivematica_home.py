@@ -158,6 +158,8 @@ def test_an_empty_client_password_stays_empty(tmp_path: Path, clean_imports: Non
 
     assert settings.database_from == "ARCHIVEMATICA_MCPCLIENT_CLIENT_*"
     assert database["PASSWORD"] == "" and database["HOST"] == "db.example"
+    # What Archivematica's own reading made of it (Found 6 of issue 9).
+    assert django_settings.base_settings("settings.common")["DATABASES"]["default"]["PASSWORD"] == "demo"
 
 
 def test_amworkers_database_url_wins_over_archivematicas(tmp_path: Path, clean_imports: None) -> None:
