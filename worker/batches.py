@@ -175,7 +175,7 @@ class BatchRunner:
                      function, token)
             return stored
         entry = self.registry.get(function)
-        if entry is None or entry.module is None:
+        if entry is None or not entry.importable:
             detail = entry.import_error if entry else f"no script is registered for {function!r}"
             return Settlement(failed=self._fail(batch.tasks, reason(Cause.IMPORT_FAILED, str(detail))))
         specs, refused = self._prepare(batch.tasks)

@@ -24,6 +24,7 @@ class Cause:
     #: A re-delivery of a batch answered so long ago that its results are
     #: gone; it is not run again (scripts are not idempotent).
     ANSWERED_BEFORE = "answered before"
+    SCRIPT_MISMATCH = "script mismatch"
 
 
 #: How every failure amworker makes (rather than a script) starts in stderr.

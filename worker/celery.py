@@ -17,7 +17,7 @@ from celery import Celery
 from celery.app.amqp import AMQP
 from celery.signals import setup_logging
 
-from worker import lifetimes, logs, worker_metrics  # noqa: F401 - worker_metrics connects its signals
+from worker import advertise, lifetimes, logs, worker_metrics  # noqa: F401 - advertise and worker_metrics connect signals
 from worker.config import Settings
 
 

@@ -12,14 +12,14 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
 
-from worker.config import Settings
+from worker.config import DATABASE_EMBEDDED, Settings
 from worker.errors import AmworkerError, ConfigError
-from worker.registry import ScriptEntry
+from worker.registry import Registry, ScriptEntry
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +123,12 @@ def _tasks_table() -> str:
     return f"usable ({Task.objects.count()} rows)"
 
 
-def check_scripts(settings: Settings) -> list[Check]:
-    """Import every client script module; report what its concurrent_instances says."""
-    from worker import database, script_imports
-    from worker.registry import load_registry
+def check_scripts(settings: Settings, registry: Registry | None = None) -> list[Check]:
+    """Every client script as the shim sees it: imported by the probe, in a child process."""
+    from worker.probe import probe_registry
 
     try:
-        script_imports.install()
-        registry = load_registry(settings, ready_django=database.setup)
+        registry = registry if registry is not None else probe_registry(settings)
     except AmworkerError as exc:
         return [Check("modules file", False, str(exc))]
     except Exception as exc:  # noqa: BLE001 - e.g. a script needs Django and the database URL is bad
@@ -138,26 +136,81 @@ def check_scripts(settings: Settings) -> list[Check]:
     checks = [Check("modules file", True, f"{settings.modules_file} ({len(registry)} functions)")]
     for function in sorted(registry):
         entry = registry[function]
-        module = f"{settings.client_scripts_package}.{entry.module_name}"
         if entry.importable:
-            checks.append(Check(f"script {function}", True, f"{module} imports; {_slices(entry)}",
+            checks.append(Check(f"script {function}", True, f"{entry.script} imports; {_slices(entry)}",
                                 fatal=False))
         else:
             last = (entry.import_error or "").strip().splitlines()[-1]
-            checks.append(Check(f"script {function}", False, f"{module}: {last}", fatal=False))
+            checks.append(Check(f"script {function}", False, f"{entry.script}: {last}", fatal=False))
     return checks
 
 
 def _slices(entry: ScriptEntry) -> str:
     """What the module's concurrent_instances says, and any override of it."""
-    hook = getattr(entry.module, "concurrent_instances", None)
-    try:
-        said = "no concurrent_instances()" if hook is None else f"concurrent_instances() = {hook()}"
-    except Exception as exc:  # noqa: BLE001 - a buggy hook is reported, as batches treat it
-        said = f"concurrent_instances() raised {type(exc).__name__}: {exc}"
+    said = ("no concurrent_instances()" if entry.probed_slices is None
+            else f"concurrent_instances() = {entry.probed_slices}")
     if entry.options.slices:
         return f"{said}; slices {entry.options.slices} from the config file"
     return f"{said}; slices {entry.slices_wanted()}"
+
+
+def check_archivematica(settings: Settings) -> Check | None:
+    """What amworker derived from AMWORKER_ARCHIVEMATICA_HOME (``None`` without it)."""
+    if not settings.archivematica_home:
+        return None
+    shown = (
+        ("import paths", os.pathsep.join(settings.import_paths), "import_paths"),
+        ("modules file", settings.modules_file, "modules_file"),
+        ("scripts package", settings.client_scripts_package, "client_scripts_package"),
+        ("client assets", settings.client_assets_directory, "client_assets_directory"),
+        ("Django settings", f"{settings.django_settings or '-'} + amworker's app", "django_settings"),
+    )
+    words = [f"{name} {value}{'' if field in settings.derived else ' (set)'}"
+             for name, value, field in shown]
+    database = ("the Django settings" if settings.database_from == DATABASE_EMBEDDED
+                else settings.database_from)
+    return Check("Archivematica", True, f"{settings.archivematica_home}: {'; '.join(words)}; "
+                 f"database from {database}", fatal=False)
+
+
+def check_workers(settings: Settings, registry: Registry | None = None) -> list[Check]:
+    """Whether every live worker maps each function to the module this modules file does.
+
+    Workers advertise their mapping in Redis (worker.advertise); one that
+    disagrees would answer that function's tasks ``script mismatch``.
+    """
+    from worker import advertise
+    from worker.registry import load_registry
+
+    def probe() -> list[Check]:
+        ours = (registry if registry is not None
+                else load_registry(settings, import_modules=False)).scripts()
+        client = redis.Redis.from_url(settings.result_backend, socket_connect_timeout=3,
+                                      socket_timeout=3)
+        try:
+            found = advertise.advertised(client)
+        finally:
+            client.close()
+        if not found:
+            return [Check("workers' scripts", True, "no Celery worker advertises its scripts "
+                          "(none running, or older than this release)", fatal=False)]
+        lines = []
+        for node, value in sorted(found.items()):
+            differ = advertise.differences(ours, value["scripts"])
+            if differ:
+                lines.append(Check(f"worker {node}", False,
+                                   f"runs other scripts (modules file {value.get('modules_file')}): "
+                                   f"{'; '.join(differ)}; its tasks of those functions fail with "
+                                   "'script mismatch'", fatal=False))
+            else:
+                lines.append(Check(f"worker {node}", True, "same scripts as this modules file",
+                                   fatal=False))
+        return lines
+
+    try:
+        return probe()
+    except Exception as exc:  # noqa: BLE001 - a check reports any failure as a line
+        return [Check("workers' scripts", False, f"{type(exc).__name__}: {exc}", fatal=False)]
 
 
 def check_shared_directory(path: str) -> Check:
@@ -173,21 +226,25 @@ def check_shared_directory(path: str) -> Check:
     return _guard("shared directory", probe, fatal=False)
 
 
-def run_checks(settings: Settings, *, with_database: bool = True) -> list[Check]:
+def run_checks(settings: Settings, *, with_database: bool = True,
+               registry: Registry | None = None) -> list[Check]:
     """Every check, in the order an operator would fix them.
 
     ``with_database=False`` is for the shim, which never touches the
     database: it starts without Django, and its start-up does not wait on a
     database only the workers need.
     """
-    checks = [check_gearmand(server) for server in settings.gearman_servers]
+    home = check_archivematica(settings)
+    checks = [] if home is None else [home]
+    checks += [check_gearmand(server) for server in settings.gearman_servers]
     checks.append(check_redis("broker", settings.broker_url))
     checks.append(check_redis("result backend", settings.result_backend))
     if with_database:
         # Django is readied inside the database check's guard: a bad database
         # URL is one failed line, and every other check still runs.
         checks.extend(check_database(settings.database_url))
-    checks.extend(check_scripts(settings))
+    checks.extend(check_scripts(settings, registry))
+    checks.extend(check_workers(settings, registry))
     checks.append(check_shared_directory(settings.shared_directory))
     checks.append(check_timeouts(settings))
     return checks
@@ -210,10 +267,15 @@ def check_timeouts(settings: Settings) -> Check:
                  "reserved by a dead worker is given up before it can be restored", fatal=False)
 
 
-def require_healthy(settings: Settings, *, with_database: bool = True) -> None:
-    """Refuse to start (ConfigError) on fatal problems; log the rest."""
+def require_healthy(settings: Settings, *, with_database: bool = True,
+                    registry: Registry | None = None, extra: Sequence[Check] = ()) -> None:
+    """Refuse to start (ConfigError) on fatal problems; log the rest.
+
+    ``extra`` are checks made elsewhere (the database, checked by the script
+    probe for ``amworker run``).
+    """
     failures = []
-    for check in run_checks(settings, with_database=with_database):
+    for check in [*extra, *run_checks(settings, with_database=with_database, registry=registry)]:
         if check.ok:
             log.debug(check.line())
         elif check.fatal:

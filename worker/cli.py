@@ -76,19 +76,30 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_shim(settings: Settings, _args: argparse.Namespace) -> int:
     """``amworker shim``."""
+    from worker.probe import keep_django_out, probe_registry
+
+    # The scripts are imported in a child (worker.probe), never here: the
+    # shim holds no script code and no Django.
+    keep_django_out()
     from worker.checks import require_healthy
     from worker.service import run_shim
 
-    require_healthy(settings, with_database=False)
-    return run_shim(settings)
+    registry = probe_registry(settings)
+    require_healthy(settings, with_database=False, registry=registry)
+    return run_shim(settings, registry=registry)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """``amworker run``: a Celery worker in a child process, the shim in this one."""
+    from worker.probe import keep_django_out, run_probe
+
+    keep_django_out()  # this process becomes the shim
     from worker.checks import require_healthy
     from worker.service import run_shim
 
-    require_healthy(settings)
+    # The database too is checked in the probe: this process becomes the shim.
+    registry, database_checks = run_probe(settings, database=True)
+    require_healthy(settings, with_database=False, registry=registry, extra=database_checks)
     command = [sys.executable, "-m", "celery", "-A", "worker", "worker",
                "--loglevel", settings.log_level, "-Q", ",".join(settings.queues())]
     concurrency = args.concurrency or settings.worker_concurrency
@@ -97,7 +108,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     log.info("starting Celery worker: %s", shlex.join(command))
     celery = subprocess.Popen(command, env=os.environ.copy())
     try:
-        return run_shim(settings)
+        return run_shim(settings, registry=registry)
     finally:
         celery.terminate()
         try:
@@ -129,12 +140,10 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_scripts(settings: Settings, _args: argparse.Namespace) -> int:
     """``amworker scripts``: the registry as the shim and workers see it."""
-    from worker import database, script_imports
-    from worker.registry import load_registry
+    from worker.probe import probe_registry
 
-    database.setup()
-    script_imports.install()
-    registry = load_registry(settings)
+    # As the shim sees them: imported in the probe child, not here.
+    registry = probe_registry(settings)
     rows = [("FUNCTION", "MODULE", "SLICES", "QUEUE", "TIME LIMIT", "SOFT LIMIT", "MAX OUTPUT",
              "STATUS")]
     for function in sorted(registry):

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import TypeVar
 from urllib.parse import quote
 
+from worker.archivematica import BASE_SETTINGS, OVERRIDES, derived_defaults, find_layout
 from worker.errors import ConfigError
 
 T = TypeVar("T")
@@ -144,11 +145,27 @@ class Settings:
     functions: Mapping[str, FunctionOptions] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    #: An Archivematica install (package or source layout) the values below
+    #: are derived from (worker.archivematica); "" for none.
+    archivematica_home: str = ""
+    #: Directories put first on sys.path before any script is imported.
+    import_paths: tuple[str, ...] = ()
+    #: A Django settings module amworker's settings extend ("" for none).
+    django_settings: str = ""
+    #: Where database_url came from: an AMWORKER_/ARCHIVEMATICA_ variable,
+    #: or DATABASE_EMBEDDED when nothing named a database.
+    database_from: str = ""
+    #: The fields whose value was derived from archivematica_home.
+    derived: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from ``environ`` (default ``os.environ``)."""
         env = _Env(os.environ if environ is None else environ)
+        home = env.get("AMWORKER_ARCHIVEMATICA_HOME", str, "")
+        layout = find_layout(home) if home else None
+        derived = derived_defaults(layout)
+        database_url, database_from = _database_url(env)
         settings = cls(
             gearman_servers=env.get(
                 "AMWORKER_GEARMAN_SERVERS",
@@ -162,15 +179,23 @@ class Settings:
                 _parse_url,
                 env.get("AMWORKER_BROKER_URL", _parse_url, DEFAULT_REDIS_URL),
             ),
-            database_url=_database_url(env),
+            database_url=database_url,
+            database_from=database_from,
+            archivematica_home=home,
+            import_paths=env.get("AMWORKER_IMPORT_PATHS", _parse_paths,
+                                 derived.get("import_paths", ())),
+            django_settings=env.get("AMWORKER_DJANGO_SETTINGS", _parse_dotted_or_empty,
+                                    derived.get("django_settings", _stock_django(env))),
+            derived=frozenset(name for name in derived if not env.has(OVERRIDES[name])),
             modules_file=env.get(
                 "AMWORKER_MODULES_FILE",
                 str,
-                BUNDLED_MODULES_FILE,
+                derived.get("modules_file", BUNDLED_MODULES_FILE),
                 fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_ARCHIVEMATICACLIENTMODULES",
             ),
             client_scripts_package=env.get(
-                "AMWORKER_CLIENT_SCRIPTS_PACKAGE", _parse_dotted, "worker.clientScripts"
+                "AMWORKER_CLIENT_SCRIPTS_PACKAGE", _parse_dotted,
+                derived.get("client_scripts_package", "worker.clientScripts"),
             ),
             shared_directory=env.get(
                 "AMWORKER_SHARED_DIRECTORY",
@@ -181,7 +206,7 @@ class Settings:
             client_assets_directory=env.get(
                 "AMWORKER_CLIENT_ASSETS_DIRECTORY",
                 str,
-                DEFAULT_CLIENT_ASSETS_DIRECTORY,
+                derived.get("client_assets_directory", DEFAULT_CLIENT_ASSETS_DIRECTORY),
                 fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_CLIENTASSETSDIRECTORY",
             ),
             client_scripts_directory=env.get(
@@ -331,6 +356,10 @@ class _Env:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{key}={raw!r} is not valid: {exc}") from None
 
+    def has(self, names: tuple[str, ...]) -> bool:
+        """True if any of ``names`` is set (the value then wins over a derived one)."""
+        return any(name in self._environ for name in names)
+
     def reject_unknown(self) -> None:
         """A misspelt AMWORKER_ variable silently ignored is a bug report waiting."""
         unknown = sorted(
@@ -384,6 +413,9 @@ KNOWN_VARIABLES = frozenset(
         "AMWORKER_LOG_LEVEL",
         "AMWORKER_LOG_FORMAT",
         "AMWORKER_CONFIG_FILE",
+        "AMWORKER_ARCHIVEMATICA_HOME",
+        "AMWORKER_IMPORT_PATHS",
+        "AMWORKER_DJANGO_SETTINGS",
         # Read by the dev tooling (Makefile, test fixtures), not by processes.
         "AMWORKER_DATA_DIRECTORY",
     }
@@ -457,6 +489,20 @@ def _parse_dotted(raw: str) -> str:
     return raw
 
 
+def _stock_django(env: _Env) -> str:
+    """Archivematica's settings when the stock worker's environment names them."""
+    named = env.get("DJANGO_SETTINGS_MODULE", str, "")
+    return named if named == BASE_SETTINGS else ""
+
+
+def _parse_dotted_or_empty(raw: str) -> str:
+    return _parse_dotted(raw) if raw else ""
+
+
+def _parse_paths(raw: str) -> tuple[str, ...]:
+    return tuple(part for part in raw.split(os.pathsep) if part)
+
+
 def _parse_name(raw: str) -> str:
     if not raw or any(c.isspace() for c in raw):
         raise ValueError("expected a queue name without spaces")
@@ -476,16 +522,27 @@ def _parse_log_format(raw: str) -> str:
     return raw
 
 
-def _database_url(env: _Env) -> str:
-    """AMWORKER_DATABASE_URL, else Archivematica's CLIENT_* parts, else SQLite."""
+#: database_from when no variable names a database.
+DATABASE_EMBEDDED = "embedded SQLite"
+_STOCK_DATABASE_PARTS = tuple(
+    f"ARCHIVEMATICA_MCPCLIENT_CLIENT_{part}"
+    for part in ("HOST", "USER", "PASSWORD", "DATABASE", "PORT", "ENGINE")
+)
+
+
+def _database_url(env: _Env) -> tuple[str, str]:
+    """AMWORKER_DATABASE_URL, else Archivematica's CLIENT_* parts, else SQLite; and which.
+
+    Unlike Archivematica's own settings, which take an empty
+    ``ARCHIVEMATICA_MCPCLIENT_CLIENT_PASSWORD`` for "unset" and fall back to
+    ``demo``, an empty value here is the empty password.
+    """
     url = env.get("AMWORKER_DATABASE_URL", _parse_url, None)
     if url:
-        return url
-    parts = ("HOST", "USER", "PASSWORD", "DATABASE", "PORT", "ENGINE")
-    stock = [f"ARCHIVEMATICA_MCPCLIENT_CLIENT_{part}" for part in parts]
-    if not any(env.get(key, str, None) for key in stock):
+        return url, "AMWORKER_DATABASE_URL"
+    if not env.has(_STOCK_DATABASE_PARTS):
         data = env.get("AMWORKER_DATA_DIRECTORY", str, "var")
-        return f"sqlite:///{Path(data).absolute() / 'amworker.sqlite3'}"
+        return f"sqlite:///{Path(data).absolute() / 'amworker.sqlite3'}", DATABASE_EMBEDDED
     # The stock worker's defaults for whatever part is not set.
     name = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_DATABASE", str, "MCP")
     user = quote(env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_USER", str, "archivematica"), safe="")
@@ -494,7 +551,8 @@ def _database_url(env: _Env) -> str:
     scheme = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_ENGINE", _engine_scheme, "mysql")
     default_port = 5432 if scheme == "postgres" else 3306
     port = env.get("ARCHIVEMATICA_MCPCLIENT_CLIENT_PORT", _parse_port, default_port)
-    return f"{scheme}://{user}:{password}@{host}:{port}/{name}"
+    return (f"{scheme}://{user}:{password}@{host}:{port}/{name}",
+            "ARCHIVEMATICA_MCPCLIENT_CLIENT_*")
 
 
 def _engine_scheme(raw: str) -> str:

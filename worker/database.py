@@ -18,14 +18,31 @@ _MYSQL_SHIM_INSTALLED = False
 
 
 def setup() -> None:
-    """Point Django at ``worker.settings`` (unless told otherwise) and set it up."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "worker.settings")
+    """Point Django at ``worker.settings`` (unless told otherwise) and set it up.
+
+    Archivematica's own ``settings.common``, which the stock worker's
+    environment names, counts as not told otherwise: worker.settings extends
+    it (AMWORKER_DJANGO_SETTINGS) with amworker's app, which it lacks.
+    """
+    if os.environ.get("DJANGO_SETTINGS_MODULE", "settings.common") == "settings.common":
+        os.environ["DJANGO_SETTINGS_MODULE"] = "worker.settings"
     _install_mysql_driver()
     import django
     from django.apps import apps
 
     if not apps.ready:
-        django.setup()
+        try:
+            django.setup()
+        except ImportError as exc:
+            # Archivematica's settings name apps (tastypie, …) that must be
+            # installed where amworker runs: say so, not just a traceback.
+            from worker.errors import ConfigError
+
+            raise ConfigError(
+                f"Django cannot start with DJANGO_SETTINGS_MODULE="
+                f"{os.environ['DJANGO_SETTINGS_MODULE']}: {type(exc).__name__}: {exc} "
+                "(install the Python requirements of the settings' apps, e.g. Archivematica's "
+                "requirements.txt, into amworker's environment)") from exc
         _tune_sqlite()
 
 

@@ -115,7 +115,10 @@ class Dispatcher:
             self.app.signature(
                 "amworker.run_slice",
                 kwargs={"function": entry.function, "batch": dispatch.token, "index": i,
-                        "count": dispatch.count, "jobs": [s.to_json() for s in part]},
+                        "count": dispatch.count, "jobs": [s.to_json() for s in part],
+                        # The entry planned for: a worker mapping the function
+                        # to another module refuses the slice (script mismatch).
+                        "script": entry.script},
                 task_id=ref.task_id,
                 queue=options.queue,
                 time_limit=options.time_limit,

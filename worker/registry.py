@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
+from worker.archivematica import install_import_paths
 from worker.config import FunctionOptions, Settings
 from worker.errors import RegistryError
 
@@ -46,16 +47,35 @@ class ScriptEntry:
     options: FunctionOptions
     module: ModuleType | None = None
     import_error: str | None = None
+    #: The package module_name is imported from (what the modules file means).
+    package: str = ""
+    #: Set for an entry whose module was imported in another process (the
+    #: shim's probe, worker.probe): whether it imported, and what its
+    #: ``concurrent_instances()`` said there (``None``: it has none).
+    probed: bool = False
+    probed_slices: int | None = None
 
     @property
     def importable(self) -> bool:
-        """True when the module imported and has a callable ``call``."""
-        return self.module is not None
+        """True when the module imported (here or in the probe) and has a callable ``call``."""
+        return self.module is not None or (self.probed and self.import_error is None)
+
+    @property
+    def script(self) -> str:
+        """The module this function runs, package-qualified: the entry's fingerprint.
+
+        Slices carry it, and a worker whose modules file maps the function to
+        another module refuses them (``script mismatch``) instead of running
+        a different script than the shim planned for.
+        """
+        return f"{self.package}.{self.module_name}" if self.package else self.module_name
 
     def slices_wanted(self) -> int:
         """Operator override, else the module's ``concurrent_instances()``, else 1."""
         if self.options.slices:
             return self.options.slices
+        if self.module is None and self.probed_slices is not None:
+            return max(1, self.probed_slices)
         wanted = getattr(self.module, "concurrent_instances", None)
         if wanted is None:
             return 1
@@ -85,6 +105,23 @@ class Registry(Mapping[str, ScriptEntry]):
     def failed(self) -> list[ScriptEntry]:
         """The entries whose module could not be imported."""
         return [entry for entry in self._entries.values() if not entry.importable]
+
+    def scripts(self) -> dict[str, str]:
+        """``{function: script}``: every entry's fingerprint (see :attr:`ScriptEntry.script`)."""
+        return {function: entry.script for function, entry in self._entries.items()}
+
+    def mismatch(self, function: str, script: str | None) -> str | None:
+        """Why a slice planned for ``script`` must not run here, or ``None`` if it may.
+
+        ``None`` for ``script`` is a slice from a shim that sends no
+        fingerprint (an older release): it runs, as before.
+        """
+        entry = self._entries.get(function)
+        if script is None or (entry is not None and entry.script == script):
+            return None
+        here = f"maps it to {entry.script}" if entry is not None else "does not name it"
+        return (f"the shim planned {function} as {script}, but this worker's modules file "
+                f"{here}: shim and workers must use the same modules file and scripts package")
 
 
 def read_modules_file(path: str) -> dict[str, str]:
@@ -141,6 +178,8 @@ def load_registry(
 ) -> Registry:
     """Build the registry from the settings; import every module unless told not to."""
     entries: dict[str, ScriptEntry] = {}
+    if import_modules:
+        install_import_paths(settings.import_paths)
     for function, module_name in read_modules_file(settings.modules_file).items():
         module, error = (None, None)
         if import_modules:
@@ -154,6 +193,7 @@ def load_registry(
             options=settings.options_for(function),
             module=module,
             import_error=error,
+            package=settings.client_scripts_package,
         )
     if not entries:
         raise RegistryError(f"modules file {settings.modules_file!r} names no function")

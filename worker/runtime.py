@@ -118,10 +118,22 @@ class WorkerRuntime:
             # neither lease nor result would call the worker lost.
 
     def run_slice(self, function: str, specs: Sequence[JobSpec], *, client: str,
-                  soft_limit_errors: tuple[type[BaseException], ...] = ()) -> list[TaskResult]:
-        """Run one slice end to end: rows started, script called, rows finished."""
+                  soft_limit_errors: tuple[type[BaseException], ...] = (),
+                  script: str | None = None) -> list[TaskResult]:
+        """Run one slice end to end: rows started, script called, rows finished.
+
+        ``script`` is the entry the shim planned for; if this worker maps the
+        function to another module, nothing runs and every task is answered
+        ``script mismatch``.
+        """
         from django.db import close_old_connections
 
+        mismatch = self.registry.mismatch(function, script)
+        if mismatch is not None:
+            log.error("%s: refusing a slice: %s", function, mismatch)
+            wants = {s.uuid: s.wants_output for s in specs}
+            return failed_results(list(wants), causes.reason(causes.Cause.SCRIPT_MISMATCH, mismatch),
+                                  wants_output=wants.__getitem__)
         close_old_connections()
         entry = self.registry.get(function)
         if entry is None or entry.module is None:

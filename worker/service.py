@@ -8,14 +8,14 @@ import threading
 
 import redis
 
-from worker import database
 from worker.batches import BatchRunner
 from worker.celery import app
 from worker.config import Settings
 from worker.errors import ConfigError
 from worker.gearman_shim import GearmanShim, install_signal_handlers
 from worker.metrics import ShimMetrics
-from worker.registry import load_registry
+from worker.probe import probe_registry
+from worker.registry import Registry
 from worker.watcher import ResultWatcher
 
 log = logging.getLogger(__name__)
@@ -25,19 +25,19 @@ log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 30.0
 
 
-def build_shim(settings: Settings) -> tuple[GearmanShim, ResultWatcher]:
-    """Everything the shim needs, wired together (nothing started yet)."""
+def build_shim(settings: Settings, registry: Registry | None = None) -> tuple[GearmanShim, ResultWatcher]:
+    """Everything the shim needs, wired together (nothing started yet).
+
+    ``registry`` comes from the script probe (worker.probe), which imports
+    the scripts in a child process; the shim itself never imports them.
+    """
     if not settings.result_backend.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
             f"AMWORKER_RESULT_BACKEND={settings.result_backend!r}: the shim waits on "
             "Redis pub/sub, so the result backend must be Redis"
         )
-    from worker import script_imports
-
-    script_imports.install()
-    # The shim writes no rows: Django is readied only if a script needs it
-    # to import, which keeps the shim small (it holds many answers at once).
-    registry = load_registry(settings, ready_django=database.setup)
+    if registry is None:
+        registry = probe_registry(settings)
     # Timeouts: a Redis that stops answering (a half-open connection) must
     # turn into an error a lane handles ("broker lost" within its patience),
     # never a lane -- or an answer slot -- held forever.
@@ -87,10 +87,11 @@ def tune_malloc(arenas: int = 2) -> None:
     libc.mallopt(m_arena_max, arenas)
 
 
-def run_shim(settings: Settings, *, ready: threading.Event | None = None) -> int:
+def run_shim(settings: Settings, *, ready: threading.Event | None = None,
+             registry: Registry | None = None) -> int:
     """Run the shim until SIGTERM/SIGINT; return the process exit code."""
     tune_malloc()
-    shim, watcher = build_shim(settings)
+    shim, watcher = build_shim(settings, registry)
     stop = threading.Event()
     install_signal_handlers(stop.set)
     watcher.start()

@@ -43,6 +43,7 @@ def run_slice(
     index: int,
     count: int,
     jobs: list[dict[str, Any]],
+    script: str | None = None,
 ) -> dict[str, Any]:
     """Run slice ``index`` of ``count`` of ``batch``: ``call(jobs)`` of ``function``.
 
@@ -59,7 +60,8 @@ def run_slice(
         specs = [JobSpec.from_json(job) for job in jobs]
         with self.runtime.lease(task_id):
             results = self.runtime.run_slice(
-                function, specs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,)
+                function, specs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,),
+                script=script,
             )
             # Inside the lease: a shim must never see this slice neither
             # leased nor finished.

@@ -50,7 +50,8 @@ def test_check_passes_against_a_working_stack(services: Stack) -> None:
     found = lines(done.stdout)
     assert set(found) == {f"gearmand {services.server}", "broker", "result backend", "database",
                           "Tasks table", "modules file", "script echo_v0.0",
-                          "script sliced_v0.0", "shared directory", "timeouts"}
+                          "script sliced_v0.0", "workers' scripts", "shared directory",
+                          "timeouts"}
     assert all(line.startswith("[ ok ]") for line in found.values()), done.stdout
     assert "concurrent_instances() = 4; slices 4" in found["script sliced_v0.0"]
     assert "no concurrent_instances(); slices 1" in found["script echo_v0.0"]
@@ -86,7 +87,8 @@ def test_check_names_every_failure(services: Stack, tmp_path: Path) -> None:
     found = lines(done.stdout)
     failed = {name for name, line in found.items() if line.startswith("[FAIL]")}
     assert failed == {f"gearmand 127.0.0.1:{dead_gearman}", "broker", "result backend",
-                      "Tasks table", "script importfail_v0.0", "shared directory"}, done.stdout
+                      "Tasks table", "script importfail_v0.0", "workers' scripts",
+                      "shared directory"}, done.stdout
     assert "does not exist" in found["shared directory"]
     assert "amworker init-db" in found["Tasks table"]
     assert "import_fails" in found["script importfail_v0.0"]

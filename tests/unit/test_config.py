@@ -113,6 +113,8 @@ PARSED = [
     ("AMWORKER_WORKER_METRICS_PORT", "9101", "worker_metrics_port", 9101),
     ("AMWORKER_LOG_LEVEL", "debug", "log_level", "DEBUG"),
     ("AMWORKER_LOG_FORMAT", "json", "log_format", "json"),
+    ("AMWORKER_IMPORT_PATHS", f"/a{os.pathsep}/b", "import_paths", ("/a", "/b")),
+    ("AMWORKER_DJANGO_SETTINGS", "my.settings", "django_settings", "my.settings"),
 ]
 
 
@@ -124,7 +126,9 @@ def test_every_variable_is_parsed(variable: str, raw: str, attribute: str, expec
 
 
 def test_every_known_process_variable_has_a_parsing_test() -> None:
-    tested = {p[0] for p in PARSED} | {"AMWORKER_CONFIG_FILE", "AMWORKER_DATA_DIRECTORY"}
+    # AMWORKER_ARCHIVEMATICA_HOME: tests/unit/test_archivematica_home.py
+    tested = {p[0] for p in PARSED} | {"AMWORKER_CONFIG_FILE", "AMWORKER_DATA_DIRECTORY",
+                                       "AMWORKER_ARCHIVEMATICA_HOME"}
 
     assert tested == KNOWN_VARIABLES
 

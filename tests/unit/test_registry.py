@@ -330,3 +330,33 @@ def test_real_module_concurrent_instances(script_package: ScriptPackage) -> None
 
     assert error is None
     assert entry(module).slices_wanted() == 4
+
+
+# --- the entry fingerprint (issue 8, item 6) ------------------------------------------
+
+
+def test_a_slice_planned_for_another_module_is_a_mismatch_naming_both(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "modules.ini"
+    path.write_text("[supportedBatchCommands]\necho_v0.0 = echo_args\n")
+    registry = load_registry(settings_for("pkg", str(path)), import_modules=False)
+
+    assert registry.scripts() == {"echo_v0.0": "pkg.echo_args"}
+    assert registry.mismatch("echo_v0.0", "pkg.echo_args") is None
+    assert registry.mismatch("echo_v0.0", None) is None  # an older shim sends none
+    problem = registry.mismatch("echo_v0.0", "other.echo_args")
+    assert problem is not None and "other.echo_args" in problem and "pkg.echo_args" in problem
+    unknown = registry.mismatch("copy_v0.0", "pkg.copy")
+    assert unknown is not None and "does not name it" in unknown
+
+
+def test_advertised_differences_name_each_function() -> None:
+    from worker.advertise import differences
+
+    ours = {"a": "p.a", "b": "p.b", "c": "p.c"}
+    theirs = {"a": "p.a", "b": "q.b", "d": "p.d"}
+
+    assert differences(ours, theirs) == ["b = q.b there, p.b here", "c missing there",
+                                         "d = p.d there, unknown here"]
+    assert differences(ours, dict(ours)) == []
