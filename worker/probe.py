@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     found = report(registry)
     if "--database" in (sys.argv[1:] if argv is None else argv):
-        found["database"] = [asdict(check) for check in check_database()]
+        found["database"] = [asdict(check) for check in check_database(settings.database_url)]
     with os.fdopen(report_fd, "w", encoding="utf-8") as out:
         json.dump(found, out)
     return 0
