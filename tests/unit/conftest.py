@@ -9,6 +9,7 @@ up, whatever order they run in.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def django_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["AMWORKER_DATABASE_URL"] = f"sqlite:///{path}"
         from worker import database
 
+        # worker.settings reads the environment when imported: a test that
+        # imported it earlier (to call its helpers) must not leave Django a
+        # module built from another environment.
+        sys.modules.pop("worker.settings", None)
         database.setup()
         database.ensure_schema()
     finally:
