@@ -121,6 +121,13 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     logs.configure(loglevel or settings.log_level, settings.log_format)
     # Handling this signal also skips Celery's redirection of stdout/stderr,
     # so do it here: a script's bare print() lands in the worker's log, one
-    # line per record under "amworker.stdout", never in a job's output (a
-    # pool process runs many jobs; docs/scripts.md says so).
-    app.log.redirect_stdouts_to_logger(logging.getLogger("amworker.stdout"), logging.INFO)
+    # line per record under "amworker.stdout" or "amworker.stderr", never in
+    # a job's output (a pool process runs many jobs; docs/scripts.md says so).
+    # Two proxies, not Celery's one for both: Job.pyprint(file=sys.stderr)
+    # tells the streams apart by identity, as the stock worker's does.
+    app.log.redirect_stdouts_to_logger(
+        logging.getLogger("amworker.stdout"), logging.INFO, stderr=False
+    )
+    app.log.redirect_stdouts_to_logger(
+        logging.getLogger("amworker.stderr"), logging.INFO, stdout=False
+    )
