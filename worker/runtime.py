@@ -163,15 +163,13 @@ def prepare_script_environment(settings: Settings) -> None:
     """Set up what the stock worker sets up before any script runs.
 
     * ``XML_CATALOG_FILES`` = ``<client assets>/catalog/catalog.xml``, as the
-      stock worker's entry point sets it (when that file exists; an absent
-      catalog would only make libxml2 complain on every parse).
+      stock worker's entry point sets it: always, so schema imports resolve
+      to Archivematica's local copies (libxml2 ignores a missing catalog).
     * A Prometheus multiprocess directory (:func:`ensure_multiproc_dir`).
     * ``django.setup()``: :meth:`WorkerRuntime.build` calls ``database.setup``
       right after this.
     """
-    catalog = Path(settings.client_assets_directory) / CATALOG_PATH
-    if catalog.is_file():
-        os.environ["XML_CATALOG_FILES"] = str(catalog)
+    os.environ["XML_CATALOG_FILES"] = str(Path(settings.client_assets_directory) / CATALOG_PATH)
     ensure_multiproc_dir()
 
 
