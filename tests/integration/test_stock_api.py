@@ -85,3 +85,36 @@ def test_process_environment_and_modules_are_stocks(amworker_stack: Stack) -> No
         "job_is_runtime_class": True,
         "custom_handlers": "worker.utils.custom_handlers",
     }
+
+
+@pytest.mark.timeout(120)
+def test_json_worker_log_stays_json_with_script_loggers(tmp_path: Path) -> None:
+    """A script calling get_script_logger must not add a second root handler."""
+    from tests.conftest import init_db
+    from tests.integration.controller import function_count
+    from tests.services import stack
+
+    with stack(tmp_path, env={"AMWORKER_LOG_FORMAT": "json"}) as deployed:
+        init_db(deployed.env)
+        worker = deployed.celery_worker("jsonlog", concurrency=1)
+        deployed.shim(functions=function_count())
+        built = batch("stockapi_v0.0", Encoding.JSON, ["streams"])
+        assert exit_codes(run(deployed, built)) == dict.fromkeys(built.tasks, 0)
+
+        def logged() -> list[str]:
+            # Celery prints its banner before logging starts; from the
+            # first log line on, every line must be one JSON object.
+            lines = worker.output().splitlines()
+            first = next((i for i, line in enumerate(lines) if line.startswith("{")), len(lines))
+            return [line for line in lines[first:] if line.strip()]
+
+        def script_lines() -> list[str]:
+            return [line for line in logged() if MESSAGE in line]
+
+        wait_until(lambda: len(script_lines()) >= 1, timeout=20, what="the script's JSON line")
+        entries = [json.loads(line) for line in logged()]  # all JSON
+        [entry] = [e for e in entries if e["message"] == MESSAGE]  # once, not doubled
+        assert entry["logger"] == "archivematica.mcp.client.stockApi"
+        assert entry["level"] == "INFO"
+        assert entry["batch"] == built.unique
+        assert len(script_lines()) == 1
