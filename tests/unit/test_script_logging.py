@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -176,7 +177,7 @@ def test_a_scripts_tests_see_its_records_in_caplog(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=80, check=False,
-        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -211,3 +212,29 @@ def test_inside_amworker_root_logging_is_left_alone(amworker_json_log: io.String
         (name, "Stored modification dates of 2 files."),
         ("amworker.test", "the worker's own line"),
     ]
+
+
+# --- the stock module's other names -------------------------------------------
+
+
+def test_group_write_rotating_file_handler_makes_group_writable_files(tmp_path: Path) -> None:
+    from worker.utils.custom_handlers import GroupWriteRotatingFileHandler
+
+    previous = os.umask(0o022)
+    try:
+        handler = GroupWriteRotatingFileHandler(tmp_path / "client.log", maxBytes=1000)
+        handler.close()
+        assert os.umask(0o022) == 0o022  # the handler put the process umask back
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "client.log").stat().st_mode & 0o020
+
+
+def test_callback_handler_hands_over_formatted_records(logger: logging.Logger) -> None:
+    from worker.utils.custom_handlers import CallbackHandler
+
+    seen: list[str] = []
+    logger.addHandler(CallbackHandler(seen.append, module_name="mod"))
+    logger.warning("careful %s", "now")
+    [line] = seen
+    assert line.startswith("mod: WARNING") and line.endswith("careful now")
