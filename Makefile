@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-faults test-thirdparty lint bench venv services clean
+.PHONY: run test test-unit test-integration test-faults test-thirdparty test-archivematica lint bench venv services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,15 @@ test-thirdparty: $(STAMP)
 test-faults: $(STAMP)
 	@scripts/ensure-test-tools
 	AMWORKER_SOAK_SECONDS=$${AMWORKER_SOAK_SECONDS:-180} $(BIN)/pytest -q -p no:cacheprovider tests/faults
+
+# Issue 9, proof layer 1: Archivematica's own tests/MCPClient, once with its
+# stock client.job/custom_handlers and once with amworker's standing in; fails
+# if a test passes with stock and not with amworker. Needs a checkout
+# (AM_SRC=/path/to/archivematica); its test dependencies go to var/am-venv.
+# Not part of `make test`: CI has no checkout. Extra pytest arguments: AM_PYTEST_ARGS.
+test-archivematica: $(STAMP)
+	@test -n "$(AM_SRC)" || { echo "usage: make test-archivematica AM_SRC=/path/to/archivematica"; exit 2; }
+	scripts/test-archivematica "$(AM_SRC)" $(AM_PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench

@@ -130,6 +130,15 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     logs.configure(loglevel or settings.log_level, settings.log_format)
     # Handling this signal also skips Celery's redirection of stdout/stderr,
     # so do it here for output outside any slice (a script printing at
-    # import). During a slice worker.stray_output takes over fd 1/2 and
-    # bounds what reaches the log (docs/scripts.md).
-    app.log.redirect_stdouts_to_logger(logging.getLogger("amworker.stdout"), logging.INFO)
+    # import), one line per record under "amworker.stdout" or
+    # "amworker.stderr", never in a job's output. During a slice
+    # worker.stray_output takes over fd 1/2 and bounds what reaches the log
+    # (docs/scripts.md). Two proxies, not Celery's one for both:
+    # Job.pyprint(file=sys.stderr) tells the streams apart by identity, as the
+    # stock worker's does.
+    app.log.redirect_stdouts_to_logger(
+        logging.getLogger("amworker.stdout"), logging.INFO, stderr=False
+    )
+    app.log.redirect_stdouts_to_logger(
+        logging.getLogger("amworker.stderr"), logging.WARNING, stdout=False
+    )

@@ -118,6 +118,7 @@ class Settings:
     watch_directory: str = ""
     rejected_directory: str = ""
     capture_output: bool = True
+    script_logs_in_output: bool = False
     shim_concurrency: int = DEFAULT_SHIM_CONCURRENCY
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
@@ -232,6 +233,12 @@ class Settings:
                 _parse_bool,
                 True,
                 fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_CAPTURE_CLIENT_SCRIPT_OUTPUT",
+            ),
+            # Off: a JobContext logger adds to a task's output exactly what the
+            # stock worker's does (see worker.client.log_capture). On: every
+            # INFO-and-up record, one line each.
+            script_logs_in_output=env.get(
+                "AMWORKER_SCRIPT_LOGS_IN_OUTPUT", _parse_bool, False
             ),
             shim_concurrency=env.get(
                 "AMWORKER_SHIM_CONCURRENCY", _positive_int, DEFAULT_SHIM_CONCURRENCY
@@ -389,6 +396,7 @@ KNOWN_VARIABLES = frozenset(
         "AMWORKER_WATCH_DIRECTORY",
         "AMWORKER_REJECTED_DIRECTORY",
         "AMWORKER_CAPTURE_OUTPUT",
+        "AMWORKER_SCRIPT_LOGS_IN_OUTPUT",
         "AMWORKER_SHIM_CONCURRENCY",
         "AMWORKER_MAX_OUTPUT_BYTES",
         "AMWORKER_MAX_PAYLOAD_BYTES",

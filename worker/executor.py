@@ -45,8 +45,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def build_jobs(function: str, specs: Sequence[JobSpec], *, max_output_bytes: int) -> list[Job]:
-    """The ``Job`` objects a script receives: ``job.args == [function] + argv``."""
+def build_jobs(
+    function: str,
+    specs: Sequence[JobSpec],
+    *,
+    max_output_bytes: int,
+    log_every_record: bool = False,
+) -> list[Job]:
+    """The ``Job`` objects a script receives: ``job.args == [function] + argv``.
+
+    ``log_every_record`` is ``AMWORKER_SCRIPT_LOGS_IN_OUTPUT``: what a
+    ``JobContext`` logger adds to the job (worker.client.log_capture).
+    """
     return [
         Job(
             function,
@@ -54,6 +64,7 @@ def build_jobs(function: str, specs: Sequence[JobSpec], *, max_output_bytes: int
             list(spec.argv),
             capture_output=spec.wants_output,
             max_output_bytes=max_output_bytes,
+            log_every_record=log_every_record,
         )
         for spec in specs
     ]

@@ -11,12 +11,18 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import redis
+from celery.signals import worker_init, worker_shutdown
 
 from worker import bookkeeping, causes, database, keys, lifetimes, script_imports, worker_metrics
 from worker.bookkeeping import RetryPolicy
@@ -48,6 +54,7 @@ class WorkerRuntime:
     def build(cls, settings: Settings | None = None) -> WorkerRuntime:
         """Ready Django, the script aliases and the registry for this process."""
         settings = settings or Settings.from_env()
+        prepare_script_environment(settings)
         database.setup()
         script_imports.install()
         return cls(
@@ -161,6 +168,7 @@ class WorkerRuntime:
         jobs = build_jobs(
             function, specs,
             max_output_bytes=entry.options.max_output_bytes or self.settings.max_output_bytes,
+            log_every_record=self.settings.script_logs_in_output,
         )
         started = utcnow()
         run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors,
@@ -182,3 +190,65 @@ class WorkerRuntime:
 def node_name() -> str:
     """Fallback worker name when Celery gives none (the row's ``client`` column)."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- the process environment scripts expect (what the stock worker sets up) ---
+
+#: Where the stock worker's client assets keep the XML catalog that maps
+#: schema URLs to local copies, so validation works offline.
+CATALOG_PATH = Path("catalog") / "catalog.xml"
+#: prometheus_client's multiprocess directory variable.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The directory :func:`ensure_multiproc_dir` made for this worker (removed at shutdown).
+_made_multiproc_dir: str | None = None
+
+
+def prepare_script_environment(settings: Settings) -> None:
+    """Set up what the stock worker sets up before any script runs.
+
+    * ``XML_CATALOG_FILES`` = ``<client assets>/catalog/catalog.xml``, as the
+      stock worker's entry point sets it: always, so schema imports resolve
+      to Archivematica's local copies (libxml2 ignores a missing catalog).
+    * A Prometheus multiprocess directory (:func:`ensure_multiproc_dir`).
+    * ``django.setup()``: :meth:`WorkerRuntime.build` calls ``database.setup``
+      right after this.
+    """
+    os.environ["XML_CATALOG_FILES"] = str(Path(settings.client_assets_directory) / CATALOG_PATH)
+    ensure_multiproc_dir()
+
+
+def ensure_multiproc_dir() -> str:
+    """Make sure ``PROMETHEUS_MULTIPROC_DIR`` names an existing directory; return it.
+
+    Like the stock worker: an operator's directory is created if missing,
+    and without one a temporary directory is made (and removed when the
+    worker shuts down). Stock scripts' own counters (``client.metrics``)
+    then write to files, as they do under the stock worker.
+    """
+    global _made_multiproc_dir
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        os.makedirs(directory, mode=0o770, exist_ok=True)
+        return directory
+    directory = _made_multiproc_dir = tempfile.mkdtemp(prefix="amworker-prometheus-")
+    os.environ[MULTIPROC_ENV] = directory
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        # prometheus_client picks its value class when first imported; pick
+        # again so collectors made from now on use the directory.
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
+    return directory
+
+
+@worker_init.connect
+def _prepare_worker(**_: Any) -> None:
+    # The main worker process, before the pool forks: libxml2 and
+    # prometheus_client read these variables once, so every pool process must
+    # inherit them rather than set them after something already read them.
+    prepare_script_environment(Settings.from_env())
+
+
+@worker_shutdown.connect
+def _remove_multiproc_dir(**_: Any) -> None:
+    if _made_multiproc_dir:
+        shutil.rmtree(_made_multiproc_dir, ignore_errors=True)

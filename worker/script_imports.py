@@ -1,48 +1,58 @@
-"""Let client scripts import the job API by the names older releases used.
+"""Which modules a client script gets for the job API's old import names.
 
 Archivematica 1.x scripts do ``from client.job import Job`` and
 ``from custom_handlers import get_script_logger``; others use
 ``utils.custom_handlers``. amworker's real modules live under ``worker.``.
 Shipping top-level ``client``/``custom_handlers``/``utils`` packages would
-claim those names in every environment amworker is installed into, so instead
-:func:`install` adds an import hook, in worker processes only, that resolves
-each name in :data:`ALIASES` to the *same module object* as its target.
+claim those names in every environment amworker is installed into, so
+:func:`install` adds import hooks, in worker processes only, that resolve
+these names to the *same module objects* as amworker's.
 
-Precedence: the hook for top-level names is appended to the **end** of
-``sys.meta_path``, so it is asked only after every regular finder failed. A
-real top-level ``utils`` (or ``client``, ``custom_handlers``) importable from
-``sys.path`` therefore wins, and scripts that import it keep getting it; we
-would rather a script find an operator's module than have ours silently
-replace it. When a real ``utils`` package wins, ``utils.custom_handlers`` is
-not grafted onto it either.
+The rule (reasons in docs/design.md, "Which job API a script gets"):
 
-Submodule aliases (``client.job``) need a second, narrow hook at the *front*
-of ``sys.meta_path``: once ``client`` is our ``worker.client``, the regular
-path finder would find ``worker/client/job.py`` through its ``__path__`` and
-load that file a second time as a separate module. The front hook answers a
-dotted alias only when its parent already resolved to our target, which is
-exactly the case where no real module of that name can exist.
+* **The job API is always amworker's.** ``client.job``, ``custom_handlers``
+  and ``utils.custom_handlers`` (:data:`PINNED`) are answered by a hook at
+  the *front* of ``sys.meta_path``, before the path finder, so they are
+  amworker's even when Archivematica's ``MCPClient/lib`` and
+  ``archivematicaCommon/lib`` are on the path. The runtime reads results
+  from amworker's ``Job``; a script that built stock ``Job`` objects, or
+  configured logging stock's way inside a worker, would report through an
+  API amworker does not run.
+* **The package names are amworker's only when nobody else has them.**
+  ``client`` and ``utils`` are answered by a hook at the *end* of
+  ``sys.meta_path``. Next to Archivematica, ``client`` is stock's package, so
+  ``from client import metrics`` still gets stock's metrics module, while
+  ``client.job`` in it is amworker's. Elsewhere ``client`` is
+  ``worker.client``, and its submodules are answered as ``worker.client.*``
+  so no file of amworker is ever loaded twice under two names.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.util
 import sys
 from collections.abc import Mapping, Sequence
 from importlib.machinery import ModuleSpec
 from types import MappingProxyType, ModuleType
 
-ALIASES: Mapping[str, str] = MappingProxyType(
+PINNED: Mapping[str, str] = MappingProxyType(
     {
-        "client": "worker.client",
         "client.job": "worker.client.job",
         "custom_handlers": "worker.utils.custom_handlers",
-        "utils": "worker.utils",
         "utils.custom_handlers": "worker.utils.custom_handlers",
     }
 )
-"""Import name a script may use -> the amworker module it means."""
+"""Job-API modules that are amworker's whatever else is importable."""
+
+PACKAGES: Mapping[str, str] = MappingProxyType(
+    {"client": "worker.client", "utils": "worker.utils"}
+)
+"""Package names that are amworker's only when no other package has them."""
+
+ALIASES: Mapping[str, str] = MappingProxyType({**PACKAGES, **PINNED})
+"""Every import name a script may use -> the amworker module it means."""
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -61,13 +71,13 @@ class _AliasLoader(importlib.abc.Loader):
         module.__spec__ = self._spec
 
 
-def _alias_spec(fullname: str) -> ModuleSpec:
-    module = importlib.import_module(ALIASES[fullname])
+def _alias_spec(fullname: str, target: str) -> ModuleSpec:
+    module = importlib.import_module(target)
     return ModuleSpec(fullname, _AliasLoader(module), is_package=hasattr(module, "__path__"))
 
 
 class _AliasFinderBase(importlib.abc.MetaPathFinder):
-    """Answers an alias with the target's module; subclasses decide which names."""
+    """Answers an alias with its target's module; subclasses decide which names."""
 
     def find_spec(
         self,
@@ -75,35 +85,36 @@ class _AliasFinderBase(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> ModuleSpec | None:
-        if fullname not in ALIASES or not self._resolves(fullname):
+        module_name = self._target(fullname)
+        if module_name is None:
             return None
-        return _alias_spec(fullname)
+        return _alias_spec(fullname, module_name)
 
-    def _resolves(self, fullname: str) -> bool:
-        """Whether this finder answers ``fullname``, already known to be an alias."""
+    def _target(self, fullname: str) -> str | None:
+        """The amworker module this finder answers ``fullname`` with, if any."""
         raise NotImplementedError
 
 
-class AliasFinder(_AliasFinderBase):
-    """Resolves the top-level names of :data:`ALIASES`; lives at the end of ``sys.meta_path``."""
+class PinnedFinder(_AliasFinderBase):
+    """At the front of ``sys.meta_path``: the job API, and submodules of our packages."""
 
-    def _resolves(self, fullname: str) -> bool:
-        return "." not in fullname
+    def _target(self, fullname: str) -> str | None:
+        if fullname in PINNED:
+            return PINNED[fullname]
+        parent, dot, rest = fullname.rpartition(".")
+        if not dot or parent not in PACKAGES:
+            return None
+        if sys.modules.get(parent) is not sys.modules.get(PACKAGES[parent]):
+            return None  # someone else's package: its submodules are its own
+        candidate = f"{PACKAGES[parent]}.{rest}"
+        return candidate if importlib.util.find_spec(candidate) is not None else None
 
 
-class SubmoduleAliasFinder(_AliasFinderBase):
-    """Resolves dotted names of :data:`ALIASES` whose parent is already our alias.
+class PackageFinder(_AliasFinderBase):
+    """At the end of ``sys.meta_path``: ``client``/``utils`` when no other finder has them."""
 
-    Lives at the front of ``sys.meta_path``; see the module docstring for why.
-    """
-
-    def _resolves(self, fullname: str) -> bool:
-        parent, dot, _ = fullname.rpartition(".")
-        if not dot or parent not in ALIASES:
-            return False
-        parent_module = sys.modules.get(parent)
-        # If the parent is a real package, its submodules are its own.
-        return parent_module is not None and parent_module is sys.modules.get(ALIASES[parent])
+    def _target(self, fullname: str) -> str | None:
+        return PACKAGES.get(fullname)
 
 
 def _ours(finder: object) -> bool:
@@ -111,17 +122,27 @@ def _ours(finder: object) -> bool:
 
 
 def install() -> None:
-    """Make the names in :data:`ALIASES` importable (idempotent)."""
+    """Put the hooks in place (idempotent); call before any script is imported."""
     if any(_ours(f) for f in sys.meta_path):
         return
-    sys.meta_path.insert(0, SubmoduleAliasFinder())
-    sys.meta_path.append(AliasFinder())
+    sys.meta_path.insert(0, PinnedFinder())
+    sys.meta_path.append(PackageFinder())
+
+
+def resolved(name: str) -> str | None:
+    """The real module name ``name`` is currently bound to, or ``None`` if not imported."""
+    module = sys.modules.get(name)
+    return None if module is None else getattr(module, "__name__", None)
 
 
 def uninstall() -> None:
     """Remove the hooks and forget modules imported through an alias."""
     sys.meta_path[:] = [f for f in sys.meta_path if not _ours(f)]
-    for alias, target in ALIASES.items():
-        module = sys.modules.get(alias)
-        if module is not None and module is sys.modules.get(target):
+    for alias in list(sys.modules):
+        top = alias.partition(".")[0]
+        if top not in PACKAGES and alias not in PINNED:
+            continue
+        module = sys.modules[alias]
+        name = getattr(module, "__name__", "")
+        if name != alias and name.startswith("worker."):
             del sys.modules[alias]

@@ -88,6 +88,7 @@ PARSED = [
     ("AMWORKER_WATCH_DIRECTORY", "/watch/", "watch_directory", "/watch/"),
     ("AMWORKER_REJECTED_DIRECTORY", "/rejected/", "rejected_directory", "/rejected/"),
     ("AMWORKER_CAPTURE_OUTPUT", "off", "capture_output", False),
+    ("AMWORKER_SCRIPT_LOGS_IN_OUTPUT", "on", "script_logs_in_output", True),
     ("AMWORKER_SHIM_CONCURRENCY", "4", "shim_concurrency", 4),
     ("AMWORKER_MAX_OUTPUT_BYTES", "1024", "max_output_bytes", 1024),
     ("AMWORKER_MAX_PAYLOAD_BYTES", "2048", "max_payload_bytes", 2048),

@@ -1,4 +1,4 @@
-"""Unit tests for the script-facing Job API and the script logger helper."""
+"""Unit tests for the script-facing Job API (issue 9: it behaves as the stock ``Job``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import pickle
 import sys
 import time
 import tracemalloc
-import uuid as uuidlib
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -19,14 +17,9 @@ from worker.client.job import (
     DEFAULT_MAX_OUTPUT_BYTES,
     TRUNCATION_MARKER,
     Job,
-    JobContext,
     OutputBuffer,
+    UnrecognisedPrintFile,
     utf8_size,
-)
-from worker.utils.custom_handlers import (
-    SCRIPT_LOG_PREFIX,
-    WorkerLogForwarder,
-    get_script_logger,
 )
 
 TASK_UUID = "c6e07b1d-3a3b-4e4f-9a8b-0123456789ab"
@@ -40,32 +33,15 @@ def marker(kept: int, dropped: int) -> str:
     return TRUNCATION_MARKER.format(kept=kept, dropped=dropped)
 
 
-@pytest.fixture
-def logger() -> Iterator[logging.Logger]:
-    """A logger of its own for each test, left without handlers afterwards."""
-    log = logging.getLogger(f"test.job.{uuidlib.uuid4().hex}")
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
+# --- construction (Found 2: the stock signature, keyword names included) ------
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-# --- construction -----------------------------------------------------------
-
-
-def test_args_are_name_then_argv() -> None:
-    job = Job("copy_v0.0", TASK_UUID, ["a b", "--flag"])
+def test_stock_keyword_names() -> None:
+    job = Job(name="copy_v0.0", uuid=TASK_UUID, arguments=["a b", "--flag"], capture_output=True)
     assert job.name == "copy_v0.0"
     assert job.uuid == TASK_UUID
     assert job.args == ["copy_v0.0", "a b", "--flag"]
+    assert job.capture_output is True
 
 
 def test_args_do_not_alias_the_callers_list() -> None:
@@ -75,10 +51,10 @@ def test_args_do_not_alias_the_callers_list() -> None:
     assert job.args == ["n", "x"]
 
 
-def test_initial_state() -> None:
+def test_initial_state_is_stocks() -> None:
     job = make_job()
     assert job.int_code == 0
-    assert job.status_code == "success"
+    assert job.status_code == ""
     assert job.output == ""
     assert job.error == ""
     assert job.start_time is None
@@ -87,18 +63,14 @@ def test_initial_state() -> None:
     assert job.caller_wants_output is False
 
 
-def test_caller_wants_output_positional_sets_capture_output() -> None:
+def test_capture_output_positional() -> None:
     job = Job("n", TASK_UUID, [], True)
     assert job.capture_output is True
     assert job.caller_wants_output is True
 
 
-def test_capture_output_keyword_wins() -> None:
-    assert Job("n", TASK_UUID, [], capture_output=True).capture_output is True
-    assert Job("n", TASK_UUID, [], True, capture_output=False).capture_output is False
-
-
-def test_caller_wants_output_is_settable_alias() -> None:
+def test_caller_wants_output_is_an_older_keyword_and_alias() -> None:
+    assert Job("n", TASK_UUID, [], caller_wants_output=True).capture_output is True
     job = make_job()
     job.caller_wants_output = True
     assert job.capture_output is True
@@ -106,13 +78,7 @@ def test_caller_wants_output_is_settable_alias() -> None:
     assert job.caller_wants_output is False
 
 
-def test_start_and_end_times_are_plain_attributes() -> None:
-    job = make_job()
-    job.start_time = job.end_time = None
-    assert (job.start_time, job.end_time) == (None, None)
-
-
-# --- set_status -------------------------------------------------------------
+# --- set_status (Found 7) -------------------------------------------------------
 
 
 def test_set_status_nonzero_sets_code_and_status() -> None:
@@ -128,19 +94,20 @@ def test_set_status_default_status_is_success() -> None:
     assert (job.int_code, job.status_code) == (3, "success")
 
 
-@pytest.mark.parametrize("falsy", [0, None, False, ""])
-def test_set_status_falsy_leaves_initial_state(falsy: object) -> None:
+def test_set_status_zero_sets_the_status_code() -> None:
     job = make_job()
-    job.set_status(falsy, "whatever")  # type: ignore[arg-type]
+    job.set_status(0)
     assert (job.int_code, job.status_code) == (0, "success")
+    job.set_status(0, "whatever")
+    assert (job.int_code, job.status_code) == (0, "whatever")
 
 
-def test_set_status_zero_after_failure_does_not_reset() -> None:
+@pytest.mark.parametrize("falsy", [0, None, False, ""])
+def test_set_status_falsy_code_leaves_int_code(falsy: object) -> None:
     job = make_job()
     job.set_status(1, "error")
-    job.set_status(0)
-    job.set_status(0, "success")
-    assert (job.get_exit_code(), job.status_code) == (1, "error")
+    job.set_status(falsy, "later")  # type: ignore[arg-type]
+    assert (job.get_exit_code(), job.status_code) == (1, "later")
 
 
 def test_set_status_later_nonzero_replaces() -> None:
@@ -194,52 +161,47 @@ def test_pyprint_defaults_to_stdout() -> None:
     assert job.error == ""
 
 
-def test_pyprint_sep_and_end() -> None:
+def test_pyprint_sep_and_end_go_through_str() -> None:
     job = make_job()
     job.pyprint("a", "b", sep="-", end="!")
-    job.pyprint("c", "d", sep=None, end=None)
+    job.pyprint("c", "d", sep=1, end=2)
     job.pyprint()
-    assert job.output == "a-b!c d\n\n"
+    assert job.output == "a-b!c1d2\n"
 
 
-def test_pyprint_rejects_non_str_sep_like_print() -> None:
-    with pytest.raises(TypeError):
-        make_job().pyprint("a", sep=1)  # type: ignore[arg-type]
-
-
-def test_pyprint_to_current_stdout_and_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pyprint_compares_with_the_streams_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_out, fake_err = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stdout", fake_out)
     monkeypatch.setattr(sys, "stderr", fake_err)
     job = make_job()
     job.pyprint("out", file=sys.stdout)
-    job.pyprint("err", file=sys.stderr)
-    assert (job.output, job.error) == ("out\n", "err\n")
+    job.pyprint("err", file=sys.stderr, flush=True)
+    job.pyprint("default")
+    assert (job.output, job.error) == ("out\ndefault\n", "err\n")
     assert fake_out.getvalue() == fake_err.getvalue() == ""
 
 
-def test_pyprint_to_original_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pyprint_to_distinct_stderr_lands_in_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found 3: under Celery both names were one proxy; given two, stderr is stderr.
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     job = make_job()
-    job.pyprint("out", file=sys.__stdout__)
-    job.pyprint("err", file=sys.__stderr__)
-    assert (job.output, job.error) == ("out\n", "err\n")
+    job.pyprint("e", 1, file=sys.stderr)
+    assert (job.output, job.error) == ("", "e 1\n")
 
 
-def test_pyprint_to_stderr_accepts_flush() -> None:
-    job = make_job()
-    job.pyprint("e", 1, file=sys.stderr, flush=True)
-    assert job.error == "e 1\n"
-    assert job.output == ""
-
-
-@pytest.mark.parametrize("bad", [io.StringIO(), "stdout", 1])
+@pytest.mark.parametrize("bad", [io.StringIO(), "stdout", 1, None])
 def test_pyprint_with_another_file_raises(bad: object) -> None:
     job = make_job()
-    with pytest.raises(ValueError, match="sys.stdout or sys.stderr"):
+    with pytest.raises(UnrecognisedPrintFile, match=f"^Unrecognised print file: {bad}$"):
         job.pyprint("x", file=bad)
     assert job.output == job.error == ""
+
+
+def test_pyprint_to_replaced_original_stream_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    with pytest.raises(UnrecognisedPrintFile):
+        make_job().pyprint("x", file=sys.__stdout__)
 
 
 def test_write_accepts_bytes() -> None:
@@ -322,77 +284,54 @@ def test_dump_contains_every_field() -> None:
     job.write_error("hello err")
     job.set_status(3, "failed")
     text = job.dump()
-    for part in (
-        "copy_v0.0",
-        TASK_UUID,
-        "'arg1'",
-        "'--flag'",
-        "3",
-        "failed",
-        "hello out",
-        "hello err",
-    ):
+    for part in ("copy_v0.0", TASK_UUID, "'arg1'", "'--flag'", "3", "failed", "hello out", "hello err"):
         assert part in text
-    assert text.count("\n") >= 4
     assert text.index("hello out") < text.index("hello err")
 
 
-def test_log_results_logs_dump_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+def test_log_results_logs_the_summary_at_info(caplog: pytest.LogCaptureFixture) -> None:
     job = make_job()
     job.write_output("visible")
-    with caplog.at_level(logging.DEBUG, logger="amworker.job"):
+    with caplog.at_level(logging.INFO, logger="amworker.job"):
         job.log_results()
     [record] = [r for r in caplog.records if r.name == "amworker.job"]
-    assert record.levelno == logging.DEBUG
+    assert record.levelno == logging.INFO
     assert record.getMessage() == job.dump()
 
 
-def test_log_results_skips_dump_when_debug_disabled(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="amworker.job"):
-        make_job().log_results()
-    assert not [r for r in caplog.records if r.name == "amworker.job"]
+# --- JobContext: exceptions (Found 3: stock's stderr shape) ---------------------
 
 
-# --- JobContext: exceptions ---------------------------------------------------
-
-
-def test_job_context_returns_a_job_context() -> None:
-    assert isinstance(make_job().JobContext(), JobContext)
+def _raise_in_context(job: Job, exc: BaseException) -> None:
+    with job.JobContext():
+        raise exc
 
 
 def test_job_context_without_exception_changes_nothing() -> None:
     job = make_job()
     with job.JobContext():
         job.write_output("ok")
-    assert (job.output, job.error, job.int_code, job.status_code) == ("ok", "", 0, "success")
+    assert (job.output, job.error, job.int_code, job.status_code) == ("ok", "", 0, "")
 
 
-def test_job_context_records_and_suppresses_exception() -> None:
-    job = make_job()
-    reached = False
-    with job.JobContext():
-        raise ValueError("boom")
-    reached = True
-    assert reached
-    assert job.error.startswith("Traceback (most recent call last):\n")
-    assert "ValueError: boom" in job.error
-    assert "test_job_context_records_and_suppresses_exception" in job.error
-    assert (job.get_exit_code(), job.status_code) == (1, "error")
-
-
-def test_job_context_separates_traceback_from_unterminated_error_text() -> None:
+def test_job_context_writes_str_then_traceback_through_its_own_frame() -> None:
     job = make_job()
     job.write_error("partial")
-    with job.JobContext():
-        raise RuntimeError("x")
-    assert job.error.startswith("partial\nTraceback")
+    _raise_in_context(job, ValueError("boom"))
+    lines = job.error.splitlines()
+    assert lines[0] == "partialboomTraceback (most recent call last):"
+    assert lines[1].endswith(", in JobContext")  # stock's traceback starts in JobContext
+    assert lines[2].strip() == "yield"
+    assert "in _raise_in_context" in lines[3]
+    assert lines[-1] == "ValueError: boom"
+    assert job.error.endswith("ValueError: boom\n")
+    assert (job.get_exit_code(), job.status_code) == (1, "error")
 
 
 def test_job_context_overrides_an_earlier_exit_code() -> None:
     job = make_job()
     job.set_status(3)
-    with job.JobContext():
-        raise RuntimeError("x")
+    _raise_in_context(job, RuntimeError("x"))
     assert (job.int_code, job.status_code) == (1, "error")
 
 
@@ -404,137 +343,15 @@ def test_job_context_fails_next_jobs_independently() -> None:
                 raise KeyError("second")
             job.set_status(0)
     assert [j.get_exit_code() for j in jobs] == [0, 1, 0]
+    assert jobs[1].error.startswith("'second'Traceback")
 
 
-@pytest.mark.parametrize("code", [0, 3, "message"])
-def test_job_context_turns_system_exit_into_failure(code: int | str) -> None:
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()])
+def test_job_context_lets_base_exceptions_through(exc: BaseException) -> None:
     job = make_job()
-    with job.JobContext():
-        sys.exit(code)
-    assert "SystemExit" in job.error
-    assert (job.get_exit_code(), job.status_code) == (1, "error")
-
-
-def test_job_context_lets_keyboard_interrupt_through(logger: logging.Logger) -> None:
-    job = make_job()
-    with pytest.raises(KeyboardInterrupt), job.JobContext(logger=logger):
-        raise KeyboardInterrupt
-    assert job.get_exit_code() == 0
-    assert job.error == ""
-    assert logger.handlers == []
-
-
-# --- JobContext: logger capture -------------------------------------------------
-
-
-def test_logger_records_go_to_job_streams(logger: logging.Logger) -> None:
-    logger.setLevel(logging.DEBUG)
-    job = make_job()
-    with job.JobContext(logger=logger):
-        logger.debug("debug %s", "hidden")
-        logger.info("info %s", 1)
-        logger.warning("warn")
-        logger.error("err")
-        logger.critical("crit")
-    assert job.output == "info 1\nwarn\n"
-    assert job.error == "err\ncrit\n"
-
-
-def test_logger_exception_includes_traceback_in_stderr(logger: logging.Logger) -> None:
-    job = make_job()
-    with job.JobContext(logger=logger):
-        try:
-            raise OSError("disk")
-        except OSError:
-            logger.exception("copy failed")
-    assert job.error.startswith("copy failed\nTraceback")
-    assert "OSError: disk" in job.error
-    assert job.get_exit_code() == 0  # logging is not failing
-
-
-def test_logger_handler_removed_after_block(logger: logging.Logger) -> None:
-    job = make_job()
-    with job.JobContext(logger=logger):
-        assert len(logger.handlers) == 1
-    assert logger.handlers == []
-    logger.warning("after")
-    assert job.output == ""
-
-
-def test_logger_handler_removed_after_exception(logger: logging.Logger) -> None:
-    job = make_job()
-    with job.JobContext(logger=logger):
-        logger.info("before")
-        raise ValueError("x")
-    assert logger.handlers == []
-    assert job.output == "before\n"
-    assert "ValueError: x" in job.error
-
-
-def test_logger_level_lowered_to_info_then_restored(logger: logging.Logger) -> None:
-    logger.setLevel(logging.WARNING)
-    job = make_job()
-    with job.JobContext(logger=logger):
-        assert logger.getEffectiveLevel() == logging.INFO
-        logger.info("let through")
-    assert logger.level == logging.WARNING
-    assert job.output == "let through\n"
-
-
-def test_logger_level_restored_after_exception(logger: logging.Logger) -> None:
-    logger.setLevel(logging.ERROR)
-    with make_job().JobContext(logger=logger):
-        raise ValueError("x")
-    assert logger.level == logging.ERROR
-
-
-def test_logger_inheriting_warning_is_lowered_and_reset_to_notset(
-    logger: logging.Logger,
-) -> None:
-    assert logger.level == logging.NOTSET
-    parent = logging.getLogger("test.job")
-    old = parent.level
-    parent.setLevel(logging.WARNING)
-    try:
-        job = make_job()
-        with job.JobContext(logger=logger):
-            logger.info("seen")
-        assert logger.level == logging.NOTSET
-        assert job.output == "seen\n"
-    finally:
-        parent.setLevel(old)
-
-
-def test_logger_debug_level_is_left_alone(logger: logging.Logger) -> None:
-    logger.setLevel(logging.DEBUG)
-    with make_job().JobContext(logger=logger):
-        assert logger.level == logging.DEBUG
-    assert logger.level == logging.DEBUG
-
-
-def test_level_changed_by_script_inside_block_is_kept(logger: logging.Logger) -> None:
-    logger.setLevel(logging.WARNING)
-    with make_job().JobContext(logger=logger):
-        logger.setLevel(logging.DEBUG)
-    assert logger.level == logging.DEBUG
-
-
-def test_logger_adapter_is_accepted(logger: logging.Logger) -> None:
-    job = make_job()
-    adapter = logging.LoggerAdapter(logger, {})
-    with job.JobContext(logger=adapter):
-        adapter.warning("via adapter")
-    assert job.output == "via adapter\n"
-    assert logger.handlers == []
-
-
-def test_two_jobs_capture_only_their_own_block(logger: logging.Logger) -> None:
-    first, second = make_job(), make_job()
-    with first.JobContext(logger=logger):
-        logger.info("one")
-    with second.JobContext(logger=logger):
-        logger.info("two")
-    assert (first.output, second.output) == ("one\n", "two\n")
+    with pytest.raises(type(exc)):
+        _raise_in_context(job, exc)
+    assert (job.get_exit_code(), job.error) == (0, "")
 
 
 # --- bounded output -------------------------------------------------------------
@@ -608,7 +425,7 @@ def test_job_context_traceback_is_bounded_too() -> None:
     job = make_job(max_output_bytes=16)
     with job.JobContext():
         raise ValueError("x" * 100)
-    assert job.error.startswith("Traceback (most")
+    assert job.error.startswith("x" * 16)
     assert job.error.endswith(" more bytes dropped]\n")
     assert job.get_exit_code() == 1
 
@@ -682,110 +499,6 @@ def test_output_buffer_keeps_the_longest_fitting_prefix(pieces: list[str], limit
     assert buffer.kept_bytes == utf8_size(kept)
     assert limit - 4 < buffer.kept_bytes <= limit
     assert buffer.kept_bytes + buffer.dropped_bytes == total
-
-
-# --- get_script_logger ------------------------------------------------------------
-
-
-@pytest.fixture
-def script_logger_name() -> Iterator[str]:
-    name = f"archivematica.mcp.client.test{uuidlib.uuid4().hex}"
-    yield name
-    for log in (logging.getLogger(name), logging.getLogger(SCRIPT_LOG_PREFIX + name)):
-        for handler in list(log.handlers):
-            log.removeHandler(handler)
-
-
-def test_script_logger_is_the_named_logger(script_logger_name: str) -> None:
-    log = get_script_logger(script_logger_name)
-    assert log is logging.getLogger(script_logger_name)
-    assert log.level == logging.INFO
-    assert log.propagate is False
-
-
-def test_script_logger_raises_a_higher_level_to_info(script_logger_name: str) -> None:
-    logging.getLogger(script_logger_name).setLevel(logging.WARNING)
-    assert get_script_logger(script_logger_name).level == logging.INFO
-
-
-def test_script_logger_keeps_a_lower_level(script_logger_name: str) -> None:
-    logging.getLogger(script_logger_name).setLevel(logging.DEBUG)
-    assert get_script_logger(script_logger_name).level == logging.DEBUG
-
-
-def test_script_logger_accepts_old_keyword_arguments(script_logger_name: str) -> None:
-    log = get_script_logger(
-        script_logger_name, formatter="%(message)s", root="archivematica", level=logging.DEBUG
-    )
-    assert log.level == logging.DEBUG
-
-
-def test_script_logger_attaches_one_forwarder(script_logger_name: str) -> None:
-    for _ in range(3):
-        log = get_script_logger(script_logger_name)
-    forwarders = [h for h in log.handlers if isinstance(h, WorkerLogForwarder)]
-    assert len(forwarders) == 1
-    assert forwarders[0].target.name == SCRIPT_LOG_PREFIX + script_logger_name
-
-
-def test_script_logger_forwards_debug_copies(
-    script_logger_name: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    log = get_script_logger(script_logger_name)
-    direct = ListHandler()
-    log.addHandler(direct)
-    target = SCRIPT_LOG_PREFIX + script_logger_name
-    with caplog.at_level(logging.DEBUG, logger=target):
-        log.warning("hello %s", "world")
-        log.debug("below the script level")
-    [forwarded] = [r for r in caplog.records if r.name == target]
-    assert forwarded.levelno == logging.DEBUG
-    assert forwarded.levelname == "DEBUG"
-    assert forwarded.getMessage() == "hello world"
-    [original] = direct.records
-    assert original.levelno == logging.WARNING
-    assert original.name == script_logger_name
-    assert original is not forwarded
-
-
-def test_script_logger_does_not_reach_root_directly(
-    script_logger_name: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    log = get_script_logger(script_logger_name)
-    logging.getLogger(SCRIPT_LOG_PREFIX + script_logger_name).setLevel(logging.INFO)
-    with caplog.at_level(logging.DEBUG, logger=script_logger_name):
-        log.error("not for the worker log at ERROR")
-    assert caplog.records == []
-
-
-def test_forwarding_cannot_loop() -> None:
-    # "amworker.scripts" forwards to "amworker.scripts.amworker.scripts",
-    # whose records propagate back up through "amworker.scripts".
-    name = "amworker.scripts"
-    source, target = logging.getLogger(name), logging.getLogger(SCRIPT_LOG_PREFIX + name)
-    saved = (source.level, source.propagate, list(source.handlers))
-    seen = ListHandler()
-    target.addHandler(seen)
-    target.setLevel(logging.DEBUG)
-    try:
-        get_script_logger(name).info("once")
-        assert [r.getMessage() for r in seen.records] == ["once"]
-    finally:
-        target.removeHandler(seen)
-        target.setLevel(logging.NOTSET)
-        source.setLevel(saved[0])
-        source.propagate = saved[1]
-        source.handlers[:] = saved[2]
-
-
-def test_script_logger_output_is_captured_by_job_context(script_logger_name: str) -> None:
-    log = get_script_logger(script_logger_name)
-    job = make_job()
-    with job.JobContext(logger=log):
-        log.info("normalized %d files", 3)
-        log.error("one failed")
-    assert job.output == "normalized 3 files\n"
-    assert job.error == "one failed\n"
 
 
 def test_job_survives_pickling() -> None:

@@ -16,7 +16,7 @@ import worker.client.job
 import worker.utils
 import worker.utils.custom_handlers
 from worker import script_imports
-from worker.script_imports import ALIASES, AliasFinder, SubmoduleAliasFinder
+from worker.script_imports import ALIASES, PackageFinder, PinnedFinder
 
 TOP_LEVEL = sorted({name.partition(".")[0] for name in ALIASES})
 
@@ -101,10 +101,10 @@ def test_submodule_alias_is_never_loaded_twice() -> None:
 def test_install_is_idempotent_and_places_hooks() -> None:
     script_imports.install()
     script_imports.install()
-    assert isinstance(sys.meta_path[-1], AliasFinder)
-    assert isinstance(sys.meta_path[0], SubmoduleAliasFinder)
-    assert sum(isinstance(f, AliasFinder) for f in sys.meta_path) == 1
-    assert sum(isinstance(f, SubmoduleAliasFinder) for f in sys.meta_path) == 1
+    assert isinstance(sys.meta_path[-1], PackageFinder)
+    assert isinstance(sys.meta_path[0], PinnedFinder)
+    assert sum(isinstance(f, PackageFinder) for f in sys.meta_path) == 1
+    assert sum(isinstance(f, PinnedFinder) for f in sys.meta_path) == 1
 
 
 def test_uninstall_removes_hooks_and_aliases_but_not_targets() -> None:
@@ -112,7 +112,7 @@ def test_uninstall_removes_hooks_and_aliases_but_not_targets() -> None:
     importlib.import_module("custom_handlers")
     importlib.import_module("client.job")
     script_imports.uninstall()
-    assert not any(isinstance(f, AliasFinder | SubmoduleAliasFinder) for f in sys.meta_path)
+    assert not any(isinstance(f, PackageFinder | PinnedFinder) for f in sys.meta_path)
     assert "custom_handlers" not in sys.modules
     assert "client.job" not in sys.modules
     assert sys.modules["worker.client.job"] is worker.client.job
@@ -124,14 +124,15 @@ def test_uninstall_removes_hooks_and_aliases_but_not_targets() -> None:
 
 @pytest.mark.parametrize("name", ["foo", "client.other", "worker.client", "utilsx"])
 def test_finders_only_answer_alias_names(name: str) -> None:
-    assert AliasFinder().find_spec(name, None) is None
-    assert SubmoduleAliasFinder().find_spec(name, None) is None
+    assert PackageFinder().find_spec(name, None) is None
+    assert PinnedFinder().find_spec(name, None) is None
 
 
-def test_front_finder_ignores_top_level_and_unresolved_parents() -> None:
-    assert SubmoduleAliasFinder().find_spec("client", None) is None
-    assert SubmoduleAliasFinder().find_spec("client.job", None) is None  # no parent yet
-    assert AliasFinder().find_spec("client.job", None) is None
+def test_front_finder_answers_the_job_api_but_not_packages() -> None:
+    assert PinnedFinder().find_spec("client", None) is None
+    spec = PinnedFinder().find_spec("custom_handlers", None)
+    assert spec is not None and spec.name == "custom_handlers"
+    assert PackageFinder().find_spec("client.job", None) is None
 
 
 def _write(path: Path, text: str) -> None:
@@ -139,41 +140,58 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def test_real_utils_package_on_sys_path_wins(
+def _stock_layout(root: Path) -> None:
+    """Archivematica's MCPClient/lib and archivematicaCommon/lib, in miniature."""
+    _write(root / "client" / "__init__.py", "")
+    _write(root / "client" / "job.py", "ORIGIN = 'stock'\n")
+    _write(root / "client" / "metrics.py", "ORIGIN = 'stock'\n")
+    _write(root / "custom_handlers.py", "ORIGIN = 'stock'\n")
+    _write(root / "utils" / "__init__.py", "ORIGIN = 'operator'\n")
+
+
+def test_next_to_stock_code_the_job_api_is_ours(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _write(tmp_path / "utils" / "__init__.py", "ORIGIN = 'operator'\n")
+    # Found 4: with MCPClient/lib on the path the aliases never fired.
+    _stock_layout(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     script_imports.install()
-    utils = importlib.import_module("utils")
-    assert utils.ORIGIN == "operator"
-    assert utils is not worker.utils
-    # Our submodule is not grafted onto someone else's package...
-    with pytest.raises(ModuleNotFoundError):
-        importlib.import_module("utils.custom_handlers")
-    # ...while names nobody else provides still resolve to ours.
-    assert importlib.import_module("custom_handlers") is worker.utils.custom_handlers
+    namespace: dict[str, object] = {}
+    exec(
+        textwrap.dedent(
+            """
+            from client.job import Job
+            from custom_handlers import get_script_logger
+            from utils.custom_handlers import get_script_logger as utils_logger
+            from client import metrics
+            import client
+            import utils
+            """
+        ),
+        namespace,
+    )
+    assert namespace["Job"] is worker.client.job.Job
+    assert namespace["get_script_logger"] is worker.utils.custom_handlers.get_script_logger
+    assert namespace["utils_logger"] is worker.utils.custom_handlers.get_script_logger
+    # The packages, and their other modules, stay stock's / the operator's.
+    assert namespace["metrics"].ORIGIN == "stock"
+    assert namespace["client"] is not worker.client
+    assert namespace["client"].job is worker.client.job
+    assert namespace["utils"].ORIGIN == "operator"
     script_imports.uninstall()
-    assert sys.modules["utils"] is utils  # uninstall leaves real modules alone
+    assert "client.job" not in sys.modules
+    assert sys.modules["client.metrics"] is namespace["metrics"]  # not ours: left alone
 
 
-def test_real_client_package_keeps_its_own_submodules(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _write(tmp_path / "client" / "__init__.py", "")
-    _write(tmp_path / "client" / "job.py", "ORIGIN = 'operator'\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_our_package_submodules_are_never_loaded_twice() -> None:
     script_imports.install()
-    job = importlib.import_module("client.job")
-    assert job.ORIGIN == "operator"
-    assert job is not worker.client.job
+    importlib.import_module("client")
+    output = importlib.import_module("client.output")
+    import worker.client.output
 
-
-def test_real_top_level_module_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write(tmp_path / "custom_handlers.py", "ORIGIN = 'operator'\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    script_imports.install()
-    assert importlib.import_module("custom_handlers").ORIGIN == "operator"
+    assert output is worker.client.output
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("client.metrics")  # nothing of that name without Archivematica
 
 
 @pytest.mark.timeout(60)
@@ -194,9 +212,11 @@ def test_aliases_in_a_fresh_interpreter() -> None:
         import worker.client.job
         assert Job is worker.client.job.Job
         job = Job("n", "u", ["a"])
-        with job.JobContext(logger=get_script_logger("archivematica.mcp.client.t")):
-            get_script_logger("archivematica.mcp.client.t").info("hi")
-        assert job.output == "hi\\n", job.output
+        log = get_script_logger("archivematica.mcp.client.t")
+        with job.JobContext(logger=log):
+            for _ in range(100):
+                log.info("hi")
+        assert job.output == "hi" * 100, job.output
         print("ok")
         """
     )
