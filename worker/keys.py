@@ -29,6 +29,12 @@ def batch_token(function: str, unique: str, payload: bytes, uuids: Iterable[str]
     return f"{function}:{base}:{tasks[:12]}"
 
 
+def unique_of(token: str, function: str) -> str:
+    """The controller's batch UUID inside a :func:`batch_token` (what logs show)."""
+    base, _, _digest = token.removeprefix(f"{function}:").rpartition(":")
+    return base or token
+
+
 def slice_id(token: str, index: int, count: int) -> str:
     """Celery task id of slice ``index`` (0-based) of ``count``."""
     return f"{token}:slice-{index + 1}-of-{count}"

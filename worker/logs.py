@@ -35,10 +35,9 @@ _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
 def batch_context(function: str, batch: str, slice: str | None = None) -> Iterator[None]:
     """Tag every record logged inside the block with ``function``, ``batch``, ``slice``.
 
-    ``batch`` may be the batch token (``function:uuid``); the UUID is shown.
+    ``batch`` is the controller's batch UUID (see :func:`worker.keys.unique_of`).
     """
-    prefix = f"{function}:"
-    values = {"function": function, "batch": batch.removeprefix(prefix)}
+    values = {"function": function, "batch": batch}
     if slice is not None:
         values["slice"] = slice
     token = _context.set(values)

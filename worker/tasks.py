@@ -16,6 +16,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
+from worker import keys
 from worker.celery import app
 from worker.logs import batch_context
 from worker.plan import JobSpec
@@ -52,7 +53,7 @@ def run_slice(
     """
     task_id = require_task_id(self.request.id)
     client = self.request.hostname or node_name()
-    with batch_context(function, batch, f"{index + 1}/{count}"):
+    with batch_context(function, keys.unique_of(batch, function), f"{index + 1}/{count}"):
         if not self.runtime.claim(task_id, client, function):
             # Delivered again (or given up by the shim): never run twice, and
             # never report twice -- a second report would upset the chord counter.

@@ -75,3 +75,8 @@ def test_redis_keys_share_the_prefix_and_differ_by_kind() -> None:
     assert made == ["amworker:plan:t", "amworker:claim:t", "amworker:lease:t", "amworker:answer:t",
                     "amworker:outcome:t"]
     assert len(set(made)) == len(made)
+
+
+def test_unique_of_gives_back_the_controllers_batch_uuid() -> None:
+    token = keys.batch_token("copy_v0.0", "a:b-uuid", b"{}", ["t1", "t2"])
+    assert keys.unique_of(token, "copy_v0.0") == "a:b-uuid"

@@ -30,13 +30,13 @@ def test_json_lines_carry_function_batch_and_slice(capture) -> None:  # type: ig
     logger, stream, handler = capture
     handler.setFormatter(logs.JsonFormatter())
 
-    with logs.batch_context("sliced_v0.0", "sliced_v0.0:7f1c", "2/4"):
+    with logs.batch_context("sliced_v0.0", "7f1c", "2/4"):
         logger.info("running %d jobs", 3)
     logger.info("idle")
 
     inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
     assert inside["function"] == "sliced_v0.0"
-    assert inside["batch"] == "7f1c"  # the UUID, without the token's function prefix
+    assert inside["batch"] == "7f1c"
     assert inside["slice"] == "2/4"
     assert inside["message"] == "running 3 jobs"
     assert inside["level"] == "INFO" and inside["logger"] == "amworker.test_logs"
