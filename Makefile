@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-faults lint bench venv services clean
+.PHONY: run test test-unit test-integration test-faults test-compose lint bench venv services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,13 @@ run: services
 	echo "" && \
 	exec $(BIN)/amworker run
 
+# The compose test runs first and pytest last, whatever the first's outcome,
+# so pytest's summary closes the output; either failing fails `make test`.
 test: lint
 	@scripts/ensure-test-tools
-	$(BIN)/pytest -q -p no:cacheprovider
+	@status=0; scripts/test-compose || status=1; \
+	$(BIN)/pytest -q -p no:cacheprovider || status=$$?; \
+	exit $$status
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -48,6 +52,11 @@ test-integration: $(STAMP)
 test-faults: $(STAMP)
 	@scripts/ensure-test-tools
 	AMWORKER_SOAK_SECONDS=$${AMWORKER_SOAK_SECONDS:-180} $(BIN)/pytest -q -p no:cacheprovider tests/faults
+
+# compose.yaml for real, on a private dockerd (needs root; installs docker.io,
+# debootstrap and Compose v2 when missing). See scripts/test-compose.
+test-compose: $(STAMP)
+	@scripts/test-compose
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench
