@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-faults test-thirdparty test-archivematica lint bench venv services clean
+.PHONY: run test test-unit test-integration test-faults test-thirdparty test-archivematica test-compose lint bench venv services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,13 @@ run: services
 	echo "" && \
 	exec $(BIN)/amworker run
 
+# The compose test runs first and pytest last, whatever the first's outcome,
+# so pytest's summary closes the output; either failing fails `make test`.
 test: lint
 	@scripts/ensure-test-tools
-	$(BIN)/pytest -q -p no:cacheprovider
+	@status=0; scripts/test-compose || status=1; \
+	$(BIN)/pytest -q -p no:cacheprovider || status=$$?; \
+	exit $$status
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -64,6 +68,11 @@ test-faults: $(STAMP)
 test-archivematica: $(STAMP)
 	@test -n "$(AM_SRC)" || { echo "usage: make test-archivematica AM_SRC=/path/to/archivematica"; exit 2; }
 	scripts/test-archivematica "$(AM_SRC)" $(AM_PYTEST_ARGS)
+
+# compose.yaml for real, on a private dockerd (needs root; installs docker.io,
+# debootstrap and Compose v2 when missing). See scripts/test-compose.
+test-compose: $(STAMP)
+	@scripts/test-compose
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench

@@ -14,11 +14,17 @@ be the judge. Instead:
 * the ``worker`` service must scale (no ``container_name``, no host ports);
 * every long-running service has a healthcheck, the shim and every worker
   mount the shared directory at the same path, and the workers consume every
-  queue the config file routes a function to.
+  queue the config file routes a function to;
+* one build serves every amworker service, gearmand is published, and
+  compose.archivematica.yaml leaves out the stack's own gearmand, MariaDB and
+  shared volume for the pipeline's.
+
+``scripts/test-compose`` (``make test-compose``) brings both files up for real.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -39,9 +45,15 @@ from worker.config import KNOWN_VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
+OVERRIDE = ROOT / "compose.archivematica.yaml"
 SHARED_MOUNT = "/var/archivematica/sharedDirectory"
 #: Services that run amworker's image and must see the shared directory.
 AMWORKER_SERVICES = ("shim", "worker", "worker-heavy")
+#: Every service that runs amworker's image.
+IMAGE_SERVICES = ("init-db", "shim", "worker", "worker-heavy", "flower")
+#: Archivematica mode's setting, added by its own change; the override only
+#: passes it through when the shell sets it.
+PASSED_THROUGH = {"AMWORKER_ARCHIVEMATICA_HOME"}
 CELERY_SUBCOMMANDS = {"worker", "flower", "inspect"}
 
 
@@ -267,3 +279,150 @@ def test_dockerfile_builds_amworker_with_mysql_support() -> None:
         for source in copied.split():
             assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
 
+
+
+def test_dockerignore_sends_only_what_the_image_needs() -> None:
+    lines = [
+        line for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "everything is excluded first"
+    assert {"!pyproject.toml", "!README.md", "!worker/"} <= set(lines)
+
+
+# -- one build ----------------------------------------------------------------
+
+
+def test_one_build_serves_every_amworker_service(compose: dict[str, Any]) -> None:
+    """Five services with `build: .` built five times and left four untagged images."""
+    builders = [name for name, service in services(compose).items()
+                if service.get("image") == "amworker:latest" and "build" in service]
+    assert builders == ["shim"]
+    for name in IMAGE_SERVICES:
+        service = services(compose)[name]
+        assert service["image"] == "amworker:latest", name
+        if name != "shim":
+            assert "build" not in service, name
+            assert service["pull_policy"] == "never", f"{name} would pull amworker:latest"
+
+
+def test_the_build_takes_a_ca_bundle_secret_and_an_index(compose: dict[str, Any]) -> None:
+    build = services(compose)["shim"]["build"]
+    assert build["secrets"] == ["build-ca"]
+    assert build["args"]["PIP_INDEX_URL"] == "${BUILD_PIP_INDEX_URL:-}"
+    assert compose["secrets"]["build-ca"]["file"].startswith("${BUILD_CA_BUNDLE:-")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--mount=type=secret,id=build-ca" in dockerfile
+    assert "PIP_CERT=/run/secrets/build-ca" in dockerfile
+
+
+def test_gearmand_is_published_for_the_controller(compose: dict[str, Any]) -> None:
+    assert services(compose)["gearmand"]["ports"] == ["${GEARMAND_PUBLISH:-127.0.0.1:4730}:4730"]
+
+
+def test_worker_heavy_has_work_from_the_bundled_scripts(compose: dict[str, Any]) -> None:
+    """The bundled modules file has no normalize_v1.0: a bundled function must use the queue."""
+    from worker.registry import load_registry
+
+    env = environment(services(compose)["worker-heavy"])
+    env["AMWORKER_CONFIG_FILE"] = str(ROOT / "deploy" / "amworker.toml")
+    settings = Settings.from_env(env)
+    heavy = [f for f in load_registry(settings) if settings.options_for(f).queue == "heavy"]
+    assert heavy == ["copyrecursive_v0.0"]
+
+
+@pytest.mark.parametrize(
+    "tag", ["debian:bookworm-slim", "python:3.11-slim", "redis:7-bookworm", "mariadb:11.4"]
+)
+def test_every_base_image_has_a_registry_free_stand_in(compose: dict[str, Any], tag: str) -> None:
+    used = {str(s.get("image")) for s in services(compose).values()}
+    used |= set(re.findall(r"^\s*FROM (\S+)", (ROOT / "Dockerfile").read_text()
+                           + services(compose)["gearmand"]["build"]["dockerfile_inline"], re.MULTILINE))
+    assert tag in used
+    script = (ROOT / "scripts" / "build-base-images").read_text()
+    if tag == "debian:bookworm-slim":
+        assert "debootstrap --variant=minbase bookworm" in script
+        return
+    dockerfile = (ROOT / "docker" / tag.replace(":", "-") / "Dockerfile").read_text()
+    assert f"stand-in for the official {tag} image" in dockerfile
+    assert "What differs from the official image:" in dockerfile
+    assert re.search(r"^FROM debian:bookworm-slim$", dockerfile, re.MULTILINE)
+
+
+# -- beside an existing Archivematica -------------------------------------------
+
+
+class _Tagged:
+    """A value under Compose's !reset or !override tag."""
+
+    def __init__(self, tag: str, value: Any) -> None:
+        self.tag, self.value = tag, value
+
+
+def _construct_tagged(loader: Any, node: Any) -> _Tagged:
+    if node.id == "mapping":
+        value: Any = loader.construct_mapping(node, deep=True)
+    elif node.id == "sequence":
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_scalar(node)
+    return _Tagged(node.tag, value)
+
+
+def load_override() -> dict[str, Any]:
+    yaml = YAML(typ="safe")
+    for tag in ("!reset", "!override"):
+        yaml.constructor.add_constructor(tag, _construct_tagged)
+    data = yaml.load(OVERRIDE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def untag(value: Any) -> Any:
+    """The file as Compose merges it: !reset entries dropped, !override values kept."""
+    if isinstance(value, dict):
+        return {k: untag(v.value if isinstance(v, _Tagged) else v) for k, v in value.items()
+                if not (isinstance(v, _Tagged) and v.tag == "!reset")}
+    if isinstance(value, list):
+        return [untag(v) for v in value]
+    return value
+
+
+def test_override_is_valid_against_the_compose_specification(tmp_path: Path) -> None:
+    plain = tmp_path / "compose.archivematica.json"
+    plain.write_text(json.dumps(untag(load_override())))
+    result = subprocess.run(
+        [check_jsonschema(), "--builtin-schema", "vendor.compose-spec", str(plain)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_override_leaves_out_the_stacks_own_pipeline_services() -> None:
+    override = load_override()
+    for name in ("gearmand", "mariadb", "init-db"):
+        reset = override["services"][name]
+        assert isinstance(reset, _Tagged) and reset.tag == "!reset", name
+    for name in ("shim", "worker", "worker-heavy", "flower"):
+        service = override["services"][name]
+        assert set(service["depends_on"].value) == {"redis"}, name
+        assert service["networks"] == ["default", "archivematica"], name
+    assert override["volumes"]["shared"]["external"] is True
+    assert override["networks"]["archivematica"]["external"] is True
+
+
+def test_override_points_at_the_pipeline() -> None:
+    override = load_override()
+    for name in ("shim", "worker", "worker-heavy", "flower"):
+        env = override["services"][name]["environment"]
+        assert env["AMWORKER_GEARMAN_SERVERS"].startswith("${ARCHIVEMATICA_GEARMAND:?"), name
+        assert env["AMWORKER_DATABASE_URL"].startswith("${ARCHIVEMATICA_DATABASE_URL:?"), name
+        # Passed through only when the shell sets it: a bare key, no value.
+        assert env["AMWORKER_ARCHIVEMATICA_HOME"] is None, name
+    shared = override["volumes"]["shared"]
+    assert shared["name"].startswith("${ARCHIVEMATICA_SHARED_VOLUME:?")
+
+
+def test_every_amworker_variable_in_the_override_is_a_known_setting() -> None:
+    used = set(re.findall(r"\bAMWORKER_[A-Z0-9_]+", OVERRIDE.read_text()))
+    assert used <= KNOWN_VARIABLES | PASSED_THROUGH, sorted(used - KNOWN_VARIABLES - PASSED_THROUGH)
