@@ -23,10 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--mariadb-url", default=DEFAULT_MARIADB_URL,
                         help="W6 counts here too; 'none' to skip")
+    parser.add_argument("--am-src", type=Path, default=None,
+                        help="an Archivematica checkout: measure its stock worker too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s",
                         stream=sys.stderr)
-    raw = run(SIZES[args.size], mariadb_url=None if args.mariadb_url == "none" else args.mariadb_url)
+    raw = run(SIZES[args.size], mariadb_url=None if args.mariadb_url == "none" else args.mariadb_url,
+              am_src=args.am_src)
     found = report.rows(raw)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(raw, indent=1))
