@@ -169,7 +169,8 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
     parts = [
         "# amworker benchmark results",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}`; every number below "
+        f"Measured {raw.get('measured_at', f'{datetime.now(UTC):%Y-%m-%d %H:%M}')} UTC with "
+        f"`{command}`; every number below "
         "comes from this one run.",
         "",
         "## Machine",
