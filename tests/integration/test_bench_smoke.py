@@ -113,3 +113,42 @@ def test_w5_is_repeated_on_fresh_shims(results: tuple[dict, str, Path]) -> None:
     runs = raw["w5"]["amworker_runs"]
     assert len(runs) == raw["sizes"]["w5_repeats"]
     assert all(r > 0 for r in runs)
+
+
+def test_w8_verdict_flags_growing_cost_and_a_slow_largest_batch() -> None:
+    from bench import scale
+
+    flat = {"1": [0.01], "128": [0.05], "1024": [0.4], "10000": [0.9]}
+    assert scale.verdict(flat)[0]
+    # 0.39 ms a task at 128, 0.68 ms at 1,024: growing, though 10,000 stays under 1 s.
+    growing = {**flat, "1024": [0.7]}
+    ok, reason = scale.verdict(growing)
+    assert not ok and "grows at 1,024" in reason
+    assert not scale.verdict({**flat, "10000": [1.2]})[0]
+
+
+def test_memory_sample_covers_a_process_tree() -> None:
+    import os
+    import subprocess as sp
+
+    from bench import memory
+
+    parent = sp.Popen([sys.executable, "-c",
+                       "import subprocess, sys; subprocess.run([sys.executable, '-c', "
+                       "'import sys; sys.stdin.read()'])"], stdin=sp.PIPE)
+    try:
+        def has_child() -> bool:
+            return len(memory.tree([parent.pid])) == 2
+
+        from tests.services import wait_until
+
+        wait_until(has_child, timeout=20, what="the child's child")
+        found = memory.sample({"parent": parent.pid})
+        assert [p["role"] for p in found.processes] == ["parent", "parent child"]
+        assert 0 < found.pss_mb <= found.rss_mb
+        assert os.getpid() not in [p["pid"] for p in found.processes]
+    finally:
+        # The grandchild reads the pipe it shares with its parent: closing it ends both.
+        assert parent.stdin is not None
+        parent.stdin.close()
+        parent.wait(20)
