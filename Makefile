@@ -78,10 +78,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench
 	$(BIN)/mypy worker
 
-bench: $(STAMP)
+# make bench AM_SRC=/path/to/archivematica also measures Archivematica's stock
+# worker, in its own virtualenv (var/stock-venv, pinned in bench/stock-requirements.txt).
+STOCK_VENV := var/stock-venv
+AM_SRC ?=
+
+$(STOCK_VENV)/.stamp: bench/stock-requirements.txt
+	python3 -m venv $(STOCK_VENV)
+	$(STOCK_VENV)/bin/pip install --quiet -r bench/stock-requirements.txt
+	touch $@
+
+bench: $(STAMP) $(if $(AM_SRC),$(STOCK_VENV)/.stamp)
 	@scripts/ensure-test-tools
 	$(BIN)/pip install --quiet -e '.[test,bench]'
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(AM_SRC),--am-src $(AM_SRC))
 
 clean:
 	rm -rf $(VENV) .venv-a3m var .pytest_cache .mypy_cache .ruff_cache

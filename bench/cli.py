@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
@@ -23,16 +24,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--mariadb-url", default=DEFAULT_MARIADB_URL,
                         help="W6 counts here too; 'none' to skip")
+    parser.add_argument("--am-src", type=Path, default=None,
+                        help="an Archivematica checkout: measure its stock worker too")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="re-render the results of an earlier run's latest.json "
+                        "(after editing analysis.md) instead of measuring")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s",
                         stream=sys.stderr)
-    raw = run(SIZES[args.size], mariadb_url=None if args.mariadb_url == "none" else args.mariadb_url)
+    if args.from_json is not None:
+        raw = json.loads(args.from_json.read_text())
+    else:
+        raw = run(SIZES[args.size],
+                  mariadb_url=None if args.mariadb_url == "none" else args.mariadb_url,
+                  am_src=args.am_src)
+        raw["measured_at"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
+        raw["command"] = ("make bench" + (f" AM_SRC={args.am_src}" if args.am_src else "")
+                          if args.size == "full" else f"python -m bench --size {args.size}")
     found = report.rows(raw)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(raw, indent=1))
+    if args.from_json is None or args.from_json.resolve() != (args.out / "latest.json").resolve():
+        (args.out / "latest.json").write_text(json.dumps(raw, indent=1))
     report.chart(raw, args.out / "latest.png")
-    command = "make bench" if args.size == "full" else f"python -m bench --size {args.size}"
-    (args.out / "latest.md").write_text(report.markdown(raw, found, "latest.png", command))
+    (args.out / "latest.md").write_text(report.markdown(raw, found, "latest.png",
+                                                        raw.get("command", "make bench")))
     print(report.table(found))
     print(f"\nwritten: {args.out / 'latest.md'}, {args.out / 'latest.png'}")
     return 0

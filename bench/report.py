@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-#: The stock worker's numbers quoted in issue 5 (Archivematica 1.17, 2 cores,
-#: SQLite). Reference only: they were not measured in this run.
-STOCK = {
-    "W1": "170 ms", "W2": "≈ 630 tasks/s", "W3": "0.96×", "W4": "—",
-    "W5": "128 MB (process tree)", "W6": "≥ 128 (one UPDATE per task)",
-}
+from bench import report_more
+from bench.report_more import Row, stock_measured
 
 #: The systems W1 and W2 measure, in table and chart order.
 _SYSTEMS = ("amworker", "inprocess", "floor")
@@ -22,31 +17,12 @@ _SYSTEMS = ("amworker", "inprocess", "floor")
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of the results table."""
-
-    id: str
-    metric: str
-    amworker: str
-    inprocess: str
-    floor: str
-    ratio: str
-    target: str
-    met: bool | None
-
-    @property
-    def verdict(self) -> str:
-        """``met``, ``MISSED`` or ``n/a``."""
-        return "n/a" if self.met is None else "met" if self.met else "**MISSED**"
-
-
 def rows(raw: dict[str, Any]) -> list[Row]:
     """Every workload's row, with its target checked."""
     heavy = raw["sizes"]["w3_heavy_mebibytes"]
     return [_w1(raw), _w2(raw), _w3(raw, "w3", raw["sizes"]["w3_mebibytes"]),
             _w3(raw, "w3_heavy", heavy), _w4(raw, "w4", raw["sizes"]["w3_mebibytes"]),
-            _w4(raw, "w4_heavy", heavy), _w5(raw), *_w6(raw)]
+            _w4(raw, "w4_heavy", heavy), _w5(raw), *_w6(raw), *report_more.rows(raw)]
 
 
 def _ms(seconds: float) -> str:
@@ -62,42 +38,58 @@ def _medians(results: dict[str, Any], keys: tuple[str, ...]) -> list[float]:
     return [statistics.median(results[key]) for key in keys]
 
 
+def _stock(raw: dict[str, Any], cell: Any) -> str:
+    """The stock column: ``cell()`` when the stock worker was measured, else why not."""
+    return str(cell()) if stock_measured(raw) else "not measured in this run"
+
+
 def _w1(raw: dict[str, Any]) -> Row:
     w1 = raw["w1"]
     am, ip, fl = _medians(w1, _SYSTEMS)
     sizes = raw["sizes"]
+    stock = _stock(raw, lambda: _latency(w1["stock"]))
+    versus = _stock(raw, lambda: f"; {statistics.median(w1['stock']) / am:.1f}× faster than stock")
     return Row(
         "W1", f"latency of one {sizes['w1_tasks']}-task no-op batch, median [min – max] "
         f"of {sizes['w1_runs']} runs",
-        *(_latency(w1[system]) for system in _SYSTEMS),
-        f"{am / ip:.2f}× in-process; floor + {_ms(am - fl)}",
-        "≤ 2× in-process and ≤ floor + 40 ms",
-        am <= 2 * ip and am <= fl + 0.040 and not raw["errors"].get("amworker"),
+        _latency(w1["amworker"]), _latency(w1["inprocess"]), _latency(w1["floor"]), stock,
+        f"{am / ip:.2f}× in-process; floor + {_ms(am - fl)}"
+        + (versus if stock_measured(raw) else ""),
+        "≤ 10 ms and ≤ 2.5× in-process",
+        am <= 0.010 and am <= 2.5 * ip and not raw["errors"].get("amworker"),
     )
 
 
 def _w2(raw: dict[str, Any]) -> Row:
     am, ip, fl = _medians(raw["w2"], _SYSTEMS)
     sizes = raw["sizes"]
+    stock = _stock(raw, lambda: f"{statistics.median(raw['w2']['stock']):.0f}")
+    versus = (f"; {am / statistics.median(raw['w2']['stock']):.1f}× stock"
+              if stock_measured(raw) else "")
     return Row(
         "W2", f"{sizes['w2_batches']} × {sizes['w2_tasks']} no-op tasks in flight, tasks/s "
         f"(median of {sizes['w2_rounds']} rounds)",
-        f"{am:.0f}", f"{ip:.0f}", f"{fl:.0f}",
-        f"{am / ip:.2f}× in-process; {am / fl:.2f}× floor",
-        "≥ 0.9× in-process", am >= 0.9 * ip,
+        f"{am:.0f}", f"{ip:.0f}", f"{fl:.0f}", stock,
+        f"{am / ip:.2f}× in-process; {am / fl:.2f}× floor{versus}",
+        "≥ 20,000 tasks/s and ≥ 0.45× in-process", am >= 20_000 and am >= 0.45 * ip,
     )
 
 
 def _w3(raw: dict[str, Any], key: str, mebibytes: int) -> Row:
     split, single, ip = _medians(raw[key], ("amworker_split", "amworker_single", "inprocess"))
     sizes = raw["sizes"]
+    goal = 1.85 if key == "w3" else 1.9
+    stock = _stock(raw, lambda: f"{single / statistics.median(raw[key]['stock']):.2f}× "
+                   f"({statistics.median(raw[key]['stock']):.2f} s: one process per batch)")
+    versus = (f"; {statistics.median(raw[key]['stock']) / split:.2f}× faster than stock"
+              if stock_measured(raw) else "")
     return Row(
         "W3", f"{sizes['w3_tasks']} tasks × SHA-256 of {mebibytes} MiB, "
         f"concurrent_instances() = cores, 2 pool processes: speedup vs slices = 1",
         f"{single / split:.2f}× ({split:.2f} s vs {single:.2f} s)",
-        f"1.00× ({ip:.2f} s: one process per batch)", "—",
-        f"{ip / split:.2f}× faster than in-process",
-        "≥ 1.85×", single / split >= 1.85,
+        f"{single / ip:.2f}× ({ip:.2f} s: one process per batch)", "—", stock,
+        f"{ip / split:.2f}× faster than in-process{versus}",
+        f"≥ {goal}×", single / split >= goal,
     )
 
 
@@ -106,8 +98,9 @@ def _w4(raw: dict[str, Any], key: str, mebibytes: int) -> Row:
     return Row(
         "W4", f"the W3 batch ({mebibytes} MiB per task) on 2 Celery workers of concurrency 1 "
         "(2 hosts): speedup vs 1",
-        f"{one / two:.2f}× ({two:.2f} s vs {one:.2f} s)", "— (one host only)", "—", "—",
-        "≥ 1.85×", one / two >= 1.85,
+        f"{one / two:.2f}× ({two:.2f} s vs {one:.2f} s)", "— (one host only)", "—",
+        _stock(raw, lambda: "— (cannot split a batch over hosts)"), "—",
+        "≥ 1.9×", one / two >= 1.9,
     )
 
 
@@ -119,11 +112,17 @@ def _w5(raw: dict[str, Any]) -> Row:
         state = "all intact" if entry["intact"] else "**DAMAGED**"
         return f"{what} {entry['rss_mb']:.0f} MB, {state} ({entry['seconds']:.1f} s)"
 
+    runs = raw["w5"].get("amworker_runs", [am["rss_mb"]])
+    shim = (f"shim {' / '.join(f'{r:.0f}' for r in runs)} MB in {len(runs)} runs, "
+            f"{'all intact' if am['intact'] else '**DAMAGED**'} ({am['seconds']:.1f} s)")
     return Row(
         "W5", f"{sizes['w5_batches']} batches × {sizes['w5_tasks']} tasks × "
-        f"{sizes['w5_output_bytes'] // 1024} KB output in flight: peak RSS",
-        cell(am, "shim"), cell(ip, "largest worker"), "—", "—",
-        "shim ≤ 80 MB, every result intact", am["rss_mb"] <= 80 and am["intact"],
+        f"{sizes['w5_output_bytes'] // 1024} KB output in flight: peak RSS "
+        "(each amworker run on a fresh shim after the first)",
+        shim, cell(ip, "largest worker"), "—",
+        _stock(raw, lambda: cell(raw["w5"]["stock"], "process tree")), "—",
+        "shim ≤ 60 MB in every run, every result intact",
+        max(runs) <= 60 and am["intact"],
     )
 
 
@@ -134,7 +133,7 @@ def _w6(raw: dict[str, Any]) -> list[Row]:
         jobs = " / ".join(str(n) for n in raw["sizes"]["w6_jobs"])
         metric = f"SQL statements of one slice's rows on {label} ({jobs} jobs)"
         if "error" in counted:
-            found.append(Row("W6", metric, counted["error"], "—", "—", "—",
+            found.append(Row("W6", metric, counted["error"], "—", "—", "—", "—",
                              "constant, ≤ 10", None))
             continue
         django = [counted[str(n)]["django"] for n in raw["sizes"]["w6_jobs"]]
@@ -143,7 +142,8 @@ def _w6(raw: dict[str, Any]) -> list[Row]:
         found.append(Row(
             "W6", metric,
             f"{' / '.join(map(str, django))} ({kinds}); {max(server)} with transaction control",
-            "same bookkeeping code", "0 (writes no rows)", "—",
+            "same bookkeeping code", "0 (writes no rows)",
+            _stock(raw, lambda: "not counted (one UPDATE per task in its client/job.py)"), "—",
             "constant, ≤ 10", len(set(django)) == 1 and max(django) <= 10,
         ))
     return found
@@ -152,13 +152,13 @@ def _w6(raw: dict[str, Any]) -> list[Row]:
 def table(found: list[Row]) -> str:
     """The results as a markdown table."""
     lines = [
-        "| id | workload | amworker | in-process | floor | amworker vs baselines "
-        "| stock (issue, not measured here) | target | |",
+        "| id | workload | amworker | in-process | floor | stock | amworker vs the others "
+        "| target | |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in found:
         lines.append(f"| {row.id} | {row.metric} | {row.amworker} | {row.inprocess} | "
-                     f"{row.floor} | {row.ratio} | {STOCK[row.id]} | {row.target} | "
+                     f"{row.floor} | {row.stock} | {row.ratio} | {row.target} | "
                      f"{row.verdict} |")
     return "\n".join(lines)
 
@@ -169,7 +169,8 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
     parts = [
         "# amworker benchmark results",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}`; every number below "
+        f"Measured {raw.get('measured_at', f'{datetime.now(UTC):%Y-%m-%d %H:%M}')} UTC with "
+        f"`{command}`; every number below "
         "comes from this one run.",
         "",
         "## Machine",
@@ -206,7 +207,13 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         f"({machine['cores']}); amworker runs the shim (16 lanes) and one Celery worker of "
         f"{machine['cores']} pool processes (W4: one, then two, of concurrency 1).",
         "- Each system gets warm-up batches before it is measured. W5's shim RSS is VmHWM: "
-        "the peak over the shim's whole life, W1–W3 included.",
+        "the peak over the shim's whole life, W1–W3 included, for the first run; each later "
+        "run starts a fresh shim.",
+        f"- stock: {_stock_how(raw)}",
+        "- W8 submits one no-op batch at a time at each size (amworker runs with "
+        "`AMWORKER_MAX_BATCH_TASKS=10000`; its default, 4096, refuses a 10,000-task batch). "
+        "W9 samples every process of a system's tree every 50 ms during W2 and keeps the "
+        "sample of highest total PSS (`/proc/<pid>/smaps_rollup`).",
         "",
     ]
     if ANALYSIS.exists():
@@ -214,52 +221,79 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
     return "\n".join(parts)
 
 
+def _stock_how(raw: dict[str, Any]) -> str:
+    if not report_more.stock_measured(raw):
+        return report_more.stock_reason(raw) + " (`make bench AM_SRC=<archivematica checkout>`)."
+    return (f"Archivematica {raw['stock']['version']}'s own `archivematicaClient.py`, run from "
+            "its checkout at its defaults (workers = cores, `max_tasks_per_child = 10`; a "
+            "script without `concurrent_instances()` gets one process), on the same gearmand "
+            "and SQLite file, writing the same `Tasks` rows, running the bench scripts through "
+            "the bench's modules file; gearman3 from PyPI with its `array.fromstring` call "
+            "patched in a temporary copy.")
+
+
 def chart(raw: dict[str, Any], path: Path) -> None:
-    """A PNG of the table: one panel per workload."""
+    """A PNG of the table: one panel per workload, W1-W9, every system measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ("amworker", "in-process", "floor")
-    colours = ("#1f77b4", "#ff7f0e", "#7f7f7f")
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8))
-    (w1, w2, w3), (w4, w5, w6) = axes
-
-    _bars(w1, labels, [median * 1000 for median in _medians(raw["w1"], _SYSTEMS)], colours,
-          "W1 latency, median (ms)", target=None)
-    _bars(w2, labels, _medians(raw["w2"], _SYSTEMS), colours,
-          "W2 throughput (tasks/s)", target=None)
+    colours = {"amworker": "#1f77b4", "inprocess": "#ff7f0e", "floor": "#7f7f7f",
+               "stock": "#2ca02c"}
+    fig, axes = plt.subplots(3, 3, figsize=(16, 13))
+    (w1, w2, w3), (w4, w5, w6), (w7, w8, w9) = axes
+    measured = report_more.measured_systems(raw, "w1")
+    labels = tuple(report_more.LABELS[s] for s in measured)
+    tints = tuple(colours[s] for s in measured)
+    _bars(w1, labels, [median * 1000 for median in _medians(raw["w1"], tuple(measured))],
+          tints, f"W1 latency, {raw['sizes']['w1_tasks']}-task batch, median (ms)", target=10)
+    _bars(w2, labels, _medians(raw["w2"], tuple(measured)), tints,
+          "W2 throughput (tasks/s)", target=20_000)
+    if "stock" in measured:
+        w1.set_yscale("log")
     sizes = raw["sizes"]
     small, heavy = f"{sizes['w3_mebibytes']} MiB", f"{sizes['w3_heavy_mebibytes']} MiB"
-    _bars(w3, (f"amworker\n{small}", f"amworker\n{heavy}", "in-process"),
+    others = [s for s in ("inprocess", "stock") if s in raw["w3"]]
+    _bars(w3, (f"amworker\n{small}", f"amworker\n{heavy}",
+               *(f"{report_more.LABELS[s]}\n{small}" for s in others)),
           [_ratio(raw["w3"], "amworker_single", "amworker_split"),
-           _ratio(raw["w3_heavy"], "amworker_single", "amworker_split"), 1.0],
-          (colours[0], colours[0], colours[1]), "W3 speedup within one batch (×)", target=1.85)
+           _ratio(raw["w3_heavy"], "amworker_single", "amworker_split"),
+           *(_ratio(raw["w3"], "amworker_single", s) for s in others)],
+          (colours["amworker"], colours["amworker"], *(colours[s] for s in others)),
+          "W3 speedup vs amworker with 1 slice (×)", target=1.85)
     _bars(w4, (f"amworker\n{small}", f"amworker\n{heavy}"),
           [_ratio(raw["w4"], "one_worker", "two_workers"),
            _ratio(raw["w4_heavy"], "one_worker", "two_workers")],
-          colours[:1] * 2, "W4 speedup, 2 workers vs 1 (×)", target=1.85)
-    _bars(w5, ("amworker shim", "in-process worker"),
-          [raw["w5"]["amworker"]["rss_mb"], raw["w5"]["inprocess"]["rss_mb"]], colours[:2],
-          "W5 peak RSS (MB)", target=80)
+          (colours["amworker"],) * 2, "W4 speedup, 2 workers vs 1 (×)", target=1.9)
+    w5_names = [s for s in ("amworker", "inprocess", "stock") if s in raw["w5"]]
+    runs = raw["w5"].get("amworker_runs", [raw["w5"]["amworker"]["rss_mb"]])
+    _bars(w5, tuple({"amworker": "amworker shim\n(worst run)", "inprocess": "in-process\nworker",
+                     "stock": "stock\nprocess tree"}[s] for s in w5_names),
+          [max(runs) if s == "amworker" else raw["w5"][s]["rss_mb"] for s in w5_names],
+          tuple(colours[s] for s in w5_names), "W5 peak RSS (MB)", target=60)
     jobs = raw["sizes"]["w6_jobs"]
     for name, marker in (("sqlite", "o"), ("mariadb", "s")):
         counted = raw["w6"][name]
         if "error" not in counted:
             w6.plot(jobs, [counted[str(n)]["django"] for n in jobs], marker=marker,
                     label=f"amworker, {name}")
-    w6.plot(jobs, [n + 1 for n in jobs], linestyle="--", color="#d62728",
+    w6.plot(jobs, [n + 1 for n in jobs], linestyle="--", color=colours["stock"],
             label="one UPDATE per task (stock)")
     w6.set_xscale("log")
     w6.set_yscale("log")
     w6.set_xlabel("jobs in the slice")
     w6.set_title("W6 SQL statements per slice")
     w6.legend(fontsize=8)
+    report_more.chart_w7(w7, raw)
+    report_more.chart_w8(w8, raw, colours)
+    report_more.chart_w9(w9, raw, colours)
+    stock = ("stock: Archivematica " + raw["stock"].get("version", "?")
+             if report_more.stock_measured(raw) else "stock: not measured in this run")
     fig.suptitle(f"amworker benchmarks ({raw['machine']['cores']} cores, "
-                 f"{raw['machine']['cpu']})")
+                 f"{raw['machine']['cpu']}; {stock})")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -270,7 +304,7 @@ def _ratio(data: dict[str, list[float]], slow: str, fast: str) -> float:
 def _bars(axis: Any, labels: tuple[str, ...], values: list[float], colours: tuple[str, ...],
           title: str, *, target: float | None) -> None:
     bars = axis.bar(labels, values, color=colours)
-    axis.bar_label(bars, fmt="%.3g")
+    axis.bar_label(bars, fmt="%.3g", fontsize=8)
     axis.set_title(title)
     if target is not None:
         axis.axhline(target, color="#d62728", linestyle="--", label=f"target {target:g}")

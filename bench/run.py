@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import statements, systems, workloads
+from bench import memory, scale, statements, stock_run, systems, workloads
 from bench.machine import describe
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256, SHA256_SINGLE
@@ -21,15 +21,20 @@ log = logging.getLogger("bench")
 DEFAULT_MARIADB_URL = "mysql://root@127.0.0.1:3306/amworker_bench"
 
 
-def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL) -> dict[str, Any]:
-    """Every workload on every system, in one run; JSON-safe raw numbers."""
+def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL,
+        am_src: Path | None = None) -> dict[str, Any]:
+    """Every workload on every system, in one run; JSON-safe raw numbers.
+
+    ``am_src`` (an Archivematica checkout) adds the stock worker as a fourth system.
+    """
     raw: dict[str, Any] = {"sizes": dataclasses.asdict(sizes), "errors": {}}
     with tempfile.TemporaryDirectory(prefix="amworker-bench-") as tmp:
         workdir = Path(tmp)
         config = workdir / "amworker.toml"
         config.write_text(systems.CONFIG_TOML)
         env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10",
-               "AMWORKER_LOG_LEVEL": "INFO"}
+               "AMWORKER_LOG_LEVEL": "INFO",
+               "AMWORKER_MAX_BATCH_TASKS": str(scale.MAX_BATCH_TASKS)}
         with services.stack(workdir, scripts=systems.SCRIPTS_PACKAGE,
                             modules_file=systems.MODULES_FILE, env=env) as stack:
             _use_database(stack.env["AMWORKER_DATABASE_URL"])
@@ -37,6 +42,7 @@ def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL) -> dict[
             _floor(stack, sizes, raw)
             _inprocess(stack, sizes, raw)
             _amworker(stack, sizes, raw)
+            stock_run.measure(stack, sizes, raw, am_src, _w3_sizes(sizes))
             raw["w6"] = _statements(sizes, stack.env, workdir, mariadb_url)
     return raw
 
@@ -60,8 +66,11 @@ def _floor(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
     workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores(), tasks=4)
     raw.setdefault("w1", {})["floor"] = _note(raw, "floor", workloads.w1_latency(
         stack.server, sizes, rows=False))
-    raw.setdefault("w2", {})["floor"] = _note(raw, "floor", workloads.w2_throughput(
-        stack.server, sizes, rows=False))
+    with memory.Sampler(_roots("floor", procs)) as sampler:
+        raw.setdefault("w2", {})["floor"] = _note(raw, "floor", workloads.w2_throughput(
+            stack.server, sizes, rows=False))
+    raw.setdefault("w9", {})["floor"] = sampler.result()
+    _w8(stack, sizes, raw, "floor", rows=False)
     systems.stop(procs)
 
 
@@ -71,8 +80,11 @@ def _inprocess(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None
     workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores(), tasks=4)
     raw["w1"]["inprocess"] = _note(raw, "inprocess", workloads.w1_latency(
         stack.server, sizes, rows=True))
-    raw["w2"]["inprocess"] = _note(raw, "inprocess", workloads.w2_throughput(
-        stack.server, sizes, rows=True))
+    with memory.Sampler(_roots("inprocess", procs)) as sampler:
+        raw["w2"]["inprocess"] = _note(raw, "inprocess", workloads.w2_throughput(
+            stack.server, sizes, rows=True))
+    raw["w9"]["inprocess"] = sampler.result()
+    _w8(stack, sizes, raw, "inprocess", rows=True)
     for key, mib in _w3_sizes(sizes):
         raw.setdefault(key, {})["inprocess"] = _note(raw, "inprocess", workloads.w3_batch_seconds(
             stack.server, SHA256, sizes, mib))
@@ -92,8 +104,11 @@ def _amworker(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
     workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores() * 2, tasks=4)
     raw["w1"]["amworker"] = _note(raw, "amworker", workloads.w1_latency(
         stack.server, sizes, rows=True))
-    raw["w2"]["amworker"] = _note(raw, "amworker", workloads.w2_throughput(
-        stack.server, sizes, rows=True))
+    with memory.Sampler({"shim": shim.pid, "celery": pool.pid}) as sampler:
+        raw["w2"]["amworker"] = _note(raw, "amworker", workloads.w2_throughput(
+            stack.server, sizes, rows=True))
+    raw["w9"]["amworker"] = sampler.result()
+    _w8(stack, sizes, raw, "amworker", rows=True)
     for key, mib in _w3_sizes(sizes):
         raw[key]["amworker_split"] = _note(raw, "amworker", workloads.w3_batch_seconds(
             stack.server, SHA256, sizes, mib))
@@ -105,6 +120,7 @@ def _amworker(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
         "rss_mb": systems.peak_rss_mb(shim.pid),
         "intact": not w5.errors,
     }
+    shim = _w5_repeats(stack, sizes, raw, shim)
     pool.stop()
     # W4: hosts stand-ins, one pool process each; first one, then two.
     log.info("amworker W4: one Celery worker, then two, concurrency 1 each")
@@ -119,6 +135,33 @@ def _amworker(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
         raw[key.replace("w3", "w4")]["two_workers"] = _note(
             raw, "amworker", workloads.w3_batch_seconds(stack.server, SHA256, sizes, mib))
     systems.stop([second, first, shim])
+
+
+def _roots(kind: str, procs: list[services.Proc]) -> dict[str, int]:
+    """W9's roots of a baseline: its separate processes, each one labelled."""
+    return {f"{kind}-{i}": p.pid for i, p in enumerate(procs)}
+
+
+def _w8(stack: services.Stack, sizes: Sizes, raw: dict[str, Any], system: str, *,
+        rows: bool) -> None:
+    curve, errors = scale.w8_batch_sizes(stack.server, sizes, rows=rows)
+    raw.setdefault("w8", {})[system] = curve
+    raw["errors"].setdefault(system, []).extend(errors[:20])
+
+
+def _w5_repeats(stack: services.Stack, sizes: Sizes, raw: dict[str, Any],
+                shim: services.Proc) -> services.Proc:
+    """W5 again on fresh shims: each run's peak RSS is that shim's own (VmHWM)."""
+    runs = raw["w5"]["amworker_runs"] = [raw["w5"]["amworker"]["rss_mb"]]
+    for _ in range(sizes.w5_repeats - 1):
+        systems.stop([shim])
+        shim = stack.shim(functions=len(systems.FUNCTIONS))
+        workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores() * 2, tasks=4)
+        w5 = workloads.w5_large_outputs(stack.server, sizes)
+        _note(raw, "amworker", w5)
+        runs.append(systems.peak_rss_mb(shim.pid))
+        raw["w5"]["amworker"]["intact"] &= not w5.errors
+    return shim
 
 
 def _w3_sizes(sizes: Sizes) -> list[tuple[str, int]]:

@@ -29,6 +29,11 @@ class Sizes:
     w5_output_bytes: int = 64 * 1024
     #: W6: job counts of the slices whose statements are counted.
     w6_jobs: tuple[int, ...] = (1, 16, 128)
+    #: W8: no-op batch sizes, one batch at a time, runs of each (median kept).
+    w8_tasks: tuple[int, ...] = (1, 16, 128, 1024, 10_000)
+    w8_runs: int = 3
+    #: W5 again on fresh shims, so each run's peak is its own (the issue asks for 5).
+    w5_repeats: int = 5
 
 
 #: What ``make bench`` runs.
@@ -41,6 +46,7 @@ TINY = Sizes(
     w3_tasks=2, w3_mebibytes=1, w3_runs=1, w3_heavy_mebibytes=2,
     w5_batches=2, w5_tasks=2, w5_output_bytes=1024,
     w6_jobs=(1, 4),
+    w8_tasks=(1, 4, 16), w8_runs=1, w5_repeats=2,
 )
 
 SIZES = {"full": FULL, "tiny": TINY}

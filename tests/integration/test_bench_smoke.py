@@ -3,7 +3,8 @@
 Benchmarks are not tests, so nothing here asserts a time. It runs
 ``python -m bench --size tiny`` exactly as ``make bench`` runs the full size
 (its own gearmand, Redis, Celery workers, shim and baselines) and checks that
-every workload produced a row with real values.
+every workload produced a row with real values. Without an Archivematica
+checkout (``AM_SRC``) the stock worker is not measured, and the results say so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from tests.services import ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 SYSTEMS = ("amworker", "inprocess", "floor")
 
@@ -26,14 +27,14 @@ SYSTEMS = ("amworker", "inprocess", "floor")
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run([sys.executable, "-m", "bench", "--size", "tiny", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=110)
+                          cwd=ROOT, capture_output=True, text=True, timeout=230)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((out / "latest.json").read_text()), done.stdout, out
 
 
 def test_every_workload_has_a_row(results: tuple[dict, str, Path]) -> None:
     _raw, table, out = results
-    for workload in ("W1", "W2", "W3", "W4", "W5", "W6"):
+    for workload in ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"):
         assert f"| {workload} |" in table
     markdown = (out / "latest.md").read_text()
     assert "## Machine" in markdown and "| cores |" in markdown
@@ -67,3 +68,87 @@ def test_statements_are_counted(results: tuple[dict, str, Path]) -> None:
     # MariaDB may be absent on a developer's machine: a row saying so is fine.
     assert "error" in raw["w6"]["mariadb"] or all(
         raw["w6"]["mariadb"][str(n)]["django"] > 0 for n in raw["sizes"]["w6_jobs"])
+
+
+def test_stock_worker_is_skipped_cleanly_without_a_checkout(
+        results: tuple[dict, str, Path]) -> None:
+    raw, table, out = results
+    assert raw["stock"]["measured"] is False
+    assert "not measured in this run" in raw["stock"]["reason"]
+    assert not any("stock" in raw[key] for key in ("w1", "w2", "w8", "w9"))
+    markdown = (out / "latest.md").read_text()
+    w1 = next(line for line in markdown.splitlines() if line.startswith("| W1 |"))
+    assert "not measured in this run" in w1
+    assert "not measured in this run" in table
+
+
+def test_latency_is_measured_against_batch_size(results: tuple[dict, str, Path]) -> None:
+    raw, _table, _out = results
+    sizes = [str(n) for n in raw["sizes"]["w8_tasks"]]
+    assert len(sizes) >= 3
+    for system in SYSTEMS:
+        curve = raw["w8"][system]
+        assert sorted(curve, key=int) == sizes
+        assert all(v and all(t > 0 for t in v) for v in curve.values())
+    assert not any(raw["errors"].values()), raw["errors"]
+
+
+def test_memory_of_each_process_tree_is_sampled(results: tuple[dict, str, Path]) -> None:
+    raw, _table, _out = results
+    for system in SYSTEMS:
+        entry = raw["w9"][system]
+        assert entry["samples"] >= 2
+        assert 0 < entry["pss_mb"] <= entry["rss_mb"]
+        assert entry["pss_mb"] == pytest.approx(sum(p["pss_mb"] for p in entry["processes"]),
+                                                abs=0.5)
+    roles = {p["role"] for p in raw["w9"]["amworker"]["processes"]}
+    # The shim, Celery's main process and its pool processes are all counted.
+    assert {"shim", "celery", "celery child"} <= roles
+    assert sum(p["role"] == "celery child" for p in raw["w9"]["amworker"]["processes"]) >= 2
+    assert len(raw["w9"]["floor"]["processes"]) >= 2
+
+
+def test_w5_is_repeated_on_fresh_shims(results: tuple[dict, str, Path]) -> None:
+    raw, _table, _out = results
+    runs = raw["w5"]["amworker_runs"]
+    assert len(runs) == raw["sizes"]["w5_repeats"]
+    assert all(r > 0 for r in runs)
+
+
+def test_w8_verdict_flags_growing_cost_and_a_slow_largest_batch() -> None:
+    from bench import scale
+
+    flat = {"1": [0.01], "128": [0.05], "1024": [0.4], "10000": [0.9]}
+    assert scale.verdict(flat)[0]
+    # 0.39 ms a task at 128, 0.68 ms at 1,024: growing, though 10,000 stays under 1 s.
+    growing = {**flat, "1024": [0.7]}
+    ok, reason = scale.verdict(growing)
+    assert not ok and "grows at 1,024" in reason
+    assert not scale.verdict({**flat, "10000": [1.2]})[0]
+
+
+def test_memory_sample_covers_a_process_tree() -> None:
+    import os
+    import subprocess as sp
+
+    from bench import memory
+
+    parent = sp.Popen([sys.executable, "-c",
+                       "import subprocess, sys; subprocess.run([sys.executable, '-c', "
+                       "'import sys; sys.stdin.read()'])"], stdin=sp.PIPE)
+    try:
+        def has_child() -> bool:
+            return len(memory.tree([parent.pid])) == 2
+
+        from tests.services import wait_until
+
+        wait_until(has_child, timeout=20, what="the child's child")
+        found = memory.sample({"parent": parent.pid})
+        assert [p["role"] for p in found.processes] == ["parent", "parent child"]
+        assert 0 < found.pss_mb <= found.rss_mb
+        assert os.getpid() not in [p["pid"] for p in found.processes]
+    finally:
+        # The grandchild reads the pipe it shares with its parent: closing it ends both.
+        assert parent.stdin is not None
+        parent.stdin.close()
+        parent.wait(20)

@@ -1,0 +1,157 @@
+"""The results table's row, the stock column's state, and the rows of W7, W8 and W9."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from bench import scale
+
+#: Every system, in table and chart order, and how the results name them.
+SYSTEMS = ("amworker", "inprocess", "floor", "stock")
+LABELS = {"amworker": "amworker", "inprocess": "in-process", "floor": "floor",
+          "stock": "stock"}
+#: W9's target: amworker's tree at most this multiple of the stock worker's (PSS).
+W9_RATIO = 1.2
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table."""
+
+    id: str
+    metric: str
+    amworker: str
+    inprocess: str
+    floor: str
+    stock: str
+    ratio: str
+    target: str
+    met: bool | None
+
+    @property
+    def verdict(self) -> str:
+        """``met``, ``MISSED`` or ``n/a``."""
+        return "n/a" if self.met is None else "met" if self.met else "**MISSED**"
+
+
+def stock_measured(raw: dict[str, Any]) -> bool:
+    """Whether the stock worker was measured in this run."""
+    return bool(raw.get("stock", {}).get("measured"))
+
+
+def stock_reason(raw: dict[str, Any]) -> str:
+    """Why the stock column is empty (or that it is not)."""
+    return str(raw.get("stock", {}).get("reason", "not measured in this run"))
+
+
+def measured_systems(raw: dict[str, Any], key: str) -> list[str]:
+    """The systems with numbers under ``raw[key]``, in :data:`SYSTEMS` order."""
+    return [s for s in SYSTEMS if s in raw.get(key, {})]
+
+
+def rows(raw: dict[str, Any]) -> list[Row]:
+    """W7, W8 and W9."""
+    return [_w7(raw), _w8(raw), _w9(raw)]
+
+
+def _w7(raw: dict[str, Any]) -> Row:
+    absent = "not measured in this run"
+    return Row("W7", "a real preservation batch (≥ 256 files, CPU-heavy real script) "
+               "vs the stock design on 2 cores", absent, absent, "—", absent, "—",
+               "≥ 1.8× faster than the stock design", None)
+
+
+def _w8(raw: dict[str, Any]) -> Row:
+    w8 = raw["w8"]
+    cells = {}
+    for system in SYSTEMS:
+        if system in w8:
+            cells[system] = scale.verdict(w8[system])[1]
+        elif system == "stock":
+            cells[system] = stock_reason(raw)
+        else:
+            cells[system] = "—"
+    ok, _ = scale.verdict(w8["amworker"])
+    largest = max(int(n) for n in w8["amworker"])
+    am = statistics.median(w8["amworker"][str(largest)])
+    ratio = f"{am / statistics.median(w8['inprocess'][str(largest)]):.2f}× in-process"
+    if "stock" in w8:
+        ratio += f"; {statistics.median(w8['stock'][str(largest)]) / am:.1f}× faster than stock"
+    sizes = " / ".join(f"{int(n):,}" for n in raw["sizes"]["w8_tasks"])
+    return Row("W8", f"latency against batch size ({sizes} no-op tasks, one batch at a time, "
+               f"median of {raw['sizes']['w8_runs']}): largest batch, cost per task",
+               cells["amworker"], cells["inprocess"], cells["floor"], cells["stock"], ratio,
+               f"cost per task does not grow with the batch (from 128 up, ±25 %); "
+               f"{largest:,} tasks in ≤ 1 s",
+               ok and not raw["errors"].get("amworker"))
+
+
+def _memory_cell(entry: dict[str, Any]) -> str:
+    parts: dict[str, list[float]] = {}
+    for proc in entry["processes"]:
+        parts.setdefault(proc["role"], []).append(proc["pss_mb"])
+    detail = ", ".join(f"{role} {' + '.join(f'{v:.0f}' for v in values)}"
+                       for role, values in parts.items())
+    return f"PSS {entry['pss_mb']:.0f} MB, RSS {entry['rss_mb']:.0f} MB ({detail})"
+
+
+def _w9(raw: dict[str, Any]) -> Row:
+    w9 = raw["w9"]
+    cells = {s: _memory_cell(w9[s]) if s in w9 else "—" for s in SYSTEMS}
+    met: bool | None = None
+    ratio = f"{w9['amworker']['pss_mb'] / w9['inprocess']['pss_mb']:.2f}× in-process (PSS)"
+    if "stock" in w9:
+        versus = w9["amworker"]["pss_mb"] / w9["stock"]["pss_mb"]
+        ratio += f"; {versus:.2f}× stock (PSS)"
+        met = versus <= W9_RATIO
+    else:
+        cells["stock"] = stock_reason(raw)
+    return Row("W9", "memory of every process a system runs on the host, peak during W2 "
+               "(PSS summed over the process tree; RSS of the same sample)",
+               cells["amworker"], cells["inprocess"], cells["floor"], cells["stock"], ratio,
+               f"amworker ≤ {W9_RATIO}× the stock worker's tree (PSS)", met)
+
+
+def chart_w8(axis: Any, raw: dict[str, Any], colours: dict[str, str]) -> None:
+    """W8: median latency against batch size, log-log, one line per system."""
+    for system in measured_systems(raw, "w8"):
+        curve = raw["w8"][system]
+        sizes = sorted(int(n) for n in curve)
+        axis.plot(sizes, [statistics.median(curve[str(n)]) * 1000 for n in sizes], marker="o",
+                  color=colours[system], label=LABELS[system])
+    axis.axhline(1000, color="#d62728", linestyle="--", label="target: 10,000 tasks ≤ 1 s")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("no-op tasks in the batch")
+    axis.set_title("W8 latency against batch size (ms)")
+    axis.legend(fontsize=7)
+
+
+def chart_w9(axis: Any, raw: dict[str, Any], colours: dict[str, str]) -> None:
+    """W9: PSS (solid) and RSS (hatched) of each system's process tree during W2."""
+    systems = measured_systems(raw, "w9")
+    xs = range(len(systems))
+    pss = [raw["w9"][s]["pss_mb"] for s in systems]
+    rss = [raw["w9"][s]["rss_mb"] for s in systems]
+    width = 0.4
+    bars = axis.bar([x - width / 2 for x in xs], pss, width,
+                    color=[colours[s] for s in systems], label="PSS")
+    axis.bar_label(bars, fmt="%.0f", fontsize=7)
+    bars = axis.bar([x + width / 2 for x in xs], rss, width, color="white",
+                    edgecolor=[colours[s] for s in systems], hatch="//", label="RSS")
+    axis.bar_label(bars, fmt="%.0f", fontsize=7)
+    axis.set_xticks(list(xs), [LABELS[s] for s in systems])
+    if "stock" in raw["w9"]:
+        axis.axhline(W9_RATIO * raw["w9"]["stock"]["pss_mb"], color="#d62728", linestyle="--",
+                     label=f"target: {W9_RATIO}× stock PSS")
+    axis.set_title("W9 memory of the process tree during W2 (MB)")
+    axis.legend(fontsize=7)
+
+
+def chart_w7(axis: Any, raw: dict[str, Any]) -> None:
+    """W7 is not measured by this harness yet: say so in its panel."""
+    axis.text(0.5, 0.5, "W7 (real preservation batch)\nnot measured in this run",
+              ha="center", va="center", transform=axis.transAxes)
+    axis.set_axis_off()
