@@ -9,6 +9,7 @@ leases) is untouched: that fault is tests/faults/test_redis_restart.py.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.faults.helpers import (
     FAST,
     assert_all_answered,
     config_file,
+    failed_with,
     gate_args,
     make_tasks,
     records,
@@ -100,3 +102,22 @@ def test_rabbitmq_restart_mid_batch(rabbitstack: Stack, tmp_path: Path) -> None:
                    timeout=120)
     assert_all_answered(again)
     assert all(again.exit_code(t) == 0 for t in again.tasks), again.results
+
+
+def test_dispatch_while_rabbitmq_refuses_answers_broker_lost(rabbitstack: Stack,
+                                                             tmp_path: Path) -> None:
+    s = rabbitstack
+    assert s.vhost is not None
+    s.celery_worker("w1", concurrency=1)
+    s.shim()
+    rabbitmqctl("set_vhost_limits", "-p", s.vhost, '{"max-connections": 0}')
+    rabbitmqctl("close_all_connections", "-p", s.vhost, "amworker fault test: broker down")
+    tasks = make_tasks([str(tmp_path / "runs")] * 3)
+    started = time.monotonic()
+    answer = submit(s.server, "record_v0.0", tasks, timeout=120)
+    assert_all_answered(answer)
+    # The send itself fails (publisher confirms, a refused connection): the
+    # batch is answered at once with the cause, nothing ran.
+    assert all(failed_with(answer, t, "broker lost") for t in tasks), answer.results
+    assert not (tmp_path / "runs").exists()
+    print(f"answered in {time.monotonic() - started:.1f}s: {answer.stderr(next(iter(tasks)))!r}")
