@@ -4,6 +4,8 @@ Starting gearmand, Redis, a Celery worker and the shim takes a few seconds
 and the machine has two cores, so every integration test that only needs "a
 working amworker on SQLite" shares the one stack started here. Tests that
 need another database start their own (see tests/integration/test_database.py).
+The same deployment with RabbitMQ as Celery's broker is started too, on
+first use, for the tests that run on both brokers (``broker_stack``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from tests.services import ROOT, Stack, stack
 
 #: Name of the session's Celery worker (the ``client`` column of Tasks rows).
 WORKER_NAME = "it-sqlite"
+#: Name of the Celery worker of the session's RabbitMQ deployment.
+RABBIT_WORKER_NAME = "it-rabbit"
 
 
 def init_db(env: dict[str, str]) -> None:
@@ -30,11 +34,11 @@ def init_db(env: dict[str, str]) -> None:
 
 
 def start_amworker(workdir: Path, *, worker_name: str, concurrency: int = 2,
-                   database_url: str | None = None) -> Iterator[Stack]:
+                   database_url: str | None = None, broker: str = "redis") -> Iterator[Stack]:
     """A stack with one Celery worker and one shim serving every test function."""
     from tests.integration.controller import function_count
 
-    with stack(workdir, database_url=database_url) as deployed:
+    with stack(workdir, database_url=database_url, broker=broker) as deployed:
         # The controller inserts Tasks rows before submitting, so the table
         # must exist before the first batch, not when a pool process first
         # runs a slice.
@@ -48,6 +52,21 @@ def start_amworker(workdir: Path, *, worker_name: str, concurrency: int = 2,
 def amworker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """gearmand, Redis, one Celery worker (concurrency 2) and one shim, on SQLite."""
     yield from start_amworker(tmp_path_factory.mktemp("amworker-stack"), worker_name=WORKER_NAME)
+
+
+@pytest.fixture(scope="session")
+def rabbit_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The same deployment with RabbitMQ as Celery's broker (a private vhost)."""
+    yield from start_amworker(tmp_path_factory.mktemp("amworker-rabbit"),
+                              worker_name=RABBIT_WORKER_NAME, broker="rabbitmq")
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_stack(request: pytest.FixtureRequest) -> Stack:
+    """The session's deployment on each broker in turn, for tests that must hold on both."""
+    name = "amworker_stack" if request.param == "redis" else "rabbit_stack"
+    deployed: Stack = request.getfixturevalue(name)
+    return deployed
 
 
 @pytest.fixture(scope="session")

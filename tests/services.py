@@ -1,8 +1,11 @@
 """Real services for the tests: private gearmand, Redis, Celery workers, shims.
 
 Everything listens on a free loopback port and lives in a temporary
-directory. Readiness is awaited by asking the service (a TCP connect, a Redis
-PING, gearmand's ``status``), never by sleeping a fixed time.
+directory, except RabbitMQ: tests that use it as the broker share the one
+every test machine runs (127.0.0.1:5672, guest/guest), each in a virtual host
+of its own, created with ``rabbitmqctl`` and deleted afterwards. Readiness
+is awaited by asking the service (a TCP connect, a Redis PING, gearmand's
+``status``), never by sleeping a fixed time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +27,9 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 GEARMAND = shutil.which("gearmand") or "/usr/sbin/gearmand"
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+#: The RabbitMQ of every test machine, CI included.
+RABBITMQ_PORT = 5672
 
 
 def free_port() -> int:
@@ -66,6 +73,44 @@ def gearman_status(port: int) -> dict[str, tuple[int, int, int]]:
         if len(parts) == 4:
             status[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]))
     return status
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl`` against the machine's RabbitMQ; raise with its output on failure."""
+    done = subprocess.run([RABBITMQCTL, *args], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed ({done.returncode}):\n"
+                           f"{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def require_rabbitmq() -> None:
+    """Skip the test when the machine has no RabbitMQ; fail it instead in CI.
+
+    CI machines run RabbitMQ, so there its absence is a broken machine, not a
+    reason to skip the broker's tests silently.
+    """
+    if accepts(RABBITMQ_PORT) and os.access(RABBITMQCTL, os.X_OK):
+        return
+    import pytest
+
+    message = (f"these tests need RabbitMQ on 127.0.0.1:{RABBITMQ_PORT} (guest/guest) and "
+               f"{RABBITMQCTL}: install and start rabbitmq-server")
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A fresh virtual host on the machine's RabbitMQ, as an amqp:// URL; deleted after."""
+    vhost = f"amworker-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
 
 
 @dataclass
@@ -156,6 +201,8 @@ class Stack:
     gearman_port: int
     redis_port: int
     procs: list[Proc] = field(default_factory=list)
+    #: The RabbitMQ virtual host of the stack's broker; None when Redis is the broker.
+    vhost: str | None = None
 
     @property
     def server(self) -> str:
@@ -225,8 +272,30 @@ class Stack:
 @contextlib.contextmanager
 def stack(workdir: Path, *, scripts: str = "tests.fixture_scripts",
           modules_file: Path | None = None, env: Mapping[str, str] | None = None,
-          database_url: str | None = None) -> Iterator[Stack]:
-    """A private gearmand and Redis, and the environment to point amworker at them."""
+          database_url: str | None = None, broker: str = "redis") -> Iterator[Stack]:
+    """A private gearmand and Redis, and the environment to point amworker at them.
+
+    ``broker="rabbitmq"`` makes Celery's broker a private virtual host of the
+    machine's RabbitMQ; Redis stays the result backend and coordination store.
+    """
+    if broker == "rabbitmq":
+        require_rabbitmq()
+        with rabbitmq_vhost() as url, _stack(workdir, scripts=scripts, modules_file=modules_file,
+                                              env=env, database_url=database_url) as deployed:
+            deployed.env["AMWORKER_BROKER_URL"] = url
+            deployed.vhost = url.rsplit("/", 1)[1]
+            yield deployed
+        return
+    if broker != "redis":
+        raise ValueError(f"unknown broker {broker!r}: redis or rabbitmq")
+    with _stack(workdir, scripts=scripts, modules_file=modules_file, env=env,
+                database_url=database_url) as deployed:
+        yield deployed
+
+
+@contextlib.contextmanager
+def _stack(workdir: Path, *, scripts: str, modules_file: Path | None,
+           env: Mapping[str, str] | None, database_url: str | None) -> Iterator[Stack]:
     gearmand, gearman_port = start_gearmand(workdir)
     redis_proc, redis_port = start_redis(workdir)
     shared = workdir / "shared"

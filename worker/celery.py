@@ -44,28 +44,10 @@ app = Celery("amworker", include=["worker.tasks"], amqp=ReadableSentEvents)
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for long, non-idempotent archival work. Each one says why."""
-    transport = {
-        # Redis re-delivers an unacknowledged message after this long, even
-        # if a worker is still running it. Slices are acknowledged when they
-        # start (task_acks_late=False below), so the only unacked messages are
-        # ones a worker reserved and has not started: this bounds how long
-        # such a message waits after its worker died before another takes it.
-        "visibility_timeout": settings.visibility_timeout,
-        # kombu only sweeps for such messages every interval x throttle
-        # seconds (10 x 10 by default): with a short visibility timeout a
-        # reserved slice of a dead worker would still wait ~100 s, measured
-        # in tests/faults/test_worker_death.py. Sweep every few seconds
-        # instead (one ZRANGEBYSCORE on the unacked index; cheap).
-        "unacked_restore_interval": max(1, min(10, round(settings.visibility_timeout / 4))),
-        "unacked_restore_throttle": 1,
-        # Detect half-open broker connections instead of waiting forever.
-        "socket_keepalive": True,
-        "health_check_interval": 10,
-    }
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
-        "broker_transport_options": transport,
+        **broker_options(settings),
         "result_backend_transport_options": {"health_check_interval": 10},
         "broker_connection_retry_on_startup": True,
         # JSON only: a pickle on the broker is code execution for whoever can
@@ -74,18 +56,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        # Client scripts move and delete files: a slice must never run twice.
-        # Acknowledging when the slice starts means a started slice is never
-        # re-delivered; if its process dies it is reported as lost (worker
-        # lost -> failed with the cause), never replayed.
-        "task_acks_late": False,
-        "task_reject_on_worker_lost": False,
-        # One slice per pool process at most: a slice can take hours, and a
-        # prefetched message is stuck behind it while idle workers wait.
-        # worker_disable_prefetch (Celery >= 5.6, Redis) fetches only when a
-        # process is free, so "reserved but not started" barely exists.
-        "worker_prefetch_multiplier": 1,
-        "worker_disable_prefetch": True,
         # Flower shows queued -> started -> done, with readable names and args.
         # It reads them from the task events (the shadow name and kwargsrepr
         # set at dispatch), not from stored results.
@@ -113,6 +83,98 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # the root logger's handlers that amworker installs.
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts_level": "INFO",
+    }
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """The settings that depend on the broker: acknowledgement, prefetch, transport.
+
+    Client scripts move and delete files, so on either broker a slice must
+    never run twice and a started slice must never be re-delivered to run
+    again; the claim each slice takes in Redis (worker/runtime.py) is the
+    guarantee, these settings keep re-deliveries rare and cheap. Why the two
+    brokers differ is in docs/design.md, "A slice never runs twice".
+    """
+    if settings.broker_is_amqp:
+        return _amqp_options()
+    return _redis_options(settings)
+
+
+def _redis_options(settings: Settings) -> dict[str, Any]:
+    transport = {
+        # Redis re-delivers an unacknowledged message after this long, even
+        # if a worker is still running it. Slices are acknowledged when they
+        # start (task_acks_late=False below), so the only unacked messages are
+        # ones a worker reserved and has not started: this bounds how long
+        # such a message waits after its worker died before another takes it.
+        "visibility_timeout": settings.visibility_timeout,
+        # kombu only sweeps for such messages every interval x throttle
+        # seconds (10 x 10 by default): with a short visibility timeout a
+        # reserved slice of a dead worker would still wait ~100 s, measured
+        # in tests/faults/test_worker_death.py. Sweep every few seconds
+        # instead (one ZRANGEBYSCORE on the unacked index; cheap).
+        "unacked_restore_interval": max(1, min(10, round(settings.visibility_timeout / 4))),
+        "unacked_restore_throttle": 1,
+        # Detect half-open broker connections instead of waiting forever.
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+    }
+    return {
+        "broker_transport_options": transport,
+        # Acknowledging when the slice starts means a started slice is never
+        # re-delivered (with acks_late, the visibility timeout would hand a
+        # still-running slice to a second worker); if its process dies it is
+        # reported as lost (worker lost -> failed with the cause), never replayed.
+        "task_acks_late": False,
+        "task_reject_on_worker_lost": False,
+        # One slice per pool process at most: a slice can take hours, and a
+        # prefetched message is stuck behind it while idle workers wait.
+        # worker_disable_prefetch (Celery >= 5.6, Redis only) fetches only
+        # when a process is free, so "reserved but not started" barely exists.
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": True,
+    }
+
+
+def _amqp_options() -> dict[str, Any]:
+    return {
+        # Publisher confirms: the shim's send returns only once RabbitMQ has
+        # the slice (written to its quorum log), so a publish lost in a broker
+        # crash is an immediate "broker lost", not an hour of queue wait.
+        "broker_transport_options": {"confirm_publish": True},
+        # Quorum queues: durable, replicated when RabbitMQ is a cluster (the
+        # only replicated kind left in RabbitMQ 4), and a queued slice survives
+        # a broker restart. Queues named only by a function's config or by
+        # -Q are declared as quorum too, or the shim and a worker would
+        # declare one queue with two types and RabbitMQ would refuse the second.
+        "task_default_queue_type": "quorum",
+        "task_create_missing_queue_type": "quorum",
+        # Quorum queues have no global QoS: Celery must detect them and use
+        # per-consumer prefetch (so a worker consuming N queues may hold N x
+        # concurrency messages; give each worker one queue).
+        "worker_detect_quorum_queues": True,
+        # amworker sends no ETA or countdown; Celery still declares its native
+        # delayed-delivery queues once it sees quorum queues: classic ones are
+        # the cheapest for a feature that stays unused.
+        "broker_native_delayed_delivery_queue_type": "classic",
+        # Acknowledge when the slice ends. RabbitMQ has no visibility timeout:
+        # an unacked message comes back only when its consumer's connection
+        # (or channel) closes, so a running slice is never handed to a second
+        # worker while its worker is alive. Acking late is what keeps
+        # prefetch honest here: acking on start would open the prefetch
+        # window and a busy worker would reserve slices other workers could
+        # run (worker_disable_prefetch is Redis-only). When a connection does
+        # drop mid-slice, the copy RabbitMQ re-delivers finds the slice's
+        # claim and is ignored, and the run in progress carries on.
+        "task_acks_late": True,
+        # A pool process that dies mid-slice is acknowledged (reported as
+        # worker lost), not re-queued: the script may have done half its work.
+        "task_reject_on_worker_lost": False,
+        # Nor is a running script killed when the broker connection drops
+        # (Celery 6 may default to cancelling): its re-delivered copy is ignored.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": False,
     }
 
 

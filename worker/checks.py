@@ -79,6 +79,23 @@ def check_redis(name: str, url: str) -> Check:
     return _guard(name, probe)
 
 
+def check_broker(settings: Settings) -> Check:
+    """PING a Redis broker; open (and close) a connection to a RabbitMQ one."""
+    if not settings.broker_is_amqp:
+        return check_redis("broker", settings.broker_url)
+
+    def probe() -> str:
+        from kombu.connection import Connection
+
+        with Connection(settings.broker_url, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+            server = connection.connection.server_properties
+            product = f"{server.get('product', 'AMQP')} {server.get('version', '?')}"
+        return f"reachable at {_redact(settings.broker_url)} ({product}, quorum queues)"
+
+    return _guard("broker", probe)
+
+
 def check_database(url: str) -> list[Check]:
     """Connect to the database; then look for a usable ``Tasks`` table."""
     from worker import database
@@ -237,7 +254,7 @@ def run_checks(settings: Settings, *, with_database: bool = True,
     home = check_archivematica(settings)
     checks = [] if home is None else [home]
     checks += [check_gearmand(server) for server in settings.gearman_servers]
-    checks.append(check_redis("broker", settings.broker_url))
+    checks.append(check_broker(settings))
     checks.append(check_redis("result backend", settings.result_backend))
     if with_database:
         # Django is readied inside the database check's guard: a bad database

@@ -174,12 +174,8 @@ class Settings:
                 (DEFAULT_GEARMAN_SERVER,),
                 fallback="ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_MCPARCHIVEMATICASERVER",
             ),
-            broker_url=env.get("AMWORKER_BROKER_URL", _parse_url, DEFAULT_REDIS_URL),
-            result_backend=env.get(
-                "AMWORKER_RESULT_BACKEND",
-                _parse_url,
-                env.get("AMWORKER_BROKER_URL", _parse_url, DEFAULT_REDIS_URL),
-            ),
+            broker_url=env.get("AMWORKER_BROKER_URL", _parse_broker_url, DEFAULT_REDIS_URL),
+            result_backend=_result_backend(env),
             database_url=database_url,
             database_from=database_from,
             archivematica_home=home,
@@ -323,6 +319,11 @@ class Settings:
             settings = apply_config_file(settings, Path(settings.config_file))
         return settings
 
+    @property
+    def broker_is_amqp(self) -> bool:
+        """True when Celery's broker is RabbitMQ (``amqp://``), not Redis."""
+        return broker_kind(self.broker_url) == "amqp"
+
     def options_for(self, function: str) -> FunctionOptions:
         """The effective options of ``function``: its overrides over the defaults."""
         own = self.functions.get(function, FunctionOptions())
@@ -446,6 +447,49 @@ def _parse_url(raw: str) -> str:
     if "://" not in raw:
         raise ValueError("expected a URL such as redis://127.0.0.1:6379/0")
     return raw
+
+
+#: Broker URL schemes amworker supports, and the kind of broker each one means.
+BROKER_SCHEMES = {
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+    "amqp": "amqp",
+    "amqps": "amqp",
+    "pyamqp": "amqp",
+}
+
+
+def broker_kind(url: str) -> str:
+    """``"redis"`` or ``"amqp"``: which of the two supported brokers ``url`` names."""
+    return BROKER_SCHEMES[url.split("://", 1)[0].lower()]
+
+
+def _parse_broker_url(raw: str) -> str:
+    url = _parse_url(raw)
+    if url.split("://", 1)[0].lower() not in BROKER_SCHEMES:
+        # Celery has other transports; amworker's options and tests cover these two.
+        raise ValueError("expected a Redis (redis://, rediss://) or RabbitMQ (amqp://, amqps://) URL")
+    return url
+
+
+def _result_backend(env: _Env) -> str:
+    """AMWORKER_RESULT_BACKEND, else the broker's URL when the broker is Redis.
+
+    Claims, leases, plans and answers live next to the results, and the shim
+    waits on Redis pub/sub: with RabbitMQ as the broker there is no URL to
+    fall back on, so a missing result backend stops the process at start-up.
+    """
+    broker = env.get("AMWORKER_BROKER_URL", _parse_broker_url, DEFAULT_REDIS_URL)
+    if broker_kind(broker) == "redis":
+        return env.get("AMWORKER_RESULT_BACKEND", _parse_url, broker)
+    backend = env.get("AMWORKER_RESULT_BACKEND", _parse_url, None)
+    if backend is None:
+        raise ConfigError(
+            f"AMWORKER_BROKER_URL is RabbitMQ ({broker.split('://', 1)[0]}://...): set "
+            "AMWORKER_RESULT_BACKEND to a redis:// URL too (results, claims and leases live there)"
+        )
+    return backend
 
 
 def _parse_bool(raw: str) -> bool:

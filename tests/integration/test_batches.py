@@ -2,6 +2,8 @@
 
 Everything is real (gearmand, Redis, a Celery worker with two pool processes,
 the shim as a subprocess); the controller is played by a raw Gearman client.
+The core tests take ``broker_stack`` and run twice: with Redis as Celery's
+broker, and with RabbitMQ (Redis then holds only results and coordination).
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ SLACK = timedelta(seconds=2)
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_all_success_batch_has_the_exact_result_shape(amworker_stack: Stack,
+def test_all_success_batch_has_the_exact_result_shape(broker_stack: Stack,
                                                       encoding: Encoding) -> None:
     built = batch("echo_v0.0", encoding, ["one", "two", "three", "four", "five"])
     before = datetime.now(UTC)
-    answered = run(amworker_stack, built)
+    answered = run(broker_stack, built)
     after = datetime.now(UTC)
 
     assert exit_codes(answered) == dict.fromkeys(built.tasks, 0)
@@ -117,20 +119,20 @@ def test_echo_prints_its_args(amworker_stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_mixed_exit_codes_in_one_batch(amworker_stack: Stack, encoding: Encoding) -> None:
+def test_mixed_exit_codes_in_one_batch(broker_stack: Stack, encoding: Encoding) -> None:
     codes = [0, 1, 2, 17, 0, 255]
     built = batch("exitcode_v0.0", encoding, [str(code) for code in codes])
-    answered = run(amworker_stack, built)
+    answered = run(broker_stack, built)
     assert exit_codes(answered) == dict(zip(built.tasks, codes, strict=True))
     for task_id, code in zip(built.tasks, codes, strict=True):
         assert answered[task_id]["stdout"] == f"exiting with {code}\n"
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_four_slices_run_on_separate_pool_processes(amworker_stack: Stack,
+def test_four_slices_run_on_separate_pool_processes(broker_stack: Stack,
                                                     encoding: Encoding) -> None:
     built = batch("sliced_v0.0", encoding, [f"job-{i}" for i in range(10)])
-    answered = run(amworker_stack, built)
+    answered = run(broker_stack, built)
     assert exit_codes(answered) == dict.fromkeys(built.tasks, 0)
     # In payload order: slice i always holds the same contiguous jobs.
     outputs = [str(answered[task_id]["stdout"]) for task_id in built.tasks]
@@ -146,13 +148,13 @@ def test_four_slices_run_on_separate_pool_processes(amworker_stack: Stack,
     assert len(set(pids)) >= 2, f"all 4 slices ran in one pool process: {pids}"
 
 
-def test_slices_really_run_at_the_same_time(amworker_stack: Stack) -> None:
+def test_slices_really_run_at_the_same_time(broker_stack: Stack) -> None:
     # Each slice waits (up to 20 s) for a marker of the other slice; run one
     # after the other, the first would time out and fail its jobs.
-    rendezvous = amworker_stack.workdir / "rendezvous"
+    rendezvous = broker_stack.workdir / "rendezvous"
     rendezvous.mkdir()
     built = batch("rendezvous_v0.0", Encoding.JSON, [f"{rendezvous} 20"] * 4)
-    answered = run(amworker_stack, built, timeout=60)
+    answered = run(broker_stack, built, timeout=60)
     assert exit_codes(answered) == dict.fromkeys(built.tasks, 0), answered
     markers = sorted(p.name for p in rendezvous.iterdir())
     assert len(markers) == 2, markers
@@ -161,10 +163,10 @@ def test_slices_really_run_at_the_same_time(amworker_stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_script_that_raises_fails_every_job_with_the_traceback(amworker_stack: Stack,
+def test_script_that_raises_fails_every_job_with_the_traceback(broker_stack: Stack,
                                                                encoding: Encoding) -> None:
     built = batch("raises_v0.0", encoding, ["x", "y", "z"])
-    answered = run(amworker_stack, built)
+    answered = run(broker_stack, built)
     assert exit_codes(answered) == dict.fromkeys(built.tasks, 1)
     for entry in answered.values():
         assert "Traceback (most recent call last)" in str(entry["stderr"])
@@ -173,31 +175,31 @@ def test_script_that_raises_fails_every_job_with_the_traceback(amworker_stack: S
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_sys_exit_fails_the_jobs_and_the_worker_keeps_serving(amworker_stack: Stack,
+def test_sys_exit_fails_the_jobs_and_the_worker_keeps_serving(broker_stack: Stack,
                                                               encoding: Encoding) -> None:
-    workers = [p for p in amworker_stack.procs if p.name.startswith("it-")]
+    workers = [p for p in broker_stack.procs if p.name.startswith("it-")]
     built = batch("sysexit_v0.0", encoding, ["0", "0"])  # even sys.exit(0) is a failure
-    answered = run(amworker_stack, built)
+    answered = run(broker_stack, built)
     assert exit_codes(answered) == dict.fromkeys(built.tasks, 1)
     for entry in answered.values():
         assert "sys.exit" in str(entry["stderr"])
     assert workers and all(p.alive() for p in workers), "the Celery worker died"
 
     after = batch("echo_v0.0", encoding, ["still", "serving"])
-    assert exit_codes(run(amworker_stack, after)) == dict.fromkeys(after.tasks, 0)
+    assert exit_codes(run(broker_stack, after)) == dict.fromkeys(after.tasks, 0)
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_script_that_fails_to_import_fails_its_jobs_only(amworker_stack: Stack,
+def test_script_that_fails_to_import_fails_its_jobs_only(broker_stack: Stack,
                                                          encoding: Encoding) -> None:
     built = batch("importfail_v0.0", encoding, ["a", "b"])
-    answered = run(amworker_stack, built)
+    answered = run(broker_stack, built)
     assert exit_codes(answered) == dict.fromkeys(built.tasks, 1)
     for entry in answered.values():
         assert "No module named 'amworker_no_such_dependency'" in str(entry["stderr"])
 
     other = batch("echo_v0.0", encoding, ["fine"])
-    assert exit_codes(run(amworker_stack, other)) == dict.fromkeys(other.tasks, 0)
+    assert exit_codes(run(broker_stack, other)) == dict.fromkeys(other.tasks, 0)
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

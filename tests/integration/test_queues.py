@@ -3,6 +3,7 @@
 Two Celery workers consume two queues (``-Q amworker`` and ``-Q heavy``); the
 config file sends one function to ``heavy`` and gives another a soft time
 limit. The shim and both workers read the same file (AMWORKER_CONFIG_FILE).
+Both tests run with Redis and with RabbitMQ as Celery's broker.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ time_limit = 60
 """
 
 
-@pytest.fixture(scope="module")
-def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Proc, Proc]]:
-    workdir = tmp_path_factory.mktemp("queues")
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def routed(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Proc, Proc]]:
+    workdir = tmp_path_factory.mktemp(f"queues-{request.param}")
     modules = write_modules(workdir / "modules.ini", FUNCTIONS)
     config = workdir / "amworker.toml"
     config.write_text(CONFIG, encoding="utf-8")
-    with stack(workdir, modules_file=modules, env={"AMWORKER_CONFIG_FILE": str(config)}) as s:
+    with stack(workdir, modules_file=modules, env={"AMWORKER_CONFIG_FILE": str(config)},
+               broker=request.param) as s:
         light = s.celery_worker("light", concurrency=1, queues="amworker")
         heavy = s.celery_worker("heavy", concurrency=2, queues="heavy")
         s.shim(functions=len(FUNCTIONS))

@@ -1,0 +1,98 @@
+"""``python -m bench.brokers``: W1 and W2 of amworker with Redis, then RabbitMQ, as the broker.
+
+The same private gearmand, Redis (results and coordination in both runs),
+database, bench scripts and worker size; only ``AMWORKER_BROKER_URL``
+changes. RabbitMQ is the machine's own (127.0.0.1:5672, guest/guest), in a
+private virtual host (see tests/services.py). Prints one Markdown table of
+medians and writes the raw numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import systems, workloads
+from bench.sizes import SIZES, Sizes
+from bench.systems import NOOP
+from tests import services
+
+log = logging.getLogger("bench.brokers")
+
+BROKERS = ("redis", "rabbitmq")
+
+
+def run(sizes: Sizes) -> dict[str, Any]:
+    """W1 (seconds per run) and W2 (tasks/s per round) on each broker."""
+    raw: dict[str, Any] = {"w1": {}, "w2": {}, "errors": {}}
+    with tempfile.TemporaryDirectory(prefix="amworker-bench-brokers-") as tmp:
+        workdir = Path(tmp)
+        config = workdir / "amworker.toml"
+        config.write_text(systems.CONFIG_TOML)
+        # One database for both runs: this process inserts the Tasks rows
+        # the controller would, and Django is configured once per process.
+        database_url = f"sqlite:///{workdir}/amworker.sqlite3"
+        _use_database(database_url)
+        env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10"}
+        for broker in BROKERS:
+            run_dir = workdir / broker
+            run_dir.mkdir()
+            with services.stack(run_dir, scripts=systems.SCRIPTS_PACKAGE,
+                                modules_file=systems.MODULES_FILE, env=env,
+                                database_url=database_url, broker=broker) as stack:
+                _measure(stack, broker, sizes, raw)
+    return raw
+
+
+def _use_database(url: str) -> None:
+    os.environ["AMWORKER_DATABASE_URL"] = url
+    from worker import database
+
+    database.ensure_schema()
+
+
+def _measure(stack: services.Stack, broker: str, sizes: Sizes, raw: dict[str, Any]) -> None:
+    log.info("%s: shim and a Celery worker of %d pool process(es)", broker, systems.cores())
+    stack.celery_worker(f"bench-{broker}", concurrency=systems.cores())
+    stack.shim(functions=len(systems.FUNCTIONS))
+    workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores() * 2, tasks=4)
+    w1 = workloads.w1_latency(stack.server, sizes, rows=True)
+    w2 = workloads.w2_throughput(stack.server, sizes, rows=True)
+    raw["w1"][broker] = w1.values
+    raw["w2"][broker] = w2.values
+    raw["errors"][broker] = (w1.errors + w2.errors)[:20]
+
+
+def table(raw: dict[str, Any]) -> str:
+    """Markdown: W1 median (ms) and W2 median (tasks/s) per broker."""
+    lines = ["| broker | W1 median (ms) | W2 median (tasks/s) | errors |", "|---|---|---|---|"]
+    for broker in BROKERS:
+        w1 = statistics.median(raw["w1"][broker]) * 1000
+        w2 = statistics.median(raw["w2"][broker])
+        lines.append(f"| {broker} | {w1:.1f} | {w2:,.0f} | {len(raw['errors'][broker])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.brokers", description=__doc__)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--out", type=Path, help="write the raw numbers here (JSON)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s",
+                        stream=sys.stderr)
+    raw = run(SIZES[args.size])
+    if args.out:
+        args.out.write_text(json.dumps(raw, indent=1))
+    print(table(raw))
+    return 1 if any(raw["errors"].values()) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
