@@ -62,10 +62,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench
 	$(BIN)/mypy worker
 
+# make bench SOAK=600 runs the soak instead: ten minutes of mixed load, the
+# shim's RSS and Redis's memory over time (bench/results/soak.md and .png).
 bench: $(STAMP)
 	@scripts/ensure-test-tools
 	$(BIN)/pip install --quiet -e '.[test,bench]'
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(SOAK),--soak $(SOAK))
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -209,16 +209,24 @@ def test_soak_under_chaos(tmp_path: Path) -> None:
 
 # -- growth ---------------------------------------------------------------------
 
-#: Tolerances of the growth test, in MiB per minute over the second half.
-#: The shim's creep before the fix was 1.3 MiB/min at 800 tasks/s (issue 8);
-#: at this test's load (a few hundred tasks/s on 2 shared cores, four slices
-#: a batch) it measured about 0.25 MiB per minute, so 0.1 catches a creep of
-#: that kind in a 10-minute run while the RSS noise of answers held
-#: and freed (a 256-task answer is ~100 KB) stays well under it once warm.
-RSS_SLOPE_LIMIT = 0.1
-#: Redis: one batch's keys are ~21 KB if never cleaned up; at ~1 batch/s that
-#: is over 1 MiB/min. Keys expiring or cleaned up once answered keep it flat.
-REDIS_SLOPE_LIMIT = 0.1
+#: Tolerances of the growth test: the least-squares slope over the second
+#: half of the run may not exceed max(limit, NOISE_ALLOWANCE / minutes of
+#: that half). Measured on 2 shared cores at ~400 tasks/s (docs/reliability.md):
+#: the shim with Celery's result consumer switched on crept 1.5 MiB/min over
+#: minutes 2-4; without it 0.3-0.5 MiB/min there, with its Python heap flat
+#: (tracemalloc) -- the allocator settling, which levels off over a longer
+#: run. 0.5 MiB/min therefore fails a creep like issue 8's in the ten-minute
+#: run. The allowance is what a flat series still wanders (an answer of 256
+#: tasks held at a sample, an arena grown once): 1 MiB over the half, so a
+#: 45-s run (22 s of second half) fails only a steep leak; the deterministic
+#: test below covers the creep's cause in every run.
+RSS_SLOPE_LIMIT = 0.5
+#: Redis, MiB/min: one batch left behind is ~21 KB; at 3-4 batches/s that is
+#: 4 MiB/min or more. Keys that expire or are cleaned up once their batch is
+#: answered keep it flat.
+REDIS_SLOPE_LIMIT = 0.5
+#: MiB a flat series may wander over the second half (see above).
+NOISE_ALLOWANCE = 1.0
 #: Growth config: four slices a batch, so most batches are chords.
 GROWTH_CONFIG = ('[functions."echo_v0.0"]\nslices = 4\n'
                  '[functions."exitcode_v0.0"]\nslices = 2\n')
@@ -262,14 +270,18 @@ def test_shim_memory_and_redis_stay_flat(tmp_path: Path) -> None:
     half = second_half(samples)
     assert len(half) >= 10, f"too few samples in the second half: {len(half)}"
     assert load.batches >= 10, report
+    allowance = NOISE_ALLOWANCE / ((half[-1].seconds - half[0].seconds) / 60)
+    rss_limit, redis_limit = max(RSS_SLOPE_LIMIT, allowance), max(REDIS_SLOPE_LIMIT, allowance)
     rss = slope_per_minute(half, "shim_rss_mb")
     used = slope_per_minute(half, "redis_used_mb")
-    assert rss <= RSS_SLOPE_LIMIT, (
-        f"shim RSS grows {rss:.3f} MiB/min over the second half (limit {RSS_SLOPE_LIMIT}): "
+    assert rss <= rss_limit, (
+        f"shim RSS grows {rss:.3f} MiB/min over the second half (limit {rss_limit:.3f}): "
         f"{[x.shim_rss_mb for x in half]}")
-    assert used <= REDIS_SLOPE_LIMIT, (
+    assert used <= redis_limit, (
         f"Redis used_memory grows {used:.3f} MiB/min over the second half (limit "
-        f"{REDIS_SLOPE_LIMIT}); keys {half[0].keys} -> {half[-1].keys}")
+        f"{redis_limit:.3f}); keys {half[0].keys} -> {half[-1].keys}, amworker:* "
+        f"{half[0].amworker_keys} -> {half[-1].amworker_keys}, celery-task-meta-* "
+        f"{half[0].meta_keys} -> {half[-1].meta_keys}")
 
 
 def test_shim_keeps_no_result_channel_subscribed(tmp_path: Path) -> None:
