@@ -213,10 +213,11 @@ def test_soak_under_chaos(tmp_path: Path) -> None:
 #: half of the run may not exceed max(limit, NOISE_ALLOWANCE / minutes of
 #: that half). Measured on 2 shared cores at ~400 tasks/s (docs/reliability.md):
 #: the shim with Celery's result consumer switched on crept 1.5 MiB/min over
-#: minutes 2-4; without it 0.3-0.5 MiB/min there, with its Python heap flat
-#: (tracemalloc) -- the allocator settling, which levels off over a longer
-#: run. 0.5 MiB/min therefore fails a creep like issue 8's in the ten-minute
-#: run. The allowance is what a flat series still wanders (an answer of 256
+#: minutes 2-4 (2.3 MiB/min over the bench's 10-minute soak); without it
+#: 0.3-0.5 MiB/min there, with its Python heap flat (tracemalloc) -- the
+#: allocator settling, which levels off: +0.15 MiB/min over minutes 5-10.
+#: 0.5 MiB/min therefore fails a creep like issue 8's in the ten-minute run.
+#: The allowance is what a flat series still wanders (an answer of 256
 #: tasks held at a sample, an arena grown once): 1 MiB over the half, so a
 #: 45-s run (22 s of second half) fails only a steep leak; the deterministic
 #: test below covers the creep's cause in every run.
