@@ -29,9 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-json", type=Path, default=None,
                         help="re-render the results of an earlier run's latest.json "
                         "(after editing analysis.md) instead of measuring")
+    parser.add_argument("--soak", type=float, metavar="SECONDS",
+                        help="run only the soak (>= 600 for the real one): mixed load for "
+                        "SECONDS, writing soak.md, soak.png and soak.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s",
                         stream=sys.stderr)
+    if args.soak is not None:
+        return _soak(args.soak, args.out)
     if args.from_json is not None:
         raw = json.loads(args.from_json.read_text())
     else:
@@ -51,3 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(found))
     print(f"\nwritten: {args.out / 'latest.md'}, {args.out / 'latest.png'}")
     return 0
+
+
+def _soak(seconds: float, out: Path) -> int:
+    """``--soak``: the soak alone, in results files of its own."""
+    from bench import soak
+
+    raw = soak.run_soak(seconds)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(raw, indent=1))
+    soak.chart(raw, out / "soak.png")
+    command = f"make bench SOAK={seconds:g}"
+    (out / "soak.md").write_text(soak.markdown(raw, "soak.png", command))
+    print((out / "soak.md").read_text())
+    return 1 if raw["problems"] else 0
+

@@ -27,7 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in words:
         cut = words.index("--")
         words, tail = words[:cut], words[cut + 1:]
-    args = parser.parse_args(words)
+    args, extra = parser.parse_known_args(words)
+    if extra and args.command is not cmd_flower:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.flower_args = extra
     if tail:
         if args.command is not cmd_submit:
             parser.error("only `amworker submit` takes arguments after --")
@@ -71,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
 
     init_db = sub.add_parser("init-db", help="create the Tasks table if it does not exist")
     init_db.set_defaults(command=cmd_init_db)
+
+    flower = sub.add_parser(
+        "flower", help="run Flower on 127.0.0.1 unless --address is given (Flower's options "
+        "pass through; an address off the loopback needs --basic-auth or --auth)")
+    flower.set_defaults(command=cmd_flower)
     return parser
 
 
@@ -183,6 +191,17 @@ def cmd_init_db(settings: Settings, _args: argparse.Namespace) -> int:
     created = ensure_schema()
     print("created the Tasks table" if created else "the Tasks table already exists")
     return 0
+
+
+def cmd_flower(_settings: Settings, args: argparse.Namespace) -> int:
+    """``amworker flower``: exec Flower with a safe address (see worker.flower)."""
+    from worker.flower import flower_argv
+
+    argv = flower_argv(args.flower_args, os.environ)
+    log.info("starting Flower: %s", shlex.join(argv))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from typing import Any
 
 import redis
+from celery import Celery
+from celery.backends.redis import RedisBackend
 
 from worker.batches import BatchRunner
 from worker.celery import app
@@ -25,6 +28,38 @@ log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 30.0
 
 
+class SendOnlyRedisBackend(RedisBackend):
+    """Celery's Redis result backend with its result consumer switched off.
+
+    The shim sends slices but never joins a Celery result: one watcher
+    thread wakes its lanes (worker.watcher). Celery's backend does not know
+    that. Each lane has a backend of its own (Celery keeps one per thread),
+    and every task it sends -- ``apply_async``, and each slice of a chord,
+    whose result set registers as pending -- subscribes that task's channel
+    on a pub/sub connection nobody reads. Celery unsubscribes when the result
+    object is collected, but redis-py forgets a channel only once it reads
+    the reply: every slice ever sent stayed in a dict, in each lane, for the
+    life of the shim (the creep docs/design.md, "The shim's memory",
+    measures), and Redis pushed every result to sixteen unread sockets.
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> dict[str, Any]:
+        """Subscribe to nothing: the watcher hears every result."""
+        return {}
+
+    def add_pending_result(self, result: Any, weak: bool = False, start_drainer: bool = True) -> Any:
+        """Keep nothing pending: nobody in the shim waits through Celery."""
+        return result
+
+
+def use_send_only_backend(celery_app: Celery, result_backend: str) -> None:
+    """Make ``celery_app`` build :class:`SendOnlyRedisBackend` for ``result_backend``.
+
+    Celery reads a ``class+url`` result backend as "this class, at this URL".
+    """
+    celery_app.backend_cls = f"{__name__}:{SendOnlyRedisBackend.__name__}+{result_backend}"
+
+
 def build_shim(settings: Settings, registry: Registry | None = None) -> tuple[GearmanShim, ResultWatcher]:
     """Everything the shim needs, wired together (nothing started yet).
 
@@ -36,6 +71,7 @@ def build_shim(settings: Settings, registry: Registry | None = None) -> tuple[Ge
             f"AMWORKER_RESULT_BACKEND={settings.result_backend!r}: the shim waits on "
             "Redis pub/sub, so the result backend must be Redis"
         )
+    use_send_only_backend(app, settings.result_backend)
     if registry is None:
         registry = probe_registry(settings)
     # Timeouts: a Redis that stops answering (a half-open connection) must

@@ -1,10 +1,21 @@
-"""Fault 10: soak. >= 16 batches in flight, mixed scripts, while a chaos loop
-SIGKILLs a random pool process, the shim or a whole Celery worker every few
-seconds (and restarts what it killed). Then: every task answered, none run
-twice, every failure carrying its cause.
+"""Fault 10: soak.
 
-``AMWORKER_SOAK_SECONDS`` sets the length (default 45 s, which ``make test``
-runs; ``make test-faults`` / CI-nightly style runs use 180).
+* Under chaos: >= 16 batches in flight, mixed scripts, while a chaos loop
+  SIGKILLs a random pool process, the shim or a whole Celery worker every few
+  seconds (and restarts what it killed). Then: every task answered, none run
+  twice, every failure carrying its cause.
+* Growth: three controllers send batches of 1-256 tasks of mixed scripts
+  back to back while a sampler records, at a fixed cadence, the shim's RSS,
+  Redis's ``used_memory`` and its key counts (DBSIZE, ``amworker:*``,
+  ``celery-task-meta-*``). Over the second half of the run (the first half
+  is warm-up: allocator arenas, connection pools, pool processes) the
+  least-squares slope of the shim's RSS and of Redis's memory must stay
+  under :data:`RSS_SLOPE_LIMIT` and :data:`REDIS_SLOPE_LIMIT`. A slope over
+  many samples, not a start/end difference: one big answer held at the last
+  sample must not fail the run, a steady creep must.
+
+``AMWORKER_SOAK_SECONDS`` sets the length of each (default 45 s, which
+``make test`` runs; ``make test-faults`` runs 600, the issue's ten minutes).
 """
 
 from __future__ import annotations
@@ -23,15 +34,21 @@ import pytest
 
 from tests.faults.helpers import (
     FAST,
+    MixedLoad,
+    Sampler,
     children,
     config_file,
     kill,
     make_tasks,
     records,
+    second_half,
+    slope_per_minute,
     submit,
+    summarise,
 )
 from tests.services import Proc, Stack, stack
 from worker.causes import Cause
+from worker.watcher import META_PREFIX
 
 SOAK_SECONDS = float(os.environ.get("AMWORKER_SOAK_SECONDS", "45"))
 IN_FLIGHT = 16
@@ -188,3 +205,102 @@ def test_soak_under_chaos(tmp_path: Path) -> None:
     (tmp_path / "soak.json").write_text(json.dumps(report, indent=2))
     assert not problems, "\n".join(problems[:20])
     assert report["batches"] >= IN_FLIGHT
+
+
+# -- growth ---------------------------------------------------------------------
+
+#: Tolerances of the growth test: the least-squares slope over the second
+#: half of the run may not exceed max(limit, NOISE_ALLOWANCE / minutes of
+#: that half). Measured on 2 shared cores at ~400 tasks/s (docs/reliability.md):
+#: the shim with Celery's result consumer switched on crept 1.5 MiB/min over
+#: minutes 2-4 (2.3 MiB/min over the bench's 10-minute soak); without it
+#: 0.3-0.5 MiB/min there, with its Python heap flat (tracemalloc) -- the
+#: allocator settling, which levels off: +0.15 MiB/min over minutes 5-10.
+#: 0.5 MiB/min therefore fails a creep like issue 8's in the ten-minute run.
+#: The allowance is what a flat series still wanders (an answer of 256
+#: tasks held at a sample, an arena grown once): 1 MiB over the half, so a
+#: 45-s run (22 s of second half) fails only a steep leak; the deterministic
+#: test below covers the creep's cause in every run.
+RSS_SLOPE_LIMIT = 0.5
+#: Redis, MiB/min: one batch left behind is ~21 KB; at 3-4 batches/s that is
+#: 4 MiB/min or more. Keys that expire or are cleaned up once their batch is
+#: answered keep it flat.
+REDIS_SLOPE_LIMIT = 0.5
+#: MiB a flat series may wander over the second half (see above).
+NOISE_ALLOWANCE = 1.0
+#: Growth config: four slices a batch, so most batches are chords.
+GROWTH_CONFIG = ('[functions."echo_v0.0"]\nslices = 4\n'
+                 '[functions."exitcode_v0.0"]\nslices = 2\n')
+
+
+def _mixed(rng: random.Random, size: int) -> tuple[str, list[str]]:
+    """A batch of ``size`` tasks: output, exit codes, slices by the script, a raise."""
+    pick = rng.random()
+    if pick < 0.5:
+        return "echo_v0.0", [f"--uuid {i} --file /tmp/{rng.random():.6f}" for i in range(size)]
+    if pick < 0.75:
+        return "sliced_v0.0", ["x"] * size
+    if pick < 0.95:
+        return "exitcode_v0.0", [str(rng.choice([0, 0, 0, 3])) for _ in range(size)]
+    return "raises_v0.0", ["x"] * size
+
+
+def test_shim_memory_and_redis_stay_flat(tmp_path: Path) -> None:
+    env = {"AMWORKER_CONFIG_FILE": str(config_file(tmp_path, GROWTH_CONFIG)),
+           "AMWORKER_LEASE_SECONDS": "5"}
+    every = max(1.0, SOAK_SECONDS / 120)
+    with stack(tmp_path, env=env) as s:
+        s.celery_worker("w0", concurrency=2)
+        shim = s.shim()
+        load = MixedLoad(s.server, _mixed, controllers=3, seed=int(
+            os.environ.get("AMWORKER_SOAK_SEED", "8")))
+        sampler = Sampler(lambda: shim.pid, s.redis, every)
+        sampler.start()
+        load.run(SOAK_SECONDS)
+        samples = sampler.stop()
+        assert shim.alive(), shim.output()[-4000:]
+
+    summary = summarise(samples)
+    report = {"seconds": SOAK_SECONDS, "every": every, "batches": load.batches,
+              "tasks": load.tasks, **summary}
+    print("\nGROWTH", json.dumps(report, indent=2))
+    (tmp_path / "growth.json").write_text(json.dumps(
+        {**report, "series": [vars(x) for x in samples]}, indent=1))
+    assert not load.problems, "\n".join(load.problems[:20])
+    assert not sampler.errors, sampler.errors[:5]
+    half = second_half(samples)
+    assert len(half) >= 10, f"too few samples in the second half: {len(half)}"
+    assert load.batches >= 10, report
+    allowance = NOISE_ALLOWANCE / ((half[-1].seconds - half[0].seconds) / 60)
+    rss_limit, redis_limit = max(RSS_SLOPE_LIMIT, allowance), max(REDIS_SLOPE_LIMIT, allowance)
+    rss = slope_per_minute(half, "shim_rss_mb")
+    used = slope_per_minute(half, "redis_used_mb")
+    assert rss <= rss_limit, (
+        f"shim RSS grows {rss:.3f} MiB/min over the second half (limit {rss_limit:.3f}): "
+        f"{[x.shim_rss_mb for x in half]}")
+    assert used <= redis_limit, (
+        f"Redis used_memory grows {used:.3f} MiB/min over the second half (limit "
+        f"{redis_limit:.3f}); keys {half[0].keys} -> {half[-1].keys}, amworker:* "
+        f"{half[0].amworker_keys} -> {half[-1].amworker_keys}, celery-task-meta-* "
+        f"{half[0].meta_keys} -> {half[-1].meta_keys}")
+
+
+def test_shim_keeps_no_result_channel_subscribed(tmp_path: Path) -> None:
+    """The shim hears results through its one watcher (a pattern): Celery's own
+    per-thread result consumer must subscribe nothing (the cause of the creep:
+    one entry per slice sent, kept for ever)."""
+    env = {"AMWORKER_CONFIG_FILE": str(config_file(tmp_path, GROWTH_CONFIG))}
+    with stack(tmp_path, env=env) as s:
+        s.celery_worker("w0", concurrency=2)
+        s.shim()
+        rng = random.Random(3)
+        for size in (1, 7, 16, 40, 3, 64):
+            function, arguments = _mixed(rng, size)
+            tasks = make_tasks(arguments)
+            answer = submit(s.server, function, tasks, timeout=120)
+            assert answer.results is not None and set(answer.results) == set(tasks)
+        assert s.redis.pubsub_channels(META_PREFIX + "*") == []
+        clients = s.redis.client_list()
+        subscribed = [c for c in clients if int(c.get("sub", 0)) > 0]
+        assert subscribed == [], subscribed
+

@@ -368,7 +368,7 @@ class Session:
             ready = lambda: self.pings(node)  # noqa: E731
         elif argv[:2] == ["amworker", "shim"]:
             ready = lambda: self.stack._registered(1)  # noqa: E731
-        elif argv[:4] == ["celery", "-A", "worker", "flower"]:
+        elif argv[:4] == ["celery", "-A", "worker", "flower"] or argv[:2] == ["amworker", "flower"]:
             ready = lambda: accepts(self.flower_port)  # noqa: E731
         else:
             pytest.fail(f"{block.where()}: no readiness probe for daemon `{command}`")
