@@ -47,6 +47,12 @@ CASES = {
 
 def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
     faststack.env["AMWORKER_CONFIG_FILE"] = str(config_file(tmp_path, CONFIG))
+    # A dead pool process is reported by its Celery worker (with the exit
+    # code or signal) within a few seconds; a lease that lapses sooner than
+    # that, on a loaded machine, would answer the vaguer "stopped renewing its
+    # lease" first. Whole-worker deaths, where the lease is the only signal,
+    # are tests/faults/test_worker_death.py's.
+    faststack.env["AMWORKER_LEASE_SECONDS"] = "4"
     worker = faststack.celery_worker("w1", concurrency=2)
     faststack.shim()
     batches = {name: (fn, make_tasks([args]), str(uuid.uuid4())) for name, (fn, args) in CASES.items()}
