@@ -269,10 +269,13 @@ class GearmanLoop:
         # (GRAB_JOB after an answer) leave at once.
         link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         link.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        link.connecting, link.up, link.attempt, link.state = False, True, 0, IDLE
+        link.connecting, link.state = False, IDLE
         self._send(link, gp.GEARMAN_COMMAND_SET_CLIENT_ID, CLIENT_ID)
         for function in self.functions:
             self._send(link, gp.GEARMAN_COMMAND_CAN_DO, function)
+        if link.sock is None:
+            return  # lost while registering; _lost has scheduled the retry
+        link.up, link.attempt = True, 0
         log.info("gearmand %s connected", link.server)
         self.on_state(link.server, True)
 
@@ -341,6 +344,8 @@ class GearmanLoop:
         return True
 
     def _send(self, link: _Link, command: int, *args: bytes | str) -> None:
+        if link.sock is None:
+            return  # lost a moment ago: nothing may wait for its successor
         link.out.extend(pack_chunks(command, *args))
         self._flush(link)
 

@@ -56,6 +56,15 @@ class Gearmand:
         count = len(gp.GEARMAN_PARAMS_FOR_COMMAND[command])
         return body.split(b"\x00", count - 1) if count else []
 
+    def answer(self) -> list[bytes]:
+        """The next WORK_COMPLETE's arguments, skipping grabs before it."""
+        while True:
+            magic, got, size = HEADER.unpack(self._take(HEADER.size))
+            body = self._take(size)
+            if got == gp.GEARMAN_COMMAND_WORK_COMPLETE:
+                return body.split(b"\x00", 1)
+            assert got == gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ, gp.get_command_name(got)
+
     def send(self, command: int, *args: bytes) -> None:
         assert self.sock is not None
         body = b"\x00".join(args)
@@ -193,4 +202,39 @@ def test_stop_answers_held_jobs_and_grabs_nothing_more(gearmand: Gearmand) -> No
     stopper.join(10)
     assert stopped == [True]
     assert gearmand.sock is not None
-    assert gearmand.sock.recv(1) == b"", "closed after the answer, nothing else sent"
+    try:
+        rest = gearmand.sock.recv(1)
+    except ConnectionResetError:  # closed with the NOOP still unread: a reset, no data
+        rest = b""
+    assert rest == b"", "closed after the answer, nothing else sent"
+
+
+def test_two_servers_share_the_cap_and_answers_go_home(gearmand: Gearmand) -> None:
+    other_listener = socket.create_server(("127.0.0.1", 0))
+    other_listener.settimeout(10)
+    other = Gearmand(other_listener)
+    answers = Answers()
+    servers = [f"127.0.0.1:{g.listener.getsockname()[1]}" for g in (gearmand, other)]
+    shim = GearmanShim(servers=servers, functions=["f1", "f2"], answer=answers,
+                       concurrency=2, backoff=FAST)
+    shim.start()
+    try:
+        for server in (gearmand, other):
+            server.accept()
+            server.registered()
+            server.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)  # one grab each: 2 places
+        gearmand.assign(b"A1", b"a")
+        other.assign(b"B1", b"b")
+        wait_until(lambda: shim.busy == 2, timeout=10, what="one job from each server")
+        # A freed place may be offered to either server: skip grabs, find the answer.
+        answers.event("u-B1").set()
+        assert other.answer() == [b"B1", b"f1/u-B1/b"]
+        answers.event("u-A1").set()
+        assert gearmand.answer() == [b"A1", b"f1/u-A1/a"]
+    finally:
+        answers.event("u-A1").set()
+        answers.event("u-B1").set()
+        assert shim.stop(5)
+        if other.sock is not None:
+            other.sock.close()
+        other_listener.close()
