@@ -173,7 +173,28 @@ def pack_chunks(cmd_type: int, *args: bytes | str, is_response: bool = False) ->
     return chunks
 
 
-__all__ = ["FastGearmanConnection", "GearmanConnectionError", "pack_chunks"]
+def parse_responses(buffer: bytearray) -> list[tuple[int, dict[str, bytes]]]:
+    """Every complete response packet in ``buffer``, parsed by gearman3; removed from it once.
+
+    Raises gearman3's ``ProtocolError`` on bytes that are not a response packet.
+    """
+    commands = []
+    offset = 0
+    view = memoryview(buffer)
+    try:
+        while True:
+            command, args, size = parse_binary_command(view[offset:], is_response=True)
+            if not size:
+                break
+            commands.append((command, args))
+            offset += size
+    finally:
+        view.release()
+    del buffer[:offset]
+    return commands
+
+
+__all__ = ["FastGearmanConnection", "GearmanConnectionError", "pack_chunks", "parse_responses"]
 
 
 def _as_bytes(value: bytes | str) -> bytes:

@@ -19,7 +19,7 @@ per configured server and plays the worker side of the protocol itself:
   backs off boundedly, each attempt logged.
 
 Packets are packed and parsed with gearman3's protocol module
-(:func:`worker.gearman_io.pack_chunks`, ``parse_binary_command``).
+(:func:`worker.gearman_io.pack_chunks` and :func:`~worker.gearman_io.parse_responses`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,12 @@ from typing import TYPE_CHECKING
 from gearman import protocol as gp
 from gearman.errors import ProtocolError
 
-from worker.gearman_io import CONNECT_TIMEOUT_SECONDS, READ_CHUNK_BYTES, pack_chunks
+from worker.gearman_io import (
+    CONNECT_TIMEOUT_SECONDS,
+    READ_CHUNK_BYTES,
+    pack_chunks,
+    parse_responses,
+)
 
 if TYPE_CHECKING:
     from worker.gearman_shim import Answerer, Backoff
@@ -180,6 +185,8 @@ class GearmanLoop:
             for link in self.links:
                 self._close(link)
             self._selector.close()
+            self._wake_r.close()  # a late answer's wake-up then fails quietly (OSError)
+            self._wake_w.close()
 
     def _finished(self) -> bool:
         if not self.stopping.is_set():
@@ -332,7 +339,7 @@ class GearmanLoop:
             return False
         link.inbuf += data
         try:
-            commands = _parse(link.inbuf)
+            commands = parse_responses(link.inbuf)
         except ProtocolError as exc:
             self._lost(link, exc)
             return False
@@ -422,24 +429,6 @@ class GearmanLoop:
                 self._send(link, gp.GEARMAN_COMMAND_WORK_FAIL, job.handle)
             else:
                 self._send(link, gp.GEARMAN_COMMAND_WORK_COMPLETE, job.handle, payload)
-
-
-def _parse(buffer: bytearray) -> list[tuple[int, dict[str, bytes]]]:
-    """Every complete response in ``buffer``; the parsed bytes are removed once."""
-    commands = []
-    offset = 0
-    view = memoryview(buffer)
-    try:
-        while True:
-            command, args, size = gp.parse_binary_command(view[offset:], is_response=True)
-            if not size:
-                break
-            commands.append((command, args))
-            offset += size
-    finally:
-        view.release()
-    del buffer[:offset]
-    return commands
 
 
 def _text(value: bytes | str) -> str:
