@@ -168,18 +168,12 @@ class GearmanLoop:
     def _run(self) -> None:
         try:
             while not self._finished():
-                self._connect_due()
-                self._grab()
-                self._update_interest()
-                for key, mask in self._selector.select(self._timeout()):
-                    if key.data is None:
-                        self._drain_wake()
-                    else:
-                        self._service(key.data, mask)
-                self._expire_connects()
-                self._write_answers()
-        except Exception:  # noqa: BLE001 - the loop's boundary: log; stop() reports the jobs
-            log.exception("the gearman loop failed; held batches are left to gearmand")
+                try:
+                    self._turn()
+                except Exception as exc:  # noqa: BLE001 - the loop's boundary: keep serving
+                    log.exception("the gearman loop failed; reconnecting every server")
+                    for link in self.links:
+                        self._lost(link, exc)
         finally:
             self._left = self._answerable()
             for link in self.links:
@@ -187,6 +181,19 @@ class GearmanLoop:
             self._selector.close()
             self._wake_r.close()  # a late answer's wake-up then fails quietly (OSError)
             self._wake_w.close()
+
+    def _turn(self) -> None:
+        """One pass: connect, grab, wait for sockets, then write the answers that came back."""
+        self._connect_due()
+        self._grab()
+        self._update_interest()
+        for key, mask in self._selector.select(self._timeout()):
+            if key.data is None:
+                self._drain_wake()
+            elif key.data.sock is key.fileobj:
+                self._service(key.data, mask)
+        self._expire_connects()
+        self._write_answers()
 
     def _finished(self) -> bool:
         if not self.stopping.is_set():

@@ -96,6 +96,8 @@ class Answers:
             return None
         if data == b"boom":
             raise RuntimeError("an unexpected error in the runner")
+        if data == b"not-bytes":
+            return 42  # type: ignore[return-value]  # a bug the loop must survive
         return f"{function}/{unique}/{data.decode()}".encode()
 
 
@@ -238,3 +240,28 @@ def test_two_servers_share_the_cap_and_answers_go_home(gearmand: Gearmand) -> No
         if other.sock is not None:
             other.sock.close()
         other_listener.close()
+
+
+def test_the_loop_survives_its_own_unexpected_error(gearmand: Gearmand) -> None:
+    answers = Answers()
+    shim = start(gearmand, answers, concurrency=1)
+    try:
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.assign(b"H1", b"not-bytes")
+        answers.event("u-H1").set()  # packing 42 fails inside the loop
+        assert gearmand.sock is not None
+        try:
+            rest = gearmand.sock.recv(1)
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b"", "the connection is dropped (gearmand would re-queue H1)"
+        gearmand.accept()
+        gearmand.registered()
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.assign(b"H2", b"two")
+        answers.event("u-H2").set()
+        assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H2", b"f1/u-H2/two"]
+    finally:
+        answers.event("u-H1").set()
+        answers.event("u-H2").set()
+        assert shim.stop(5)
