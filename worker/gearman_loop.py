@@ -1,25 +1,15 @@
 """The shim's Gearman worker loop: one connection per gearmand, many jobs held on it.
 
-gearman3's ``GearmanWorker`` holds one job per worker object, so N batches in
-flight used to need N connections, and gearmand woke every idle one (a
-``NOOP`` each) for every job. Here one selector thread owns one connection
-per configured server and plays the worker side of the protocol itself:
-
-* on every (re)connection it sends ``CAN_DO`` for each function;
-* while fewer than ``concurrency`` jobs are held (or being grabbed) it sends
-  ``GRAB_JOB_UNIQ``; ``NO_JOB`` is followed by ``PRE_SLEEP``, and the one
-  ``NOOP`` that wakes the connection leads to the next grab;
-* each ``JOB_ASSIGN_UNIQ`` goes to a pool of ``concurrency`` answer threads
-  (the :data:`Answerer` seam); their answers come back through a queue and a
-  socketpair wake-up, and the loop writes ``WORK_COMPLETE`` or ``WORK_FAIL``
-  on the connection the job came from;
-* a lost connection drops the jobs it held (gearmand re-queues them, and a
-  re-delivery attaches to the running work); an answer for a lost
-  connection is discarded, never written to its successor. Reconnection
-  backs off boundedly, each attempt logged.
-
-Packets are packed and parsed with gearman3's protocol module
-(:func:`worker.gearman_io.pack_chunks` and :func:`~worker.gearman_io.parse_responses`).
+One selector thread plays the worker side of the protocol on one connection
+per configured server: ``CAN_DO`` for every function on every
+(re)connection; ``GRAB_JOB_UNIQ`` while fewer than ``concurrency`` jobs are
+held or on their way; ``PRE_SLEEP`` after ``NO_JOB``, and a grab after the
+``NOOP`` that wakes the connection. Each assigned job is answered by one of
+``concurrency`` threads (the :data:`~worker.gearman_shim.Answerer` seam);
+its ``WORK_COMPLETE`` or ``WORK_FAIL`` comes back to the loop through a
+queue and a socketpair wake-up and goes out on the connection the job came
+from, unless that connection was lost meanwhile: gearmand has re-queued the
+job, so the answer is dropped. Why, and what it saves: docs/design.md.
 """
 
 from __future__ import annotations
@@ -39,12 +29,8 @@ from typing import TYPE_CHECKING
 from gearman import protocol as gp
 from gearman.errors import ProtocolError
 
-from worker.gearman_io import (
-    CONNECT_TIMEOUT_SECONDS,
-    READ_CHUNK_BYTES,
-    pack_chunks,
-    parse_responses,
-)
+from worker.gearman_io import CONNECT_TIMEOUT_SECONDS as CONNECT_TIMEOUT
+from worker.gearman_io import READ_CHUNK_BYTES, pack_chunks, parse_responses
 
 if TYPE_CHECKING:
     from worker.gearman_shim import Answerer, Backoff
@@ -139,7 +125,7 @@ class GearmanLoop:
         self._stop_deadline = time.monotonic() + grace
         self.stopping.set()
         self._wake()
-        self._loop_thread.join(grace + CONNECT_TIMEOUT_SECONDS)
+        self._loop_thread.join(grace + CONNECT_TIMEOUT)
         for _ in self._threads:
             self._jobs.put(None)
         return self._left == 0 and not self._loop_thread.is_alive()
@@ -269,7 +255,7 @@ class GearmanLoop:
             self._lost(link, OSError(code, errno.errorcode.get(code, str(code))))
             return
         link.connecting = True
-        link.deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
+        link.deadline = time.monotonic() + CONNECT_TIMEOUT
         link.events = selectors.EVENT_WRITE
         self._selector.register(sock, link.events, link)
 
@@ -297,7 +283,7 @@ class GearmanLoop:
         now = time.monotonic()
         for link in self.links:
             if link.connecting and now >= link.deadline:
-                self._lost(link, TimeoutError(f"no answer in {CONNECT_TIMEOUT_SECONDS:.0f}s"))
+                self._lost(link, TimeoutError(f"no answer in {CONNECT_TIMEOUT:.0f}s"))
 
     def _lost(self, link: _Link, exc: BaseException) -> None:
         """Close ``link``; its held jobs are gearmand's again. Schedule a retry."""
