@@ -204,7 +204,8 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         "- Every batch is submitted by `worker.gearman_client.GearmanClient` (`submit_many` "
         "when several are in flight), JSON-encoded like Archivematica 1.17's controller.",
         f"- floor and in-process run one Gearman worker process per core "
-        f"({machine['cores']}); amworker runs the shim (16 lanes) and one Celery worker of "
+        f"({machine['cores']}); amworker runs the shim (up to 16 batches on one gearmand "
+        f"connection) and one Celery worker of "
         f"{machine['cores']} pool processes (W4: one, then two, of concurrency 1).",
         "- Each system gets warm-up batches before it is measured. W5's shim RSS is VmHWM: "
         "the peak over the shim's whole life, W1–W3 included, for the first run; each later "

@@ -38,7 +38,7 @@ DEFAULT_SHARED_DIRECTORY = "/var/archivematica/sharedDirectory/"
 #: Archivematica's default client assets directory.
 DEFAULT_CLIENT_ASSETS_DIRECTORY = "/usr/lib/archivematica/MCPClient/assets/"
 #: The controller sends many batches at once; 16 keeps a 2-host cluster busy
-#: behind one slow batch while holding only 16 Gearman connections per server.
+#: behind one slow batch (all held on one Gearman connection per server).
 DEFAULT_SHIM_CONCURRENCY = 16
 #: Per job and per stream (stdout, stderr). The controller writes output to
 #: files and the DB; a script gone wild must not fill the broker.

@@ -70,15 +70,9 @@ class FastGearmanConnection(GearmanConnection):
                 packed = self._pack_command(cmd_type, cmd_args)  # gearman3 checks and raises
                 self._outgoing_chunks.append(memoryview(_as_bytes(packed)))
                 continue
-            args = [_as_bytes(cmd_args[name]) for name in GEARMAN_PARAMS_FOR_COMMAND[cmd_type]]
-            size = sum(len(arg) for arg in args) + max(len(args) - 1, 0)
-            magic = MAGIC_RES_STRING if self._is_server_side else MAGIC_REQ_STRING
-            self._outgoing_chunks.append(memoryview(struct.pack("!4sII", magic, cmd_type, size)))
-            for index, arg in enumerate(args):
-                if index:
-                    self._outgoing_chunks.append(memoryview(NULL_CHAR))
-                if arg:
-                    self._outgoing_chunks.append(memoryview(arg))
+            args = [cmd_args[name] for name in GEARMAN_PARAMS_FOR_COMMAND[cmd_type]]
+            self._outgoing_chunks.extend(
+                pack_chunks(cmd_type, *args, is_response=bool(self._is_server_side)))
 
     def send_data_to_socket(self) -> int:
         """Send what the socket takes now; return the bytes still waiting."""
@@ -156,7 +150,51 @@ class FastGearmanConnection(GearmanConnection):
         return parse_text_command(given_buffer)
 
 
-__all__ = ["FastGearmanConnection", "GearmanConnectionError"]
+def pack_chunks(cmd_type: int, *args: bytes | str, is_response: bool = False) -> list[memoryview]:
+    """One binary command as chunks to send in order: its header, then each argument.
+
+    The arguments are not copied: a WORK_COMPLETE's data (an answer of
+    megabytes) goes to the socket as the very object it was built as.
+    """
+    params = GEARMAN_PARAMS_FOR_COMMAND.get(cmd_type)
+    if params is None or cmd_type == GEARMAN_COMMAND_TEXT_COMMAND or len(params) != len(args):
+        raise ValueError(f"not a binary command with {len(args)} argument(s): {cmd_type}")
+    data = [_as_bytes(arg) for arg in args]
+    if any(NULL_CHAR in arg for arg in data[:-1]):
+        raise ValueError("only the last argument of a command may hold NUL bytes")
+    size = sum(len(arg) for arg in data) + max(len(data) - 1, 0)
+    magic = MAGIC_RES_STRING if is_response else MAGIC_REQ_STRING
+    chunks = [memoryview(struct.pack("!4sII", magic, cmd_type, size))]
+    for index, arg in enumerate(data):
+        if index:
+            chunks.append(memoryview(NULL_CHAR))
+        if arg:
+            chunks.append(memoryview(arg))
+    return chunks
+
+
+def parse_responses(buffer: bytearray) -> list[tuple[int, dict[str, bytes]]]:
+    """Every complete response packet in ``buffer``, parsed by gearman3; removed from it once.
+
+    Raises gearman3's ``ProtocolError`` on bytes that are not a response packet.
+    """
+    commands = []
+    offset = 0
+    view = memoryview(buffer)
+    try:
+        while True:
+            command, args, size = parse_binary_command(view[offset:], is_response=True)
+            if not size:
+                break
+            commands.append((command, args))
+            offset += size
+    finally:
+        view.release()
+    del buffer[:offset]
+    return commands
+
+
+__all__ = ["FastGearmanConnection", "GearmanConnectionError", "pack_chunks", "parse_responses"]
 
 
 def _as_bytes(value: bytes | str) -> bytes:

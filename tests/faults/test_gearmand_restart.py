@@ -36,7 +36,7 @@ def test_idle_restart_reconnects_with_backoff_and_reregisters(faststack, tmp_pat
     faststack.celery_worker("w1", concurrency=1)
     shim = faststack.shim()
     kill_gearmand(faststack)
-    # Let the lanes notice and back off at least twice before it returns.
+    # Let the shim notice and back off at least twice before it returns.
     wait_until(lambda: len(re.findall(r"retry 2 in", shim.output())) > 0, timeout=60,
                what="two logged reconnection attempts")
     restart_gearmand(faststack)

@@ -34,9 +34,9 @@ def test_sigterm_to_the_shim_answers_in_flight_and_takes_nothing_new(faststack, 
     wait_records(record, 1)
 
     shim.popen.send_signal(signal.SIGTERM)
-    # Idle lanes leave at once; only the lane holding batch A stays connected.
+    # The shim keeps its one connection (and registration) until batch A is answered.
     wait_until(lambda: _workers(faststack.gearman_port) == 1, timeout=30,
-               what="the idle lanes to disconnect")
+               what="one shim connection registered")
     later = make_tasks([str(record)])
     b = submit_bg(faststack.server, "record_v0.0", later, timeout=120)
     wait_until(lambda: gearman_status(faststack.gearman_port)["record_v0.0"][0] >= 2, timeout=30,

@@ -304,3 +304,25 @@ def test_outgoing_commands_are_byte_identical_to_gearman3s_packing(
     while len(received) < len(expected):
         received += peer.recv(1 << 20)
     assert received == expected
+
+
+def test_pack_chunks_round_trips_through_gearman3s_parser() -> None:
+    from gearman.protocol import parse_binary_command
+
+    answer = bytearray(b"\x00big answer\x00" * 1000)
+    chunks = gearman_io.pack_chunks(GEARMAN_COMMAND_WORK_COMPLETE, HANDLE, answer)
+    assert any(chunk.obj is answer for chunk in chunks), "the answer is sent as is, not copied"
+    packet = b"".join(chunks)
+    # gearman3's parser expects a buffer with .tobytes(), as the connection hands it.
+    command, args, size = parse_binary_command(memoryview(packet), is_response=False)
+    assert (command, size) == (GEARMAN_COMMAND_WORK_COMPLETE, len(packet))
+    assert args == {"job_handle": HANDLE, "data": bytes(answer)}
+    assert b"".join(gearman_io.pack_chunks(GEARMAN_COMMAND_NO_JOB, is_response=True)) == \
+        response(GEARMAN_COMMAND_NO_JOB)
+
+
+def test_pack_chunks_refuses_what_gearman_cannot_carry() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        gearman_io.pack_chunks(GEARMAN_COMMAND_WORK_COMPLETE, b"H\x00:1", b"data")
+    with pytest.raises(ValueError, match="argument"):
+        gearman_io.pack_chunks(GEARMAN_COMMAND_WORK_FAIL, HANDLE, b"extra")

@@ -1,0 +1,267 @@
+"""The shim's Gearman loop, packet by packet, against a scripted gearmand.
+
+The test owns a listening loopback socket and plays gearmand on the accepted
+connection, so the exact sequence the loop sends is checked: registration on
+every connection, one grab at a time, ``PRE_SLEEP`` after ``NO_JOB``, no grab
+while the cap is reached, and answers only on the connection a job came from.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+from gearman import protocol as gp
+
+from tests.services import wait_until
+from worker.gearman_shim import Backoff, GearmanShim
+
+pytestmark = pytest.mark.timeout(30)
+
+HEADER = struct.Struct("!4sII")
+FAST = Backoff(first=0.05, factor=2.0, maximum=0.2)
+
+
+class Gearmand:
+    """The scripted server's end of the shim's connection."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+
+    def accept(self) -> None:
+        self.sock, _ = self.listener.accept()
+        self.sock.settimeout(10)
+        self.buffer = b""
+
+    def _take(self, size: int) -> bytes:
+        assert self.sock is not None
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(65536)
+            assert chunk, "the shim closed the connection"
+            self.buffer += chunk
+        taken, self.buffer = self.buffer[:size], self.buffer[size:]
+        return taken
+
+    def expect(self, command: int) -> list[bytes]:
+        """Read the next request; fail unless it is ``command``. Returns its arguments."""
+        magic, got, size = HEADER.unpack(self._take(HEADER.size))
+        assert magic == b"\x00REQ"
+        body = self._take(size)
+        assert gp.get_command_name(got) == gp.get_command_name(command)
+        count = len(gp.GEARMAN_PARAMS_FOR_COMMAND[command])
+        return body.split(b"\x00", count - 1) if count else []
+
+    def answer(self) -> list[bytes]:
+        """The next WORK_COMPLETE's arguments, skipping grabs before it."""
+        while True:
+            magic, got, size = HEADER.unpack(self._take(HEADER.size))
+            body = self._take(size)
+            if got == gp.GEARMAN_COMMAND_WORK_COMPLETE:
+                return body.split(b"\x00", 1)
+            assert got == gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ, gp.get_command_name(got)
+
+    def send(self, command: int, *args: bytes) -> None:
+        assert self.sock is not None
+        body = b"\x00".join(args)
+        self.sock.sendall(HEADER.pack(b"\x00RES", command, len(body)) + body)
+
+    def assign(self, handle: bytes, data: bytes) -> None:
+        self.send(gp.GEARMAN_COMMAND_JOB_ASSIGN_UNIQ, handle, b"f1", b"u-" + handle, data)
+
+    def registered(self) -> None:
+        assert self.expect(gp.GEARMAN_COMMAND_SET_CLIENT_ID) == [b"amworker-shim"]
+        assert self.expect(gp.GEARMAN_COMMAND_CAN_DO) == [b"f1"]
+        assert self.expect(gp.GEARMAN_COMMAND_CAN_DO) == [b"f2"]
+
+
+class Answers:
+    """Holds each job until its handle is released; ``fail`` answers None, ``boom`` raises."""
+
+    def __init__(self) -> None:
+        self.release: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+
+    def event(self, unique: str) -> threading.Event:
+        with self.lock:
+            return self.release.setdefault(unique, threading.Event())
+
+    def __call__(self, function: str, unique: str, data: bytes) -> bytes | None:
+        assert self.event(unique).wait(20)
+        if data == b"fail":
+            return None
+        if data == b"boom":
+            raise RuntimeError("an unexpected error in the runner")
+        if data == b"not-bytes":
+            return 42  # type: ignore[return-value]  # a bug the loop must survive
+        return f"{function}/{unique}/{data.decode()}".encode()
+
+
+@pytest.fixture
+def gearmand() -> Iterator[Gearmand]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    server = Gearmand(listener)
+    yield server
+    if server.sock is not None:
+        server.sock.close()
+    listener.close()
+
+
+def start(gearmand: Gearmand, answers: Answers, concurrency: int) -> GearmanShim:
+    port = gearmand.listener.getsockname()[1]
+    shim = GearmanShim(servers=[f"127.0.0.1:{port}"], functions=["f1", "f2"], answer=answers,
+                       concurrency=concurrency, backoff=FAST)
+    shim.start()
+    gearmand.accept()
+    gearmand.registered()
+    return shim
+
+
+def test_one_grab_at_a_time_sleep_once_and_stop_at_the_cap(gearmand: Gearmand) -> None:
+    answers = Answers()
+    shim = start(gearmand, answers, concurrency=2)
+    try:
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.send(gp.GEARMAN_COMMAND_NO_JOB)
+        gearmand.expect(gp.GEARMAN_COMMAND_PRE_SLEEP)
+        # Two wake-ups for one sleep: one grab, then straight back to sleep.
+        gearmand.send(gp.GEARMAN_COMMAND_NOOP)
+        gearmand.send(gp.GEARMAN_COMMAND_NOOP)
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.send(gp.GEARMAN_COMMAND_NO_JOB)
+        gearmand.expect(gp.GEARMAN_COMMAND_PRE_SLEEP)
+        gearmand.send(gp.GEARMAN_COMMAND_NOOP)
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.assign(b"H1", b"one")
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)  # one held, room for another
+        gearmand.assign(b"H2", b"two")
+        wait_until(lambda: shim.busy == 2, timeout=10, what="two jobs held")
+        # At the cap: the next thing on the wire is H1's answer, then a grab.
+        answers.event("u-H1").set()
+        assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H1", b"f1/u-H1/one"]
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.assign(b"H3", b"fail")
+        answers.event("u-H3").set()
+        assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_FAIL) == [b"H3"]
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.assign(b"H4", b"boom")
+        answers.event("u-H4").set()
+        assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_FAIL) == [b"H4"]
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        answers.event("u-H2").set()
+        assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H2", b"f1/u-H2/two"]
+    finally:
+        for unique in ("u-H1", "u-H2", "u-H3", "u-H4"):
+            answers.event(unique).set()
+        assert shim.stop(5)
+
+
+def test_a_new_connection_registers_again_and_gets_no_stale_answer(gearmand: Gearmand) -> None:
+    answers = Answers()
+    shim = start(gearmand, answers, concurrency=2)
+    try:
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.assign(b"H1", b"one")
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        assert gearmand.sock is not None
+        gearmand.sock.close()  # the connection is lost with H1 held
+        gearmand.accept()
+        gearmand.registered()
+        # H1 still occupies its thread: one grab only, for the one free place.
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.send(gp.GEARMAN_COMMAND_NO_JOB)
+        gearmand.expect(gp.GEARMAN_COMMAND_PRE_SLEEP)
+        answers.event("u-H1").set()
+        wait_until(lambda: shim.busy == 0, timeout=10, what="H1's answer to come back")
+        # Its answer was for the lost connection: the next packet is a grab.
+        gearmand.send(gp.GEARMAN_COMMAND_NOOP)
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+    finally:
+        answers.event("u-H1").set()
+        assert shim.stop(5)
+
+
+def test_stop_answers_held_jobs_and_grabs_nothing_more(gearmand: Gearmand) -> None:
+    answers = Answers()
+    shim = start(gearmand, answers, concurrency=2)
+    gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+    gearmand.assign(b"H1", b"one")
+    gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+    gearmand.send(gp.GEARMAN_COMMAND_NO_JOB)
+    gearmand.expect(gp.GEARMAN_COMMAND_PRE_SLEEP)
+    stopped: list[bool] = []
+    stopper = threading.Thread(target=lambda: stopped.append(shim.stop(10)))
+    stopper.start()
+    wait_until(lambda: shim.loop.stopping.is_set(), timeout=5, what="the stop request")
+    gearmand.send(gp.GEARMAN_COMMAND_NOOP)  # a job arrives: a stopping shim does not grab
+    answers.event("u-H1").set()
+    assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H1", b"f1/u-H1/one"]
+    stopper.join(10)
+    assert stopped == [True]
+    assert gearmand.sock is not None
+    try:
+        rest = gearmand.sock.recv(1)
+    except ConnectionResetError:  # closed with the NOOP still unread: a reset, no data
+        rest = b""
+    assert rest == b"", "closed after the answer, nothing else sent"
+
+
+def test_two_servers_share_the_cap_and_answers_go_home(gearmand: Gearmand) -> None:
+    other_listener = socket.create_server(("127.0.0.1", 0))
+    other_listener.settimeout(10)
+    other = Gearmand(other_listener)
+    answers = Answers()
+    servers = [f"127.0.0.1:{g.listener.getsockname()[1]}" for g in (gearmand, other)]
+    shim = GearmanShim(servers=servers, functions=["f1", "f2"], answer=answers,
+                       concurrency=2, backoff=FAST)
+    shim.start()
+    try:
+        for server in (gearmand, other):
+            server.accept()
+            server.registered()
+            server.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)  # one grab each: 2 places
+        gearmand.assign(b"A1", b"a")
+        other.assign(b"B1", b"b")
+        wait_until(lambda: shim.busy == 2, timeout=10, what="one job from each server")
+        # A freed place may be offered to either server: skip grabs, find the answer.
+        answers.event("u-B1").set()
+        assert other.answer() == [b"B1", b"f1/u-B1/b"]
+        answers.event("u-A1").set()
+        assert gearmand.answer() == [b"A1", b"f1/u-A1/a"]
+    finally:
+        answers.event("u-A1").set()
+        answers.event("u-B1").set()
+        assert shim.stop(5)
+        if other.sock is not None:
+            other.sock.close()
+        other_listener.close()
+
+
+def test_the_loop_survives_its_own_unexpected_error(gearmand: Gearmand) -> None:
+    answers = Answers()
+    shim = start(gearmand, answers, concurrency=1)
+    try:
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.assign(b"H1", b"not-bytes")
+        answers.event("u-H1").set()  # packing 42 fails inside the loop
+        assert gearmand.sock is not None
+        try:
+            rest = gearmand.sock.recv(1)
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b"", "the connection is dropped (gearmand would re-queue H1)"
+        gearmand.accept()
+        gearmand.registered()
+        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        gearmand.assign(b"H2", b"two")
+        answers.event("u-H2").set()
+        assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H2", b"f1/u-H2/two"]
+    finally:
+        answers.event("u-H1").set()
+        answers.event("u-H2").set()
+        assert shim.stop(5)

@@ -1,0 +1,428 @@
+"""The shim's Gearman worker loop: one connection per gearmand, many jobs held on it.
+
+One selector thread plays the worker side of the protocol on one connection
+per configured server: ``CAN_DO`` for every function on every
+(re)connection; ``GRAB_JOB_UNIQ`` while fewer than ``concurrency`` jobs are
+held or on their way; ``PRE_SLEEP`` after ``NO_JOB``, and a grab after the
+``NOOP`` that wakes the connection. Each assigned job is answered by one of
+``concurrency`` threads (the :data:`~worker.gearman_shim.Answerer` seam);
+its ``WORK_COMPLETE`` or ``WORK_FAIL`` comes back to the loop through a
+queue and a socketpair wake-up and goes out on the connection the job came
+from, unless that connection was lost meanwhile: gearmand has re-queued the
+job, so the answer is dropped. Why, and what it saves: docs/design.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gearman import protocol as gp
+from gearman.errors import ProtocolError
+
+from worker.gearman_io import CONNECT_TIMEOUT_SECONDS as CONNECT_TIMEOUT
+from worker.gearman_io import READ_CHUNK_BYTES, pack_chunks, parse_responses
+
+if TYPE_CHECKING:
+    from worker.gearman_shim import Answerer, Backoff
+
+log = logging.getLogger(__name__)
+
+#: The longest the loop sleeps without looking at its clock (retries, deadlines).
+TICK_SECONDS = 1.0
+#: The name gearmand's ``workers`` admin command shows for the shim's connections.
+CLIENT_ID = b"amworker-shim"
+
+IDLE, GRABBING, SLEEPING = "idle", "grabbing", "sleeping"
+
+
+class _Link:
+    """One connection to one gearmand and what it waits for."""
+
+    def __init__(self, server: str) -> None:
+        host, _, port = server.rpartition(":")
+        self.server = server
+        self.address = (host or "127.0.0.1", int(port or 4730))
+        self.sock: socket.socket | None = None
+        self.connecting = False
+        self.up = False
+        self.deadline = 0.0
+        self.retry_at = 0.0
+        self.attempt = 0
+        #: Bumped on every loss: a job answered for an older generation is dropped.
+        self.generation = 0
+        self.state = IDLE
+        self.held: set[bytes] = set()
+        self.inbuf = bytearray()
+        self.out: deque[memoryview] = deque()
+        self.events = 0
+
+
+@dataclass(frozen=True)
+class _Job:
+    link: _Link
+    generation: int
+    handle: bytes
+    function: str
+    unique: str
+    data: bytes
+
+
+class GearmanLoop:
+    """Serve ``functions`` from every server, holding up to ``concurrency`` jobs."""
+
+    def __init__(self, *, servers: Sequence[str], functions: Sequence[str], answer: Answerer,
+                 concurrency: int, backoff: Backoff,
+                 on_state: Callable[[str, bool], None]) -> None:
+        self.servers = tuple(servers)
+        self.functions = tuple(functions)
+        self.answer = answer
+        self.concurrency = concurrency
+        self.backoff = backoff
+        self.on_state = on_state
+        self.stopping = threading.Event()
+        self.links = [_Link(server) for server in self.servers]
+        self._busy = 0  # jobs assigned and not yet answered; the loop thread writes it
+        self._stop_deadline = float("inf")
+        self._left = 0  # held jobs still unanswered when the loop ended
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[_Job, bytes | None]] = queue.SimpleQueue()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._threads: list[threading.Thread] = []
+        self._loop_thread = threading.Thread(target=self._run, name="gearman-loop", daemon=True)
+
+    @property
+    def busy(self) -> int:
+        """Jobs held: assigned and not yet answered."""
+        return self._busy
+
+    def start(self) -> None:
+        """Start the answer threads and the loop."""
+        for index in range(self.concurrency):
+            # Daemon threads: an answer still running when the grace ends must
+            # not hold the process open (gearmand re-delivers its job).
+            thread = threading.Thread(target=self._serve_jobs, name=f"gearman-job-{index}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._loop_thread.start()
+
+    def stop(self, grace: float) -> bool:
+        """Grab nothing more; answer held jobs for up to ``grace`` s; close. True if all were."""
+        self._stop_deadline = time.monotonic() + grace
+        self.stopping.set()
+        self._wake()
+        self._loop_thread.join(grace + CONNECT_TIMEOUT)
+        for _ in self._threads:
+            self._jobs.put(None)
+        return self._left == 0 and not self._loop_thread.is_alive()
+
+    # -- answer threads -------------------------------------------------------
+
+    def _serve_jobs(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            payload: bytes | None = None
+            try:
+                payload = self.answer(job.function, job.unique, job.data)
+            except Exception:  # noqa: BLE001 - one boundary per job; the thread keeps serving
+                log.exception("%s batch %s: unexpected error; answering WORK_FAIL",
+                              job.function, job.unique)
+            self._done.put((job, payload))
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up byte is already waiting, or the loop is gone
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._finished():
+                try:
+                    self._turn()
+                except Exception as exc:  # noqa: BLE001 - the loop's boundary: keep serving
+                    log.exception("the gearman loop failed; reconnecting every server")
+                    for link in self.links:
+                        self._lost(link, exc)
+        finally:
+            self._left = self._answerable()
+            for link in self.links:
+                self._close(link)
+            self._selector.close()
+            self._wake_r.close()  # a late answer's wake-up then fails quietly (OSError)
+            self._wake_w.close()
+
+    def _turn(self) -> None:
+        """One pass: connect, grab, wait for sockets, then write the answers that came back."""
+        self._connect_due()
+        self._grab()
+        self._update_interest()
+        for key, mask in self._selector.select(self._timeout()):
+            if key.data is None:
+                self._drain_wake()
+            elif key.data.sock is key.fileobj:
+                self._service(key.data, mask)
+        self._expire_connects()
+        self._write_answers()
+
+    def _finished(self) -> bool:
+        if not self.stopping.is_set():
+            return False
+        if time.monotonic() >= self._stop_deadline:
+            return True
+        return self._answerable() == 0 and not any(link.out for link in self.links if link.up)
+
+    def _answerable(self) -> int:
+        """Held jobs whose connection is still up: the only ones an answer can reach."""
+        return sum(len(link.held) for link in self.links if link.up)
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        moments = [self._stop_deadline] if self.stopping.is_set() else []
+        for link in self.links:
+            if link.sock is None and not self.stopping.is_set():
+                moments.append(link.retry_at)
+            elif link.connecting:
+                moments.append(link.deadline)
+        return max(0.0, min([now + TICK_SECONDS, *moments]) - now)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _update_interest(self) -> None:
+        for link in self.links:
+            if link.sock is None:
+                continue
+            events = selectors.EVENT_WRITE if link.connecting or link.out else 0
+            events |= 0 if link.connecting else selectors.EVENT_READ
+            if events != link.events:
+                self._selector.modify(link.sock, events, link)
+                link.events = events
+
+    def _service(self, link: _Link, mask: int) -> None:
+        if link.connecting:
+            self._finish_connect(link)
+            return
+        if mask & selectors.EVENT_READ and not self._receive(link):
+            return
+        if mask & selectors.EVENT_WRITE:
+            self._flush(link)
+
+    # -- connections ------------------------------------------------------------
+
+    def _connect_due(self) -> None:
+        if self.stopping.is_set():
+            return
+        now = time.monotonic()
+        for link in self.links:
+            if link.sock is None and now >= link.retry_at:
+                self._connect(link)
+
+    def _connect(self, link: _Link) -> None:
+        try:
+            # One address per attempt: a name with several (::1 and
+            # 127.0.0.1) is tried round them as attempts go on.
+            found = socket.getaddrinfo(*link.address, type=socket.SOCK_STREAM)
+            family, kind, proto, _, address = found[link.attempt % len(found)]
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:
+            self._lost(link, exc)
+            return
+        sock.setblocking(False)
+        code = sock.connect_ex(address)
+        link.sock = sock
+        if code not in (0, errno.EINPROGRESS):
+            self._lost(link, OSError(code, errno.errorcode.get(code, str(code))))
+            return
+        link.connecting = True
+        link.deadline = time.monotonic() + CONNECT_TIMEOUT
+        link.events = selectors.EVENT_WRITE
+        self._selector.register(sock, link.events, link)
+
+    def _finish_connect(self, link: _Link) -> None:
+        assert link.sock is not None
+        code = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._lost(link, OSError(code, errno.errorcode.get(code, str(code))))
+            return
+        # Dead peers are noticed even when nothing flows; small packets
+        # (GRAB_JOB after an answer) leave at once.
+        link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        link.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        link.connecting, link.state = False, IDLE
+        self._send(link, gp.GEARMAN_COMMAND_SET_CLIENT_ID, CLIENT_ID)
+        for function in self.functions:
+            self._send(link, gp.GEARMAN_COMMAND_CAN_DO, function)
+        if link.sock is None:
+            return  # lost while registering; _lost has scheduled the retry
+        link.up, link.attempt = True, 0
+        log.info("gearmand %s connected", link.server)
+        self.on_state(link.server, True)
+
+    def _expire_connects(self) -> None:
+        now = time.monotonic()
+        for link in self.links:
+            if link.connecting and now >= link.deadline:
+                self._lost(link, TimeoutError(f"no answer in {CONNECT_TIMEOUT:.0f}s"))
+
+    def _lost(self, link: _Link, exc: BaseException) -> None:
+        """Close ``link``; its held jobs are gearmand's again. Schedule a retry."""
+        was_up, dropped = link.up, len(link.held)
+        self._close(link)
+        if self.stopping.is_set():
+            return
+        delay = self.backoff.delay(link.attempt)
+        link.attempt += 1
+        link.retry_at = time.monotonic() + delay
+        if was_up:
+            log.warning("gearmand %s: connection lost (%s); %d held batch(es) go back to it; "
+                        "retry %d in %.1fs", link.server, exc, dropped, link.attempt, delay)
+        else:
+            log.warning("no gearmand reachable at %s (%s); retry %d in %.1fs",
+                        link.server, exc, link.attempt, delay)
+
+    def _close(self, link: _Link) -> None:
+        if link.sock is not None:
+            if link.events or link.connecting:
+                self._selector.unregister(link.sock)
+            link.sock.close()
+        was_up = link.up
+        link.sock, link.connecting, link.up, link.events, link.state = None, False, False, 0, IDLE
+        link.generation += 1
+        link.held.clear()
+        link.inbuf.clear()
+        link.out.clear()
+        if was_up:
+            log.info("gearmand %s disconnected", link.server)
+            self.on_state(link.server, False)
+
+    # -- bytes in and out ---------------------------------------------------------
+
+    def _receive(self, link: _Link) -> bool:
+        assert link.sock is not None
+        try:
+            data = link.sock.recv(READ_CHUNK_BYTES)
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            self._lost(link, exc)
+            return False
+        if not data:
+            self._lost(link, ConnectionResetError("gearmand closed the connection"))
+            return False
+        link.inbuf += data
+        try:
+            commands = parse_responses(link.inbuf)
+        except ProtocolError as exc:
+            self._lost(link, exc)
+            return False
+        generation = link.generation
+        for command, args in commands:
+            self._handle(link, command, args)
+            if link.generation != generation:
+                return False
+        return True
+
+    def _send(self, link: _Link, command: int, *args: bytes | str) -> None:
+        if link.sock is None:
+            return  # lost a moment ago: nothing may wait for its successor
+        link.out.extend(pack_chunks(command, *args))
+        self._flush(link)
+
+    def _flush(self, link: _Link) -> None:
+        while link.out and link.sock is not None:
+            try:
+                sent = link.sock.send(link.out[0])
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._lost(link, exc)
+                return
+            if sent < len(link.out[0]):
+                link.out[0] = link.out[0][sent:]
+                return
+            link.out.popleft()
+
+    # -- the protocol ---------------------------------------------------------------
+
+    def _handle(self, link: _Link, command: int, args: dict[str, bytes]) -> None:
+        if command in (gp.GEARMAN_COMMAND_JOB_ASSIGN_UNIQ, gp.GEARMAN_COMMAND_JOB_ASSIGN):
+            self._assigned(link, args)
+        elif command == gp.GEARMAN_COMMAND_NO_JOB:
+            link.state = SLEEPING
+            self._send(link, gp.GEARMAN_COMMAND_PRE_SLEEP)
+        elif command == gp.GEARMAN_COMMAND_NOOP:
+            if link.state == SLEEPING:
+                link.state = IDLE
+        elif command == gp.GEARMAN_COMMAND_ERROR:
+            self._lost(link, ProtocolError(f"gearmand sent ERROR {args!r}"))
+        else:
+            log.warning("gearmand %s: ignoring unexpected %s", link.server,
+                        gp.get_command_name(command))
+
+    def _assigned(self, link: _Link, args: dict[str, bytes]) -> None:
+        link.state = IDLE
+        handle = bytes(args["job_handle"])
+        job = _Job(link, link.generation, handle, _text(args["task"]),
+                   _text(args.get("unique", b"")), bytes(args["data"]))
+        link.held.add(handle)
+        self._busy += 1
+        self._jobs.put(job)
+
+    def _grab(self) -> None:
+        """Ask for jobs while fewer than ``concurrency`` are held or on their way."""
+        if self.stopping.is_set():
+            return
+        free = self.concurrency - self._busy - sum(link.state == GRABBING for link in self.links)
+        # Start from a different server each time, so none starves the others.
+        self.links.append(self.links.pop(0))
+        for link in self.links:
+            if free <= 0:
+                return
+            if link.up and link.state == IDLE:
+                link.state = GRABBING
+                free -= 1
+                self._send(link, gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+
+    def _write_answers(self) -> None:
+        while True:
+            try:
+                job, payload = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._busy -= 1
+            link = job.link
+            if link.generation != job.generation or not link.up:
+                log.info("%s batch %s: answered after its connection to %s was lost; "
+                         "discarded (gearmand re-delivers it)", job.function, job.unique,
+                         link.server)
+                continue
+            link.held.discard(job.handle)
+            if payload is None:
+                self._send(link, gp.GEARMAN_COMMAND_WORK_FAIL, job.handle)
+            else:
+                self._send(link, gp.GEARMAN_COMMAND_WORK_COMPLETE, job.handle, payload)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
