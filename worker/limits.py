@@ -66,6 +66,12 @@ class Limits:
         return self.max_tasks * VALUES_PER_TASK + VALUES_SLACK
 
 
+#: The structure bound when the caller names none: the default caps' (the
+#: one default of :func:`worker.wire.decode_request` and
+#: :func:`worker.safe_pickle.loads`).
+DEFAULT_MAX_VALUES = Limits().max_values
+
+
 def argument_bytes(text: str) -> int:
     """The UTF-8 size of an arguments string (lone surrogates count as 3 bytes)."""
     if text.isascii():  # the common case, and free: str knows it is ASCII

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from worker import safe_pickle
 from worker.errors import DecodeError
-from worker.limits import Limits, check_json_values
+from worker.limits import DEFAULT_MAX_VALUES, check_json_values
 
 # Key names of the wire format, in one place. The spellings (camelCase, the
 # snake_case "wants_output", the misspelt "stderror") are the controller's.
@@ -46,9 +46,6 @@ STDERR_KEY = "stderr"  #: what the 1.17 controller reads; we send both
 #: few hundred kilobytes at most; 64 MiB leaves room for very long argument
 #: strings while keeping a hostile or corrupt payload from exhausting memory.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
-#: Default bound on a request's structure (JSON values, pickle operations).
-DEFAULT_MAX_VALUES = Limits().max_values
 
 #: Default for a task that has no ``wants_output`` key (the contract's rule).
 DEFAULT_WANTS_OUTPUT = True

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from worker.argv import Paths
@@ -90,6 +90,36 @@ def test_tasks_sharing_a_string_are_each_counted() -> None:
     assert len({id(task.arguments) for task in batch.tasks}) == 1
     assert prepare(batch, Limits(max_batch_argument_bytes=3999)).specs == []
     assert len(prepare(batch, Limits(max_batch_argument_bytes=4000)).specs) == 4
+
+
+def codecs_attack(copies: int, size: int = MB) -> bytes:
+    """A task with harmless arguments, and under an unknown key a list of ``copies``
+    new strings of ``size`` bytes, each ``_codecs.encode`` of one string kept in the
+    memo: 16 bytes of pickle per copy (``g12\\n(g11\\ng13\\ntRa``)."""
+    return (b"(dp0\nVtasks\np1\n(dp2\nV" + str(uuid.uuid4()).encode() + b"\np3\n(dp4\n"
+            b"Varguments\np5\nVa\np6\nsVcreatedDate\np7\nV2024-08-04 21:34:35\np8\nsVjunk\n"
+            b"p9\n(lp10\nV" + b"x" * size + b"\np11\n0c_codecs\nencode\np12\n0Vlatin1\np13\n0"
+            + b"g12\n(g11\ng13\ntRa" * copies + b"sss.")
+
+
+def test_codecs_encode_cannot_copy_a_memo_string_again_and_again() -> None:
+    payload = codecs_attack(300)
+    assert len(payload) < 1_060_000
+    with peak_memory() as peak, pytest.raises(DecodeError, match="refused _codecs.encode of "
+                                              f"{MB} characters: a date or time state has at most 10"):
+        decode_request(payload, max_bytes=2 * MB)
+    # The string was decoded once; no copy of it was made.
+    assert peak() < 8 * MB
+
+
+def test_codecs_encode_of_a_short_string_stays_small_however_often() -> None:
+    # Within the cap, each call makes at most 10 bytes: the operation budget
+    # bounds how many, so the copies cost about what their operations do.
+    payload = codecs_attack(20_000, size=10)
+    with peak_memory() as peak:
+        batch = decode_request(payload)
+    assert batch.tasks[0].problem is None
+    assert peak() < 4 * MB
 
 
 # --- each cap -----------------------------------------------------------------------
@@ -311,20 +341,33 @@ def test_a_binary_memo_index_inside_a_text_pickle_is_refused() -> None:
 
 
 #: Pieces of hostile pickle programs: containers, memo puts and gets (some far
-#: ahead), duplication, big numbers and strings, in any protocol's opcodes.
+#: ahead), duplication, big numbers and strings, and calls of the allowed
+#: globals (``_codecs.encode`` of a string in the memo), in any protocol's opcodes.
 _PICKLE_PIECES = st.sampled_from([
     b"(", b"d", b"l", b"t", b"]", b"}", b")", b"N", b"s", b"a", b"e", b"u", b"0", b"2",
-    b"\x8f", b"\x88", b"p0\n", b"p7\n", b"p100000000\n", b"g0\n", b"g3\n", b"q\x05",
-    b"r\x00\x00\x00\x20", b"j\x01\x00\x00\x00", b"I12\n", b"L" + b"9" * 4400 + b"L\n",
-    b"V" + b"x" * 1000 + b"\n", b"S'tasks'\n", b"X\x05\x00\x00\x00tasks",
+    b"\x8f", b"\x88", b"p0\n", b"p1\n", b"p2\n", b"p7\n", b"p100000000\n", b"g0\n", b"g3\n",
+    b"q\x05", b"r\x00\x00\x00\x20", b"j\x01\x00\x00\x00", b"I12\n", b"L" + b"9" * 4400 + b"L\n",
+    b"V" + b"x" * 1000 + b"\n", b"V" + b"x" * 100_000 + b"\n", b"S'tasks'\n",
+    b"X\x05\x00\x00\x00tasks", b"c_codecs\nencode\n", b"Vlatin1\n", b"tR", b"g1\n(g0\ng2\ntRa",
 ])
+
+#: Repetitions of one piece stop at this many bytes, so a payload stays a few MB.
+_RUN_BYTES = 4 * MB
+
+#: ``_codecs.encode`` of a 100 kB string kept in the memo, again and again:
+#: random runs rarely line up the five pieces it takes, so it is always tried.
+_CODECS_COPIES = [(b"V" + b"x" * 100_000 + b"\n", 1), (b"p0\n", 1), (b"c_codecs\nencode\n", 1),
+                  (b"p1\n", 1), (b"Vlatin1\n", 1), (b"p2\n", 1), (b"]", 1),
+                  (b"g1\n(g0\ng2\ntRa", 3000)]
 
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(st.tuples(_PICKLE_PIECES, st.integers(1, 20_000)), min_size=1, max_size=5))
+@example(_CODECS_COPIES)
 def test_hostile_pickle_programs_decode_in_bounded_memory(runs: list[tuple[bytes, int]]) -> None:
-    payload = b"(dp0\n" + b"".join(piece * count for piece, count in runs) + b"."
+    payload = b"(dp0\n" + b"".join(piece * min(count, max(1, _RUN_BYTES // len(piece)))
+                                   for piece, count in runs) + b"."
     with peak_memory() as peak:
         try:
             decode_request(payload, max_bytes=64 * MB)
