@@ -172,6 +172,34 @@ def test_a_lone_surrogate_task_key_is_refused_alone(amworker_stack: Stack,
     assert answered[good]["stdout"] == "echo_v0.0 fine\n"
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_overlong_task_uuids_are_refused_alone_and_echoed(amworker_stack: Stack,
+                                                          encoding: Encoding) -> None:
+    # Issue 8 review: a 60 MB key was copied into the Celery message, the
+    # outcome, the Tasks query and the answer. Now: refused, never run, echoed.
+    built = Batch("echo_v0.0", encoding)
+    good = built.add("fine")
+    created = built.tasks[good]["createdDate"]
+    huge, long = "h" * (5 * 1024 * 1024), "l" * 257
+    document = {"tasks": {huge: {"arguments": "huge", "createdDate": created},
+                          long: {"arguments": "long", "createdDate": created}, **built.tasks}}
+    if encoding is Encoding.JSON:
+        payload = json.dumps(document).encode()
+    else:
+        payload = pickle.dumps(document, protocol=0)
+    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    answered = results(outcome)
+    assert set(answered) == {huge, long, good}
+    for key, length in ((huge, 5 * 1024 * 1024), (long, 257)):
+        assert answered[key]["exitCode"] == 1
+        assert answered[key]["stdout"] == ""  # its script never ran
+        assert answered[key]["stderr"] == (
+            f"amworker: payload refused: task UUID too long: {length} characters, more than "
+            "the 256 allowed (a controller's has 36)\n")
+    assert answered[good]["exitCode"] == 0
+    assert answered[good]["stdout"] == "echo_v0.0 fine\n"
+
+
 def test_an_argument_over_the_cap_is_refused_and_its_batch_runs(amworker_stack: Stack) -> None:
     built = batch("echo_v0.0", Encoding.JSON, ["x" * (1024 * 1024 + 1), "small"])
     too_long, small = built.tasks

@@ -18,11 +18,18 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from worker import safe_pickle
 from worker.argv import Paths
 from worker.errors import DecodeError
 from worker.executor import failed_results
 from worker.intake import Prepared, prepare_batch
-from worker.limits import VALUES_PER_TASK, Limits, argument_bytes, check_json_values
+from worker.limits import (
+    MAX_TASK_UUID_CHARS,
+    VALUES_PER_TASK,
+    Limits,
+    argument_bytes,
+    check_json_values,
+)
 from worker.wire import Batch, Encoding, decode_request, encode_request, encode_result
 
 BOTH = pytest.mark.parametrize("encoding", list(Encoding))
@@ -88,8 +95,9 @@ def test_the_memo_attack_is_small_on_the_wire_and_refused_before_any_split() -> 
 def test_tasks_sharing_a_string_are_each_counted() -> None:
     batch = decode_request(memo_attack(3, size=1000))
     assert len({id(task.arguments) for task in batch.tasks}) == 1
-    assert prepare(batch, Limits(max_batch_argument_bytes=3999)).specs == []
-    assert len(prepare(batch, Limits(max_batch_argument_bytes=4000)).specs) == 4
+    # 4 tasks of 1000 bytes of arguments and a 36-byte UUID each.
+    assert prepare(batch, Limits(max_batch_argument_bytes=4143)).specs == []
+    assert len(prepare(batch, Limits(max_batch_argument_bytes=4144)).specs) == 4
 
 
 def codecs_attack(copies: int, size: int = MB) -> bytes:
@@ -200,6 +208,56 @@ def test_a_surrogate_task_key_is_refused_alone_and_answered_as_it_came(encoding:
                         else pickle.loads(answer))["task_results"]
 
 
+# --- task UUIDs: a length cap, and their bytes in the batch budget -------------------
+
+
+@BOTH
+def test_an_overlong_task_uuid_is_refused_alone_and_answered_as_it_came(encoding: Encoding) -> None:
+    longest, good = "u" * MAX_TASK_UUID_CHARS, str(uuid.uuid4())
+    too_long = "v" * (MAX_TASK_UUID_CHARS + 1)
+    payload = encode_request({key: {"arguments": key[:3], "createdDate": NOW}
+                              for key in (longest, too_long, good)}, encoding)
+    prepared = prepare(decode_request(payload))
+    assert [spec.uuid for spec in prepared.specs] == [longest, good]
+    assert [(task.uuid, problem) for task, problem in prepared.refused] == [
+        (too_long, "task UUID too long: 257 characters, more than the 256 allowed "
+                   "(a controller's has 36)")]
+
+
+@BOTH
+def test_a_huge_task_uuid_is_refused_in_bounded_memory_and_still_answered(
+    encoding: Encoding,
+) -> None:
+    huge, good = "k" * (20 * MB), str(uuid.uuid4())
+    payload = encode_request({huge: {"arguments": "a", "createdDate": NOW},
+                              good: {"arguments": "b", "createdDate": NOW}}, encoding)
+    batch = decode_request(payload)
+    with peak_memory() as peak:
+        prepared = prepare(batch)
+    # Once decoded, the key is never copied: no UTF-8 size check, no argv,
+    # nothing to dispatch. Its bytes alone pass the batch budget.
+    assert peak() < MB
+    assert prepared.specs == []
+    problems = {problem for _, problem in prepared.refused}
+    assert problems == {f"the batch's arguments and task UUIDs come to at least {20 * MB + 36} "
+                        "bytes (every task counted), more than the 16777216 allowed "
+                        "(AMWORKER_MAX_BATCH_ARGUMENT_BYTES)"}
+    # The contract wants every key back: the answer echoes it exactly.
+    answer = encode_result(failed_results([task.uuid for task in batch.tasks], "refused"), encoding)
+    document = json.loads(answer) if encoding is Encoding.JSON else pickle.loads(answer)
+    assert set(document["task_results"]) == {huge, good}
+
+
+def test_task_uuids_count_toward_the_batch_argument_bytes() -> None:
+    # 100 tasks of 10 bytes of arguments: 1000 bytes of arguments, 3600 of UUIDs.
+    batch = decode_request(encode_request(tasks(["0123456789"] * 100), Encoding.JSON))
+    assert len(prepare(batch, Limits(max_argument_bytes=10, max_batch_argument_bytes=4600)).specs) == 100
+    refused = prepare(batch, Limits(max_argument_bytes=10, max_batch_argument_bytes=4599))
+    assert refused.specs == [] and len(refused.refused) == 100
+    # Keys alone over the budget: refused before any argument is measured.
+    assert prepare(batch, Limits(max_argument_bytes=10, max_batch_argument_bytes=3599)).specs == []
+
+
 # --- decoding in bounded time and memory ---------------------------------------------
 
 
@@ -249,6 +307,17 @@ def test_a_payload_of_tiny_values_is_refused_before_it_is_built(encoding: Encodi
     with peak_memory() as peak, pytest.raises(DecodeError, match="more than 394240"):
         decode_request(payload)
     assert peak() < 8 * MB
+
+
+def test_the_unpickler_and_the_codec_share_one_structure_default() -> None:
+    # 400,000 operations: under a default of a million, over the one Limits derive.
+    payload = b"(" + b"]" * 399_998 + b"l."
+    assert safe_pickle.loads.__kwdefaults__ == {"max_ops": Limits().max_values}
+    with pytest.raises(DecodeError, match=f"more than {Limits().max_values} pickle operations "
+                                          r"\(the limit follows AMWORKER_MAX_BATCH_TASKS\)"):
+        safe_pickle.loads(payload)
+    with pytest.raises(DecodeError, match=f"more than {Limits().max_values} pickle operations"):
+        decode_request(payload)
 
 
 @BOTH
