@@ -14,9 +14,10 @@ Three lines of defence:
    unpickler grows its memo to twice any index it is given: ``p100000000``
    alone took 1.5 GB and 5 seconds. The operation count bounds the objects a
    load builds; what bounds their *size* is that no operation copies: a
-   string holds bytes of the payload itself, a memo fetch or a container
-   operation adds a reference, and each allowed callable (below) returns an
-   object of a few dozen bytes whatever its arguments, because
+   string or number is decoded from its own bytes of the payload (so all of
+   them together are about the payload's size), a memo fetch, ``DUP`` or a
+   container operation adds a reference, and each allowed callable (below)
+   returns an object of a few dozen bytes whatever its arguments, because
    ``_codecs.encode`` takes no more text than a date or time state needs.
    Without that cap, ``encode`` of a 1 MB string kept once in the memo made
    a new 1 MB copy for every 16 bytes of pickle: 1,000 copies, 1 GB, from a
