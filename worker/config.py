@@ -52,9 +52,9 @@ DEFAULT_MAX_BATCH_TASKS = 4096
 #: The longest ``arguments`` string of one task, in UTF-8 bytes, as received and
 #: again once placeholders are substituted. Real ones are under 64 KB.
 DEFAULT_MAX_ARGUMENT_BYTES = 1024 * 1024
-#: The most argument bytes one batch may decode to, every task counted, even
-#: tasks that share one string through a pickle's memo (which is how a 1 MB
-#: payload could otherwise become gigabytes of argv).
+#: The most argument bytes (task UUIDs included) one batch may decode to,
+#: every task counted, even tasks that share one string through a pickle's
+#: memo (which is how a 1 MB payload could otherwise become gigabytes of argv).
 DEFAULT_MAX_BATCH_ARGUMENT_BYTES = 16 * 1024 * 1024
 #: How long a slice may wait in a Celery queue before its batch gives up on it.
 DEFAULT_QUEUE_WAIT_SECONDS = 3600.0

@@ -3,10 +3,10 @@
 Pure: no Redis, Celery or clock of its own. :func:`prepare_batch` first holds
 the batch to :class:`~worker.limits.Limits` as decoded (task count, and
 argument bytes with every reference counted, so tasks sharing one string
-through a pickle's memo are each counted in full), then substitutes and splits
-each task's arguments, checking the sizes again after substitution. Nothing is
-split before the whole batch has passed the first check, so a refused batch
-costs next to nothing.
+through a pickle's memo are each counted in full, plus the task UUIDs), then
+substitutes and splits each task's arguments, checking the sizes again after
+substitution. Nothing is split before the whole batch has passed the first
+check, so a refused batch costs next to nothing.
 
 A task over a cap or whose arguments cannot be split is *refused*: the caller
 answers it exit 1 with ``payload refused: <problem>``.
@@ -20,7 +20,7 @@ from datetime import datetime
 
 from worker.argv import Paths, split_arguments, substitute
 from worker.errors import ArgvError
-from worker.limits import Limits, argument_bytes
+from worker.limits import MAX_TASK_UUID_CHARS, Limits, argument_bytes
 from worker.plan import JobSpec
 from worker.wire import TaskSpec
 
@@ -45,7 +45,7 @@ def prepare_batch(
     if whole is not None:
         return Prepared(refused=[(task, whole) for task in tasks])
     prepared = Prepared()
-    total = 0
+    total = _key_bytes(tasks)
     for task in tasks:
         problem = task.problem
         argv: list[str] = []
@@ -77,8 +77,10 @@ def _batch_problem(tasks: Sequence[TaskSpec], limits: Limits) -> str | None:
     if len(tasks) > limits.max_tasks:
         return (f"the batch has {len(tasks)} tasks, more than the {limits.max_tasks} "
                 "allowed (AMWORKER_MAX_BATCH_TASKS)")
+    total = _key_bytes(tasks)
+    if total > limits.max_batch_argument_bytes:
+        return _total_problem(total, limits, "")
     sizes: dict[int, int] = {}  # by id(): a memo-shared string is measured once...
-    total = 0
     for task in tasks:
         arguments = task.arguments
         size = sizes.get(id(arguments))
@@ -90,10 +92,22 @@ def _batch_problem(tasks: Sequence[TaskSpec], limits: Limits) -> str | None:
     return None
 
 
+def _key_bytes(tasks: Sequence[TaskSpec]) -> int:
+    """The UTF-8 size of the batch's task UUIDs (at least: see below).
+
+    They count toward the argument budget: each is copied into the slice's
+    message, its outcome and the answer, like an argument. An over-long key
+    (refused anyway, :data:`~worker.limits.MAX_TASK_UUID_CHARS`) counts one
+    byte a character, a lower bound that needs no UTF-8 copy of megabytes.
+    """
+    return sum(argument_bytes(task.uuid) if len(task.uuid) <= MAX_TASK_UUID_CHARS
+               else len(task.uuid) for task in tasks)
+
+
 def _total_problem(total: int, limits: Limits, when: str) -> str:
     # Counting stops once over the cap, so ``total`` is a lower bound.
-    return (f"{when}the batch's arguments come to at least {total} bytes (every task "
-            f"counted), more than the {limits.max_batch_argument_bytes} allowed "
+    return (f"{when}the batch's arguments and task UUIDs come to at least {total} bytes "
+            f"(every task counted), more than the {limits.max_batch_argument_bytes} allowed "
             "(AMWORKER_MAX_BATCH_ARGUMENT_BYTES)")
 
 

@@ -11,8 +11,10 @@ close that gap:
   runs in bounded time and memory (a :class:`~worker.errors.DecodeError`: the
   task UUIDs cannot be read within bounds);
 * after decoding, :mod:`worker.intake` holds the batch to the task count and
-  argument sizes below, every reference counted, and answers each task over a
-  cap with ``payload refused`` (its UUID was read, so it gets an answer).
+  argument sizes below (task UUIDs count as argument bytes too), every
+  reference counted, and answers each task over a cap with ``payload
+  refused`` (its UUID was read, so it gets an answer); a task UUID over
+  :data:`MAX_TASK_UUID_CHARS` is refused alone (:mod:`worker.wire`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ from worker.errors import DecodeError
 VALUES_PER_TASK = 96
 #: The envelope and whatever else a request holds besides its tasks.
 VALUES_SLACK = 1024
+#: The longest task UUID (the key of the ``tasks`` mapping) a task may run
+#: with, in characters. A controller's is ``str(uuid4())``, 36; a longer key
+#: is answered ``payload refused`` and is never dispatched: it reaches only the
+#: answer and the answer's record (for a re-delivery).
+MAX_TASK_UUID_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,12 @@ class Limits:
         millions of tiny values is refused before it is built.
         """
         return self.max_tasks * VALUES_PER_TASK + VALUES_SLACK
+
+
+#: The structure bound when the caller names none: the default caps' (the
+#: one default of :func:`worker.wire.decode_request` and
+#: :func:`worker.safe_pickle.loads`).
+DEFAULT_MAX_VALUES = Limits().max_values
 
 
 def argument_bytes(text: str) -> int:

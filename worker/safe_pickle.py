@@ -12,8 +12,16 @@ Three lines of defence:
    building anything, and refuses a pickle of more than ``max_ops`` of them
    or one that stores into its memo at an index it has not reached. The C
    unpickler grows its memo to twice any index it is given: ``p100000000``
-   alone took 1.5 GB and 5 seconds. Together with the operation count, this
-   bounds the objects, and so the memory and time, a load can produce.
+   alone took 1.5 GB and 5 seconds. The operation count bounds the objects a
+   load builds; what bounds their *size* is that no operation copies: a
+   string or number is decoded from its own bytes of the payload (so all of
+   them together are about the payload's size), a memo fetch, ``DUP`` or a
+   container operation adds a reference, and each allowed callable (below)
+   returns an object of a few dozen bytes whatever its arguments, because
+   ``_codecs.encode`` takes no more text than a date or time state needs.
+   Without that cap, ``encode`` of a 1 MB string kept once in the memo made
+   a new 1 MB copy for every 16 bytes of pickle: 1,000 copies, 1 GB, from a
+   1 MB payload.
 
 1. :meth:`_RestrictedUnpickler.find_class` is the only way a pickle can reach
    a Python callable (``GLOBAL``, ``STACK_GLOBAL``, ``INST`` and the ``EXT*``
@@ -36,6 +44,7 @@ import re
 from collections.abc import Callable
 
 from worker.errors import DecodeError
+from worker.limits import DEFAULT_MAX_VALUES
 
 #: Encodings ``_codecs.encode`` may be called with. Protocol 0 cannot write
 #: bytes, so it writes a datetime's byte state as ``_codecs.encode(str,
@@ -44,12 +53,26 @@ from worker.errors import DecodeError
 _LATIN1_NAMES = frozenset({"latin1", "latin-1"})
 
 
+#: The longest byte state of a date or time: a datetime's is 10 bytes (a date's
+#: 4, a time's 6), a tzinfo travelling beside it, never inside. Protocol 0
+#: writes each byte as one character, so longer text is not a state.
+MAX_STATE_CHARS = 10
+
+
 def _latin1_encode(text: object, encoding: object) -> bytes:
-    """Stand-in for ``_codecs.encode`` that only turns a str into latin-1 bytes."""
+    """Stand-in for ``_codecs.encode`` that only turns a date or time state into bytes.
+
+    Any longer text is refused: the only reason a controller's pickle calls
+    ``encode`` is a datetime's state, and a longer call would let one string
+    in the memo be copied again and again (see the module's docstring).
+    """
     if not isinstance(text, str) or not isinstance(encoding, str):
         raise DecodeError("refused _codecs.encode call: arguments must be two strings")
     if encoding.lower() not in _LATIN1_NAMES:
         raise DecodeError(f"refused _codecs.encode with the codec {encoding[:40]!r}")
+    if len(text) > MAX_STATE_CHARS:
+        raise DecodeError(f"refused _codecs.encode of {len(text)} characters: a date or time "
+                          f"state has at most {MAX_STATE_CHARS}")
     result: bytes = _codecs.encode(text, "latin1")
     return result
 
@@ -85,8 +108,6 @@ _INDEXED_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 #: How much of an error's message a DecodeError repeats.
 _MESSAGE_LIMIT = 200
 
-#: Operations allowed when the caller names no limit: plenty for any request.
-DEFAULT_MAX_OPS = 1_000_000
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -105,7 +126,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise DecodeError("refused pickle persistent id")
 
 
-def loads(data: bytes, *, max_ops: int = DEFAULT_MAX_OPS) -> object:
+def loads(data: bytes, *, max_ops: int = DEFAULT_MAX_VALUES) -> object:
     """Unpickle ``data`` if it holds only plain data, else raise DecodeError.
 
     Plain data is dicts, lists, tuples, str, bytes, bool, int, float, None and

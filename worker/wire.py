@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from worker import safe_pickle
 from worker.errors import DecodeError
-from worker.limits import Limits, check_json_values
+from worker.limits import DEFAULT_MAX_VALUES, MAX_TASK_UUID_CHARS, check_json_values
 
 # Key names of the wire format, in one place. The spellings (camelCase, the
 # snake_case "wants_output", the misspelt "stderror") are the controller's.
@@ -46,9 +46,6 @@ STDERR_KEY = "stderr"  #: what the 1.17 controller reads; we send both
 #: few hundred kilobytes at most; 64 MiB leaves room for very long argument
 #: strings while keeping a hostile or corrupt payload from exhausting memory.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
-#: Default bound on a request's structure (JSON values, pickle operations).
-DEFAULT_MAX_VALUES = Limits().max_values
 
 #: Default for a task that has no ``wants_output`` key (the contract's rule).
 DEFAULT_WANTS_OUTPUT = True
@@ -335,6 +332,19 @@ def _envelope(document: object, key: str) -> dict[str, object]:
 
 def _read_task(uuid: str, task: object) -> TaskSpec:
     """Read one task; a task that cannot be run gets ``problem`` instead of raising."""
+    if len(uuid) > MAX_TASK_UUID_CHARS:
+        # No controller sends one (its keys are str(uuid4()), 36 characters).
+        # Refused so it never reaches Celery, a slice's outcome or the Tasks
+        # query; the contract still wants it back in the answer (docs/design.md,
+        # "Bounded decoding"). Checked first: the check below copies the key.
+        return TaskSpec(
+            uuid=uuid,
+            arguments="",
+            created_date="",
+            wants_output=DEFAULT_WANTS_OUTPUT,
+            problem=f"task UUID too long: {len(uuid)} characters, more than the "
+                    f"{MAX_TASK_UUID_CHARS} allowed (a controller's has 36)",
+        )
     if not _utf8_encodable(uuid):
         # A lone surrogate ("\ud800" in JSON, or in a pickle) cannot reach
         # Redis or a log line; answered as it came, it still gets its result.

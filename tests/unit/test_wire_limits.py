@@ -15,14 +15,21 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from worker import safe_pickle
 from worker.argv import Paths
 from worker.errors import DecodeError
 from worker.executor import failed_results
 from worker.intake import Prepared, prepare_batch
-from worker.limits import VALUES_PER_TASK, Limits, argument_bytes, check_json_values
+from worker.limits import (
+    MAX_TASK_UUID_CHARS,
+    VALUES_PER_TASK,
+    Limits,
+    argument_bytes,
+    check_json_values,
+)
 from worker.wire import Batch, Encoding, decode_request, encode_request, encode_result
 
 BOTH = pytest.mark.parametrize("encoding", list(Encoding))
@@ -88,8 +95,39 @@ def test_the_memo_attack_is_small_on_the_wire_and_refused_before_any_split() -> 
 def test_tasks_sharing_a_string_are_each_counted() -> None:
     batch = decode_request(memo_attack(3, size=1000))
     assert len({id(task.arguments) for task in batch.tasks}) == 1
-    assert prepare(batch, Limits(max_batch_argument_bytes=3999)).specs == []
-    assert len(prepare(batch, Limits(max_batch_argument_bytes=4000)).specs) == 4
+    # 4 tasks of 1000 bytes of arguments and a 36-byte UUID each.
+    assert prepare(batch, Limits(max_batch_argument_bytes=4143)).specs == []
+    assert len(prepare(batch, Limits(max_batch_argument_bytes=4144)).specs) == 4
+
+
+def codecs_attack(copies: int, size: int = MB) -> bytes:
+    """A task with harmless arguments, and under an unknown key a list of ``copies``
+    new strings of ``size`` bytes, each ``_codecs.encode`` of one string kept in the
+    memo: 16 bytes of pickle per copy (``g12\\n(g11\\ng13\\ntRa``)."""
+    return (b"(dp0\nVtasks\np1\n(dp2\nV" + str(uuid.uuid4()).encode() + b"\np3\n(dp4\n"
+            b"Varguments\np5\nVa\np6\nsVcreatedDate\np7\nV2024-08-04 21:34:35\np8\nsVjunk\n"
+            b"p9\n(lp10\nV" + b"x" * size + b"\np11\n0c_codecs\nencode\np12\n0Vlatin1\np13\n0"
+            + b"g12\n(g11\ng13\ntRa" * copies + b"sss.")
+
+
+def test_codecs_encode_cannot_copy_a_memo_string_again_and_again() -> None:
+    payload = codecs_attack(300)
+    assert len(payload) < 1_060_000
+    with peak_memory() as peak, pytest.raises(DecodeError, match="refused _codecs.encode of "
+                                              f"{MB} characters: a date or time state has at most 10"):
+        decode_request(payload, max_bytes=2 * MB)
+    # The string was decoded once; no copy of it was made.
+    assert peak() < 8 * MB
+
+
+def test_codecs_encode_of_a_short_string_stays_small_however_often() -> None:
+    # Within the cap, each call makes at most 10 bytes: the operation budget
+    # bounds how many, so the copies cost about what their operations do.
+    payload = codecs_attack(20_000, size=10)
+    with peak_memory() as peak:
+        batch = decode_request(payload)
+    assert batch.tasks[0].problem is None
+    assert peak() < 4 * MB
 
 
 # --- each cap -----------------------------------------------------------------------
@@ -170,6 +208,56 @@ def test_a_surrogate_task_key_is_refused_alone_and_answered_as_it_came(encoding:
                         else pickle.loads(answer))["task_results"]
 
 
+# --- task UUIDs: a length cap, and their bytes in the batch budget -------------------
+
+
+@BOTH
+def test_an_overlong_task_uuid_is_refused_alone_and_answered_as_it_came(encoding: Encoding) -> None:
+    longest, good = "u" * MAX_TASK_UUID_CHARS, str(uuid.uuid4())
+    too_long = "v" * (MAX_TASK_UUID_CHARS + 1)
+    payload = encode_request({key: {"arguments": key[:3], "createdDate": NOW}
+                              for key in (longest, too_long, good)}, encoding)
+    prepared = prepare(decode_request(payload))
+    assert [spec.uuid for spec in prepared.specs] == [longest, good]
+    assert [(task.uuid, problem) for task, problem in prepared.refused] == [
+        (too_long, "task UUID too long: 257 characters, more than the 256 allowed "
+                   "(a controller's has 36)")]
+
+
+@BOTH
+def test_a_huge_task_uuid_is_refused_in_bounded_memory_and_still_answered(
+    encoding: Encoding,
+) -> None:
+    huge, good = "k" * (20 * MB), str(uuid.uuid4())
+    payload = encode_request({huge: {"arguments": "a", "createdDate": NOW},
+                              good: {"arguments": "b", "createdDate": NOW}}, encoding)
+    batch = decode_request(payload)
+    with peak_memory() as peak:
+        prepared = prepare(batch)
+    # Once decoded, the key is never copied: no UTF-8 size check, no argv,
+    # nothing to dispatch. Its bytes alone pass the batch budget.
+    assert peak() < MB
+    assert prepared.specs == []
+    problems = {problem for _, problem in prepared.refused}
+    assert problems == {f"the batch's arguments and task UUIDs come to at least {20 * MB + 36} "
+                        "bytes (every task counted), more than the 16777216 allowed "
+                        "(AMWORKER_MAX_BATCH_ARGUMENT_BYTES)"}
+    # The contract wants every key back: the answer echoes it exactly.
+    answer = encode_result(failed_results([task.uuid for task in batch.tasks], "refused"), encoding)
+    document = json.loads(answer) if encoding is Encoding.JSON else pickle.loads(answer)
+    assert set(document["task_results"]) == {huge, good}
+
+
+def test_task_uuids_count_toward_the_batch_argument_bytes() -> None:
+    # 100 tasks of 10 bytes of arguments: 1000 bytes of arguments, 3600 of UUIDs.
+    batch = decode_request(encode_request(tasks(["0123456789"] * 100), Encoding.JSON))
+    assert len(prepare(batch, Limits(max_argument_bytes=10, max_batch_argument_bytes=4600)).specs) == 100
+    refused = prepare(batch, Limits(max_argument_bytes=10, max_batch_argument_bytes=4599))
+    assert refused.specs == [] and len(refused.refused) == 100
+    # Keys alone over the budget: refused before any argument is measured.
+    assert prepare(batch, Limits(max_argument_bytes=10, max_batch_argument_bytes=3599)).specs == []
+
+
 # --- decoding in bounded time and memory ---------------------------------------------
 
 
@@ -219,6 +307,17 @@ def test_a_payload_of_tiny_values_is_refused_before_it_is_built(encoding: Encodi
     with peak_memory() as peak, pytest.raises(DecodeError, match="more than 394240"):
         decode_request(payload)
     assert peak() < 8 * MB
+
+
+def test_the_unpickler_and_the_codec_share_one_structure_default() -> None:
+    # 400,000 operations: under a default of a million, over the one Limits derive.
+    payload = b"(" + b"]" * 399_998 + b"l."
+    assert safe_pickle.loads.__kwdefaults__ == {"max_ops": Limits().max_values}
+    with pytest.raises(DecodeError, match=f"more than {Limits().max_values} pickle operations "
+                                          r"\(the limit follows AMWORKER_MAX_BATCH_TASKS\)"):
+        safe_pickle.loads(payload)
+    with pytest.raises(DecodeError, match=f"more than {Limits().max_values} pickle operations"):
+        decode_request(payload)
 
 
 @BOTH
@@ -311,20 +410,33 @@ def test_a_binary_memo_index_inside_a_text_pickle_is_refused() -> None:
 
 
 #: Pieces of hostile pickle programs: containers, memo puts and gets (some far
-#: ahead), duplication, big numbers and strings, in any protocol's opcodes.
+#: ahead), duplication, big numbers and strings, and calls of the allowed
+#: globals (``_codecs.encode`` of a string in the memo), in any protocol's opcodes.
 _PICKLE_PIECES = st.sampled_from([
     b"(", b"d", b"l", b"t", b"]", b"}", b")", b"N", b"s", b"a", b"e", b"u", b"0", b"2",
-    b"\x8f", b"\x88", b"p0\n", b"p7\n", b"p100000000\n", b"g0\n", b"g3\n", b"q\x05",
-    b"r\x00\x00\x00\x20", b"j\x01\x00\x00\x00", b"I12\n", b"L" + b"9" * 4400 + b"L\n",
-    b"V" + b"x" * 1000 + b"\n", b"S'tasks'\n", b"X\x05\x00\x00\x00tasks",
+    b"\x8f", b"\x88", b"p0\n", b"p1\n", b"p2\n", b"p7\n", b"p100000000\n", b"g0\n", b"g3\n",
+    b"q\x05", b"r\x00\x00\x00\x20", b"j\x01\x00\x00\x00", b"I12\n", b"L" + b"9" * 4400 + b"L\n",
+    b"V" + b"x" * 1000 + b"\n", b"V" + b"x" * 100_000 + b"\n", b"S'tasks'\n",
+    b"X\x05\x00\x00\x00tasks", b"c_codecs\nencode\n", b"Vlatin1\n", b"tR", b"g1\n(g0\ng2\ntRa",
 ])
+
+#: Repetitions of one piece stop at this many bytes, so a payload stays a few MB.
+_RUN_BYTES = 4 * MB
+
+#: ``_codecs.encode`` of a 100 kB string kept in the memo, again and again:
+#: random runs rarely line up the five pieces it takes, so it is always tried.
+_CODECS_COPIES = [(b"V" + b"x" * 100_000 + b"\n", 1), (b"p0\n", 1), (b"c_codecs\nencode\n", 1),
+                  (b"p1\n", 1), (b"Vlatin1\n", 1), (b"p2\n", 1), (b"]", 1),
+                  (b"g1\n(g0\ng2\ntRa", 3000)]
 
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(st.tuples(_PICKLE_PIECES, st.integers(1, 20_000)), min_size=1, max_size=5))
+@example(_CODECS_COPIES)
 def test_hostile_pickle_programs_decode_in_bounded_memory(runs: list[tuple[bytes, int]]) -> None:
-    payload = b"(dp0\n" + b"".join(piece * count for piece, count in runs) + b"."
+    payload = b"(dp0\n" + b"".join(piece * min(count, max(1, _RUN_BYTES // len(piece)))
+                                   for piece, count in runs) + b"."
     with peak_memory() as peak:
         try:
             decode_request(payload, max_bytes=64 * MB)
