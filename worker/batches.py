@@ -158,12 +158,6 @@ class BatchRunner:
         self._answered(function, token, settlement)
         return answer, not any(map(_failed_by_amworker, results))
 
-    def run(self, function: str, token: str, batch: Batch) -> list[TaskResult]:
-        """Results for every task of ``batch``, in payload order."""
-        settlement = self.settle(function, token, batch)
-        with self.slots.held():
-            return self.assemble(batch, settlement)
-
     def settle(self, function: str, token: str, batch: Batch) -> Settlement:
         """Run (or attach to, or recall) the batch until every task has come to something.
 
@@ -321,7 +315,7 @@ class BatchRunner:
         """
         entry = self.registry.get(function)
         record_ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit if entry else None)
-        grace = lifetimes.redelivery_grace(self.settings)
+        grace = lifetimes.redelivery_grace(self.settings, entry.options.time_limit if entry else None)
         ids = [ref.task_id for ref in settlement.finished]
         record = {"at": self.now(), "slices": ids,
                   "failed": [r.to_json() for r in settlement.failed.values()]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +26,11 @@ from worker.celery import celery_config
 from worker.config import Settings
 from worker.dispatch import SliceRef
 from worker.errors import DecodeError
-from worker.executor import failed_results
+from worker.executor import failed_results, utcnow
 from worker.registry import load_registry
 from worker.settling import Settlement
 from worker.watcher import META_PREFIX, ResultWatcher
-from worker.wire import Encoding, decode_request, decode_result, encode_request
+from worker.wire import Encoding, TaskResult, decode_result, encode_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -69,28 +70,60 @@ def _payload(tasks: dict[str, dict[str, object]]) -> bytes:
     return encode_request(tasks, Encoding.JSON)
 
 
-def test_more_callers_of_run_than_slots_never_deadlock(runner: BatchRunner) -> None:
-    # Every caller of run() on its own thread, more of them than there are
-    # answer slots: a slot taken in run() and only given back by answer()
-    # leaks one per thread, and the last caller would wait forever.
+def test_more_lanes_answering_at_once_than_slots_never_deadlock(runner: BatchRunner) -> None:
+    # More lanes than answer slots answer a batch at the same moment (a
+    # barrier releases them together): a slot that leaked would leave the
+    # last lanes waiting forever.
+    lanes = ANSWER_SLOTS + 2
     tasks = make_tasks(["a"])
     (task_id,) = tasks
     payload = _payload(tasks)
-    token = keys.batch_token("echo_v0.0", "u", payload, tasks)
+    unique = str(uuid.uuid4())
+    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
     stored = failed_results([task_id], "amworker: worker lost: earlier")
-    runner.redis.set(keys.answer_key(token), json.dumps([r.to_json() for r in stored]))
-    batch = decode_request(payload)
+    runner.redis.set(keys.answer_key(token), json.dumps(
+        {"at": 0, "slices": [], "failed": [r.to_json() for r in stored]}))
+    together = threading.Barrier(lanes)
     got: list[int] = []
+    lock = threading.Lock()
 
-    def call() -> None:
-        got.append(runner.run("echo_v0.0", token, batch)[0].exit_code)
+    def lane() -> None:
+        together.wait(10)
+        answer = runner.answer("echo_v0.0", unique, payload)
+        assert answer is not None
+        with lock:
+            got.append(int(decode_result(answer)[task_id]["exitCode"]))
 
-    for _ in range(ANSWER_SLOTS + 2):
-        thread = threading.Thread(target=call, daemon=True)
+    threads = [threading.Thread(target=lane, daemon=True) for _ in range(lanes)]
+    for thread in threads:
         thread.start()
-        thread.join(10)
-        assert not thread.is_alive(), f"run() #{len(got) + 1} blocked: answer slots leaked"
-    assert got == [1] * (ANSWER_SLOTS + 2)
+    deadline = time.monotonic() + 20
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "a lane blocked: answer slots leaked"
+    assert got == [1] * lanes
+
+
+def test_an_answered_batch_keeps_its_real_results_for_a_queue_wait(runner: BatchRunner) -> None:
+    # The shim may die after answering but before gearmand read the answer;
+    # gearmand then queues the job again, and it may wait for a lane far
+    # longer than a minute. Its scripts' real results must still be there.
+    tasks = make_tasks(["a"])
+    (task_id,) = tasks
+    payload = _payload(tasks)
+    unique = str(uuid.uuid4())
+    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
+    slice_id = keys.slice_id(token, 0, 1)
+    done = TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="real", stderr="")
+    runner.redis.set(keys.outcome_key(slice_id), json.dumps([done.to_json()]), ex=100_000)
+
+    runner._answered("echo_v0.0", token, Settlement(finished=(SliceRef(slice_id, (task_id,)),)))
+
+    assert runner.redis.ttl(keys.outcome_key(slice_id)) > runner.settings.queue_wait - 5
+    again = runner.answer("echo_v0.0", unique, payload)
+    assert again is not None
+    assert decode_result(again)[task_id]["exitCode"] == 0
+    assert decode_result(again)[task_id]["stdout"] == "real"
 
 
 def test_a_corrupt_stored_answer_still_answers_every_task(runner: BatchRunner) -> None:
