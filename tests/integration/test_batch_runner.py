@@ -21,6 +21,7 @@ from celery import Celery
 from tests.faults.helpers import make_tasks
 from tests.services import ROOT, start_redis
 from worker import keys
+from worker.answers import Settlement
 from worker.batches import ANSWER_SLOTS, BatchRunner
 from worker.celery import celery_config
 from worker.config import Settings
@@ -28,9 +29,8 @@ from worker.dispatch import SliceRef
 from worker.errors import DecodeError
 from worker.executor import failed_results, utcnow
 from worker.registry import load_registry
-from worker.settling import Settlement
 from worker.watcher import META_PREFIX, ResultWatcher
-from worker.wire import Encoding, TaskResult, decode_result, encode_request
+from worker.wire import Encoding, TaskResult, decode_request, decode_result, encode_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -216,3 +216,63 @@ def test_a_bug_before_dispatch_still_answers_every_task(
     assert set(results) == set(tasks)
     assert all(str(r["stderror"]).startswith("amworker: internal error: UnicodeEncodeError(")
                for r in results.values())
+
+
+def _legacy(function: str, unique: str) -> str:
+    """The token a shim before task digests gave a batch (``function:unique``)."""
+    return f"{function}:{unique}"
+
+
+def test_a_batch_answered_by_an_older_shim_is_answered_from_its_keys(runner: BatchRunner) -> None:
+    # Mid-upgrade: an old shim answered the batch (the whole answer under
+    # function:unique) but died before gearmand read it; gearmand hands it to
+    # this shim, whose token has a task digest. It must not run again.
+    tasks = make_tasks(["a", "b"])
+    unique = str(uuid.uuid4())
+    old = [TaskResult(uuid=t, exit_code=0, finished_at=utcnow(), stdout=f"old {t}", stderr="")
+           for t in tasks]
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)), json.dumps([r.to_json() for r in old]))
+
+    answer = runner.answer("echo_v0.0", unique, _payload(tasks))
+
+    assert answer is not None
+    results = decode_result(answer)
+    assert {t: (r["exitCode"], r["stdout"]) for t, r in results.items()} == \
+        {t: (0, f"old {t}") for t in tasks}
+
+
+def test_a_batch_dispatched_by_an_older_shim_is_attached_to(runner: BatchRunner) -> None:
+    # An old shim dispatched the batch under function:unique and died; its
+    # slice finished on an old worker (results inline in Celery's result).
+    tasks = make_tasks(["a"])
+    (task_id,) = tasks
+    unique = str(uuid.uuid4())
+    legacy = _legacy("echo_v0.0", unique)
+    runner.redis.set(keys.plan_key(legacy), json.dumps({"count": 1, "at": time.time(), "sent": True}))
+    done = TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ran once", stderr="")
+    runner.redis.set(META_PREFIX + keys.slice_id(legacy, 0, 1), json.dumps(
+        {"status": "SUCCESS", "result": {"index": 0, "count": 1, "results": [done.to_json()]}}))
+
+    answer = runner.answer("echo_v0.0", unique, _payload(tasks))
+
+    assert answer is not None
+    assert decode_result(answer)[task_id]["stdout"] == "ran once"
+    # Answered under the old token, for a further re-delivery.
+    assert runner.redis.exists(keys.answer_key(legacy))
+    assert not runner.redis.exists(keys.plan_key(legacy))
+
+
+def test_an_older_shims_answer_for_other_tasks_is_a_reused_unique(runner: BatchRunner) -> None:
+    unique = str(uuid.uuid4())
+    earlier = failed_results(list(make_tasks(["x"])), "old batch")
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)),
+                     json.dumps([r.to_json() for r in earlier]))
+    tasks = make_tasks(["a"])
+    payload = _payload(tasks)
+    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
+
+    assert runner._earlier_token(token, decode_request(payload)) == token
+    # The same tasks under the old token: that batch, answered before.
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)),
+                     json.dumps([r.to_json() for r in failed_results(list(tasks), "old")]))
+    assert runner._earlier_token(token, decode_request(payload)) == _legacy("echo_v0.0", unique)
