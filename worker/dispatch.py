@@ -36,6 +36,10 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: Message header naming the script entry a slice was planned for.
+SCRIPT_HEADER = "amworker_script"
+
+
 @dataclass(frozen=True)
 class SliceRef:
     """One dispatched slice as the waiting side sees it."""
@@ -115,11 +119,14 @@ class Dispatcher:
             self.app.signature(
                 "amworker.run_slice",
                 kwargs={"function": entry.function, "batch": dispatch.token, "index": i,
-                        "count": dispatch.count, "jobs": [s.to_json() for s in part],
-                        # The entry planned for: a worker mapping the function
-                        # to another module refuses the slice (script mismatch).
-                        "script": entry.script},
+                        "count": dispatch.count, "jobs": [s.to_json() for s in part]},
                 task_id=ref.task_id,
+                # The entry planned for: a worker mapping the function to
+                # another module refuses the slice (script mismatch). A
+                # header, not an argument: a worker of an older amworker
+                # (mid-upgrade) ignores it, where an unknown argument would
+                # fail every slice with a TypeError.
+                headers={SCRIPT_HEADER: entry.script},
                 queue=options.queue,
                 time_limit=options.time_limit,
                 soft_time_limit=options.soft_time_limit,

@@ -7,6 +7,7 @@ fault (a bug inside settling) to check the cause the controller is told.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -25,7 +26,7 @@ from worker.answers import Settlement
 from worker.batches import ANSWER_SLOTS, BatchRunner
 from worker.celery import celery_config
 from worker.config import Settings
-from worker.dispatch import SliceRef
+from worker.dispatch import SCRIPT_HEADER, SliceRef
 from worker.errors import DecodeError
 from worker.executor import failed_results, utcnow
 from worker.registry import load_registry
@@ -276,3 +277,28 @@ def test_an_older_shims_answer_for_other_tasks_is_a_reused_unique(runner: BatchR
     runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)),
                      json.dumps([r.to_json() for r in failed_results(list(tasks), "old")]))
     assert runner._earlier_token(token, decode_request(payload)) == _legacy("echo_v0.0", unique)
+
+
+def test_a_slice_names_its_script_in_a_header_an_older_worker_ignores(runner: BatchRunner) -> None:
+    # A worker of the previous release has run_slice(function, batch, index,
+    # count, jobs): any other argument fails every slice with a TypeError.
+    entry = runner.registry.get("echo_v0.0")
+    assert entry is not None
+    tasks = make_tasks(["a"])
+    payload = _payload(tasks)
+    token = keys.batch_token("echo_v0.0", str(uuid.uuid4()), payload, tasks)
+    specs, refused = runner._prepare(decode_request(payload).tasks)
+    assert not refused
+    queue = str(entry.options.queue)
+    runner.redis.delete(queue)
+    dispatch, parts, fresh = runner.dispatcher.plan_slices(entry, token, specs)
+    assert fresh
+
+    runner.dispatcher.send(entry, dispatch, parts)
+
+    raw = runner.redis.lpop(queue)
+    assert raw is not None, "no message was queued"
+    message = json.loads(raw)
+    args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert set(kwargs) == {"function", "batch", "index", "count", "jobs"}
+    assert message["headers"][SCRIPT_HEADER] == entry.script
