@@ -276,12 +276,14 @@ class BatchRunner:
         wants = {s.uuid: s.wants_output for s in specs}
         interval = max(0.2, min(self.settings.lease_seconds, 5.0))
         broker_down_since: float | None = None
+        # Slices given up on are handled (claim marked, revoked, logged) once.
+        given_up: dict[str, dict[str, TaskResult]] = {}
         if not check_first:
             event.wait(interval)
         while True:
             event.clear()
             try:
-                done = self.settler.settled(entry, dispatch, wants)
+                done = self.settler.settled(entry, dispatch, wants, given_up)
                 broker_down_since = None
             except redis.RedisError as exc:
                 done = None

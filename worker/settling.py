@@ -177,13 +177,18 @@ class Settler:
         self.now = wallclock
         self.trouble = trouble or BrokerTrouble(stall=settings.lease_seconds, wallclock=wallclock)
 
-    def settled(self, entry: ScriptEntry, dispatch: Dispatch,
-                wants: Mapping[str, bool]) -> Settlement | None:
+    def settled(self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool],
+                given_up: dict[str, dict[str, TaskResult]] | None = None) -> Settlement | None:
         """The batch's settlement if every slice has come to something, else ``None``.
 
         The final envelope (the chord callback's, or the only slice's) is read
         first and alone; the slices' state only when that did not deliver.
+        ``given_up`` holds, across one wait's polls, the results of the slices
+        already given up, by slice id: a slice killed for its time limit
+        keeps its worker's claim, so without it every poll would revoke the
+        slice and log it again until the rest of the batch settled.
         """
+        given_up = {} if given_up is None else given_up
         started = self.now()
         try:
             delivered = _decode(self.redis.get(META_PREFIX + dispatch.done_id))
@@ -219,7 +224,9 @@ class Settler:
             if verdict is PENDING:
                 pending += 1
             elif isinstance(verdict, GiveUp):
-                failed.update(self._give_up(entry, ref, verdict))
+                if ref.task_id not in given_up:
+                    given_up[ref.task_id] = self._give_up(entry, ref, verdict)
+                failed.update(given_up[ref.task_id])
             else:
                 finished.append(ref)
         if pending:

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from worker.answers import Settlement
 from worker.batches import ANSWER_SLOTS, BatchRunner
 from worker.celery import celery_config
 from worker.config import Settings
-from worker.dispatch import SCRIPT_HEADER, SliceRef
+from worker.dispatch import SCRIPT_HEADER, Dispatch, SliceRef
 from worker.errors import DecodeError
 from worker.executor import failed_results, utcnow
 from worker.registry import load_registry
@@ -302,3 +303,31 @@ def test_a_slice_names_its_script_in_a_header_an_older_worker_ignores(runner: Ba
     args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
     assert set(kwargs) == {"function", "batch", "index", "count", "jobs"}
     assert message["headers"][SCRIPT_HEADER] == entry.script
+
+
+def test_a_slice_given_up_is_revoked_and_logged_once_per_wait(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Slice 1 ran past its time limit and keeps its worker's claim (so the
+    # abandoned marker cannot replace it); slice 2 is still queued, so the
+    # batch stays unsettled and is polled again.
+    entry = runner.registry.get("echo_v0.0")
+    assert entry is not None
+    token = f"echo_v0.0:{uuid.uuid4()}:digest"
+    late, queued = (keys.slice_id(token, i, 2) for i in range(2))
+    dispatch = Dispatch(token=token, count=2, dispatched_at=time.time(),
+                        slices=(SliceRef(late, ("t1",)), SliceRef(queued, ("t2",))))
+    runner.redis.set(keys.plan_key(token), json.dumps({"count": 2, "at": time.time(), "sent": True}))
+    started = utcnow() - timedelta(seconds=entry.options.time_limit or 0) - timedelta(hours=1)
+    runner.redis.set(keys.claim_key(late), json.dumps({"worker": "w@h", "at": started.isoformat()}))
+    runner.redis.set(keys.lease_key(late), "1", ex=60)
+    revoked: list[str] = []
+    monkeypatch.setattr(runner.app.control, "revoke", lambda task_id, **_: revoked.append(task_id))
+    given_up: dict[str, dict[str, TaskResult]] = {}
+
+    polls = [runner.settler.settled(entry, dispatch, {"t1": True, "t2": True}, given_up)
+             for _ in range(3)]
+
+    assert polls == [None, None, None]
+    assert revoked == [late]
+    assert sum("given up" in r.getMessage() for r in caplog.records) == 1
+    assert given_up[late]["t1"].stderr.startswith("amworker: time limit: ")
