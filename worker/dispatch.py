@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +26,15 @@ from worker.registry import ScriptEntry
 log = logging.getLogger(__name__)
 
 #: What the broker (not amworker) raises when it cannot be reached or refuses:
-#: redis-py's errors, socket errors, and kombu's wrappers around them when
-#: publishing. Anything else reaching a batch is a bug, with its own cause.
+#: redis-py's errors, network errors (refused, reset, timed out, a name that
+#: does not resolve), and kombu's wrappers around them when publishing. Not
+#: every OSError: a missing file or a permission refused is amworker's own
+#: fault, with its own cause. Anything else reaching a batch is a bug.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.RedisError,
-    OSError,
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
     kombu_errors.OperationalError,
     kombu_errors.LimitExceeded,
     kombu_errors.InconsistencyError,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import time
 import uuid
@@ -165,10 +166,14 @@ def test_a_bug_while_waiting_is_an_internal_error_not_broker_lost(
     assert any(r.exc_info and "internal error" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("fault", [redis.ConnectionError("Connection refused"),
+                                   ConnectionResetError(104, "Connection reset by peer"),
+                                   socket.gaierror(-2, "Name or service not known")],
+                         ids=["redis", "reset", "dns"])
 def test_a_broker_fault_while_sending_is_broker_lost(
-        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
     def unreachable(*_: object) -> None:
-        raise redis.ConnectionError("Connection refused")
+        raise fault
 
     monkeypatch.setattr(runner.dispatcher, "send", unreachable)
     tasks = make_tasks(["hello"])
@@ -178,6 +183,23 @@ def test_a_broker_fault_while_sending_is_broker_lost(
 
     assert answer is not None
     assert str(decode_result(answer)[task_id]["stderror"]).startswith("amworker: broker lost: ")
+
+
+@pytest.mark.parametrize("fault", [FileNotFoundError(2, "No such file or directory"),
+                                   PermissionError(13, "Permission denied")], ids=["missing", "denied"])
+def test_a_file_fault_while_sending_is_an_internal_error_not_broker_lost(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
+    def broken(*_: object) -> None:
+        raise fault
+
+    monkeypatch.setattr(runner.dispatcher, "send", broken)
+    tasks = make_tasks(["hello"])
+    (task_id,) = tasks
+
+    answer = runner.answer("echo_v0.0", str(uuid.uuid4()), _payload(tasks))
+
+    assert answer is not None
+    assert str(decode_result(answer)[task_id]["stderror"]).startswith("amworker: internal error: ")
 
 
 def test_results_left_inline_by_an_older_worker_are_still_read(runner: BatchRunner) -> None:
