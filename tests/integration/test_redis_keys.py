@@ -49,6 +49,9 @@ ALLOWED: dict[str, int | None] = {
     # Celery's own "chord done" marker: it sets 5 minutes itself.
     r"celery-taskset-meta-.+\.c": 300,
     r"_kombu\.binding.*": None,
+    # Each worker's advertised script mapping (one per worker, not per
+    # batch; design.md "The shim and the workers agree"): 90 s, refreshed.
+    r"amworker:workers:.+": 90,
 }
 
 
