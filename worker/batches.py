@@ -19,7 +19,6 @@ Sending the slices (once, however often the batch arrives) is
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -30,6 +29,7 @@ import redis
 from celery import Celery
 
 from worker import keys, lifetimes, logs, plan
+from worker.answers import Settlement, answer_record, answer_record_settlement, answers_tasks
 from worker.argv import Paths
 from worker.causes import REASON_PREFIX, Cause, reason
 from worker.config import Settings
@@ -37,17 +37,11 @@ from worker.dispatch import BROKER_ERRORS, Dispatch, Dispatcher
 from worker.errors import DecodeError
 from worker.executor import failed_results, utcnow
 from worker.intake import prepare_batch
+from worker.lifetimes import LIMIT_GRACE_SECONDS
 from worker.limits import Limits
 from worker.metrics import BatchObserver, NullObserver
 from worker.registry import Registry, ScriptEntry
-from worker.settling import (
-    LIMIT_GRACE_SECONDS,
-    BrokerTrouble,
-    Settlement,
-    Settler,
-    answer_record_settlement,
-    with_wants,
-)
+from worker.settling import BrokerTrouble, Settler, with_wants
 from worker.watcher import META_PREFIX, ResultWatcher
 from worker.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
 
@@ -145,6 +139,7 @@ class BatchRunner:
             return None, False
         token = keys.batch_token(function, unique, payload, (t.uuid for t in batch.tasks))
         try:
+            token = self._earlier_token(token, batch)
             settlement = self.settle(function, token, batch)
         except Exception as exc:  # noqa: BLE001 - the task UUIDs are known: answer each
             settlement = self._internal_error(function, token, batch, exc)
@@ -157,12 +152,6 @@ class BatchRunner:
             answer = encode_result(results, batch.encoding)
         self._answered(function, token, settlement)
         return answer, not any(map(_failed_by_amworker, results))
-
-    def run(self, function: str, token: str, batch: Batch) -> list[TaskResult]:
-        """Results for every task of ``batch``, in payload order."""
-        settlement = self.settle(function, token, batch)
-        with self.slots.held():
-            return self.assemble(batch, settlement)
 
     def settle(self, function: str, token: str, batch: Batch) -> Settlement:
         """Run (or attach to, or recall) the batch until every task has come to something.
@@ -184,6 +173,38 @@ class BatchRunner:
         settled = self._execute(entry, token, specs)
         return Settlement(finished=settled.finished, failed={**refused, **settled.failed},
                           missing=settled.missing)
+
+    def _earlier_token(self, token: str, batch: Batch) -> str:
+        """``token``, or the one a shim of an older amworker gave this batch if it ran it.
+
+        Such a shim keyed a batch by ``function:unique`` alone
+        (:func:`keys.legacy_token`). A batch it dispatched or answered, handed
+        back to this shim by gearmand mid-upgrade, has neither plan nor answer
+        under ``token``; its keys under the old token are attached to instead
+        of running it again. An old answer that lacks this batch's tasks
+        belongs to an earlier batch that reused the unique: a new batch.
+        """
+        legacy = keys.legacy_token(token)
+        if legacy == token:
+            return token
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.exists(keys.plan_key(token), keys.answer_key(token))
+            pipe.get(keys.answer_key(legacy))
+            pipe.exists(keys.plan_key(legacy))
+            current, answered, planned = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("batch %s: cannot look for an older shim's keys: %s", token, exc)
+            return token
+        if current:
+            return token
+        if answered is not None and answers_tasks(answered, (t.uuid for t in batch.tasks)):
+            log.info("batch %s: answered by an older shim as %s; answering again", token, legacy)
+            return legacy
+        if answered is None and planned:
+            log.info("batch %s: dispatched by an older shim as %s; attaching", token, legacy)
+            return legacy
+        return token
 
     def _internal_error(self, function: str, token: str, batch: Batch, exc: Exception) -> Settlement:
         """Every task failed with a bug's cause (logged with its traceback)."""
@@ -255,12 +276,14 @@ class BatchRunner:
         wants = {s.uuid: s.wants_output for s in specs}
         interval = max(0.2, min(self.settings.lease_seconds, 5.0))
         broker_down_since: float | None = None
+        # Slices given up on are handled (claim marked, revoked, logged) once.
+        given_up: dict[str, dict[str, TaskResult]] = {}
         if not check_first:
             event.wait(interval)
         while True:
             event.clear()
             try:
-                done = self.settler.settled(entry, dispatch, wants)
+                done = self.settler.settled(entry, dispatch, wants, given_up)
                 broker_down_since = None
             except redis.RedisError as exc:
                 done = None
@@ -273,7 +296,8 @@ class BatchRunner:
 
     def _broker_patience(self, entry: ScriptEntry) -> float:
         """How long Redis may be unreachable before a waiting batch gives up."""
-        return min(self.settings.queue_wait, (entry.options.time_limit or 0) + LIMIT_GRACE_SECONDS)
+        return min(self.settings.queue_wait, (entry.options.time_limit or self.settings.time_limit)
+                   + LIMIT_GRACE_SECONDS)
 
     # -- answers -------------------------------------------------------------------
 
@@ -321,15 +345,13 @@ class BatchRunner:
         """
         entry = self.registry.get(function)
         record_ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit if entry else None)
-        grace = lifetimes.redelivery_grace(self.settings)
+        grace = lifetimes.redelivery_grace(self.settings, entry.options.time_limit if entry else None)
         ids = [ref.task_id for ref in settlement.finished]
-        record = {"at": self.now(), "slices": ids,
-                  "failed": [r.to_json() for r in settlement.failed.values()]}
         try:
             # One transaction: an attached lane never sees the keys gone
             # without the record that replaces them.
             pipe = self.redis.pipeline(transaction=True)
-            pipe.set(keys.answer_key(token), json.dumps(record), ex=record_ttl)
+            pipe.set(keys.answer_key(token), answer_record(settlement, self.now()), ex=record_ttl)
             for task_id in ids:
                 pipe.expire(keys.outcome_key(task_id), grace)
             pipe.delete(keys.plan_key(token), META_PREFIX + keys.collect_id(token),

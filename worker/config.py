@@ -71,6 +71,12 @@ DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 300.0
 #: A ceiling on every Redis key's lifetime; the lifetimes themselves are
 #: derived from the deadlines (queue wait + time limit + grace, worker.lifetimes).
 DEFAULT_RESULT_EXPIRES_SECONDS = 7 * 24 * 3600.0
+#: How long an answered batch keeps its slices' results for a re-delivery;
+#: ``None`` means ``queue_wait``. A job gearmand hands back (the shim died
+#: before gearmand read WORK_COMPLETE) waits in gearmand's queue like any
+#: other, so the results must outlive a queue wait or the re-delivery is
+#: answered "answered before" instead of with the script's real results.
+DEFAULT_REDELIVERY_GRACE_SECONDS: float | None = None
 #: A pool process is replaced after this many slices: whatever a script
 #: leaks (memory, file handles, module state) is bounded by the recycling.
 DEFAULT_MAX_TASKS_PER_CHILD = 500
@@ -131,6 +137,7 @@ class Settings:
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
     result_expires: float = DEFAULT_RESULT_EXPIRES_SECONDS
+    redelivery_grace: float | None = DEFAULT_REDELIVERY_GRACE_SECONDS
     max_tasks_per_child: int | None = DEFAULT_MAX_TASKS_PER_CHILD
     max_memory_per_child: int | None = DEFAULT_MAX_MEMORY_PER_CHILD_KIB
     database_wait: float = DEFAULT_DATABASE_WAIT_SECONDS
@@ -274,6 +281,9 @@ class Settings:
             result_expires=env.get(
                 "AMWORKER_RESULT_EXPIRES", _positive_float, DEFAULT_RESULT_EXPIRES_SECONDS
             ),
+            redelivery_grace=env.get(
+                "AMWORKER_REDELIVERY_GRACE", _positive_float, DEFAULT_REDELIVERY_GRACE_SECONDS
+            ),
             max_tasks_per_child=env.get(
                 "AMWORKER_MAX_TASKS_PER_CHILD", _limit, _some(DEFAULT_MAX_TASKS_PER_CHILD)
             ),
@@ -410,6 +420,7 @@ KNOWN_VARIABLES = frozenset(
         "AMWORKER_LEASE_SECONDS",
         "AMWORKER_VISIBILITY_TIMEOUT",
         "AMWORKER_RESULT_EXPIRES",
+        "AMWORKER_REDELIVERY_GRACE",
         "AMWORKER_MAX_TASKS_PER_CHILD",
         "AMWORKER_MAX_MEMORY_PER_CHILD",
         "AMWORKER_DATABASE_WAIT",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +26,23 @@ from worker.registry import ScriptEntry
 log = logging.getLogger(__name__)
 
 #: What the broker (not amworker) raises when it cannot be reached or refuses:
-#: redis-py's errors, socket errors, and kombu's wrappers around them when
-#: publishing. Anything else reaching a batch is a bug, with its own cause.
+#: redis-py's errors, network errors (refused, reset, timed out, a name that
+#: does not resolve), and kombu's wrappers around them when publishing. Not
+#: every OSError: a missing file or a permission refused is amworker's own
+#: fault, with its own cause. Anything else reaching a batch is a bug.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.RedisError,
-    OSError,
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
     kombu_errors.OperationalError,
     kombu_errors.LimitExceeded,
     kombu_errors.InconsistencyError,
 )
+
+
+#: Message header naming the script entry a slice was planned for.
+SCRIPT_HEADER = "amworker_script"
 
 
 @dataclass(frozen=True)
@@ -115,11 +124,14 @@ class Dispatcher:
             self.app.signature(
                 "amworker.run_slice",
                 kwargs={"function": entry.function, "batch": dispatch.token, "index": i,
-                        "count": dispatch.count, "jobs": [s.to_json() for s in part],
-                        # The entry planned for: a worker mapping the function
-                        # to another module refuses the slice (script mismatch).
-                        "script": entry.script},
+                        "count": dispatch.count, "jobs": [s.to_json() for s in part]},
                 task_id=ref.task_id,
+                # The entry planned for: a worker mapping the function to
+                # another module refuses the slice (script mismatch). A
+                # header, not an argument: a worker of an older amworker
+                # (mid-upgrade) ignores it, where an unknown argument would
+                # fail every slice with a TypeError.
+                headers={SCRIPT_HEADER: entry.script},
                 queue=options.queue,
                 time_limit=options.time_limit,
                 soft_time_limit=options.soft_time_limit,

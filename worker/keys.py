@@ -29,6 +29,16 @@ def batch_token(function: str, unique: str, payload: bytes, uuids: Iterable[str]
     return f"{function}:{base}:{tasks[:12]}"
 
 
+def legacy_token(token: str) -> str:
+    """The token a shim of amworker before task digests gave the same batch: ``function:unique``.
+
+    A batch dispatched by such a shim and handed back by gearmand to a newer
+    one (a rolling upgrade) is found under this token, so it is attached to,
+    never run again (see worker.batches).
+    """
+    return token.rpartition(":")[0] or token
+
+
 def unique_of(token: str, function: str) -> str:
     """The controller's batch UUID inside a :func:`batch_token` (what logs show)."""
     base, _, _digest = token.removeprefix(f"{function}:").rpartition(":")

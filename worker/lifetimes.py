@@ -19,12 +19,6 @@ LIMIT_GRACE_SECONDS = 30.0
 #: Slack on every derived lifetime: clock skew between the shim's and the
 #: workers' machines, and a check interval or two.
 MARGIN_SECONDS = 120.0
-#: How long an answered batch keeps its slices' outcomes for a re-delivery.
-#: gearmand hands a job back only when the worker connection drops before it
-#: has read ``WORK_COMPLETE``; the job then goes to the next free lane at
-#: once. A minute covers that; a later re-delivery still finds the answer
-#: record and is answered "answered before", never re-run.
-REDELIVERY_GRACE_SECONDS = 60.0
 
 
 def lease_ttl(settings: Settings) -> int:
@@ -52,6 +46,16 @@ def longest_key_ttl(settings: Settings) -> int:
     return max(key_ttl(settings, limit) for limit in limits)
 
 
-def redelivery_grace(settings: Settings) -> int:
-    """How long an answered batch's outcomes stay (never longer than they would anyway)."""
-    return max(1, int(min(REDELIVERY_GRACE_SECONDS, settings.result_expires)))
+def redelivery_grace(settings: Settings, time_limit: float | None) -> int:
+    """How long an answered batch's outcomes stay (``AMWORKER_REDELIVERY_GRACE``).
+
+    gearmand hands a job back only when the shim's connection dropped before
+    it read ``WORK_COMPLETE``; the job is then queued again and waits for a
+    free lane like any job, up to a queue wait when every lane is busy or
+    the shim restarts slowly. So the default is the queue wait: a
+    re-delivery within it gets the real results again; a later one finds
+    the answer record and is answered "answered before", never re-run.
+    Never longer than the outcomes would live anyway (:func:`key_ttl`).
+    """
+    grace = settings.redelivery_grace if settings.redelivery_grace is not None else settings.queue_wait
+    return max(1, int(min(grace, key_ttl(settings, time_limit))))

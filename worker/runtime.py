@@ -16,7 +16,8 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,9 @@ class WorkerRuntime:
         _, claimed = pipe.execute()
         return bool(claimed)
 
-    def store_outcome(self, task_id: str, function: str, results: Sequence[TaskResult]) -> None:
+    def store_outcome(self, task_id: str, function: str, results: Sequence[TaskResult], *,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> None:
         """Keep the slice's results under its own key, for the shim to fetch once.
 
         Celery's result for the slice is only a small envelope: a result is
@@ -93,7 +96,30 @@ class WorkerRuntime:
         overflow the shim's client output buffer and cut its connection.
         """
         body = json.dumps([r.to_json() for r in results])
-        self.redis.set(keys.outcome_key(task_id), body, ex=self._key_ttl(function))
+        # The script has run: losing its results to a Redis blip would answer
+        # a finished script "worker lost". Retried for one lease TTL, the time
+        # a shim allows a lease to lapse while Redis is away (the lease is
+        # still held here, so the slice is never seen as both unleased and
+        # unfinished meanwhile).
+        policy = RetryPolicy(wait=self._lease_ttl())
+        deadline = clock() + policy.wait
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.redis.set(keys.outcome_key(task_id), body, ex=self._key_ttl(function))
+                return
+            except redis.RedisError as exc:
+                left = deadline - clock()
+                if left <= 0:
+                    log.error("slice %s: results of %d task(s) not stored after %d attempt(s) "
+                              "in %gs; they are lost: %s", task_id, len(results), attempt,
+                              policy.wait, exc)
+                    raise
+                pause = min(policy.delay(attempt), left)
+                log.warning("slice %s: storing its results failed (attempt %d), retrying in "
+                            "%.1fs: %s", task_id, attempt, pause, exc)
+                sleep(pause)
 
     def _key_ttl(self, function: str) -> int:
         return lifetimes.key_ttl(self.settings, self.settings.options_for(function).time_limit)

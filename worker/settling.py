@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ import redis
 from celery import Celery
 
 from worker import keys, lifetimes
+from worker.answers import Settlement, answer_record_settlement, stored_results
 from worker.causes import Cause, reason
 from worker.config import Settings
 from worker.dispatch import Dispatch, SliceRef, decode_plan
@@ -37,22 +38,6 @@ from worker.watcher import META_PREFIX
 from worker.wire import TaskResult
 
 log = logging.getLogger(__name__)
-
-__all__ = ["LIMIT_GRACE_SECONDS", "BrokerTrouble", "Settlement", "Settler", "answer_record_settlement",
-           "decide"]
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """A settled batch, before its results are fetched: small, whatever the output."""
-
-    #: Slices whose results wait under their own key.
-    finished: tuple[SliceRef, ...] = ()
-    #: Results amworker made itself (slices given up), by task UUID.
-    failed: Mapping[str, TaskResult] = field(default_factory=dict)
-    #: Said of a task whose result is found nowhere.
-    missing: str = reason(Cause.WORKER_LOST, "no result came back")
-
 
 @dataclass(frozen=True)
 class GiveUp:
@@ -192,13 +177,18 @@ class Settler:
         self.now = wallclock
         self.trouble = trouble or BrokerTrouble(stall=settings.lease_seconds, wallclock=wallclock)
 
-    def settled(self, entry: ScriptEntry, dispatch: Dispatch,
-                wants: Mapping[str, bool]) -> Settlement | None:
+    def settled(self, entry: ScriptEntry, dispatch: Dispatch, wants: Mapping[str, bool],
+                given_up: dict[str, dict[str, TaskResult]] | None = None) -> Settlement | None:
         """The batch's settlement if every slice has come to something, else ``None``.
 
         The final envelope (the chord callback's, or the only slice's) is read
         first and alone; the slices' state only when that did not deliver.
+        ``given_up`` holds, across one wait's polls, the results of the slices
+        already given up, by slice id: a slice killed for its time limit
+        keeps its worker's claim, so without it every poll would revoke the
+        slice and log it again until the rest of the batch settled.
         """
+        given_up = {} if given_up is None else given_up
         started = self.now()
         try:
             delivered = _decode(self.redis.get(META_PREFIX + dispatch.done_id))
@@ -234,7 +224,9 @@ class Settler:
             if verdict is PENDING:
                 pending += 1
             elif isinstance(verdict, GiveUp):
-                failed.update(self._give_up(entry, ref, verdict))
+                if ref.task_id not in given_up:
+                    given_up[ref.task_id] = self._give_up(entry, ref, verdict)
+                failed.update(given_up[ref.task_id])
             else:
                 finished.append(ref)
         if pending:
@@ -260,7 +252,7 @@ class Settler:
                     "(evicted? check maxmemory-policy)")))
                 continue
             try:
-                found.update({r.uuid: r for r in results_of(json.loads(raw), strict=True)})
+                found.update({r.uuid: r for r in stored_results(json.loads(raw), strict=True)})
             except (ValueError, DecodeError) as exc:
                 log.exception("slice %s: stored results unreadable", ref.task_id)
                 found.update(self._lost(ref, reason(Cause.INTERNAL,
@@ -323,28 +315,6 @@ class Settler:
         return {r.uuid: r for r in failed_results(list(ref.uuids), verdict.text, clock=self.clock)}
 
 
-def answer_record_settlement(raw: bytes | str) -> Settlement:
-    """Decode an answer record (raises ValueError or DecodeError if it is not one).
-
-    The results of slices that are gone (past the re-delivery grace) are
-    answered "answered before": the batch is not run again.
-    """
-    record = json.loads(raw)
-    if isinstance(record, list):
-        # Written by amworker before answer records: the whole answer.
-        return Settlement(failed={r.uuid: r for r in results_of(record, strict=True)})
-    if not isinstance(record, dict) or not isinstance(record.get("slices"), list):
-        raise ValueError("not an answer record")
-    at = record.get("at")
-    when = datetime.fromtimestamp(at).astimezone().isoformat() if isinstance(at, int | float) else "?"
-    return Settlement(
-        finished=tuple(SliceRef(str(i), ()) for i in record["slices"]),
-        failed={r.uuid: r for r in results_of(record.get("failed"), strict=True)},
-        missing=reason(Cause.ANSWERED_BEFORE, f"this batch was answered at {when}; its results "
-                       "are no longer kept and it is not run again"),
-    )
-
-
 def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
@@ -353,20 +323,6 @@ def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def results_of(items: Any, *, strict: bool = False) -> list[TaskResult]:
-    """The results in ``items`` (stored JSON); anything but a list of objects gives none.
-
-    With ``strict``, anything unexpected raises :class:`ValueError` instead.
-    """
-    if not isinstance(items, list):
-        if strict:
-            raise ValueError(f"expected a list of results, got {type(items).__name__}")
-        return []
-    if strict and not all(isinstance(item, dict) for item in items):
-        raise ValueError("expected a list of result objects")
-    return [TaskResult.from_json(item) for item in items if isinstance(item, dict)]
 
 
 def with_wants(result: TaskResult, wants_output: bool) -> TaskResult:

@@ -18,6 +18,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from worker import keys
 from worker.celery import app
+from worker.dispatch import SCRIPT_HEADER
 from worker.logs import batch_context
 from worker.plan import JobSpec
 from worker.runtime import WorkerRuntime, node_name
@@ -50,8 +51,12 @@ def run_slice(
 
     The results are stored under the slice's own key (see
     :meth:`WorkerRuntime.store_outcome`); Celery's result is a small envelope.
+    The script entry the shim planned for comes in a message header
+    (``dispatch.SCRIPT_HEADER``); ``script`` is where a shim of the previous
+    release put it.
     """
     task_id = require_task_id(self.request.id)
+    script = planned_script(self.request) or script
     client = self.request.hostname or node_name()
     with batch_context(function, keys.unique_of(batch, function), f"{index + 1}/{count}"):
         if not self.runtime.claim(task_id, client, function):
@@ -68,6 +73,19 @@ def run_slice(
             # leased nor finished.
             self.runtime.store_outcome(task_id, function, results)
     return {"index": index, "count": count, "tasks": len(results)}
+
+
+def planned_script(request: Any) -> str | None:
+    """The script entry named in the slice's message header, if it has one.
+
+    Celery puts a message's custom headers on the request as attributes (and
+    in ``request.headers``); a message from an older shim has none.
+    """
+    value = getattr(request, SCRIPT_HEADER, None)
+    if value is None:
+        headers = getattr(request, "headers", None)
+        value = headers.get(SCRIPT_HEADER) if isinstance(headers, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def require_task_id(task_id: str | None) -> str:

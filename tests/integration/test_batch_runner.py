@@ -7,10 +7,14 @@ fault (a bug inside settling) to check the cause the controller is told.
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,16 +24,16 @@ from celery import Celery
 from tests.faults.helpers import make_tasks
 from tests.services import ROOT, start_redis
 from worker import keys
+from worker.answers import Settlement
 from worker.batches import ANSWER_SLOTS, BatchRunner
 from worker.celery import celery_config
 from worker.config import Settings
-from worker.dispatch import SliceRef
+from worker.dispatch import SCRIPT_HEADER, Dispatch, SliceRef
 from worker.errors import DecodeError
-from worker.executor import failed_results
+from worker.executor import failed_results, utcnow
 from worker.registry import load_registry
-from worker.settling import Settlement
 from worker.watcher import META_PREFIX, ResultWatcher
-from worker.wire import Encoding, decode_request, decode_result, encode_request
+from worker.wire import Encoding, TaskResult, decode_request, decode_result, encode_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -69,28 +73,60 @@ def _payload(tasks: dict[str, dict[str, object]]) -> bytes:
     return encode_request(tasks, Encoding.JSON)
 
 
-def test_more_callers_of_run_than_slots_never_deadlock(runner: BatchRunner) -> None:
-    # Every caller of run() on its own thread, more of them than there are
-    # answer slots: a slot taken in run() and only given back by answer()
-    # leaks one per thread, and the last caller would wait forever.
+def test_more_lanes_answering_at_once_than_slots_never_deadlock(runner: BatchRunner) -> None:
+    # More lanes than answer slots answer a batch at the same moment (a
+    # barrier releases them together): a slot that leaked would leave the
+    # last lanes waiting forever.
+    lanes = ANSWER_SLOTS + 2
     tasks = make_tasks(["a"])
     (task_id,) = tasks
     payload = _payload(tasks)
-    token = keys.batch_token("echo_v0.0", "u", payload, tasks)
+    unique = str(uuid.uuid4())
+    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
     stored = failed_results([task_id], "amworker: worker lost: earlier")
-    runner.redis.set(keys.answer_key(token), json.dumps([r.to_json() for r in stored]))
-    batch = decode_request(payload)
+    runner.redis.set(keys.answer_key(token), json.dumps(
+        {"at": 0, "slices": [], "failed": [r.to_json() for r in stored]}))
+    together = threading.Barrier(lanes)
     got: list[int] = []
+    lock = threading.Lock()
 
-    def call() -> None:
-        got.append(runner.run("echo_v0.0", token, batch)[0].exit_code)
+    def lane() -> None:
+        together.wait(10)
+        answer = runner.answer("echo_v0.0", unique, payload)
+        assert answer is not None
+        with lock:
+            got.append(int(decode_result(answer)[task_id]["exitCode"]))
 
-    for _ in range(ANSWER_SLOTS + 2):
-        thread = threading.Thread(target=call, daemon=True)
+    threads = [threading.Thread(target=lane, daemon=True) for _ in range(lanes)]
+    for thread in threads:
         thread.start()
-        thread.join(10)
-        assert not thread.is_alive(), f"run() #{len(got) + 1} blocked: answer slots leaked"
-    assert got == [1] * (ANSWER_SLOTS + 2)
+    deadline = time.monotonic() + 20
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "a lane blocked: answer slots leaked"
+    assert got == [1] * lanes
+
+
+def test_an_answered_batch_keeps_its_real_results_for_a_queue_wait(runner: BatchRunner) -> None:
+    # The shim may die after answering but before gearmand read the answer;
+    # gearmand then queues the job again, and it may wait for a lane far
+    # longer than a minute. Its scripts' real results must still be there.
+    tasks = make_tasks(["a"])
+    (task_id,) = tasks
+    payload = _payload(tasks)
+    unique = str(uuid.uuid4())
+    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
+    slice_id = keys.slice_id(token, 0, 1)
+    done = TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="real", stderr="")
+    runner.redis.set(keys.outcome_key(slice_id), json.dumps([done.to_json()]), ex=100_000)
+
+    runner._answered("echo_v0.0", token, Settlement(finished=(SliceRef(slice_id, (task_id,)),)))
+
+    assert runner.redis.ttl(keys.outcome_key(slice_id)) > runner.settings.queue_wait - 5
+    again = runner.answer("echo_v0.0", unique, payload)
+    assert again is not None
+    assert decode_result(again)[task_id]["exitCode"] == 0
+    assert decode_result(again)[task_id]["stdout"] == "real"
 
 
 def test_a_corrupt_stored_answer_still_answers_every_task(runner: BatchRunner) -> None:
@@ -130,10 +166,14 @@ def test_a_bug_while_waiting_is_an_internal_error_not_broker_lost(
     assert any(r.exc_info and "internal error" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("fault", [redis.ConnectionError("Connection refused"),
+                                   ConnectionResetError(104, "Connection reset by peer"),
+                                   socket.gaierror(-2, "Name or service not known")],
+                         ids=["redis", "reset", "dns"])
 def test_a_broker_fault_while_sending_is_broker_lost(
-        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
     def unreachable(*_: object) -> None:
-        raise redis.ConnectionError("Connection refused")
+        raise fault
 
     monkeypatch.setattr(runner.dispatcher, "send", unreachable)
     tasks = make_tasks(["hello"])
@@ -143,6 +183,23 @@ def test_a_broker_fault_while_sending_is_broker_lost(
 
     assert answer is not None
     assert str(decode_result(answer)[task_id]["stderror"]).startswith("amworker: broker lost: ")
+
+
+@pytest.mark.parametrize("fault", [FileNotFoundError(2, "No such file or directory"),
+                                   PermissionError(13, "Permission denied")], ids=["missing", "denied"])
+def test_a_file_fault_while_sending_is_an_internal_error_not_broker_lost(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
+    def broken(*_: object) -> None:
+        raise fault
+
+    monkeypatch.setattr(runner.dispatcher, "send", broken)
+    tasks = make_tasks(["hello"])
+    (task_id,) = tasks
+
+    answer = runner.answer("echo_v0.0", str(uuid.uuid4()), _payload(tasks))
+
+    assert answer is not None
+    assert str(decode_result(answer)[task_id]["stderror"]).startswith("amworker: internal error: ")
 
 
 def test_results_left_inline_by_an_older_worker_are_still_read(runner: BatchRunner) -> None:
@@ -183,3 +240,116 @@ def test_a_bug_before_dispatch_still_answers_every_task(
     assert set(results) == set(tasks)
     assert all(str(r["stderror"]).startswith("amworker: internal error: UnicodeEncodeError(")
                for r in results.values())
+
+
+def _legacy(function: str, unique: str) -> str:
+    """The token a shim before task digests gave a batch (``function:unique``)."""
+    return f"{function}:{unique}"
+
+
+def test_a_batch_answered_by_an_older_shim_is_answered_from_its_keys(runner: BatchRunner) -> None:
+    # Mid-upgrade: an old shim answered the batch (the whole answer under
+    # function:unique) but died before gearmand read it; gearmand hands it to
+    # this shim, whose token has a task digest. It must not run again.
+    tasks = make_tasks(["a", "b"])
+    unique = str(uuid.uuid4())
+    old = [TaskResult(uuid=t, exit_code=0, finished_at=utcnow(), stdout=f"old {t}", stderr="")
+           for t in tasks]
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)), json.dumps([r.to_json() for r in old]))
+
+    answer = runner.answer("echo_v0.0", unique, _payload(tasks))
+
+    assert answer is not None
+    results = decode_result(answer)
+    assert {t: (r["exitCode"], r["stdout"]) for t, r in results.items()} == \
+        {t: (0, f"old {t}") for t in tasks}
+
+
+def test_a_batch_dispatched_by_an_older_shim_is_attached_to(runner: BatchRunner) -> None:
+    # An old shim dispatched the batch under function:unique and died; its
+    # slice finished on an old worker (results inline in Celery's result).
+    tasks = make_tasks(["a"])
+    (task_id,) = tasks
+    unique = str(uuid.uuid4())
+    legacy = _legacy("echo_v0.0", unique)
+    runner.redis.set(keys.plan_key(legacy), json.dumps({"count": 1, "at": time.time(), "sent": True}))
+    done = TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ran once", stderr="")
+    runner.redis.set(META_PREFIX + keys.slice_id(legacy, 0, 1), json.dumps(
+        {"status": "SUCCESS", "result": {"index": 0, "count": 1, "results": [done.to_json()]}}))
+
+    answer = runner.answer("echo_v0.0", unique, _payload(tasks))
+
+    assert answer is not None
+    assert decode_result(answer)[task_id]["stdout"] == "ran once"
+    # Answered under the old token, for a further re-delivery.
+    assert runner.redis.exists(keys.answer_key(legacy))
+    assert not runner.redis.exists(keys.plan_key(legacy))
+
+
+def test_an_older_shims_answer_for_other_tasks_is_a_reused_unique(runner: BatchRunner) -> None:
+    unique = str(uuid.uuid4())
+    earlier = failed_results(list(make_tasks(["x"])), "old batch")
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)),
+                     json.dumps([r.to_json() for r in earlier]))
+    tasks = make_tasks(["a"])
+    payload = _payload(tasks)
+    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
+
+    assert runner._earlier_token(token, decode_request(payload)) == token
+    # The same tasks under the old token: that batch, answered before.
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)),
+                     json.dumps([r.to_json() for r in failed_results(list(tasks), "old")]))
+    assert runner._earlier_token(token, decode_request(payload)) == _legacy("echo_v0.0", unique)
+
+
+def test_a_slice_names_its_script_in_a_header_an_older_worker_ignores(runner: BatchRunner) -> None:
+    # A worker of the previous release has run_slice(function, batch, index,
+    # count, jobs): any other argument fails every slice with a TypeError.
+    entry = runner.registry.get("echo_v0.0")
+    assert entry is not None
+    tasks = make_tasks(["a"])
+    payload = _payload(tasks)
+    token = keys.batch_token("echo_v0.0", str(uuid.uuid4()), payload, tasks)
+    specs, refused = runner._prepare(decode_request(payload).tasks)
+    assert not refused
+    queue = str(entry.options.queue)
+    runner.redis.delete(queue)
+    dispatch, parts, fresh = runner.dispatcher.plan_slices(entry, token, specs)
+    assert fresh
+
+    runner.dispatcher.send(entry, dispatch, parts)
+
+    raw = runner.redis.lpop(queue)
+    assert raw is not None, "no message was queued"
+    message = json.loads(raw)
+    args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert set(kwargs) == {"function", "batch", "index", "count", "jobs"}
+    assert message["headers"][SCRIPT_HEADER] == entry.script
+
+
+def test_a_slice_given_up_is_revoked_and_logged_once_per_wait(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Slice 1 ran past its time limit and keeps its worker's claim (so the
+    # abandoned marker cannot replace it); slice 2 is still queued, so the
+    # batch stays unsettled and is polled again.
+    entry = runner.registry.get("echo_v0.0")
+    assert entry is not None
+    token = f"echo_v0.0:{uuid.uuid4()}:digest"
+    late, queued = (keys.slice_id(token, i, 2) for i in range(2))
+    dispatch = Dispatch(token=token, count=2, dispatched_at=time.time(),
+                        slices=(SliceRef(late, ("t1",)), SliceRef(queued, ("t2",))))
+    runner.redis.set(keys.plan_key(token), json.dumps({"count": 2, "at": time.time(), "sent": True}))
+    started = utcnow() - timedelta(seconds=entry.options.time_limit or 0) - timedelta(hours=1)
+    runner.redis.set(keys.claim_key(late), json.dumps({"worker": "w@h", "at": started.isoformat()}))
+    runner.redis.set(keys.lease_key(late), "1", ex=60)
+    revoked: list[str] = []
+    monkeypatch.setattr(runner.app.control, "revoke", lambda task_id, **_: revoked.append(task_id))
+    given_up: dict[str, dict[str, TaskResult]] = {}
+
+    polls = [runner.settler.settled(entry, dispatch, {"t1": True, "t2": True}, given_up)
+             for _ in range(3)]
+
+    assert polls == [None, None, None]
+    assert revoked == [late]
+    assert sum("given up" in r.getMessage() for r in caplog.records) == 1
+    assert given_up[late]["t1"].stderr.startswith("amworker: time limit: ")

@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 QUEUE_WAIT, TIME_LIMIT, LEASE = 60, 120, 1
 #: docs/design.md: queue wait + time limit + 30 s pool grace + 120 s margin.
 BOUND = QUEUE_WAIT + TIME_LIMIT + 30 + 120
-#: How long an answered batch's outcomes stay for a re-delivery.
-GRACE = 60
+#: How long an answered batch's outcomes stay for a re-delivery: by default
+#: the queue wait (AMWORKER_REDELIVERY_GRACE unset).
+GRACE = QUEUE_WAIT
 BIG_MB = 50
 
 CONFIG = f"""
@@ -48,6 +49,9 @@ ALLOWED: dict[str, int | None] = {
     # Celery's own "chord done" marker: it sets 5 minutes itself.
     r"celery-taskset-meta-.+\.c": 300,
     r"_kombu\.binding.*": None,
+    # Each worker's advertised script mapping (one per worker, not per
+    # batch; design.md "The shim and the workers agree"): 90 s, refreshed.
+    r"amworker:workers:.+": 90,
 }
 
 

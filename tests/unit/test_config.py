@@ -101,6 +101,7 @@ PARSED = [
     ("AMWORKER_LEASE_SECONDS", "2", "lease_seconds", 2.0),
     ("AMWORKER_VISIBILITY_TIMEOUT", "90", "visibility_timeout", 90.0),
     ("AMWORKER_RESULT_EXPIRES", "3600", "result_expires", 3600.0),
+    ("AMWORKER_REDELIVERY_GRACE", "900", "redelivery_grace", 900.0),
     ("AMWORKER_MAX_TASKS_PER_CHILD", "100", "max_tasks_per_child", 100),
     ("AMWORKER_MAX_TASKS_PER_CHILD", "0", "max_tasks_per_child", None),
     ("AMWORKER_MAX_MEMORY_PER_CHILD", "204800", "max_memory_per_child", 204800),

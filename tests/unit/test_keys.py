@@ -80,3 +80,9 @@ def test_redis_keys_share_the_prefix_and_differ_by_kind() -> None:
 def test_unique_of_gives_back_the_controllers_batch_uuid() -> None:
     token = keys.batch_token("copy_v0.0", "a:b-uuid", b"{}", ["t1", "t2"])
     assert keys.unique_of(token, "copy_v0.0") == "a:b-uuid"
+
+
+def test_legacy_token_is_what_a_shim_before_task_digests_used() -> None:
+    # Such a shim keyed a batch by function:unique; a unique may hold colons.
+    token = keys.batch_token("copy_v0.0", "7f3c:batch", PAYLOAD, UUIDS)
+    assert keys.legacy_token(token) == "copy_v0.0:7f3c:batch"

@@ -1,0 +1,107 @@
+"""What a settled batch came to, and the record kept once it is answered.
+
+A :class:`Settlement` is small whatever the output: which slices finished
+(their results wait under their own keys) and the results amworker made
+itself. Once a lane has answered, the batch's *answer record*
+(``amworker:answer:<token>``) keeps a settlement in the same shape, so a
+re-delivery of the batch is answered again instead of run again (see
+docs/design.md, "What Redis keeps").
+
+Everything here is a pure codec: no Redis, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from worker.causes import Cause, reason
+from worker.dispatch import SliceRef
+from worker.wire import TaskResult
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A settled batch, before its results are fetched: small, whatever the output."""
+
+    #: Slices whose results wait under their own key.
+    finished: tuple[SliceRef, ...] = ()
+    #: Results amworker made itself (slices given up), by task UUID.
+    failed: Mapping[str, TaskResult] = field(default_factory=dict)
+    #: Said of a task whose result is found nowhere.
+    missing: str = reason(Cause.WORKER_LOST, "no result came back")
+
+
+def answer_record(settlement: Settlement, at: float) -> str:
+    """The answer record of ``settlement``, answered at ``at`` (wall-clock seconds)."""
+    return json.dumps({"at": at, "slices": [ref.task_id for ref in settlement.finished],
+                       "failed": [r.to_json() for r in settlement.failed.values()]})
+
+
+def answer_record_settlement(raw: bytes | str) -> Settlement:
+    """Decode an answer record (raises ValueError or DecodeError if it is not one).
+
+    The results of slices that are gone (past the re-delivery grace) are
+    answered "answered before": the batch is not run again.
+    """
+    record = json.loads(raw)
+    if isinstance(record, list):
+        # Written by a shim of amworker before answer records (found through
+        # keys.legacy_token during an upgrade): the whole answer.
+        return Settlement(failed={r.uuid: r for r in stored_results(record, strict=True)})
+    if not isinstance(record, dict) or not isinstance(record.get("slices"), list):
+        raise ValueError("not an answer record")
+    return Settlement(
+        finished=tuple(SliceRef(str(i), ()) for i in record["slices"]),
+        failed={r.uuid: r for r in stored_results(record.get("failed"), strict=True)},
+        missing=reason(Cause.ANSWERED_BEFORE, f"this batch was answered at {_when(record.get('at'))}; "
+                       "its results are no longer kept and it is not run again"),
+    )
+
+
+def answers_tasks(raw: bytes | str, uuids: Iterable[str]) -> bool:
+    """False only if ``raw`` is a whole stored answer that lacks one of ``uuids``.
+
+    An old shim keyed batches by ``function:unique`` alone; an answer there
+    without these tasks belongs to an earlier batch that reused the unique.
+    Anything else (an answer record, an unreadable value) is taken to be this
+    batch's: running a batch twice is worse than answering it with a cause.
+    """
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return True
+    if not isinstance(record, list):
+        return True
+    answered = {item.get("uuid") for item in record if isinstance(item, dict)}
+    return set(uuids) <= answered
+
+
+def stored_results(items: Any, *, strict: bool = False) -> list[TaskResult]:
+    """The results in ``items`` (stored JSON); anything but a list of objects gives none.
+
+    With ``strict``, anything unexpected raises :class:`ValueError` (or
+    :class:`~worker.errors.DecodeError` for a malformed result) instead.
+    """
+    if not isinstance(items, list):
+        if strict:
+            raise ValueError(f"expected a list of results, got {type(items).__name__}")
+        return []
+    if strict and not all(isinstance(item, dict) for item in items):
+        raise ValueError("expected a list of result objects")
+    return [TaskResult.from_json(item) for item in items if isinstance(item, dict)]
+
+
+def _when(at: Any) -> str:
+    """``at`` (wall-clock seconds) as local ISO time; "?" if it is none or absurd."""
+    if not isinstance(at, int | float) or isinstance(at, bool):
+        return "?"
+    try:
+        return datetime.fromtimestamp(at).astimezone().isoformat()
+    except (OverflowError, OSError, ValueError):
+        # A stored value years out of range: the record is still this batch's.
+        return "?"
+
