@@ -57,18 +57,23 @@ def accepts(port: int) -> bool:
     return False
 
 
-def gearman_status(port: int) -> dict[str, tuple[int, int, int]]:
-    """gearmand's ``status``: function -> (queued, running, available workers)."""
+def gearman_admin(port: int, command: str) -> list[str]:
+    """The lines gearmand answers to an admin ``command``, without the closing ``.`` line."""
     with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
-        sock.sendall(b"status\n")
+        sock.sendall(f"{command}\n".encode())
         data = b""
         while not data.endswith(b".\n"):
             chunk = sock.recv(65536)
             if not chunk:
                 break
             data += chunk
+    return [line for line in data.decode().splitlines() if line != "."]
+
+
+def gearman_status(port: int) -> dict[str, tuple[int, int, int]]:
+    """gearmand's ``status``: function -> (queued, running, available workers)."""
     status = {}
-    for line in data.decode().splitlines():
+    for line in gearman_admin(port, "status"):
         parts = line.split("\t")
         if len(parts) == 4:
             status[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]))

@@ -197,6 +197,23 @@ def failed_with(answer: Answer, task_id: str, cause: str) -> bool:
     return answer.exit_code(task_id) == 1 and f"amworker: {cause}:" in answer.stderr(task_id)
 
 
+def assert_broker_lost_at_once(s: Stack, workdir: Path) -> Answer:
+    """A batch sent while the broker is gone: every task fails ``broker lost``, none ran."""
+    tasks = make_tasks([str(workdir / "runs")] * 3)
+    started = time.monotonic()
+    answer = submit(s.server, "record_v0.0", tasks, timeout=120)
+    assert_all_answered(answer)
+    assert all(failed_with(answer, t, "broker lost") for t in tasks), answer.results
+    assert not (workdir / "runs").exists()
+    print(f"answered in {time.monotonic() - started:.1f}s: {answer.stderr(next(iter(tasks)))!r}")
+    return answer
+
+
+def assert_serves_again(s: Stack, workdir: Path) -> None:
+    """After a fault: a new batch runs end to end, every task exit 0."""
+    again = submit(s.server, "record_v0.0", make_tasks([str(workdir / "again")] * 2), timeout=120)
+    assert_all_answered(again)
+    assert all(again.exit_code(t) == 0 for t in again.tasks), again.results
 
 
 def config_file(workdir: Path, text: str) -> Path:
@@ -204,6 +221,11 @@ def config_file(workdir: Path, text: str) -> Path:
     path = workdir / "amworker.toml"
     path.write_text(text)
     return path
+
+
+def use_config(s: Stack, text: str) -> None:
+    """The stack's processes started from now on read a config file of ``text``."""
+    s.env["AMWORKER_CONFIG_FILE"] = str(config_file(s.workdir, text))
 
 
 def kill_redis(s: Stack) -> None:

@@ -9,7 +9,6 @@ leases) is untouched: that fault is tests/faults/test_redis_restart.py.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +18,13 @@ import pytest
 from tests.faults.helpers import (
     FAST,
     assert_all_answered,
-    config_file,
-    failed_with,
+    assert_broker_lost_at_once,
+    assert_serves_again,
     gate_args,
     make_tasks,
     records,
-    submit,
     submit_bg,
+    use_config,
     wait_records,
 )
 from tests.services import Stack, rabbitmqctl, stack, wait_until
@@ -59,8 +58,7 @@ def received(log: str, task_id: str) -> int:
 def test_rabbitmq_restart_mid_batch(rabbitstack: Stack, tmp_path: Path) -> None:
     s = rabbitstack
     assert s.vhost is not None
-    conf = config_file(tmp_path, '[functions."record_v0.0"]\nslices = 2\ntime_limit = 60\n')
-    s.env["AMWORKER_CONFIG_FILE"] = str(conf)
+    use_config(s, '[functions."record_v0.0"]\nslices = 2\ntime_limit = 60\n')
     worker = s.celery_worker("w1", concurrency=1)
     shim = s.shim()
     record, gate = tmp_path / "runs", tmp_path / "gate"
@@ -98,10 +96,7 @@ def test_rabbitmq_restart_mid_batch(rabbitstack: Stack, tmp_path: Path) -> None:
 
     # Shim and worker are connected again: a new batch runs end to end.
     assert shim.alive() and worker.alive()
-    again = submit(s.server, "record_v0.0", make_tasks([str(tmp_path / "again")] * 2),
-                   timeout=120)
-    assert_all_answered(again)
-    assert all(again.exit_code(t) == 0 for t in again.tasks), again.results
+    assert_serves_again(s, tmp_path)
 
 
 def test_dispatch_while_rabbitmq_refuses_answers_broker_lost(rabbitstack: Stack,
@@ -112,12 +107,6 @@ def test_dispatch_while_rabbitmq_refuses_answers_broker_lost(rabbitstack: Stack,
     s.shim()
     rabbitmqctl("set_vhost_limits", "-p", s.vhost, '{"max-connections": 0}')
     rabbitmqctl("close_all_connections", "-p", s.vhost, "amworker fault test: broker down")
-    tasks = make_tasks([str(tmp_path / "runs")] * 3)
-    started = time.monotonic()
-    answer = submit(s.server, "record_v0.0", tasks, timeout=120)
-    assert_all_answered(answer)
     # The send itself fails (publisher confirms, a refused connection): the
     # batch is answered at once with the cause, nothing ran.
-    assert all(failed_with(answer, t, "broker lost") for t in tasks), answer.results
-    assert not (tmp_path / "runs").exists()
-    print(f"answered in {time.monotonic() - started:.1f}s: {answer.stderr(next(iter(tasks)))!r}")
+    assert_broker_lost_at_once(s, tmp_path)

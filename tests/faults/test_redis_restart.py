@@ -8,15 +8,16 @@ import pytest
 
 from tests.faults.helpers import (
     assert_all_answered,
-    config_file,
+    assert_broker_lost_at_once,
+    assert_serves_again,
     failed_with,
     gate_args,
     kill_redis,
     make_tasks,
     records,
     restart_redis,
-    submit,
     submit_bg,
+    use_config,
     wait_records,
 )
 
@@ -24,8 +25,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 
 def test_redis_restart_mid_batch(faststack, tmp_path):
-    conf = config_file(tmp_path, '[functions."record_v0.0"]\nslices = 2\ntime_limit = 60\n')
-    faststack.env["AMWORKER_CONFIG_FILE"] = str(conf)
+    use_config(faststack, '[functions."record_v0.0"]\nslices = 2\ntime_limit = 60\n')
     worker = faststack.celery_worker("w1", concurrency=1)
     shim = faststack.shim()
     record, gate = tmp_path / "runs", tmp_path / "gate"
@@ -54,10 +54,7 @@ def test_redis_restart_mid_batch(faststack, tmp_path):
 
     # Shim and worker reconnected: a new batch runs end to end.
     assert shim.alive() and worker.alive()
-    again = submit(faststack.server, "record_v0.0", make_tasks([str(tmp_path / "again")] * 2),
-                   timeout=120)
-    assert_all_answered(again)
-    assert all(again.exit_code(t) == 0 for t in again.tasks), again.results
+    assert_serves_again(faststack, tmp_path)
     print(f"running slice: exit {answer.exit_code(running)}; answered in {elapsed:.1f}s")
 
 
@@ -85,10 +82,4 @@ def test_dispatch_without_redis_answers_broker_lost(faststack, tmp_path):
     faststack.celery_worker("w1", concurrency=1)
     faststack.shim()
     kill_redis(faststack)
-    tasks = make_tasks([str(tmp_path / "runs")] * 3)
-    started = time.monotonic()
-    answer = submit(faststack.server, "record_v0.0", tasks, timeout=120)
-    assert_all_answered(answer)
-    assert all(failed_with(answer, t, "broker lost") for t in tasks), answer.results
-    assert not (tmp_path / "runs").exists()
-    print(f"answered in {time.monotonic() - started:.1f}s")
+    assert_broker_lost_at_once(faststack, tmp_path)

@@ -166,40 +166,36 @@ def test_a_bug_while_waiting_is_an_internal_error_not_broker_lost(
     assert any(r.exc_info and "internal error" in r.getMessage() for r in caplog.records)
 
 
+def _stderr_when_send_raises(runner: BatchRunner, monkeypatch: pytest.MonkeyPatch,
+                             fault: Exception) -> str:
+    """The stderr a one-task batch is answered with when sending its slice raises ``fault``."""
+    def failing(*_: object) -> None:
+        raise fault
+
+    monkeypatch.setattr(runner.dispatcher, "send", failing)
+    tasks = make_tasks(["hello"])
+    (task_id,) = tasks
+
+    answer = runner.answer("echo_v0.0", str(uuid.uuid4()), _payload(tasks))
+
+    assert answer is not None
+    return str(decode_result(answer)[task_id]["stderror"])
+
+
 @pytest.mark.parametrize("fault", [redis.ConnectionError("Connection refused"),
                                    ConnectionResetError(104, "Connection reset by peer"),
                                    socket.gaierror(-2, "Name or service not known")],
                          ids=["redis", "reset", "dns"])
 def test_a_broker_fault_while_sending_is_broker_lost(
         runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
-    def unreachable(*_: object) -> None:
-        raise fault
-
-    monkeypatch.setattr(runner.dispatcher, "send", unreachable)
-    tasks = make_tasks(["hello"])
-    (task_id,) = tasks
-
-    answer = runner.answer("echo_v0.0", str(uuid.uuid4()), _payload(tasks))
-
-    assert answer is not None
-    assert str(decode_result(answer)[task_id]["stderror"]).startswith("amworker: broker lost: ")
+    assert _stderr_when_send_raises(runner, monkeypatch, fault).startswith("amworker: broker lost: ")
 
 
 @pytest.mark.parametrize("fault", [FileNotFoundError(2, "No such file or directory"),
                                    PermissionError(13, "Permission denied")], ids=["missing", "denied"])
 def test_a_file_fault_while_sending_is_an_internal_error_not_broker_lost(
         runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
-    def broken(*_: object) -> None:
-        raise fault
-
-    monkeypatch.setattr(runner.dispatcher, "send", broken)
-    tasks = make_tasks(["hello"])
-    (task_id,) = tasks
-
-    answer = runner.answer("echo_v0.0", str(uuid.uuid4()), _payload(tasks))
-
-    assert answer is not None
-    assert str(decode_result(answer)[task_id]["stderror"]).startswith("amworker: internal error: ")
+    assert _stderr_when_send_raises(runner, monkeypatch, fault).startswith("amworker: internal error: ")
 
 
 def test_results_left_inline_by_an_older_worker_are_still_read(runner: BatchRunner) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import Proc, gearman_status, start_gearmand, wait_until
+from tests.services import Proc, gearman_admin, gearman_status, start_gearmand, wait_until
 from worker.gearman_client import GearmanClient, Outcome, Submission
 from worker.gearman_shim import Backoff, GearmanShim
 
@@ -102,15 +102,7 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
 
 def gearman_workers(port: int) -> list[str]:
     """gearmand's ``workers`` admin lines: ``fd ip client_id : functions``."""
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
-        sock.sendall(b"workers\n")
-        data = b""
-        while not data.endswith(b".\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return [line for line in data.decode().splitlines() if line != "."]
+    return gearman_admin(port, "workers")
 
 
 @pytest.fixture

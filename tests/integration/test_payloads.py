@@ -7,6 +7,7 @@ import pickle
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from tests.integration.controller import (
     submit_raw,
 )
 from tests.services import Stack
-from worker.gearman_client import GearmanClient
+from worker.gearman_client import GearmanClient, Outcome
 from worker.wire import Encoding
 
 pytestmark = pytest.mark.integration
@@ -35,17 +36,22 @@ def assert_still_serving(stack: Stack, encoding: Encoding = Encoding.JSON) -> No
     assert exit_codes(answered) == dict.fromkeys(after.tasks, 0)
 
 
+def submit_document(stack: Stack, document: Mapping[str, object], encoding: Encoding) -> Outcome:
+    """Send ``document``, keys and all, to echo_v0.0 as JSON or a protocol-0 pickle."""
+    if encoding is Encoding.JSON:
+        payload = json.dumps(document).encode()
+    else:
+        payload = pickle.dumps(document, protocol=0)
+    return submit_raw(stack, "echo_v0.0", payload)
+
+
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_unknown_keys_are_ignored(amworker_stack: Stack, encoding: Encoding) -> None:
     built = Batch("echo_v0.0", encoding)
     first = built.add("one", futureField="ignored", priority=3)
     second = built.add("two", wants_output=False, unknown=None)
     document = {"tasks": built.tasks, "batchVersion": 2, "comment": "from the future"}
-    if encoding is Encoding.JSON:
-        payload = json.dumps(document).encode()
-    else:
-        payload = pickle.dumps(document, protocol=0)
-    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    outcome = submit_document(amworker_stack, document, encoding)
     answered = results(outcome)
     assert_same_encoding(outcome.data, encoding)
     assert exit_codes(answered) == {first: 0, second: 0}
@@ -200,11 +206,7 @@ def test_a_lone_surrogate_task_key_is_refused_alone(amworker_stack: Stack,
     document = {"tasks": {"\ud800": {"uuid": "\ud800", "arguments": "odd",
                                      "createdDate": built.tasks[good]["createdDate"]},
                           **built.tasks}}
-    if encoding is Encoding.JSON:
-        payload = json.dumps(document).encode()  # the key travels as a "\ud800" escape
-    else:
-        payload = pickle.dumps(document, protocol=0)
-    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    outcome = submit_document(amworker_stack, document, encoding)  # the key as a "\ud800" escape in JSON
     answered = results(outcome)
     assert set(answered) == {"\ud800", good}
     assert answered["\ud800"]["exitCode"] == 1
@@ -225,11 +227,7 @@ def test_overlong_task_uuids_are_refused_alone_and_echoed(amworker_stack: Stack,
     huge, long = "h" * (5 * 1024 * 1024), "l" * 257
     document = {"tasks": {huge: {"arguments": "huge", "createdDate": created},
                           long: {"arguments": "long", "createdDate": created}, **built.tasks}}
-    if encoding is Encoding.JSON:
-        payload = json.dumps(document).encode()
-    else:
-        payload = pickle.dumps(document, protocol=0)
-    outcome = submit_raw(amworker_stack, "echo_v0.0", payload)
+    outcome = submit_document(amworker_stack, document, encoding)
     answered = results(outcome)
     assert set(answered) == {huge, long, good}
     for key, length in ((huge, 5 * 1024 * 1024), (long, 257)):

@@ -56,6 +56,16 @@ class Gearmand:
         count = len(gp.GEARMAN_PARAMS_FOR_COMMAND[command])
         return body.split(b"\x00", count - 1) if count else []
 
+    def assert_closed(self, why: str) -> None:
+        """The shim closed its end and sent nothing more (a reset counts: closing
+        with data of ours still unread resets the connection)."""
+        assert self.sock is not None
+        try:
+            rest = self.sock.recv(1)
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b"", why
+
     def answer(self) -> list[bytes]:
         """The next WORK_COMPLETE's arguments, skipping grabs before it."""
         while True:
@@ -72,6 +82,11 @@ class Gearmand:
 
     def assign(self, handle: bytes, data: bytes) -> None:
         self.send(gp.GEARMAN_COMMAND_JOB_ASSIGN_UNIQ, handle, b"f1", b"u-" + handle, data)
+
+    def assign_on_grab(self, handle: bytes, data: bytes) -> None:
+        """Wait for the shim's next request to be a grab, then hand it this job."""
+        self.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+        self.assign(handle, data)
 
     def registered(self) -> None:
         assert self.expect(gp.GEARMAN_COMMAND_SET_CLIENT_ID) == [b"amworker-shim"]
@@ -136,20 +151,16 @@ def test_one_grab_at_a_time_sleep_once_and_stop_at_the_cap(gearmand: Gearmand) -
         gearmand.send(gp.GEARMAN_COMMAND_NO_JOB)
         gearmand.expect(gp.GEARMAN_COMMAND_PRE_SLEEP)
         gearmand.send(gp.GEARMAN_COMMAND_NOOP)
-        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
-        gearmand.assign(b"H1", b"one")
-        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)  # one held, room for another
-        gearmand.assign(b"H2", b"two")
+        gearmand.assign_on_grab(b"H1", b"one")
+        gearmand.assign_on_grab(b"H2", b"two")  # one held, room for another
         wait_until(lambda: shim.busy == 2, timeout=10, what="two jobs held")
         # At the cap: the next thing on the wire is H1's answer, then a grab.
         answers.event("u-H1").set()
         assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H1", b"f1/u-H1/one"]
-        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
-        gearmand.assign(b"H3", b"fail")
+        gearmand.assign_on_grab(b"H3", b"fail")
         answers.event("u-H3").set()
         assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_FAIL) == [b"H3"]
-        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
-        gearmand.assign(b"H4", b"boom")
+        gearmand.assign_on_grab(b"H4", b"boom")
         answers.event("u-H4").set()
         assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_FAIL) == [b"H4"]
         gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
@@ -165,8 +176,7 @@ def test_a_new_connection_registers_again_and_gets_no_stale_answer(gearmand: Gea
     answers = Answers()
     shim = start(gearmand, answers, concurrency=2)
     try:
-        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
-        gearmand.assign(b"H1", b"one")
+        gearmand.assign_on_grab(b"H1", b"one")
         gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
         assert gearmand.sock is not None
         gearmand.sock.close()  # the connection is lost with H1 held
@@ -189,8 +199,7 @@ def test_a_new_connection_registers_again_and_gets_no_stale_answer(gearmand: Gea
 def test_stop_answers_held_jobs_and_grabs_nothing_more(gearmand: Gearmand) -> None:
     answers = Answers()
     shim = start(gearmand, answers, concurrency=2)
-    gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
-    gearmand.assign(b"H1", b"one")
+    gearmand.assign_on_grab(b"H1", b"one")
     gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
     gearmand.send(gp.GEARMAN_COMMAND_NO_JOB)
     gearmand.expect(gp.GEARMAN_COMMAND_PRE_SLEEP)
@@ -203,12 +212,7 @@ def test_stop_answers_held_jobs_and_grabs_nothing_more(gearmand: Gearmand) -> No
     assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H1", b"f1/u-H1/one"]
     stopper.join(10)
     assert stopped == [True]
-    assert gearmand.sock is not None
-    try:
-        rest = gearmand.sock.recv(1)
-    except ConnectionResetError:  # closed with the NOOP still unread: a reset, no data
-        rest = b""
-    assert rest == b"", "closed after the answer, nothing else sent"
+    gearmand.assert_closed("closed after the answer, nothing else sent")
 
 
 def test_two_servers_share_the_cap_and_answers_go_home(gearmand: Gearmand) -> None:
@@ -246,19 +250,12 @@ def test_the_loop_survives_its_own_unexpected_error(gearmand: Gearmand) -> None:
     answers = Answers()
     shim = start(gearmand, answers, concurrency=1)
     try:
-        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
-        gearmand.assign(b"H1", b"not-bytes")
+        gearmand.assign_on_grab(b"H1", b"not-bytes")
         answers.event("u-H1").set()  # packing 42 fails inside the loop
-        assert gearmand.sock is not None
-        try:
-            rest = gearmand.sock.recv(1)
-        except ConnectionResetError:
-            rest = b""
-        assert rest == b"", "the connection is dropped (gearmand would re-queue H1)"
+        gearmand.assert_closed("the connection is dropped (gearmand would re-queue H1)")
         gearmand.accept()
         gearmand.registered()
-        gearmand.expect(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
-        gearmand.assign(b"H2", b"two")
+        gearmand.assign_on_grab(b"H2", b"two")
         answers.event("u-H2").set()
         assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H2", b"f1/u-H2/two"]
     finally:
