@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from amqp.exceptions import AMQPError
 from celery import Celery, chord, group
 from kombu import exceptions as kombu_errors
 
@@ -38,6 +39,9 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
     kombu_errors.OperationalError,
     kombu_errors.LimitExceeded,
     kombu_errors.InconsistencyError,
+    # RabbitMQ's refusals (a connection limit, a vhost gone, a channel
+    # closed by the server) come from py-amqp, not from kombu's own errors.
+    AMQPError,
 )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from amqp.exceptions import NotAllowed
 from celery import Celery
 
 from tests.faults.helpers import make_tasks
@@ -184,8 +185,9 @@ def _stderr_when_send_raises(runner: BatchRunner, monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize("fault", [redis.ConnectionError("Connection refused"),
                                    ConnectionResetError(104, "Connection reset by peer"),
-                                   socket.gaierror(-2, "Name or service not known")],
-                         ids=["redis", "reset", "dns"])
+                                   socket.gaierror(-2, "Name or service not known"),
+                                   NotAllowed("connection limit (0) is reached", reply_code=530)],
+                         ids=["redis", "reset", "dns", "rabbitmq-refuses"])
 def test_a_broker_fault_while_sending_is_broker_lost(
         runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
     assert _stderr_when_send_raises(runner, monkeypatch, fault).startswith("amworker: broker lost: ")
