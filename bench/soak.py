@@ -52,7 +52,14 @@ def run_soak(seconds: float) -> dict[str, Any]:
         workdir = Path(tmp)
         config = workdir / "amworker.toml"
         config.write_text(SOAK_CONFIG)
+        # Every key a batch leaves in Redis lives as long as its deadlines can
+        # matter (queue wait + time limit + 150 s, docs/design.md "What Redis
+        # keeps"). With one-minute deadlines that is 4.5 minutes, so the last
+        # five minutes of a ten-minute soak show Redis's steady state; at the
+        # defaults (an hour's queue wait, six hours' time limit) the same
+        # plateau comes hours later, at the same rate.
         env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10",
+               "AMWORKER_QUEUE_WAIT": "60", "AMWORKER_TIME_LIMIT": "60",
                "AMWORKER_LOG_LEVEL": "WARNING"}
         with services.stack(workdir, scripts=systems.SCRIPTS_PACKAGE,
                             modules_file=systems.MODULES_FILE, env=env) as stack:
