@@ -28,6 +28,7 @@ from tests.faults.helpers import (
     wait_records,
 )
 from tests.services import Stack, rabbitmqctl, stack, wait_until
+from worker import keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -67,7 +68,8 @@ def test_rabbitmq_restart_mid_batch(rabbitstack: Stack, tmp_path: Path) -> None:
     pending = submit_bg(s.server, "record_v0.0", tasks, unique=unique, timeout=200)
     ((running, _),) = wait_records(record, 1)
     index = list(tasks).index(running)
-    running_slice = f"record_v0.0:{unique}:slice-{index + 1}-of-2"
+    token = keys.batch_token("record_v0.0", unique, b"", tasks)
+    running_slice = keys.slice_id(token, index, 2)
 
     # Acknowledged when it ends, with prefetch 1: the running slice's message
     # is unacked, and the other one waits in RabbitMQ for any free worker
