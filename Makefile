@@ -86,6 +86,7 @@ test-compose: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench
 	$(BIN)/mypy worker
+	$(BIN)/lint-imports
 
 # make bench SOAK=600 runs the soak instead: ten minutes of mixed load, the
 # shim's RSS and Redis's memory over time (bench/results/soak.md and .png).

@@ -4,7 +4,7 @@
   one line of output per task) after decoding it. Gearman plus the codec and
   nothing else: no worker can answer faster.
 * ``inprocess``: runs ``call(jobs)`` in its own process with amworker's job
-  API (:mod:`worker.executor`) and row writes (:mod:`worker.bookkeeping`).
+  API (:mod:`worker.pool.executor`) and row writes (:mod:`worker.pool.bookkeeping`).
   The stock worker's design (one batch, one process) with no Celery hop.
 
 The harness starts one process per core of either:
@@ -21,9 +21,9 @@ from typing import Any
 
 from gearman import GearmanWorker
 
-from worker.executor import utcnow
-from worker.gearman_io import FastGearmanConnection
-from worker.wire import TaskResult, decode_request, encode_result
+from worker.batch.gearman_io import FastGearmanConnection
+from worker.codec.wire import TaskResult, decode_request, encode_result
+from worker.contract.results import utcnow
 
 log = logging.getLogger("bench.baselines")
 
@@ -47,12 +47,15 @@ def floor_answer(_function: str, payload: bytes) -> bytes:
 
 def inprocess_answerer() -> Answer:
     """Build what the in-process worker needs once, and return its answer function."""
-    from worker import bookkeeping, database, script_imports
-    from worker.argv import Paths, prepare_argv
+    from worker import database
+    from worker.codec.argv import Paths, prepare_argv
     from worker.config import Settings
-    from worker.executor import build_jobs, failed_results, results_of, run_script
-    from worker.plan import JobSpec
-    from worker.registry import load_registry
+    from worker.contract.plan import JobSpec
+    from worker.contract.results import failed_results
+    from worker.pool import bookkeeping
+    from worker.pool.executor import build_jobs, results_of, run_script
+    from worker.scripts import imports as script_imports
+    from worker.scripts.registry import load_registry
 
     settings = Settings.from_env()
     database.setup()

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from worker.gearman_client import Outcome, Submission
-from worker.wire import Encoding, decode_result, encode_request
+from worker.cli.gearman_client import Outcome, Submission
+from worker.codec.wire import Encoding, decode_result, encode_request
 
 #: The no-op batches' arguments: quoted and with placeholders, like a real link's.
 NOOP_ARGUMENTS = '"%taskUUID%" "%sharedPath%currentlyProcessing/objects/file.tif" --verbose'

@@ -201,7 +201,7 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         "- One private gearmand and Redis on free loopback ports, one SQLite database "
         "(WAL, `synchronous=NORMAL`) whose `Tasks` rows are inserted before each batch is "
         "submitted, as the controller does; floor, in-process and amworker take turns on them.",
-        "- Every batch is submitted by `worker.gearman_client.GearmanClient` (`submit_many` "
+        "- Every batch is submitted by `worker.cli.gearman_client.GearmanClient` (`submit_many` "
         "when several are in flight), JSON-encoded like Archivematica 1.17's controller.",
         f"- floor and in-process run one Gearman worker process per core "
         f"({machine['cores']}); amworker runs the shim (up to 16 batches on one gearmand "

@@ -66,10 +66,10 @@ def _server_counter(connection: Any) -> Iterator[Callable[[], int]]:
 def _count_one(jobs: int) -> dict[str, Any]:
     from django.db import connection
 
-    from worker import bookkeeping
-    from worker.executor import utcnow
+    from worker.codec.wire import TaskResult
+    from worker.contract.results import utcnow
     from worker.models import Task
-    from worker.wire import TaskResult
+    from worker.pool import bookkeeping
 
     uuids = [str(uuid.uuid4()) for _ in range(jobs)]
     Task.objects.bulk_create([Task(taskuuid=u, arguments="bench") for u in uuids])

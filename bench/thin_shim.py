@@ -63,9 +63,9 @@ def settled_rss_mb(pid: int, *, timeout: float = 30.0) -> float:
 
 
 def probe_peak_mb(env: dict[str, str]) -> float:
-    """Peak RSS of one script probe run (``python -m worker.probe``), in MiB."""
+    """Peak RSS of one script probe run (``python -m worker.scripts.probe``), in MiB."""
     code = ("import resource, subprocess, sys\n"
-            "done = subprocess.run([sys.executable, '-m', 'worker.probe'], capture_output=True)\n"
+            "done = subprocess.run([sys.executable, '-m', 'worker.scripts.probe'], capture_output=True)\n"
             "assert done.returncode == 0, done.stderr[-2000:]\n"
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=services.ROOT,
@@ -86,7 +86,7 @@ def measure_archivematica(home: str) -> dict[str, Any]:
                 stack.env.pop(name)
             probe = probe_peak_mb(stack.env)
             from worker.config import Settings
-            from worker.registry import read_modules_file
+            from worker.scripts.registry import read_modules_file
 
             count = len(read_modules_file(Settings.from_env(stack.env).modules_file))
             shim = stack.shim("thin-shim", functions=count)

@@ -1,6 +1,6 @@
 """W1-W5: submit the same batches to whichever system is registered, and measure.
 
-Every submission goes through :class:`worker.gearman_client.GearmanClient`,
+Every submission goes through :class:`worker.cli.gearman_client.GearmanClient`,
 the way the controller submits: one foreground job per batch, all of a
 workload's batches in flight at once where the workload says so.
 """
@@ -17,7 +17,7 @@ from bench.payloads import BenchBatch
 from bench.scripts.big_output import expected_output
 from bench.sizes import Sizes
 from bench.systems import BIG_OUTPUT, NOOP
-from worker.gearman_client import GearmanClient
+from worker.cli.gearman_client import GearmanClient
 
 #: Generous: a wedged system fails the bench instead of hanging it.
 TIMEOUT_SECONDS = 300.0

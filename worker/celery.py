@@ -17,8 +17,9 @@ from celery import Celery
 from celery.app.amqp import AMQP
 from celery.signals import setup_logging
 
-from worker import advertise, lifetimes, logs, worker_metrics  # noqa: F401 - advertise and worker_metrics connect signals
+from worker import logs
 from worker.config import Settings
+from worker.contract import lifetimes
 
 
 class ReadableSentEvents(AMQP):
@@ -66,7 +67,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # envelope a slice returns (its results have their own key).
         "result_extended": False,
         # Celery's envelopes live as long as the slowest function's slice can
-        # matter (queue wait + time limit + grace, worker.lifetimes); the shim
+        # matter (queue wait + time limit + grace, worker.contract.lifetimes); the shim
         # deletes a batch's envelopes once it is answered.
         "result_expires": lifetimes.longest_key_ttl(settings),
         # Recycling is on by default: a script that leaks (5 MB a slice was
@@ -91,7 +92,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
     Client scripts move and delete files, so on either broker a slice must
     never run twice and a started slice must never be re-delivered to run
-    again; the claim each slice takes in Redis (worker/runtime.py) is the
+    again; the claim each slice takes in Redis (worker/pool/runtime.py) is the
     guarantee, these settings keep re-deliveries rare and cheap. Why the two
     brokers differ is in docs/design.md, "A slice never runs twice".
     """
@@ -194,7 +195,7 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     # so do it here for output outside any slice (a script printing at
     # import), one line per record under "amworker.stdout" or
     # "amworker.stderr", never in a job's output. During a slice
-    # worker.stray_output takes over fd 1/2 and bounds what reaches the log
+    # worker.pool.stray_output takes over fd 1/2 and bounds what reaches the log
     # (docs/scripts.md). Two proxies, not Celery's one for both:
     # Job.pyprint(file=sys.stderr) tells the streams apart by identity, as the
     # stock worker's does.

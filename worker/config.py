@@ -21,6 +21,11 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from worker.archivematica import BASE_SETTINGS, OVERRIDES, derived_defaults, find_layout
+from worker.codec.limits import (
+    DEFAULT_MAX_ARGUMENT_BYTES,
+    DEFAULT_MAX_BATCH_ARGUMENT_BYTES,
+    DEFAULT_MAX_BATCH_TASKS,
+)
 from worker.errors import ConfigError
 
 T = TypeVar("T")
@@ -45,17 +50,6 @@ DEFAULT_SHIM_CONCURRENCY = 16
 DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 #: The largest request accepted; the controller's batches are a few hundred KB.
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
-#: The most tasks one batch may hold. The controller sends 128 by default
-#: (its batch size setting); a payload can declare millions of tiny tasks, and
-#: each costs the shim memory and an answer, so more than this is refused.
-DEFAULT_MAX_BATCH_TASKS = 4096
-#: The longest ``arguments`` string of one task, in UTF-8 bytes, as received and
-#: again once placeholders are substituted. Real ones are under 64 KB.
-DEFAULT_MAX_ARGUMENT_BYTES = 1024 * 1024
-#: The most argument bytes (task UUIDs included) one batch may decode to,
-#: every task counted, even tasks that share one string through a pickle's
-#: memo (which is how a 1 MB payload could otherwise become gigabytes of argv).
-DEFAULT_MAX_BATCH_ARGUMENT_BYTES = 16 * 1024 * 1024
 #: How long a slice may wait in a Celery queue before its batch gives up on it.
 DEFAULT_QUEUE_WAIT_SECONDS = 3600.0
 #: Hard time limit of one slice when a function sets none: long enough for
@@ -69,7 +63,7 @@ DEFAULT_LEASE_SECONDS = 10.0
 #: reserved by a worker that then died waits before another worker takes it.
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 300.0
 #: A ceiling on every Redis key's lifetime; the lifetimes themselves are
-#: derived from the deadlines (queue wait + time limit + grace, worker.lifetimes).
+#: derived from the deadlines (queue wait + time limit + grace, worker.contract.lifetimes).
 DEFAULT_RESULT_EXPIRES_SECONDS = 7 * 24 * 3600.0
 #: How long an answered batch keeps its slices' results for a re-delivery;
 #: ``None`` means ``queue_wait``. A job gearmand hands back (the shim died

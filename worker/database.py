@@ -138,22 +138,6 @@ def _ensure_sqlite_directory(name: str) -> None:
         os.makedirs(directory, exist_ok=True)
 
 
-def check_tasks_table() -> str:
-    """Describe whether ``Tasks`` is usable; raise the driver's error if not."""
-    setup()
-    from django.db import connection
-
-    from worker.models import Task
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    if Task._meta.db_table not in connection.introspection.table_names():
-        return "reachable, but the Tasks table does not exist (amworker init-db creates it)"
-    count = Task.objects.count()
-    return f"reachable, Tasks table usable ({count} rows, {connection.vendor})"
-
-
-
 def prepare_bookkeeping() -> bool:
     """Ready the ``Tasks`` table for a worker process; False if rows can't be written.
 

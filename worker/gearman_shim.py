@@ -1,8 +1,8 @@
 """The Gearman shim: take batches from gearmand, answer them, keep serving.
 
-It moves bytes and waits; the work happens on Celery (worker.batches).
+It moves bytes and waits; the work happens on Celery (worker.batch.runner).
 
-The Gearman side is :class:`worker.gearman_loop.GearmanLoop`: one
+The Gearman side is :class:`worker.batch.gearman_loop.GearmanLoop`: one
 connection per configured gearmand, holding up to ``concurrency`` batches at
 once, each answered on a thread of its own; reconnection with bounded
 exponential backoff, every attempt logged, ``CAN_DO`` re-sent for every
@@ -18,27 +18,12 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import FrameType
 
-from worker.gearman_loop import GearmanLoop
+from worker.backoff import Backoff
+from worker.batch.gearman_loop import Answerer, GearmanLoop
 
 log = logging.getLogger(__name__)
-
-Answerer = Callable[[str, str, bytes], bytes | None]
-
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnection delays: ``first * factor**n``, capped at ``maximum``."""
-
-    first: float = 0.5
-    factor: float = 2.0
-    maximum: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """The pause before reconnection attempt ``attempt`` (0-based)."""
-        return float(min(self.first * self.factor**attempt, self.maximum))
-
 
 class GearmanShim:
     """Serve ``functions`` from every server, up to ``concurrency`` batches at a time."""

@@ -35,7 +35,7 @@ _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
 def batch_context(function: str, batch: str, slice: str | None = None) -> Iterator[None]:
     """Tag every record logged inside the block with ``function``, ``batch``, ``slice``.
 
-    ``batch`` is the controller's batch UUID (see :func:`worker.keys.unique_of`).
+    ``batch`` is the controller's batch UUID (see :func:`worker.contract.keys.unique_of`).
     """
     values = {"function": function, "batch": batch}
     if slice is not None:
@@ -125,7 +125,7 @@ def keep_off_standard_fds() -> None:
     """Point amworker's handlers at private copies of fd 1 and fd 2 (idempotent).
 
     A pool process points fd 1 and fd 2 into pipes while a script runs
-    (worker.stray_output); amworker's own log lines must keep going where
+    (worker.pool.stray_output); amworker's own log lines must keep going where
     they went, not into the script's bounded stray output.
     """
     for handler in logging.getLogger().handlers:

@@ -1,6 +1,6 @@
 """The Celery tasks: thin, like a web view. Decode, call the logic, return.
 
-* ``amworker.run_slice`` runs one slice of a batch (see worker.runtime).
+* ``amworker.run_slice`` runs one slice of a batch (see worker.pool.runtime).
 * ``amworker.collect`` is the chord callback that combines the slices.
 
 Script failures are results (exit codes), never Celery task failures. The
@@ -16,12 +16,17 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
-from worker import keys
 from worker.celery import app
-from worker.dispatch import SCRIPT_HEADER
+from worker.contract import keys
+from worker.contract.keys import SCRIPT_HEADER
+from worker.contract.plan import JobSpec
 from worker.logs import batch_context
-from worker.plan import JobSpec
-from worker.runtime import WorkerRuntime, node_name
+
+# Imported for the Celery signals they connect. Celery imports this module
+# (the app's ``include``) before it sends ``worker_init``; the shim never
+# imports it, so it loads none of the pool's code.
+from worker.pool import advertise, metrics  # noqa: F401, I001
+from worker.pool.runtime import WorkerRuntime, node_name
 
 
 class SliceTask(Task):
@@ -52,7 +57,7 @@ def run_slice(
     The results are stored under the slice's own key (see
     :meth:`WorkerRuntime.store_outcome`); Celery's result is a small envelope.
     The script entry the shim planned for comes in a message header
-    (``dispatch.SCRIPT_HEADER``); ``script`` is where a shim of the previous
+    (``keys.SCRIPT_HEADER``); ``script`` is where a shim of the previous
     release put it.
     """
     task_id = require_task_id(self.request.id)
@@ -108,7 +113,7 @@ def collect(self: Task, function: str, batch: str, slices: list[str]) -> dict[st
     The chord fires only once every slice reported success; the results
     themselves stay under each slice's own key (the shim fetches them once).
     A slice that failed never gets here (the shim assembles those batches
-    itself, see worker.settling).
+    itself, see worker.batch.settling).
     """
     tasks = 0
     for slice_id in slices:

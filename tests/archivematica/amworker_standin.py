@@ -2,7 +2,7 @@
 
 Loaded with ``-p amworker_standin`` by ``scripts/test-archivematica`` before
 any conftest, so every ``client.job`` / ``custom_handlers`` import the suite
-and the scripts make resolves through :mod:`worker.script_imports`, exactly
+and the scripts make resolves through :mod:`worker.scripts.imports`, exactly
 as inside an amworker worker. At the end it records, in
 ``$AMWORKER_STANDIN_REPORT``, which modules were really used, so the
 comparison can refuse a run in which the stand-in did not take.
@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from worker import script_imports
+from worker.scripts import imports as script_imports
 
 script_imports.install()
 

@@ -27,9 +27,9 @@ from urllib.parse import unquote, urlsplit
 
 import pymysql
 
-from worker.gearman_client import GearmanClient
-from worker.submit import build_tasks
-from worker.wire import Encoding, decode_result, encode_request
+from worker.cli.gearman_client import GearmanClient
+from worker.cli.submit import build_tasks
+from worker.codec.wire import Encoding, decode_result, encode_request
 
 ROWS_DEADLINE = 30.0
 

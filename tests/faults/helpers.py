@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from tests.services import Stack, stack, start_gearmand, start_redis, wait_until
-from worker.gearman_client import GearmanClient, Submission
-from worker.wire import Encoding, decode_result, encode_request
+from worker.cli.gearman_client import GearmanClient, Submission
+from worker.codec.wire import Encoding, decode_result, encode_request
 
 #: Knobs that make faults resolve in seconds (see docs/reliability.md).
 FAST = {

@@ -24,9 +24,9 @@ import pytest
 
 from tests.faults.helpers import assert_all_answered, make_tasks, submit
 from tests.services import Stack
+from worker.cli.gearman_client import GearmanClient, Submission
+from worker.codec.wire import Encoding, decode_request, decode_result, encode_request
 from worker.errors import DecodeError
-from worker.gearman_client import GearmanClient, Submission
-from worker.wire import Encoding, decode_request, decode_result, encode_request
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 

@@ -28,7 +28,7 @@ from tests.faults.helpers import (
     wait_records,
 )
 from tests.services import Stack, rabbitmqctl, stack, wait_until
-from worker import keys
+from worker.contract import keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 

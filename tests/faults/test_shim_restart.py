@@ -18,7 +18,7 @@ from tests.faults.helpers import (
     wait_until,
 )
 from tests.services import gearman_status
-from worker import keys
+from worker.contract import keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 

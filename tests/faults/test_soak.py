@@ -47,8 +47,8 @@ from tests.faults.helpers import (
     summarise,
 )
 from tests.services import Proc, Stack, stack
-from worker.causes import Cause
-from worker.watcher import META_PREFIX
+from worker.batch.watcher import META_PREFIX
+from worker.errors import Cause
 
 SOAK_SECONDS = float(os.environ.get("AMWORKER_SOAK_SECONDS", "45"))
 IN_FLIGHT = 16

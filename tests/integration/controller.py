@@ -1,8 +1,8 @@
 """Acting as the controller in integration tests: build batches, submit, decode.
 
-Batches go through :class:`worker.gearman_client.GearmanClient` (a raw
+Batches go through :class:`worker.cli.gearman_client.GearmanClient` (a raw
 protocol client that shares no code with the shim), encoded with
-:func:`worker.wire.encode_request` exactly as the controller would.
+:func:`worker.codec.wire.encode_request` exactly as the controller would.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tests.services import ROOT, Stack
-from worker.gearman_client import GearmanClient, Outcome, Submission
-from worker.wire import Encoding, decode_result, encode_request
+from worker.cli.gearman_client import GearmanClient, Outcome, Submission
+from worker.codec.wire import Encoding, decode_result, encode_request
 
 #: Both encodings seen in the field; most tests run once with each.
 ENCODINGS = [Encoding.JSON, Encoding.PICKLE]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.submit import SmokeTask, submit
+from worker.cli.submit import SmokeTask, submit
 
 
 def write_modules(path: Path, functions: Mapping[str, str]) -> Path:

@@ -127,7 +127,7 @@ def test_the_shim_holds_no_script_and_no_django(deployed: tuple[Stack, Proc, Pro
 
     names = imported_modules(shim.output())
 
-    assert {"worker.batches", "worker.gearman_shim", "redis"} <= names, "no import log"
+    assert {"worker.batch.runner", "worker.gearman_shim", "redis"} <= names, "no import log"
     assert not {n for n in names if n == "django" or n.startswith("django.")}
     # Metrics are off here: their library is not loaded either.
     assert "prometheus_client" not in names

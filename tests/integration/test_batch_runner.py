@@ -24,17 +24,18 @@ from celery import Celery
 
 from tests.faults.helpers import make_tasks
 from tests.services import ROOT, start_redis
-from worker import keys
-from worker.answers import Settlement
-from worker.batches import ANSWER_SLOTS, BatchRunner
+from worker.batch.answers import Settlement
+from worker.batch.dispatch import Dispatch, SliceRef
+from worker.batch.runner import ANSWER_SLOTS, BatchRunner
+from worker.batch.watcher import META_PREFIX, ResultWatcher
 from worker.celery import celery_config
+from worker.codec.wire import Encoding, TaskResult, decode_request, decode_result, encode_request
 from worker.config import Settings
-from worker.dispatch import SCRIPT_HEADER, Dispatch, SliceRef
+from worker.contract import keys
+from worker.contract.keys import SCRIPT_HEADER
+from worker.contract.results import failed_results, utcnow
 from worker.errors import DecodeError
-from worker.executor import failed_results, utcnow
-from worker.registry import load_registry
-from worker.watcher import META_PREFIX, ResultWatcher
-from worker.wire import Encoding, TaskResult, decode_request, decode_result, encode_request
+from worker.scripts.registry import load_registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

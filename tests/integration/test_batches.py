@@ -26,7 +26,7 @@ from tests.integration.controller import (
     run,
 )
 from tests.services import Stack
-from worker.wire import Encoding
+from worker.codec.wire import Encoding
 
 pytestmark = pytest.mark.integration
 

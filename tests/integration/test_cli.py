@@ -16,7 +16,7 @@ from tests.services import ROOT, Stack, free_port
 pytestmark = pytest.mark.integration
 
 #: The installed console script next to this interpreter, else the module
-#: (the same entry point, worker.cli:main).
+#: (the same entry point, worker.cli.command:main).
 _SCRIPT = shutil.which("amworker", path=str(ROOT / ".venv/bin"))
 AMWORKER = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "worker.cli"]
 

@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import start_amworker
 from tests.integration.controller import Batch, exit_codes, finished_at, run
 from tests.services import Stack
-from worker.wire import Encoding
+from worker.codec.wire import Encoding
 
 pytestmark = pytest.mark.integration
 

@@ -213,7 +213,8 @@ def exposed_metric_names() -> set[str]:
     """Every sample name the shim's and the workers' collectors can expose."""
     from prometheus_client import CollectorRegistry
 
-    from worker.metrics import JobMetrics, ShimMetrics
+    from worker.batch.metrics import ShimMetrics
+    from worker.pool.job_metrics import JobMetrics
 
     suffixes = {"counter": ("_total",), "histogram": ("", "_bucket", "_sum", "_count"),
                 "gauge": ("",)}

@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.ops import run_batch, scrape, value, write_modules
 from tests.services import Stack, free_port, stack
-from worker.gearman_client import GearmanClient
+from worker.cli.gearman_client import GearmanClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

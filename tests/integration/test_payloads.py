@@ -23,8 +23,8 @@ from tests.integration.controller import (
     submit_raw,
 )
 from tests.services import Stack
-from worker.gearman_client import GearmanClient, Outcome
-from worker.wire import Encoding
+from worker.cli.gearman_client import GearmanClient, Outcome
+from worker.codec.wire import Encoding
 
 pytestmark = pytest.mark.integration
 

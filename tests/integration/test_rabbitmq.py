@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.controller import batch, exit_codes, run
 from tests.services import RABBITMQ_PORT, ROOT, Stack, free_port, rabbitmqctl
-from worker.wire import Encoding
+from worker.codec.wire import Encoding
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import WORKER_NAME
 from tests.integration.controller import ENCODINGS, batch, exit_codes, run
 from tests.services import Stack, wait_until
-from worker.wire import Encoding
+from worker.codec.wire import Encoding
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from tests.integration.controller import Batch, run
 from tests.services import ROOT, Proc, Stack, stack
 from tests.thirdparty import snapshot
 from tests.thirdparty.cases import CASES
-from worker.wire import Encoding
+from worker.codec.wire import Encoding
 
 #: Created before each run at the same path, so both runs see identical fixtures.
 CREATED = "2024-01-02T03:04:05.123456+00:00"
@@ -144,7 +144,7 @@ def batch_for(index: int, function: str, task_ids: list[str], arguments: tuple[s
 
 def slices_run(worker_log: str) -> dict[str, int]:
     """Slices each function's batch ran as, from the worker's "Task …[ID] succeeded"
-    lines: a slice's task ID is ``FUNCTION:BATCH:slice-I-of-N`` (worker/keys.py)."""
+    lines: a slice's task ID is ``FUNCTION:BATCH:slice-I-of-N`` (worker/contract/keys.py)."""
     found = set(re.findall(r"\[([^\]:\s]+):[^\]\s]*:slice-(\d+)-of-\d+\] succeeded", worker_log))
     counts: dict[str, int] = {}
     for function, _index in found:

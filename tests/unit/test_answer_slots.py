@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from worker.batches import AnswerSlots
+from worker.batch.runner import AnswerSlots
 
 
 def test_a_slot_is_given_back_when_the_block_ends_even_by_an_exception() -> None:

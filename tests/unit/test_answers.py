@@ -1,4 +1,4 @@
-"""Unit tests of the answer record codec (worker.answers)."""
+"""Unit tests of the answer record codec (worker.batch.answers)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from worker.answers import Settlement, answer_record, answer_record_settlement, answers_tasks
-from worker.dispatch import SliceRef
-from worker.executor import failed_results
+from worker.batch.answers import Settlement, answer_record, answer_record_settlement, answers_tasks
+from worker.batch.dispatch import SliceRef
+from worker.contract.results import failed_results
 
 
 def test_an_answer_record_round_trips() -> None:

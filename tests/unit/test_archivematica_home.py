@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from tests import am_tree
-from worker import archivematica, checks
+from worker import archivematica
 from worker import settings as django_settings
+from worker.cli import checks
 from worker.config import DATABASE_EMBEDDED, Settings
 from worker.errors import ConfigError
-from worker.registry import load_registry, read_modules_file
+from worker.scripts.registry import load_registry, read_modules_file
 
 AM_SRC = os.environ.get("AM_SRC", "")
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker import argv as argv_module
-from worker.argv import Paths, prepare_argv, split_arguments, substitute
+from worker.codec import argv as argv_module
+from worker.codec.argv import Paths, prepare_argv, split_arguments, substitute
 from worker.errors import ArgvError
 
 # A copy of the project's shared table of every function the controller calls.
@@ -365,7 +365,7 @@ def test_apostrophes_that_are_quoted_or_escaped_split(text: str) -> None:
 class WorkMeter:
     """Counts the scanner's work: Python lines it runs and characters its searches examine.
 
-    Each search of :mod:`worker.argv` is one character class, which the regex
+    Each search of :mod:`worker.codec.argv` is one character class, which the regex
     engine checks from the start position to the first hit (or the end of the
     string) and no further; the meter adds that span for every call. Python
     lines are counted with ``sys.settrace``. Together they are the whole cost

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from worker.bookkeeping import (
+from worker.codec.wire import TaskResult
+from worker.pool.bookkeeping import (
     DatabaseUnavailable,
     RetryPolicy,
     mark_finished,
     mark_started,
     with_retries,
 )
-from worker.wire import TaskResult
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -40,7 +40,7 @@ import click
 import pytest
 from ruamel.yaml import YAML
 
-from worker.cli import _parser
+from worker.cli.command import _parser
 from worker.config import KNOWN_VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -322,7 +322,7 @@ def test_gearmand_is_published_for_the_controller(compose: dict[str, Any]) -> No
 
 def test_worker_heavy_has_work_from_the_bundled_scripts(compose: dict[str, Any]) -> None:
     """The bundled modules file has no normalize_v1.0: a bundled function must use the queue."""
-    from worker.registry import load_registry
+    from worker.scripts.registry import load_registry
 
     env = environment(services(compose)["worker-heavy"])
     env["AMWORKER_CONFIG_FILE"] = str(ROOT / "deploy" / "amworker.toml")

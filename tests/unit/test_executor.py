@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from worker.client.job import Job
-from worker.executor import build_jobs, fail_jobs, failed_results, results_of, run_script
-from worker.plan import JobSpec
+from worker.contract.plan import JobSpec
+from worker.contract.results import failed_results
+from worker.pool.executor import build_jobs, fail_jobs, results_of, run_script
 
 T0 = datetime(2024, 8, 4, 21, 34, 35, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.executor import build_jobs, child_pids, kill_leftovers, run_script
-from worker.plan import JobSpec
+from worker.contract.plan import JobSpec
+from worker.pool.executor import build_jobs, child_pids, kill_leftovers, run_script
 
 pytestmark = pytest.mark.timeout(60)
 

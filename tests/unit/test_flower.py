@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from worker.cli.flower import DEFAULT_ADDRESS, flower_argv
 from worker.errors import ConfigError
-from worker.flower import DEFAULT_ADDRESS, flower_argv
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker", "flower"]
 

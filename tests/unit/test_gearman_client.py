@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from worker.gearman_client import (
+from worker.cli.gearman_client import (
     ERROR,
     JOB_CREATED,
     SUBMIT_JOB,

@@ -28,8 +28,8 @@ from gearman.protocol import (
     pack_binary_command,
 )
 
-from worker import gearman_io
-from worker.gearman_io import READ_CHUNK_BYTES, FastGearmanConnection
+from worker.batch import gearman_io
+from worker.batch.gearman_io import READ_CHUNK_BYTES, FastGearmanConnection
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from worker import keys
+from worker.contract import keys
 
 PAYLOAD = b'{"tasks": {}}'
 UUIDS = ("b3c1", "a7e2")

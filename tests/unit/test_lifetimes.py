@@ -1,12 +1,12 @@
-"""Unit tests of the key lifetimes derived from the deadlines (worker.lifetimes)."""
+"""Unit tests of the key lifetimes derived from the deadlines (worker.contract.lifetimes)."""
 
 from __future__ import annotations
 
 from types import MappingProxyType
 
-from worker import lifetimes
 from worker.celery import celery_config
 from worker.config import FunctionOptions, Settings
+from worker.contract import lifetimes
 
 SETTINGS = Settings(queue_wait=600.0, time_limit=3600.0, lease_seconds=10.0)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.plan import JobSpec, slice_count, split
+from worker.contract.plan import JobSpec, slice_count, split
 
 
 def specs(n: int) -> list[JobSpec]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from worker.config import FunctionOptions, Settings
-from worker.probe import keep_django_out, probe_registry
+from worker.scripts.probe import keep_django_out, probe_registry
 
 SCRIPTS = {
     "chatty": "print('printed while importing')\n\ndef concurrent_instances():\n    return 5\n\n"
@@ -46,7 +46,7 @@ def test_the_probe_reports_imports_and_slices_without_importing_here(
 ) -> None:
     settings = make_package(tmp_path, monkeypatch, SCRIPTS)
 
-    with caplog.at_level(logging.WARNING, logger="worker.probe"):
+    with caplog.at_level(logging.WARNING, logger="worker.scripts.probe"):
         registry = probe_registry(settings)
 
     assert any("concurrent_instances() raised RuntimeError: no; using 1 slice" in r.getMessage()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import runtime
 from worker.config import Settings
+from worker.pool import runtime
 
 
 @pytest.fixture(autouse=True)

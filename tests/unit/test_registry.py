@@ -18,7 +18,7 @@ import pytest
 
 from worker.config import FunctionOptions, Settings
 from worker.errors import RegistryError
-from worker.registry import (
+from worker.scripts.registry import (
     ClientScript,
     Registry,
     ScriptEntry,
@@ -197,7 +197,7 @@ def test_import_failure_is_reported_and_the_others_still_load(
         missing_v0.0 = no_such_module
         """)
 
-    with caplog.at_level(logging.ERROR, logger="worker.registry"):
+    with caplog.at_level(logging.ERROR, logger="worker.scripts.registry"):
         registry = load_registry(settings_for(package, path))
 
     assert registry["good_v0.0"].importable
@@ -315,7 +315,7 @@ def test_concurrent_instances_as_a_numeric_string_is_accepted() -> None:
 def test_broken_concurrent_instances_means_one_and_is_logged(
     hook: Callable[[], object], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="worker.registry"):
+    with caplog.at_level(logging.ERROR, logger="worker.scripts.registry"):
         wanted = entry(Module(call=lambda jobs: None, concurrent_instances=hook)).slices_wanted()
 
     assert wanted == 1
@@ -352,7 +352,7 @@ def test_a_slice_planned_for_another_module_is_a_mismatch_naming_both(
 
 
 def test_advertised_differences_name_each_function() -> None:
-    from worker.advertise import differences
+    from worker.pool.advertise import differences
 
     ours = {"a": "p.a", "b": "p.b", "c": "p.c"}
     theirs = {"a": "p.a", "b": "q.b", "d": "p.d"}

@@ -15,8 +15,8 @@ import worker.client
 import worker.client.job
 import worker.utils
 import worker.utils.custom_handlers
-from worker import script_imports
-from worker.script_imports import ALIASES, PackageFinder, PinnedFinder
+from worker.scripts import imports as script_imports
+from worker.scripts.imports import ALIASES, PackageFinder, PinnedFinder
 
 TOP_LEVEL = sorted({name.partition(".")[0] for name in ALIASES})
 
@@ -205,7 +205,7 @@ def test_aliases_in_a_fresh_interpreter() -> None:
             pass
         else:
             sys.exit("client.job importable before install")
-        from worker import script_imports
+        from worker.scripts import imports as script_imports
         script_imports.install()
         from client.job import Job
         from custom_handlers import get_script_logger

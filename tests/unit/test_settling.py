@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.settling import FINISHED, PENDING, BrokerTrouble, Deadlines, GiveUp, SliceState, decide
+from worker.batch.settling import FINISHED, PENDING, BrokerTrouble, Deadlines, GiveUp, SliceState, decide
 
 CLAIM = {"worker": "w1@host", "pid": 7, "at": "2026-01-01T00:00:00+00:00"}
 STARTED = 1767225600.0  # CLAIM["at"] in epoch seconds

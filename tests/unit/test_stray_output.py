@@ -1,4 +1,4 @@
-"""Unit tests of worker.stray_output: a script's output outside the Job API, bounded."""
+"""Unit tests of worker.pool.stray_output: a script's output outside the Job API, bounded."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from worker import stray_output
-from worker.stray_output import LINE_BYTES, RECORD_COST, StrayOutput
+from worker.pool import stray_output
+from worker.pool.stray_output import LINE_BYTES, RECORD_COST, StrayOutput
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,12 +8,13 @@ import pytest
 import redis
 from celery.app.task import Context
 
-from worker import keys, tasks
+from worker import tasks
 from worker.config import Settings
-from worker.dispatch import SCRIPT_HEADER
-from worker.executor import failed_results
-from worker.registry import Registry
-from worker.runtime import WorkerRuntime
+from worker.contract import keys
+from worker.contract.keys import SCRIPT_HEADER
+from worker.contract.results import failed_results
+from worker.pool.runtime import WorkerRuntime
+from worker.scripts.registry import Registry
 
 
 def test_a_slice_without_a_task_id_is_refused_before_it_claims_anything(

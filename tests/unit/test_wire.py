@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import safe_pickle
-from worker.errors import DecodeError
-from worker.wire import (
+from worker.codec import safe_pickle
+from worker.codec.wire import (
     Batch,
     Encoding,
     TaskResult,
@@ -25,6 +24,7 @@ from worker.wire import (
     encode_result,
     sanitize_text,
 )
+from worker.errors import DecodeError
 
 UUID_A = "0d6e1c44-7d3b-4a3e-9a4c-62a1c0b3f2a1"
 UUID_B = "a1c5b1f2-8a3e-4c1b-b7d5-3e0f9b7d2c11"

@@ -18,19 +18,19 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from worker import safe_pickle
-from worker.argv import Paths
-from worker.errors import DecodeError
-from worker.executor import failed_results
-from worker.intake import Prepared, prepare_batch
-from worker.limits import (
+from worker.batch.intake import Prepared, prepare_batch
+from worker.codec import safe_pickle
+from worker.codec.argv import Paths
+from worker.codec.limits import (
     MAX_TASK_UUID_CHARS,
     VALUES_PER_TASK,
     Limits,
     argument_bytes,
     check_json_values,
 )
-from worker.wire import Batch, Encoding, decode_request, encode_request, encode_result
+from worker.codec.wire import Batch, Encoding, decode_request, encode_request, encode_result
+from worker.contract.results import failed_results
+from worker.errors import DecodeError
 
 BOTH = pytest.mark.parametrize("encoding", list(Encoding))
 PATHS = Paths(shared_directory="/var/archivematica/sharedDirectory/",

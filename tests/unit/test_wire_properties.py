@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from worker import safe_pickle
-from worker.errors import DecodeError
-from worker.wire import (
+from worker.codec import safe_pickle
+from worker.codec.wire import (
     Batch,
     Encoding,
     TaskResult,
@@ -22,6 +21,7 @@ from worker.wire import (
     encode_result,
     sanitize_text,
 )
+from worker.errors import DecodeError
 
 FAST = settings(max_examples=300, deadline=None)
 SLOW = settings(

@@ -3,7 +3,7 @@
 The stock worker's ``Job`` has ``bulk_set_start_times``, ``bulk_mark_failed``
 and ``update_task_status``, and the stock worker calls them around each
 batch. amworker's runtime writes the rows itself, in bulk, around each slice
-(worker.bookkeeping), so nothing in amworker calls these; they exist for
+(worker.pool.bookkeeping), so nothing in amworker calls these; they exist for
 scripts and tools written against the stock class. They write the same
 columns stock's do, through amworker's ``Task`` model (the same ``Tasks``
 table Archivematica's ``main.models.Task`` maps), text cleaned the way
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from worker.bookkeeping import RetryPolicy, with_retries
-from worker.wire import sanitize_text
+from worker.codec.wire import sanitize_text
+from worker.pool.bookkeeping import RetryPolicy, with_retries
 
 
 def update_rows(uuids: Sequence[str], what: str, **columns: Any) -> int | None:

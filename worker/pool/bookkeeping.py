@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from worker.codec.wire import TaskResult, sanitize_text
 from worker.config import DEFAULT_DATABASE_WAIT_SECONDS
-from worker.wire import TaskResult, sanitize_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

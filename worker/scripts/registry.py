@@ -50,7 +50,7 @@ class ScriptEntry:
     #: The package module_name is imported from (what the modules file means).
     package: str = ""
     #: Set for an entry whose module was imported in another process (the
-    #: shim's probe, worker.probe): whether it imported, and what its
+    #: shim's probe, worker.scripts.probe): whether it imported, and what its
     #: ``concurrent_instances()`` said there (``None``: it has none).
     probed: bool = False
     probed_slices: int | None = None

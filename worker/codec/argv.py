@@ -198,7 +198,7 @@ def prepare_argv(
 def _space_separated(created_date: str) -> str:
     """Return an ISO 8601 timestamp with " " instead of "T" between date and time.
 
-    :func:`worker.wire.decode_request` already does this; doing it again here
+    :func:`worker.codec.wire.decode_request` already does this; doing it again here
     keeps this module correct for any caller.
     """
     if len(created_date) > _ISO_SEPARATOR_INDEX and created_date[_ISO_SEPARATOR_INDEX] == "T":

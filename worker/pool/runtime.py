@@ -25,14 +25,19 @@ from typing import Any
 import redis
 from celery.signals import worker_init, worker_shutdown
 
-from worker import bookkeeping, causes, database, keys, lifetimes, script_imports, worker_metrics
-from worker.bookkeeping import RetryPolicy
+from worker import database, errors
+from worker.codec.wire import TaskResult
 from worker.config import Settings
-from worker.executor import build_jobs, failed_results, results_of, run_script, utcnow
-from worker.metrics import JobMetrics
-from worker.plan import JobSpec
-from worker.registry import Registry, load_registry
-from worker.wire import TaskResult
+from worker.contract import keys, lifetimes
+from worker.contract.plan import JobSpec
+from worker.contract.results import failed_results, utcnow
+from worker.pool import bookkeeping
+from worker.pool import metrics as worker_metrics
+from worker.pool.bookkeeping import RetryPolicy
+from worker.pool.executor import build_jobs, results_of, run_script
+from worker.pool.job_metrics import JobMetrics
+from worker.scripts import imports as script_imports
+from worker.scripts.registry import Registry, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,7 @@ class WorkerRuntime:
         This is what makes "a slice never runs twice" hold even if the broker
         delivers a message twice (visibility timeout, a re-dispatched batch).
         The claim lives as long as a copy of the slice's message could still
-        start (see worker.lifetimes), then expires.
+        start (see worker.contract.lifetimes), then expires.
         """
         value = json.dumps({"worker": worker, "pid": os.getpid(), "at": utcnow().isoformat()})
         pipe = self.redis.pipeline(transaction=True)
@@ -165,7 +170,7 @@ class WorkerRuntime:
         if mismatch is not None:
             log.error("%s: refusing a slice: %s", function, mismatch)
             wants = {s.uuid: s.wants_output for s in specs}
-            return failed_results(list(wants), causes.reason(causes.Cause.SCRIPT_MISMATCH, mismatch),
+            return failed_results(list(wants), errors.reason(errors.Cause.SCRIPT_MISMATCH, mismatch),
                                   wants_output=wants.__getitem__)
         close_old_connections()
         entry = self.registry.get(function)
@@ -173,7 +178,7 @@ class WorkerRuntime:
             reason = entry.import_error if entry else f"unknown function {function!r}"
             wants = {s.uuid: s.wants_output for s in specs}
             return failed_results(
-                list(wants), causes.reason(causes.Cause.IMPORT_FAILED, str(reason)),
+                list(wants), errors.reason(errors.Cause.IMPORT_FAILED, str(reason)),
                 wants_output=wants.__getitem__,
             )
         uuids = [spec.uuid for spec in specs]
@@ -187,7 +192,7 @@ class WorkerRuntime:
                 # whose row says the task never started.
                 wants = {s.uuid: s.wants_output for s in specs}
                 return failed_results(
-                    uuids, causes.reason(causes.Cause.DATABASE_UNAVAILABLE,
+                    uuids, errors.reason(errors.Cause.DATABASE_UNAVAILABLE,
                                          f"{exc}; the script was not run"),
                     wants_output=wants.__getitem__,
                 )

@@ -43,8 +43,8 @@ import pickletools
 import re
 from collections.abc import Callable
 
+from worker.codec.limits import DEFAULT_MAX_VALUES
 from worker.errors import DecodeError
-from worker.limits import DEFAULT_MAX_VALUES
 
 #: Encodings ``_codecs.encode`` may be called with. Protocol 0 cannot write
 #: bytes, so it writes a datetime's byte state as ``_codecs.encode(str,

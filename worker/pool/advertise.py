@@ -30,8 +30,8 @@ import redis
 from celery.signals import worker_ready, worker_shutdown
 
 from worker.config import Settings
+from worker.contract.keys import PREFIX
 from worker.errors import AmworkerError
-from worker.keys import PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def key(node: str) -> str:
 
 def advertisement(settings: Settings) -> dict[str, Any]:
     """What a worker with ``settings`` runs: its modules file and ``{function: script}``."""
-    from worker.registry import load_registry
+    from worker.scripts.registry import load_registry
 
     registry = load_registry(settings, import_modules=False)
     return {"modules_file": settings.modules_file, "scripts": registry.scripts()}

@@ -12,39 +12,16 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import redis
 
 from worker.config import DATABASE_EMBEDDED, Settings
 from worker.errors import AmworkerError, ConfigError
-from worker.registry import Registry, ScriptEntry
+from worker.health import Check, check_database, guard
+from worker.scripts.registry import Registry, ScriptEntry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of ``amworker check``."""
-
-    name: str
-    ok: bool
-    detail: str
-    fatal: bool = True
-
-    def line(self) -> str:
-        """``[ ok ] name: detail`` or ``[FAIL] name: detail``."""
-        return f"[{' ok ' if self.ok else 'FAIL'}] {self.name}: {self.detail}"
-
-
-def _guard(name: str, probe: Callable[[], str], *, fatal: bool = True) -> Check:
-    try:
-        return Check(name, True, probe(), fatal)
-    except ConfigError as exc:  # amworker's own errors are already worded for the operator
-        return Check(name, False, str(exc), fatal)
-    except Exception as exc:  # noqa: BLE001 - a check reports any failure as a line
-        return Check(name, False, f"{type(exc).__name__}: {exc}", fatal)
 
 
 def check_gearmand(server: str) -> Check:
@@ -58,7 +35,7 @@ def check_gearmand(server: str) -> Check:
             answer = sock.recv(256).decode("ascii", "replace").strip()
         return f"reachable ({answer or 'no version'})"
 
-    return _guard(f"gearmand {server}", probe, fatal=False)
+    return guard(f"gearmand {server}", probe, fatal=False)
 
 
 def check_redis(name: str, url: str) -> Check:
@@ -76,7 +53,7 @@ def check_redis(name: str, url: str) -> Check:
             note = f" (WARNING: maxmemory-policy={policy}; a broker needs noeviction)"
         return f"reachable at {_redact(url)}{note}"
 
-    return _guard(name, probe)
+    return guard(name, probe)
 
 
 def check_broker(settings: Settings) -> Check:
@@ -93,56 +70,12 @@ def check_broker(settings: Settings) -> Check:
             product = f"{server.get('product', 'AMQP')} {server.get('version', '?')}"
         return f"reachable at {_redact(settings.broker_url)} ({product}, quorum queues)"
 
-    return _guard("broker", probe)
-
-
-def check_database(url: str) -> list[Check]:
-    """Connect to the database; then look for a usable ``Tasks`` table."""
-    from worker import database
-
-    def connect() -> str:
-        from django.db import connection
-
-        _check_database_url(url)
-        database.setup()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        return f"reachable ({connection.vendor}, {connection.settings_dict.get('NAME')})"
-
-    reached = _guard("database", connect)
-    if not reached.ok:
-        return [reached]
-    # Not fatal: without the table, workers run and answer the controller,
-    # only the rows go unwritten (logged by each worker).
-    return [reached, _guard("Tasks table", _tasks_table, fatal=False)]
-
-
-def _check_database_url(url: str) -> None:
-    """Name the setting when its scheme is unknown, instead of dj-database-url's error."""
-    import dj_database_url
-
-    try:
-        dj_database_url.parse(url)
-    except ValueError as exc:
-        scheme = url.split("://", 1)[0]
-        raise ConfigError(f"AMWORKER_DATABASE_URL: cannot use a {scheme}:// URL "
-                          "(use sqlite://, postgres:// or mysql://)") from exc
-
-
-def _tasks_table() -> str:
-    from django.db import connection
-
-    from worker.models import Task
-
-    table = Task._meta.db_table
-    if table not in connection.introspection.table_names():
-        raise LookupError(f"table {table} does not exist (amworker init-db creates it)")
-    return f"usable ({Task.objects.count()} rows)"
+    return guard("broker", probe)
 
 
 def check_scripts(settings: Settings, registry: Registry | None = None) -> list[Check]:
     """Every client script as the shim sees it: imported by the probe, in a child process."""
-    from worker.probe import probe_registry
+    from worker.scripts.probe import probe_registry
 
     try:
         registry = registry if registry is not None else probe_registry(settings)
@@ -193,11 +126,11 @@ def check_archivematica(settings: Settings) -> Check | None:
 def check_workers(settings: Settings, registry: Registry | None = None) -> list[Check]:
     """Whether every live worker maps each function to the module this modules file does.
 
-    Workers advertise their mapping in Redis (worker.advertise); one that
+    Workers advertise their mapping in Redis (worker.pool.advertise); one that
     disagrees would answer that function's tasks ``script mismatch``.
     """
-    from worker import advertise
-    from worker.registry import load_registry
+    from worker.pool import advertise
+    from worker.scripts.registry import load_registry
 
     def probe() -> list[Check]:
         ours = (registry if registry is not None
@@ -240,7 +173,7 @@ def check_shared_directory(path: str) -> Check:
             pass
         return f"{path} exists and is writable"
 
-    return _guard("shared directory", probe, fatal=False)
+    return guard("shared directory", probe, fatal=False)
 
 
 def run_checks(settings: Settings, *, with_database: bool = True,

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from worker.gearman_client import GearmanClient
-from worker.wire import Encoding, decode_result, encode_request
+from worker.cli.gearman_client import GearmanClient
+from worker.codec.wire import Encoding, decode_result, encode_request
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Every lifetime is derived from the deadlines a batch really has, never a flat
 week: a slice may wait ``queue_wait`` for a worker, then run for its hard
 time limit, then the pool needs a moment to report (``LIMIT_GRACE_SECONDS``).
 Past that, the waiting shim has given up on the slice, its message has
-expired (see :mod:`worker.dispatch`), and no key about it can matter; a
+expired (see :mod:`worker.batch.dispatch`), and no key about it can matter; a
 margin absorbs clock skew between machines. See docs/design.md ("What Redis
 keeps, and for how long").
 """

@@ -10,11 +10,11 @@ close that gap:
   operations) and refused beyond :attr:`Limits.max_values`, so parsing itself
   runs in bounded time and memory (a :class:`~worker.errors.DecodeError`: the
   task UUIDs cannot be read within bounds);
-* after decoding, :mod:`worker.intake` holds the batch to the task count and
+* after decoding, :mod:`worker.batch.intake` holds the batch to the task count and
   argument sizes below (task UUIDs count as argument bytes too), every
   reference counted, and answers each task over a cap with ``payload
   refused`` (its UUID was read, so it gets an answer); a task UUID over
-  :data:`MAX_TASK_UUID_CHARS` is refused alone (:mod:`worker.wire`).
+  :data:`MAX_TASK_UUID_CHARS` is refused alone (:mod:`worker.codec.wire`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from worker.config import (
-    DEFAULT_MAX_ARGUMENT_BYTES,
-    DEFAULT_MAX_BATCH_ARGUMENT_BYTES,
-    DEFAULT_MAX_BATCH_TASKS,
-    Settings,
-)
 from worker.errors import DecodeError
+
+#: The most tasks one batch may hold. The controller sends 128 by default
+#: (its batch size setting); a payload can declare millions of tiny tasks, and
+#: each costs the shim memory and an answer, so more than this is refused.
+DEFAULT_MAX_BATCH_TASKS = 4096
+#: The longest ``arguments`` string of one task, in UTF-8 bytes, as received and
+#: again once placeholders are substituted. Real ones are under 64 KB.
+DEFAULT_MAX_ARGUMENT_BYTES = 1024 * 1024
+#: The most argument bytes (task UUIDs included) one batch may decode to,
+#: every task counted, even tasks that share one string through a pickle's
+#: memo (which is how a 1 MB payload could otherwise become gigabytes of argv).
+DEFAULT_MAX_BATCH_ARGUMENT_BYTES = 16 * 1024 * 1024
 
 #: Values (JSON) or operations (pickle) one task may take. The controller's
 #: tasks take about 13 JSON values and 35 pickle operations (a pickled
@@ -52,15 +58,6 @@ class Limits:
     max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES
     max_batch_argument_bytes: int = DEFAULT_MAX_BATCH_ARGUMENT_BYTES
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        """The caps as configured."""
-        return cls(
-            max_tasks=settings.max_batch_tasks,
-            max_argument_bytes=settings.max_argument_bytes,
-            max_batch_argument_bytes=settings.max_batch_argument_bytes,
-        )
-
     @property
     def max_values(self) -> int:
         """The most values or operations a request may decode (see :data:`VALUES_PER_TASK`).
@@ -74,8 +71,8 @@ class Limits:
 
 
 #: The structure bound when the caller names none: the default caps' (the
-#: one default of :func:`worker.wire.decode_request` and
-#: :func:`worker.safe_pickle.loads`).
+#: one default of :func:`worker.codec.wire.decode_request` and
+#: :func:`worker.codec.safe_pickle.loads`).
 DEFAULT_MAX_VALUES = Limits().max_values
 
 

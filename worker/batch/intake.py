@@ -1,7 +1,7 @@
 """From a decoded batch to the jobs its slices carry, within the decoded-size caps.
 
 Pure: no Redis, Celery or clock of its own. :func:`prepare_batch` first holds
-the batch to :class:`~worker.limits.Limits` as decoded (task count, and
+the batch to :class:`~worker.codec.limits.Limits` as decoded (task count, and
 argument bytes with every reference counted, so tasks sharing one string
 through a pickle's memo are each counted in full, plus the task UUIDs), then
 substitutes and splits each task's arguments, checking the sizes again after
@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from worker.argv import Paths, split_arguments, substitute
+from worker.codec.argv import Paths, split_arguments, substitute
+from worker.codec.limits import MAX_TASK_UUID_CHARS, Limits, argument_bytes
+from worker.codec.wire import TaskSpec
+from worker.contract.plan import JobSpec
 from worker.errors import ArgvError
-from worker.limits import MAX_TASK_UUID_CHARS, Limits, argument_bytes
-from worker.plan import JobSpec
-from worker.wire import TaskSpec
 
 
 @dataclass
@@ -97,7 +97,7 @@ def _key_bytes(tasks: Sequence[TaskSpec]) -> int:
 
     They count toward the argument budget: each is copied into the slice's
     message, its outcome and the answer, like an argument. An over-long key
-    (refused anyway, :data:`~worker.limits.MAX_TASK_UUID_CHARS`) counts one
+    (refused anyway, :data:`~worker.codec.limits.MAX_TASK_UUID_CHARS`) counts one
     byte a character, a lower bound that needs no UTF-8 copy of megabytes.
     """
     return sum(argument_bytes(task.uuid) if len(task.uuid) <= MAX_TASK_UUID_CHARS

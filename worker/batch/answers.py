@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from worker.causes import Cause, reason
-from worker.dispatch import SliceRef
-from worker.wire import TaskResult
+from worker.batch.dispatch import SliceRef
+from worker.codec.wire import TaskResult
+from worker.errors import Cause, reason
 
 
 @dataclass(frozen=True)

@@ -84,13 +84,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_shim(settings: Settings, _args: argparse.Namespace) -> int:
     """``amworker shim``."""
-    from worker.probe import keep_django_out, probe_registry
+    from worker.scripts.probe import keep_django_out, probe_registry
 
-    # The scripts are imported in a child (worker.probe), never here: the
+    # The scripts are imported in a child (worker.scripts.probe), never here: the
     # shim holds no script code and no Django.
     keep_django_out()
-    from worker.checks import require_healthy
-    from worker.service import run_shim
+    from worker.batch.service import run_shim
+    from worker.cli.checks import require_healthy
 
     registry = probe_registry(settings)
     require_healthy(settings, with_database=False, registry=registry)
@@ -99,11 +99,11 @@ def cmd_shim(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """``amworker run``: a Celery worker in a child process, the shim in this one."""
-    from worker.probe import keep_django_out, run_probe
+    from worker.scripts.probe import keep_django_out, run_probe
 
     keep_django_out()  # this process becomes the shim
-    from worker.checks import require_healthy
-    from worker.service import run_shim
+    from worker.batch.service import run_shim
+    from worker.cli.checks import require_healthy
 
     # The database too is checked in the probe: this process becomes the shim.
     registry, database_checks = run_probe(settings, database=True)
@@ -127,9 +127,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     """``amworker submit``: prints each task's exit code and output."""
-    from worker.gearman_client import GearmanClientError
-    from worker.submit import render, submit
-    from worker.wire import Encoding
+    from worker.cli.gearman_client import GearmanClientError
+    from worker.cli.submit import render, submit
+    from worker.codec.wire import Encoding
 
     server = settings.gearman_servers[0]
     try:
@@ -148,7 +148,7 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_scripts(settings: Settings, _args: argparse.Namespace) -> int:
     """``amworker scripts``: the registry as the shim and workers see it."""
-    from worker.probe import probe_registry
+    from worker.scripts.probe import probe_registry
 
     # As the shim sees them: imported in the probe child, not here.
     registry = probe_registry(settings)
@@ -175,7 +175,7 @@ def _seconds(value: float | None) -> str:
 
 def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
     """``amworker check``: one line per dependency; non-zero on any failure."""
-    from worker.checks import run_checks
+    from worker.cli.checks import run_checks
 
     ok = True
     for check in run_checks(settings):
@@ -194,8 +194,8 @@ def cmd_init_db(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_flower(_settings: Settings, args: argparse.Namespace) -> int:
-    """``amworker flower``: exec Flower with a safe address (see worker.flower)."""
-    from worker.flower import flower_argv
+    """``amworker flower``: exec Flower with a safe address (see worker.cli.flower)."""
+    from worker.cli.flower import flower_argv
 
     argv = flower_argv(args.flower_args, os.environ)
     log.info("starting Flower: %s", shlex.join(argv))

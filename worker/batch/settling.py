@@ -25,17 +25,16 @@ from typing import Any
 import redis
 from celery import Celery
 
-from worker import keys, lifetimes
-from worker.answers import Settlement, answer_record_settlement, stored_results
-from worker.causes import Cause, reason
+from worker.batch.answers import Settlement, answer_record_settlement, stored_results
+from worker.batch.dispatch import Dispatch, SliceRef, decode_plan
+from worker.batch.watcher import META_PREFIX
+from worker.codec.wire import TaskResult
 from worker.config import Settings
-from worker.dispatch import Dispatch, SliceRef, decode_plan
-from worker.errors import DecodeError
-from worker.executor import failed_results
-from worker.lifetimes import LIMIT_GRACE_SECONDS
-from worker.registry import ScriptEntry
-from worker.watcher import META_PREFIX
-from worker.wire import TaskResult
+from worker.contract import keys, lifetimes
+from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
+from worker.contract.results import failed_results
+from worker.errors import Cause, DecodeError, reason
+from worker.scripts.registry import ScriptEntry
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,15 @@ import redis
 from celery import Celery
 from celery.backends.redis import RedisBackend
 
-from worker.batches import BatchRunner
+from worker.batch.metrics import ShimMetrics
+from worker.batch.runner import BatchRunner
+from worker.batch.watcher import ResultWatcher
 from worker.celery import app
 from worker.config import Settings
 from worker.errors import ConfigError
 from worker.gearman_shim import GearmanShim, install_signal_handlers
-from worker.metrics import ShimMetrics
-from worker.probe import probe_registry
-from worker.registry import Registry
-from worker.watcher import ResultWatcher
+from worker.scripts.probe import probe_registry
+from worker.scripts.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class SendOnlyRedisBackend(RedisBackend):
     """Celery's Redis result backend with its result consumer switched off.
 
     The shim sends slices but never joins a Celery result: one watcher
-    thread wakes its lanes (worker.watcher). Celery's backend does not know
+    thread wakes its lanes (worker.batch.watcher). Celery's backend does not know
     that. Each lane has a backend of its own (Celery keeps one per thread),
     and every task it sends -- ``apply_async``, and each slice of a chord,
     whose result set registers as pending -- subscribes that task's channel
@@ -63,7 +63,7 @@ def use_send_only_backend(celery_app: Celery, result_backend: str) -> None:
 def build_shim(settings: Settings, registry: Registry | None = None) -> tuple[GearmanShim, ResultWatcher]:
     """Everything the shim needs, wired together (nothing started yet).
 
-    ``registry`` comes from the script probe (worker.probe), which imports
+    ``registry`` comes from the script probe (worker.scripts.probe), which imports
     the scripts in a child process; the shim itself never imports them.
     """
     if not settings.result_backend.startswith(("redis://", "rediss://", "unix://")):

@@ -7,7 +7,7 @@ The executor owns the guards; the Celery task around it stays thin:
 * a soft time limit fails the jobs with the cause "time limit";
 * output is bounded by the Job API, and sanitised before it leaves;
 * output outside the Job API (print(), fd 1/2, children's) is bounded in the
-  worker's log (worker.stray_output);
+  worker's log (worker.pool.stray_output);
 * child processes the script leaves running are killed and reaped, and its
   jobs fail saying so (a leftover would outlive the slice, hold files open
   and pile up in a long-lived pool process).
@@ -24,26 +24,18 @@ import logging
 import os
 import signal
 import traceback
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 
-from worker import stray_output
-from worker.causes import Cause, reason
 from worker.client.job import Job
+from worker.codec.wire import TaskResult
 from worker.config import DEFAULT_MAX_LOG_BYTES
-from worker.plan import JobSpec
-from worker.registry import ClientScript
-from worker.wire import TaskResult
+from worker.contract.plan import JobSpec
+from worker.contract.results import Clock, utcnow
+from worker.errors import Cause, reason
+from worker.pool import stray_output
+from worker.scripts.registry import ClientScript
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware (UTC)."""
-    return datetime.now(UTC)
-
 
 def build_jobs(
     function: str,
@@ -196,20 +188,4 @@ def results_of(jobs: Sequence[Job], *, clock: Clock = utcnow) -> list[TaskResult
             wants_output=bool(job.capture_output),
         )
         for job in jobs
-    ]
-
-
-def failed_results(
-    uuids: Sequence[str],
-    reason: str,
-    *,
-    wants_output: Callable[[str], bool] = lambda _uuid: True,
-    clock: Clock = utcnow,
-) -> list[TaskResult]:
-    """Exit code 1 and ``reason`` in stderr for tasks that could not run."""
-    now = clock()
-    text = reason if reason.endswith("\n") else reason + "\n"
-    return [
-        TaskResult(uuid=u, exit_code=1, finished_at=now, stderr=text, wants_output=wants_output(u))
-        for u in uuids
     ]

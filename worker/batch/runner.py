@@ -12,8 +12,8 @@ time limit passed, the broker went away) the chord never fires, so the runner
 assembles the answer itself from what each slice reached.
 
 Sending the slices (once, however often the batch arrives) is
-:mod:`worker.dispatch`; deciding what each slice came to is
-:mod:`worker.settling`.
+:mod:`worker.batch.dispatch`; deciding what each slice came to is
+:mod:`worker.batch.settling`.
 """
 
 from __future__ import annotations
@@ -28,22 +28,22 @@ from datetime import datetime
 import redis
 from celery import Celery
 
-from worker import keys, lifetimes, logs, plan
-from worker.answers import Settlement, answer_record, answer_record_settlement, answers_tasks
-from worker.argv import Paths
-from worker.causes import REASON_PREFIX, Cause, reason
+from worker import logs
+from worker.batch.answers import Settlement, answer_record, answer_record_settlement, answers_tasks
+from worker.batch.dispatch import BROKER_ERRORS, Dispatch, Dispatcher
+from worker.batch.intake import prepare_batch
+from worker.batch.metrics import BatchObserver, NullObserver
+from worker.batch.settling import BrokerTrouble, Settler, with_wants
+from worker.batch.watcher import META_PREFIX, ResultWatcher
+from worker.codec.argv import Paths
+from worker.codec.limits import Limits
+from worker.codec.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
 from worker.config import Settings
-from worker.dispatch import BROKER_ERRORS, Dispatch, Dispatcher
-from worker.errors import DecodeError
-from worker.executor import failed_results, utcnow
-from worker.intake import prepare_batch
-from worker.lifetimes import LIMIT_GRACE_SECONDS
-from worker.limits import Limits
-from worker.metrics import BatchObserver, NullObserver
-from worker.registry import Registry, ScriptEntry
-from worker.settling import BrokerTrouble, Settler, with_wants
-from worker.watcher import META_PREFIX, ResultWatcher
-from worker.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
+from worker.contract import keys, lifetimes, plan
+from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
+from worker.contract.results import failed_results, utcnow
+from worker.errors import REASON_PREFIX, Cause, DecodeError, reason
+from worker.scripts.registry import Registry, ScriptEntry
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,11 @@ class BatchRunner:
             watch_directory=settings.watch_directory,
             rejected_directory=settings.rejected_directory,
         )
-        self.limits = Limits.from_settings(settings)
+        self.limits = Limits(
+            max_tasks=settings.max_batch_tasks,
+            max_argument_bytes=settings.max_argument_bytes,
+            max_batch_argument_bytes=settings.max_batch_argument_bytes,
+        )
 
     # -- the entry point ------------------------------------------------------
 

@@ -20,9 +20,9 @@ from amqp.exceptions import AMQPError
 from celery import Celery, chord, group
 from kombu import exceptions as kombu_errors
 
-from worker import keys, lifetimes, plan
 from worker.config import Settings
-from worker.registry import ScriptEntry
+from worker.contract import keys, lifetimes, plan
+from worker.scripts.registry import ScriptEntry
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
     # closed by the server) come from py-amqp, not from kombu's own errors.
     AMQPError,
 )
-
-
-#: Message header naming the script entry a slice was planned for.
-SCRIPT_HEADER = "amworker_script"
 
 
 @dataclass(frozen=True)
@@ -135,7 +131,7 @@ class Dispatcher:
                 # header, not an argument: a worker of an older amworker
                 # (mid-upgrade) ignores it, where an unknown argument would
                 # fail every slice with a TypeError.
-                headers={SCRIPT_HEADER: entry.script},
+                headers={keys.SCRIPT_HEADER: entry.script},
                 queue=options.queue,
                 time_limit=options.time_limit,
                 soft_time_limit=options.soft_time_limit,

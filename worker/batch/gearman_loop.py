@@ -5,7 +5,7 @@ per configured server: ``CAN_DO`` for every function on every
 (re)connection; ``GRAB_JOB_UNIQ`` while fewer than ``concurrency`` jobs are
 held or on their way; ``PRE_SLEEP`` after ``NO_JOB``, and a grab after the
 ``NOOP`` that wakes the connection. Each assigned job is answered by one of
-``concurrency`` threads (the :data:`~worker.gearman_shim.Answerer` seam);
+``concurrency`` threads (the :data:`Answerer` seam);
 its ``WORK_COMPLETE`` or ``WORK_FAIL`` comes back to the loop through a
 queue and a socketpair wake-up and goes out on the connection the job came
 from, unless that connection was lost meanwhile: gearmand has re-queued the
@@ -29,13 +29,17 @@ from typing import TYPE_CHECKING
 from gearman import protocol as gp
 from gearman.errors import ProtocolError
 
-from worker.gearman_io import CONNECT_TIMEOUT_SECONDS as CONNECT_TIMEOUT
-from worker.gearman_io import READ_CHUNK_BYTES, pack_chunks, parse_responses
+from worker.batch.gearman_io import CONNECT_TIMEOUT_SECONDS as CONNECT_TIMEOUT
+from worker.batch.gearman_io import READ_CHUNK_BYTES, pack_chunks, parse_responses
 
 if TYPE_CHECKING:
-    from worker.gearman_shim import Answerer, Backoff
+    from worker.backoff import Backoff
 
 log = logging.getLogger(__name__)
+
+#: Answers one batch: (function, unique, payload) -> the WORK_COMPLETE data,
+#: or None for WORK_FAIL.
+Answerer = Callable[[str, str, bytes], bytes | None]
 
 #: The longest the loop sleeps without looking at its clock (retries, deadlines).
 TICK_SECONDS = 1.0

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from worker import safe_pickle
+from worker.codec import safe_pickle
+from worker.codec.limits import DEFAULT_MAX_VALUES, MAX_TASK_UUID_CHARS, check_json_values
 from worker.errors import DecodeError
-from worker.limits import DEFAULT_MAX_VALUES, MAX_TASK_UUID_CHARS, check_json_values
 
 # Key names of the wire format, in one place. The spellings (camelCase, the
 # snake_case "wants_output", the misspelt "stderror") are the controller's.
@@ -196,7 +196,7 @@ def decode_request(
 
     Raises DecodeError, and nothing else, when the payload cannot be read as a
     whole, including one of more than ``max_values`` JSON values or pickle
-    operations (see :mod:`worker.limits`). A task that can be read but not run
+    operations (see :mod:`worker.codec.limits`). A task that can be read but not run
     is returned with its ``problem`` set. Unknown keys are ignored; task order
     is kept.
     """

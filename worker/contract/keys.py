@@ -34,7 +34,7 @@ def legacy_token(token: str) -> str:
 
     A batch dispatched by such a shim and handed back by gearmand to a newer
     one (a rolling upgrade) is found under this token, so it is attached to,
-    never run again (see worker.batches).
+    never run again (see worker.batch.runner).
     """
     return token.rpartition(":")[0] or token
 
@@ -83,3 +83,8 @@ def answer_key(token: str) -> str:
 def outcome_key(task_id: str) -> str:
     """A finished slice's results, stored by the slice (never sent over pub/sub)."""
     return f"{PREFIX}:outcome:{task_id}"
+
+
+#: Message header naming the script entry a slice was planned for (a header,
+#: not an argument, so a worker of an older amworker ignores it).
+SCRIPT_HEADER = "amworker_script"

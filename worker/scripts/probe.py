@@ -4,7 +4,7 @@ The shim needs two facts from each script: whether it imports, and what its
 ``concurrent_instances()`` says (the slice count). Importing the scripts to
 learn them would leave their code, and Django with Archivematica's settings,
 in the shim for good (85 MB with Archivematica's 103 scripts). So the shim
-starts this module as a short-lived child (``python -m worker.probe``) at
+starts this module as a short-lived child (``python -m worker.scripts.probe``) at
 start-up: the child imports every script as a worker would, writes one JSON
 report and exits, and its memory goes with it.
 
@@ -28,10 +28,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from worker.checks import Check
 from worker.config import Settings
 from worker.errors import RegistryError
-from worker.registry import Registry, ScriptEntry, load_registry
+from worker.health import Check
+from worker.scripts.registry import Registry, ScriptEntry, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def run_probe(settings: Settings, *, database: bool = False,
     goes on to be the shim never loads Django.
     """
     registry = load_registry(settings, import_modules=False)
-    command = [sys.executable, "-m", "worker.probe", *(["--database"] if database else [])]
+    command = [sys.executable, "-m", "worker.scripts.probe", *(["--database"] if database else [])]
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, env=os.environ.copy(),
                               check=False)
@@ -147,8 +147,9 @@ def run_probe(settings: Settings, *, database: bool = False,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The child: import every script, write the report to the original stdout."""
-    from worker import database, logs, script_imports
-    from worker.checks import check_database
+    from worker import database, logs
+    from worker.health import check_database
+    from worker.scripts import imports as script_imports
 
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)

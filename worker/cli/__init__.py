@@ -1,0 +1,1 @@
+"""The ``amworker`` command: run, shim, check, submit, scripts, init-db, flower."""
