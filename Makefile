@@ -84,7 +84,7 @@ test-compose: $(STAMP)
 	@scripts/test-compose
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff check worker tests bench harness
 	$(BIN)/mypy worker
 	$(BIN)/lint-imports
 

@@ -3,7 +3,7 @@
 The same private gearmand, Redis (results and coordination in both runs),
 database, bench scripts and worker size; only ``AMWORKER_BROKER_URL``
 changes. RabbitMQ is the machine's own (127.0.0.1:5672, guest/guest), in a
-private virtual host (see tests/services.py). Prints one Markdown table of
+private virtual host (see harness/services.py). Prints one Markdown table of
 medians and writes the raw numbers as JSON.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 from bench import systems, workloads
 from bench.sizes import SIZES, Sizes
 from bench.systems import NOOP
-from tests import services
+from harness import services
 
 log = logging.getLogger("bench.brokers")
 

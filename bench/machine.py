@@ -10,7 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from tests.services import GEARMAND
+from harness.services import GEARMAND
 
 
 def describe(redis_client: Any) -> dict[str, str]:

@@ -13,7 +13,7 @@ from bench import memory, scale, statements, stock_run, systems, workloads
 from bench.machine import describe
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256, SHA256_SINGLE
-from tests import services
+from harness import services
 
 log = logging.getLogger("bench")
 

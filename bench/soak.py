@@ -22,8 +22,8 @@ from typing import Any
 from bench import payloads, systems, workloads
 from bench.machine import describe
 from bench.systems import BIG_OUTPUT, NOOP, SHA256
-from tests import services
-from tests.faults.helpers import MixedLoad, Sampler, second_half, slope_per_minute, summarise
+from harness import services
+from harness.soak import MixedLoad, Sampler, second_half, slope_per_minute, summarise
 
 log = logging.getLogger("bench")
 
@@ -129,7 +129,7 @@ def chart(raw: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tests.faults.helpers import Sample
+    from harness.soak import Sample
 
     samples = [Sample(**s) for s in raw["series"]]
     minutes = [s.seconds / 60 for s in samples]

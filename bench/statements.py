@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.services import ROOT
+from harness.services import ROOT
 
 
 def count(database_url: str, job_counts: Sequence[int],

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.systems import FUNCTIONS, MODULES_FILE, SHA256
-from tests.services import Proc, Stack, gearman_status, spawn, wait_until
+from harness.services import Proc, Stack, gearman_status, spawn, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The stock worker's virtualenv (built by ``make bench AM_SRC=...``).

@@ -10,7 +10,7 @@ from typing import Any
 from bench import memory, scale, stock, systems, workloads
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256
-from tests.services import Stack
+from harness.services import Stack
 
 log = logging.getLogger("bench")
 

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.services import Proc, Stack, gearman_status, spawn, wait_until
+from harness.services import Proc, Stack, gearman_status, spawn, wait_until
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: The bench scripts' modules file, and the package their modules live in.

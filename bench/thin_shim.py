@@ -32,7 +32,7 @@ from typing import Any
 
 from bench import heavy_scripts, systems, workloads
 from bench.sizes import SIZES, Sizes
-from tests import services
+from harness import services
 
 log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ROOT, Stack, stack
+from harness.services import ROOT, Stack, stack
 
 #: Name of the session's Celery worker (the ``client`` column of Tasks rows).
 WORKER_NAME = "it-sqlite"

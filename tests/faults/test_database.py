@@ -17,17 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import (
-    assert_all_answered,
-    failed_with,
-    gate_args,
-    make_tasks,
-    submit,
-    submit_bg,
-    wait_records,
-    wait_until,
-)
-from tests.services import ROOT, accepts, free_port, stack
+from harness.controller import make_tasks, submit, submit_bg
+from harness.services import ROOT, accepts, free_port, stack
+from tests.faults.helpers import assert_all_answered, failed_with, gate_args, wait_records, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 

@@ -7,20 +7,18 @@ import uuid
 
 import pytest
 
+from harness.controller import make_tasks, submit, submit_bg
+from harness.services import gearman_status
 from tests.faults.helpers import (
     assert_all_answered,
     config_file,
     gate_args,
     kill_gearmand,
-    make_tasks,
     records,
     restart_gearmand,
-    submit,
-    submit_bg,
     wait_records,
     wait_until,
 )
-from tests.services import gearman_status
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import assert_all_answered, make_tasks, submit
-from tests.services import Stack
+from harness.controller import make_tasks, submit
+from harness.services import Stack
+from tests.faults.helpers import assert_all_answered
 from worker.cli.gearman_client import GearmanClient, Submission
 from worker.codec.wire import Encoding, decode_request, decode_result, encode_request
 from worker.errors import DecodeError

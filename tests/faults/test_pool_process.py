@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from harness.controller import make_tasks, submit, submit_bg
 from tests.faults.helpers import (
     alive,
     assert_all_answered,
@@ -14,9 +15,6 @@ from tests.faults.helpers import (
     failed_with,
     gate_args,
     kill,
-    make_tasks,
-    submit,
-    submit_bg,
     wait_records,
     wait_until,
 )

@@ -15,19 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from harness.controller import make_tasks, submit_bg
+from harness.services import Stack, rabbitmqctl, stack, wait_until
 from tests.faults.helpers import (
     FAST,
     assert_all_answered,
     assert_broker_lost_at_once,
     assert_serves_again,
     gate_args,
-    make_tasks,
     records,
-    submit_bg,
     use_config,
     wait_records,
 )
-from tests.services import Stack, rabbitmqctl, stack, wait_until
 from worker.contract import keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from harness.controller import make_tasks, submit_bg
 from tests.faults.helpers import (
     assert_all_answered,
     assert_broker_lost_at_once,
@@ -13,10 +14,8 @@ from tests.faults.helpers import (
     failed_with,
     gate_args,
     kill_redis,
-    make_tasks,
     records,
     restart_redis,
-    submit_bg,
     use_config,
     wait_records,
 )

@@ -17,19 +17,17 @@ from typing import Any
 
 import pytest
 
+from harness.controller import Background, make_tasks, submit_bg
+from harness.services import Stack, start_redis
 from tests.faults.helpers import (
-    Background,
     assert_all_answered,
     config_file,
     gate_args,
     kill_redis,
-    make_tasks,
     records,
-    submit_bg,
     wait_records,
     wait_until,
 )
-from tests.services import Stack, start_redis
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 

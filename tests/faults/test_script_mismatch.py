@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import assert_all_answered, failed_with, make_tasks, submit
+from harness.controller import make_tasks, submit
+from harness.services import ROOT, Stack, wait_until
+from tests.faults.helpers import assert_all_answered, failed_with
 from tests.integration.ops import write_modules
-from tests.services import ROOT, Stack, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 

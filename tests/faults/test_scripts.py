@@ -8,15 +8,8 @@ import uuid
 
 import pytest
 
-from tests.faults.helpers import (
-    alive,
-    assert_all_answered,
-    config_file,
-    failed_with,
-    make_tasks,
-    submit,
-    submit_many,
-)
+from harness.controller import make_tasks, submit, submit_many
+from tests.faults.helpers import alive, assert_all_answered, config_file, failed_with
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 

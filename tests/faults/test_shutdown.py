@@ -6,17 +6,16 @@ import signal
 
 import pytest
 
+from harness.controller import make_tasks, submit_bg
+from harness.services import gearman_status
 from tests.faults.helpers import (
     assert_all_answered,
     config_file,
     gate_args,
-    make_tasks,
     records,
-    submit_bg,
     wait_records,
     wait_until,
 )
-from tests.services import gearman_status
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 

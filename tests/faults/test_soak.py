@@ -32,21 +32,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import (
-    FAST,
-    MixedLoad,
-    Sampler,
-    children,
-    config_file,
-    kill,
-    make_tasks,
-    records,
-    second_half,
-    slope_per_minute,
-    submit,
-    summarise,
-)
-from tests.services import Proc, Stack, stack
+from harness.controller import make_tasks, submit
+from harness.services import Proc, Stack, stack
+from harness.soak import MixedLoad, Sampler, second_half, slope_per_minute, summarise
+from tests.faults.helpers import FAST, children, config_file, kill, records
 from worker.batch.watcher import META_PREFIX
 from worker.errors import Cause
 

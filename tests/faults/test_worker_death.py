@@ -8,15 +8,14 @@ import time
 
 import pytest
 
+from harness.controller import make_tasks, submit_bg
 from tests.faults.helpers import (
     assert_all_answered,
     children,
     config_file,
     failed_with,
     gate_args,
-    make_tasks,
     records,
-    submit_bg,
     wait_records,
     wait_until,
 )

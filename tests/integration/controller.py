@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tests.services import ROOT, Stack
+from harness.services import ROOT, Stack
 from worker.cli.gearman_client import GearmanClient, Outcome, Submission
 from worker.codec.wire import Encoding, decode_result, encode_request
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import ROOT, Proc, Stack, stack
 from tests import am_tree
 from tests.integration.ops import run_batch
-from tests.services import ROOT, Proc, Stack, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -22,8 +22,8 @@ import redis
 from amqp.exceptions import NotAllowed
 from celery import Celery
 
-from tests.faults.helpers import make_tasks
-from tests.services import ROOT, start_redis
+from harness.controller import make_tasks
+from harness.services import ROOT, start_redis
 from worker.batch.answers import Settlement
 from worker.batch.dispatch import Dispatch, SliceRef
 from worker.batch.runner import ANSWER_SLOTS, BatchRunner

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from harness.services import Stack
 from tests.integration.controller import (
     BASE_KEYS,
     CREATED_WITH_SPACE,
@@ -25,7 +26,6 @@ from tests.integration.controller import (
     finished_at,
     run,
 )
-from tests.services import Stack
 from worker.codec.wire import Encoding
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ROOT, require_rabbitmq
+from harness.services import ROOT, require_rabbitmq
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ROOT
+from harness.services import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -140,7 +140,7 @@ def test_memory_sample_covers_a_process_tree() -> None:
         def has_child() -> bool:
             return len(memory.tree([parent.pid])) == 2
 
-        from tests.services import wait_until
+        from harness.services import wait_until
 
         wait_until(has_child, timeout=20, what="the child's child")
         found = memory.sample({"parent": parent.pid})

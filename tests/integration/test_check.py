@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import ROOT, Stack, free_port, stack
 from tests.integration.ops import write_modules
-from tests.services import ROOT, Stack, free_port, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

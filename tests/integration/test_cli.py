@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from harness.services import ROOT, Stack, free_port
 from tests.integration.controller import function_count
-from tests.services import ROOT, Stack, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from harness.services import Stack
 from tests.conftest import start_amworker
 from tests.integration.controller import Batch, exit_codes, finished_at, run
-from tests.services import Stack
 from worker.codec.wire import Encoding
 
 pytestmark = pytest.mark.integration

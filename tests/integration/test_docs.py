@@ -5,7 +5,7 @@ shell block (```console, ```sh, ```bash, ```shell) in docs/*.md and README.md
 is preceded by an HTML comment saying what to do with it:
 
 * ``<!-- doctest: run -->`` -- run each ``$ `` line with bash against a
-  private stack (gearmand, Redis, SQLite; tests/services.py); each must exit
+  private stack (gearmand, Redis, SQLite; harness/services.py); each must exit
   0, and the lines after it must appear in its output, in order, ``...``
   matching anything within a line. A block without ``$`` prompts is a list of
   commands with no expected output.
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ROOT, Proc, Stack, accepts, free_port, spawn, stack, wait_until
+from harness.services import ROOT, Proc, Stack, accepts, free_port, spawn, stack, wait_until
 from worker.config import BUNDLED_MODULES_FILE, KNOWN_VARIABLES, Settings
 
 DOC_FILES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from harness.services import ROOT, Proc, Stack, accepts, free_port, spawn, stack, wait_until
 from tests.integration.ops import http_json, run_batch, write_modules
-from tests.services import ROOT, Proc, Stack, accepts, free_port, spawn, stack, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import Proc, gearman_admin, gearman_status, start_gearmand, wait_until
+from harness.services import Proc, gearman_admin, gearman_status, start_gearmand, wait_until
 from worker.cli.gearman_client import GearmanClient, Outcome, Submission
 from worker.gearman_shim import Backoff, GearmanShim
 

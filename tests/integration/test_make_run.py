@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import ROOT, accepts, free_port, gearman_status, spawn, wait_until
 from tests.faults.helpers import alive
-from tests.services import ROOT, accepts, free_port, gearman_status, spawn, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.services import Stack, free_port, stack
 from tests.integration.ops import run_batch, scrape, value, write_modules
-from tests.services import Stack, free_port, stack
 from worker.cli.gearman_client import GearmanClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

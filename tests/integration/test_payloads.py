@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import Stack
 from tests.integration.controller import (
     ENCODINGS,
     Batch,
@@ -22,7 +23,6 @@ from tests.integration.controller import (
     run,
     submit_raw,
 )
-from tests.services import Stack
 from worker.cli.gearman_client import GearmanClient, Outcome
 from worker.codec.wire import Encoding
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.services import Proc, Stack, stack
 from tests.integration.ops import run_batch, write_modules
-from tests.services import Proc, Stack, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

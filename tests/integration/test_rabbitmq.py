@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
+from harness.services import RABBITMQ_PORT, ROOT, Stack, free_port, rabbitmqctl
 from tests.integration.controller import batch, exit_codes, run
-from tests.services import RABBITMQ_PORT, ROOT, Stack, free_port, rabbitmqctl
 from worker.codec.wire import Encoding
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

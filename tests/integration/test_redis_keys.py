@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import config_file, make_tasks, records, submit, submit_many
-from tests.services import Stack, stack, wait_until
+from harness.controller import make_tasks, submit, submit_many
+from harness.services import Stack, stack, wait_until
+from tests.faults.helpers import config_file, records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import Stack, wait_until
 from tests.conftest import WORKER_NAME
 from tests.integration.controller import ENCODINGS, batch, exit_codes, run
-from tests.services import Stack, wait_until
 from worker.codec.wire import Encoding
 
 pytestmark = pytest.mark.integration
@@ -90,9 +90,9 @@ def test_process_environment_and_modules_are_stocks(amworker_stack: Stack) -> No
 @pytest.mark.timeout(120)
 def test_json_worker_log_stays_json_with_script_loggers(tmp_path: Path) -> None:
     """A script calling get_script_logger must not add a second root handler."""
+    from harness.services import stack
     from tests.conftest import init_db
     from tests.integration.controller import function_count
-    from tests.services import stack
 
     with stack(tmp_path, env={"AMWORKER_LOG_FORMAT": "json"}) as deployed:
         init_db(deployed.env)

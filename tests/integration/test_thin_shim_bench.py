@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ROOT
+from harness.services import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

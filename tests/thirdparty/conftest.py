@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import ROOT
+from harness.services import ROOT
 from tests.thirdparty import proof, snapshot
 from tests.thirdparty.proof import Run, Runs
 

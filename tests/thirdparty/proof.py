@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.services import ROOT, Proc, Stack, stack
 from tests.integration.controller import Batch, run
-from tests.services import ROOT, Proc, Stack, stack
 from tests.thirdparty import snapshot
 from tests.thirdparty.cases import CASES
 from worker.codec.wire import Encoding

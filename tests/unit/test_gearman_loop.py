@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from gearman import protocol as gp
 
-from tests.services import wait_until
+from harness.services import wait_until
 from worker.gearman_shim import Backoff, GearmanShim
 
 pytestmark = pytest.mark.timeout(30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import services
+from harness import services
 
 
 @pytest.fixture
