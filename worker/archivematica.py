@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from worker.errors import ConfigError
@@ -64,20 +63,12 @@ class Layout:
         return f"{self.mcpclient / 'assets'}/"
 
 
-#: The variables that override each value derived from the home.
-OVERRIDES: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "import_paths": ("AMWORKER_IMPORT_PATHS",),
-    "django_settings": ("AMWORKER_DJANGO_SETTINGS",),
-    "modules_file": ("AMWORKER_MODULES_FILE",
-                     "ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_ARCHIVEMATICACLIENTMODULES"),
-    "client_scripts_package": ("AMWORKER_CLIENT_SCRIPTS_PACKAGE",),
-    "client_assets_directory": ("AMWORKER_CLIENT_ASSETS_DIRECTORY",
-                                "ARCHIVEMATICA_MCPCLIENT_MCPCLIENT_CLIENTASSETSDIRECTORY"),
-})
-
-
 def derived_defaults(layout: Layout | None) -> dict[str, Any]:
-    """The settings an install implies, by field of worker.config.Settings ({} without one)."""
+    """The settings an install implies, by field of worker.config.Settings ({} without one).
+
+    Each is only a default: the variable that sets the field (worker.config.table)
+    wins over it.
+    """
     if layout is None:
         return {}
     return {

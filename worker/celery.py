@@ -4,8 +4,9 @@
 of the package it is given), so Celery's own commands (``worker``,
 ``flower``, ``inspect``, ``events``…) work unchanged.
 
-Configuration is read from the environment when the app is first configured
-in a process (``on_configure``), not at import time.
+Configuration is the process's one settings object (worker.config.current),
+taken when the app is first configured in a process (``on_configure``), not
+at import time; the logging signal takes the same object.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from celery.app.amqp import AMQP
 from celery.signals import setup_logging
 
 from worker import logs
-from worker.config import Settings
+from worker.config import Settings, current_settings
 from worker.contract import lifetimes
 
 
@@ -181,7 +182,7 @@ def _amqp_options() -> dict[str, Any]:
 
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
-    sender.conf.update(celery_config(Settings.from_env()))
+    sender.conf.update(celery_config(current_settings()))
 
 
 @setup_logging.connect
@@ -189,7 +190,7 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     # Connecting this signal stops Celery from installing its own handlers:
     # worker processes log in amworker's one format (text or JSON), and pool
     # processes inherit it when they fork.
-    settings = Settings.from_env()
+    settings = current_settings()
     logs.configure(loglevel or settings.log_level, settings.log_format)
     # Handling this signal also skips Celery's redirection of stdout/stderr,
     # so do it here for output outside any slice (a script printing at

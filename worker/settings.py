@@ -1,6 +1,7 @@
 """Django settings module (``DJANGO_SETTINGS_MODULE=worker.settings``).
 
-Built from :class:`worker.config.Settings` when Django first reads it (at
+Built from the process's :class:`worker.config.Settings` (``current_settings()``,
+the object Celery and the CLI use too) when Django first reads it (at
 ``django.setup()``), never at amworker import time.
 
 Alone, it holds amworker's ``Tasks`` mapping and the database of
@@ -31,7 +32,7 @@ from typing import Any
 import dj_database_url
 
 from worker.archivematica import install_import_paths
-from worker.config import DATABASE_EMBEDDED, Settings
+from worker.config import DATABASE_EMBEDDED, Settings, current_settings
 from worker.errors import ConfigError
 
 #: amworker's Django app (its label, ``amworker``, does not clash with Archivematica's ``main``).
@@ -110,4 +111,4 @@ def build(settings: Settings) -> dict[str, Any]:
     return merged
 
 
-globals().update(build(Settings.from_env()))
+globals().update(build(current_settings()))

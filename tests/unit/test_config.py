@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from worker import config
-from worker.config import KNOWN_VARIABLES, FunctionOptions, Settings
+from worker.config import (
+    KNOWN_VARIABLES,
+    VARIABLES,
+    FunctionOptions,
+    Settings,
+    current_settings,
+    defaults,
+    reset_settings,
+)
 from worker.errors import ConfigError
 
 
@@ -24,24 +38,24 @@ def settings_with_file(tmp_path: Path, text: str, **env: str) -> Settings:
 def test_empty_environment_gives_documented_defaults() -> None:
     settings = Settings.from_env({})
 
-    assert settings.gearman_servers == (config.DEFAULT_GEARMAN_SERVER,)
-    assert settings.broker_url == config.DEFAULT_REDIS_URL
-    assert settings.result_backend == config.DEFAULT_REDIS_URL
-    assert settings.modules_file == config.BUNDLED_MODULES_FILE
+    assert settings.gearman_servers == (defaults.DEFAULT_GEARMAN_SERVER,)
+    assert settings.broker_url == defaults.DEFAULT_REDIS_URL
+    assert settings.result_backend == defaults.DEFAULT_REDIS_URL
+    assert settings.modules_file == defaults.BUNDLED_MODULES_FILE
     assert settings.client_scripts_package == "worker.clientScripts"
     assert settings.shared_directory == "/var/archivematica/sharedDirectory/"
-    assert settings.client_assets_directory == config.DEFAULT_CLIENT_ASSETS_DIRECTORY
+    assert settings.client_assets_directory == defaults.DEFAULT_CLIENT_ASSETS_DIRECTORY
     assert settings.client_scripts_directory == ""
     assert settings.capture_output is True
-    assert settings.shim_concurrency == config.DEFAULT_SHIM_CONCURRENCY
+    assert settings.shim_concurrency == defaults.DEFAULT_SHIM_CONCURRENCY
     assert settings.max_output_bytes == 8 * 1024 * 1024
-    assert settings.max_payload_bytes == config.DEFAULT_MAX_PAYLOAD_BYTES
-    assert settings.time_limit == config.DEFAULT_TIME_LIMIT_SECONDS
+    assert settings.max_payload_bytes == defaults.DEFAULT_MAX_PAYLOAD_BYTES
+    assert settings.time_limit == defaults.DEFAULT_TIME_LIMIT_SECONDS
     assert settings.soft_time_limit is None
-    assert settings.max_tasks_per_child == config.DEFAULT_MAX_TASKS_PER_CHILD == 500
-    assert settings.max_memory_per_child == config.DEFAULT_MAX_MEMORY_PER_CHILD_KIB == 1024 * 1024
-    assert settings.database_wait == config.DEFAULT_DATABASE_WAIT_SECONDS == 30.0
-    assert settings.max_log_bytes == config.DEFAULT_MAX_LOG_BYTES == 64 * 1024
+    assert settings.max_tasks_per_child == defaults.DEFAULT_MAX_TASKS_PER_CHILD == 500
+    assert settings.max_memory_per_child == defaults.DEFAULT_MAX_MEMORY_PER_CHILD_KIB == 1024 * 1024
+    assert settings.database_wait == defaults.DEFAULT_DATABASE_WAIT_SECONDS == 30.0
+    assert settings.max_log_bytes == defaults.DEFAULT_MAX_LOG_BYTES == 64 * 1024
     assert settings.worker_concurrency is None
     assert settings.default_queue == "amworker"
     assert settings.metrics_port is None
@@ -137,9 +151,9 @@ def test_every_known_process_variable_has_a_parsing_test() -> None:
 
 def test_decoded_size_caps_have_defaults_and_are_validated() -> None:
     settings = Settings.from_env({})
-    assert settings.max_batch_tasks == config.DEFAULT_MAX_BATCH_TASKS == 4096
-    assert settings.max_argument_bytes == config.DEFAULT_MAX_ARGUMENT_BYTES == 1024 * 1024
-    assert settings.max_batch_argument_bytes == config.DEFAULT_MAX_BATCH_ARGUMENT_BYTES
+    assert settings.max_batch_tasks == defaults.DEFAULT_MAX_BATCH_TASKS == 4096
+    assert settings.max_argument_bytes == defaults.DEFAULT_MAX_ARGUMENT_BYTES == 1024 * 1024
+    assert settings.max_batch_argument_bytes == defaults.DEFAULT_MAX_BATCH_ARGUMENT_BYTES
     for variable in ("AMWORKER_MAX_BATCH_TASKS", "AMWORKER_MAX_ARGUMENT_BYTES",
                      "AMWORKER_MAX_BATCH_ARGUMENT_BYTES"):
         with pytest.raises(ConfigError, match=variable):
@@ -331,8 +345,12 @@ def test_every_unknown_variable_is_named_at_once() -> None:
     assert "AMWORKER_AAA, AMWORKER_ZZZ" in str(caught.value)
 
 
-def test_data_directory_is_known_though_only_tooling_reads_it(tmp_path: Path) -> None:
-    Settings.from_env({"AMWORKER_DATA_DIRECTORY": str(tmp_path)})
+def test_data_directory_is_known_and_places_the_embedded_database(tmp_path: Path) -> None:
+    settings = Settings.from_env({"AMWORKER_DATA_DIRECTORY": str(tmp_path)})
+
+    assert "AMWORKER_DATA_DIRECTORY" in KNOWN_VARIABLES
+    assert settings.database_from == defaults.DATABASE_EMBEDDED
+    assert settings.database_url == f"sqlite:///{tmp_path / 'amworker.sqlite3'}"
 
 
 def test_variables_without_the_prefix_are_not_checked() -> None:
@@ -459,7 +477,7 @@ def test_options_for_fills_unset_function_options_from_the_defaults(tmp_path: Pa
 
     assert settings.options_for("a") == FunctionOptions(
         slices=None, queue="heavy", time_limit=100.0, soft_time_limit=90.0,
-        max_output_bytes=config.DEFAULT_MAX_OUTPUT_BYTES,
+        max_output_bytes=defaults.DEFAULT_MAX_OUTPUT_BYTES,
     )
 
 
@@ -521,3 +539,145 @@ def test_pool_processes_are_recycled_by_default_and_can_be_told_not_to() -> None
     assert default["worker_max_memory_per_child"] == 1024 * 1024
     assert off["worker_max_tasks_per_child"] is None
     assert off["worker_max_memory_per_child"] is None
+
+
+# --- the table ------------------------------------------------------------------
+
+#: Fields whose row default is "decide later" (None), not the field's default.
+COMPOSITE = {"result_backend", "database_url"}
+
+
+def test_each_rows_default_is_its_fields_default() -> None:
+    blank = Settings()
+    rows = [row for row in VARIABLES if row.field and row.field not in COMPOSITE]
+
+    assert len(rows) == len(VARIABLES) - len(COMPOSITE) - 1  # AMWORKER_DATA_DIRECTORY sets none
+    for row in rows:
+        assert getattr(blank, str(row.field)) == row.default, row.name
+
+
+def test_every_field_is_set_by_a_row_but_those_built_from_several() -> None:
+    from_rows = {row.field for row in VARIABLES if row.field}
+
+    assert {f.name for f in fields(Settings)} - from_rows == {"functions", "database_from", "derived"}
+    assert len(from_rows) == len([row for row in VARIABLES if row.field])  # one row per field
+
+
+def test_the_known_variables_are_the_rows() -> None:
+    assert KNOWN_VARIABLES == {row.name for row in VARIABLES}
+    assert all(row.fallback is None or row.fallback.startswith("ARCHIVEMATICA_MCPCLIENT_")
+               for row in VARIABLES)
+
+
+# --- read once per process ---------------------------------------------------------
+
+
+def counting_toml(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text ``tomllib.loads`` parses from now on (the config file's reader)."""
+    parsed: list[str] = []
+    real: Callable[..., dict[str, Any]] = tomllib.loads
+
+    def loads(text: str, **kwargs: Any) -> dict[str, Any]:
+        parsed.append(text)
+        return real(text, **kwargs)
+
+    monkeypatch.setattr(tomllib, "loads", loads)
+    return parsed
+
+
+def use_environment(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    for key in [k for k in os.environ if k.startswith(("AMWORKER_", "ARCHIVEMATICA_"))]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_current_settings_are_read_once_and_a_later_edit_is_not_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "amworker.toml"
+    path.write_text('[defaults]\nqueue = "first"\n', encoding="utf-8")
+    use_environment(monkeypatch, AMWORKER_CONFIG_FILE=str(path))
+    parsed = counting_toml(monkeypatch)
+
+    first = current_settings()
+    path.write_text('[defaults]\nqueue = "edited"\n', encoding="utf-8")
+    monkeypatch.setenv("AMWORKER_SHIM_CONCURRENCY", "3")
+
+    assert current_settings() is first
+    assert current_settings().default_queue == "first"
+    assert current_settings().shim_concurrency == Settings().shim_concurrency
+    assert len(parsed) == 1
+    reset_settings()  # as a new process would
+    assert current_settings().default_queue == "edited"
+    assert current_settings().shim_concurrency == 3
+    assert len(parsed) == 2
+
+
+def test_a_failed_read_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_environment(monkeypatch, AMWORKER_SHIM_CONCURENCY="4")
+
+    with pytest.raises(ConfigError, match="AMWORKER_SHIM_CONCURENCY"):
+        current_settings()
+    monkeypatch.delenv("AMWORKER_SHIM_CONCURENCY")
+    assert current_settings() == Settings.from_env({})
+
+
+#: One Celery worker's start-up, its main process and a pool process's, in one
+#: process; the config file is edited after the first read.
+WORKER_START = """
+import json, sys, tomllib
+from pathlib import Path
+
+path, out = Path(sys.argv[1]), Path(sys.argv[2])
+parsed = []
+real = tomllib.loads
+tomllib.loads = lambda text, **kw: parsed.append(text) or real(text, **kw)
+
+from worker.celery import _setup_logging, app
+from worker.config import current_settings
+from worker.pool import metrics, runtime
+
+queues = [app.conf.task_default_queue]  # on_configure: the Celery settings
+path.write_text('[defaults]\\nqueue = "edited"\\n')
+_setup_logging()
+metrics._on_worker_init()
+runtime._prepare_worker()
+pool = runtime.WorkerRuntime.build()  # Django's settings module, the registry
+queues += [pool.settings.default_queue, current_settings().default_queue]
+out.write_text(json.dumps({"parsed": len(parsed), "queues": queues,
+                           "same": pool.settings is current_settings()}))
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_process_reads_its_settings_and_config_file_once(tmp_path: Path) -> None:
+    path, out = tmp_path / "amworker.toml", tmp_path / "out.json"
+    path.write_text('[defaults]\nqueue = "first"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AMWORKER_", "ARCHIVEMATICA_", "DJANGO_", "PROMETHEUS_"))}
+    env.update(AMWORKER_CONFIG_FILE=str(path), AMWORKER_DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
+               PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+
+    done = subprocess.run([sys.executable, "-c", WORKER_START, str(path), str(out)], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == {"parsed": 1, "queues": ["first"] * 3, "same": True}
+
+
+@pytest.mark.timeout(60)
+def test_importing_reads_no_settings() -> None:
+    modules = ["worker.config", "worker.celery", "worker.tasks", "worker.pool.runtime",
+               "worker.cli.command", "worker.batch.service"]
+    env = {**os.environ, "AMWORKER_NO_SUCH_SETTING": "1"}
+    code = (f"import {', '.join(modules)}; print('imported', flush=True); "
+            "from worker.config import current_settings; current_settings()")
+
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=50)
+
+    # The unknown variable is refused when settings are first read, not on import.
+    assert done.stdout == "imported\n"
+    assert done.returncode == 1
+    assert "ConfigError: unknown setting AMWORKER_NO_SUCH_SETTING" in done.stderr

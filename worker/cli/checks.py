@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Sequence
 
 import redis
+from kombu.utils.url import maybe_sanitize_url
 
 from worker.config import DATABASE_EMBEDDED, Settings
 from worker.errors import AmworkerError, ConfigError
@@ -51,7 +52,7 @@ def check_redis(name: str, url: str) -> Check:
         note = ""
         if policy not in ("noeviction", "?"):
             note = f" (WARNING: maxmemory-policy={policy}; a broker needs noeviction)"
-        return f"reachable at {_redact(url)}{note}"
+        return f"reachable at {redact(url)}{note}"
 
     return guard(name, probe)
 
@@ -68,7 +69,7 @@ def check_broker(settings: Settings) -> Check:
             connection.ensure_connection(max_retries=1)
             server = connection.connection.server_properties
             product = f"{server.get('product', 'AMQP')} {server.get('version', '?')}"
-        return f"reachable at {_redact(settings.broker_url)} ({product}, quorum queues)"
+        return f"reachable at {redact(settings.broker_url)} ({product}, quorum queues)"
 
     return guard("broker", probe)
 
@@ -236,11 +237,10 @@ def require_healthy(settings: Settings, *, with_database: bool = True,
         raise ConfigError("refusing to start:\n  " + "\n  ".join(failures))
 
 
-def _redact(url: str) -> str:
-    """Hide a password in a URL before printing it."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``**`` (kombu's sanitiser), fit to print.
+
+    Each URL of a ``;``-separated failover list is sanitised alone: kombu
+    reads the list as one URL and would show the passwords after the first.
+    """
+    return ";".join(maybe_sanitize_url(part) for part in url.split(";"))

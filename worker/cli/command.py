@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from worker import logs
-from worker.config import Settings
+from worker.config import Settings, current_settings
 from worker.errors import AmworkerError
 
 log = logging.getLogger("amworker")
@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("only `amworker submit` takes arguments after --")
         args.arguments = [*args.arguments, *tail]
     try:
-        settings = Settings.from_env()
+        # The process's one object: Django's settings module (init-db) takes it too.
+        settings = current_settings()
         logs.configure(args.log_level or settings.log_level, args.log_format or settings.log_format)
         return int(args.command(settings, args))
     except AmworkerError as exc:

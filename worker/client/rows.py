@@ -39,9 +39,9 @@ def update_rows(uuids: Sequence[str], what: str, **columns: Any) -> int | None:
 
 def capture_output() -> bool:
     """Whether task output is stored (``AMWORKER_CAPTURE_OUTPUT`` and its stock fallback)."""
-    from worker.config import Settings
+    from worker.config import current_settings
 
-    return Settings.from_env().capture_output
+    return current_settings().capture_output
 
 
 def finished_columns(

@@ -29,7 +29,7 @@ from typing import Any
 import redis
 from celery.signals import worker_ready, worker_shutdown
 
-from worker.config import Settings
+from worker.config import Settings, current_settings
 from worker.contract.keys import PREFIX
 from worker.errors import AmworkerError
 
@@ -94,7 +94,7 @@ def differences(ours: Mapping[str, str], theirs: Mapping[str, str]) -> list[str]
 @worker_ready.connect
 def _start(sender: Any = None, **_: Any) -> None:
     try:
-        settings = Settings.from_env()
+        settings = current_settings()
         value = json.dumps(advertisement(settings))
     except AmworkerError as exc:
         log.warning("not advertising this worker's scripts: %s", exc)

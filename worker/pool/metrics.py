@@ -21,7 +21,7 @@ from typing import Any
 
 from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
 
-from worker.config import Settings
+from worker.config import current_settings
 from worker.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def enable(address: str, port: int) -> str:
 @worker_init.connect
 def _on_worker_init(**_: Any) -> None:
     # worker_init runs in the main process before the pool forks.
-    settings = Settings.from_env()
+    settings = current_settings()
     if settings.worker_metrics_port is not None:
         enable(settings.metrics_address, settings.worker_metrics_port)
 

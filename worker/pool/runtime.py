@@ -27,7 +27,7 @@ from celery.signals import worker_init, worker_shutdown
 
 from worker import database, errors
 from worker.codec.wire import TaskResult
-from worker.config import Settings
+from worker.config import Settings, current_settings
 from worker.contract import keys, lifetimes
 from worker.contract.plan import JobSpec
 from worker.contract.results import failed_results, utcnow
@@ -59,7 +59,7 @@ class WorkerRuntime:
     @classmethod
     def build(cls, settings: Settings | None = None) -> WorkerRuntime:
         """Ready Django, the script aliases and the registry for this process."""
-        settings = settings or Settings.from_env()
+        settings = settings or current_settings()
         prepare_script_environment(settings)
         database.setup()
         script_imports.install()
@@ -276,7 +276,7 @@ def _prepare_worker(**_: Any) -> None:
     # The main worker process, before the pool forks: libxml2 and
     # prometheus_client read these variables once, so every pool process must
     # inherit them rather than set them after something already read them.
-    prepare_script_environment(Settings.from_env())
+    prepare_script_environment(current_settings())
 
 
 @worker_shutdown.connect

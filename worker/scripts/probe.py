@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from worker.config import Settings
+from worker.config import Settings, current_settings
 from worker.errors import RegistryError
 from worker.health import Check
 from worker.scripts.registry import Registry, ScriptEntry, load_registry
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from worker.health import check_database
     from worker.scripts import imports as script_imports
 
-    settings = Settings.from_env()
+    settings = current_settings()
     logs.configure(settings.log_level, settings.log_format)
     report_fd = os.dup(1)
     os.dup2(2, 1)  # what scripts print on import goes to stderr, not into the report
