@@ -49,7 +49,7 @@ def inprocess_answerer() -> Answer:
     """Build what the in-process worker needs once, and return its answer function."""
     from worker import database
     from worker.codec.argv import Paths, prepare_argv
-    from worker.config import Settings
+    from worker.config import current_settings
     from worker.contract.plan import JobSpec
     from worker.contract.results import failed_results
     from worker.pool import bookkeeping
@@ -57,7 +57,7 @@ def inprocess_answerer() -> Answer:
     from worker.scripts import imports as script_imports
     from worker.scripts.registry import load_registry
 
-    settings = Settings.from_env()
+    settings = current_settings()
     database.setup()
     script_imports.install()
     registry = load_registry(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.cli.checks import redact
+from worker.config.display import redact
 
 PASSWORD = "s3cr3t-Pw"
 
@@ -34,3 +34,15 @@ def test_a_password_in_a_broker_url_never_shows(url: str, shown: str) -> None:
                                  "unix:///run/redis.sock"])
 def test_a_url_without_a_password_shows_as_it_is(url: str) -> None:
     assert redact(url) == url
+
+
+def test_the_shims_refusal_of_a_non_redis_backend_hides_its_password() -> None:
+    from worker.batch.service import build_shim
+    from worker.config import Settings
+    from worker.errors import ConfigError
+
+    settings = Settings(result_backend="db+postgresql://amworker:s3cret@db/results")
+    with pytest.raises(ConfigError) as caught:
+        build_shim(settings)
+    assert "s3cret" not in str(caught.value)
+    assert "amworker:**@db" in str(caught.value)

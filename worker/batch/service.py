@@ -16,6 +16,7 @@ from worker.batch.runner import BatchRunner
 from worker.batch.watcher import ResultWatcher
 from worker.celery import app
 from worker.config import Settings
+from worker.config.display import redact
 from worker.errors import ConfigError
 from worker.gearman_shim import GearmanShim, install_signal_handlers
 from worker.scripts.probe import probe_registry
@@ -68,7 +69,7 @@ def build_shim(settings: Settings, registry: Registry | None = None) -> tuple[Ge
     """
     if not settings.result_backend.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
-            f"AMWORKER_RESULT_BACKEND={settings.result_backend!r}: the shim waits on "
+            f"AMWORKER_RESULT_BACKEND={redact(settings.result_backend)!r}: the shim waits on "
             "Redis pub/sub, so the result backend must be Redis"
         )
     use_send_only_backend(app, settings.result_backend)

@@ -15,9 +15,9 @@ import tempfile
 from collections.abc import Sequence
 
 import redis
-from kombu.utils.url import maybe_sanitize_url
 
 from worker.config import DATABASE_EMBEDDED, Settings
+from worker.config.display import redact
 from worker.errors import AmworkerError, ConfigError
 from worker.health import Check, check_database, guard
 from worker.scripts.registry import Registry, ScriptEntry
@@ -236,11 +236,3 @@ def require_healthy(settings: Settings, *, with_database: bool = True,
     if failures:
         raise ConfigError("refusing to start:\n  " + "\n  ".join(failures))
 
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``**`` (kombu's sanitiser), fit to print.
-
-    Each URL of a ``;``-separated failover list is sanitised alone: kombu
-    reads the list as one URL and would show the passwords after the first.
-    """
-    return ";".join(maybe_sanitize_url(part) for part in url.split(";"))
