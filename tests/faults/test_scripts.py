@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 
 from harness.controller import make_tasks, submit, submit_many
+from harness.services import Stack
 from tests.faults.helpers import alive, assert_all_answered, config_file, failed_with
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -38,7 +40,7 @@ CASES = {
 }
 
 
-def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
+def test_misbehaving_scripts_fail_their_own_jobs(faststack: Stack, tmp_path: Path) -> None:
     faststack.env["AMWORKER_CONFIG_FILE"] = str(config_file(tmp_path, CONFIG))
     # A dead pool process is reported by its Celery worker (with the exit
     # code or signal) within a few seconds; a lease that lapses sooner than
@@ -113,7 +115,7 @@ def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
     print("peak RSS of the 200 MB writer:", peak_kb, "kB")
 
 
-def test_output_outside_the_job_api_reaches_the_log_bounded(faststack):
+def test_output_outside_the_job_api_reaches_the_log_bounded(faststack: Stack) -> None:
     worker = faststack.celery_worker("w1", concurrency=1)
     faststack.shim()
     warm = make_tasks([""])
