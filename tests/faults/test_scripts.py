@@ -89,7 +89,9 @@ def test_misbehaving_scripts_fail_their_own_jobs(faststack: Stack, tmp_path: Pat
     assert code == 0
     assert len(out.encode()) < 1024 * 1024 + 200
     assert re.search(r"\[amworker: output truncated after \d+ bytes; \d+ more bytes dropped\]", out)
-    peak_kb = int(re.search(r"peak (\d+) kB", err).group(1))
+    peak = re.search(r"peak (\d+) kB", err)
+    assert peak, err
+    peak_kb = int(peak.group(1))
     assert peak_kb < 200 * 1024, f"pool process peaked at {peak_kb} kB"
     # Invalid UTF-8 and lone surrogates come back as valid text.
     code, out, err = one("invalid UTF-8")
@@ -104,7 +106,9 @@ def test_misbehaving_scripts_fail_their_own_jobs(faststack: Stack, tmp_path: Pat
     assert f"STRAY-STDERR {task_id}" in worker.output()
     # A leftover child is killed and reaped, and the job says so.
     code, out, err = one("leaves a child")
-    child = int(re.search(r"child=(\d+)", out).group(1))
+    pid = re.search(r"child=(\d+)", out)
+    assert pid, out
+    child = int(pid.group(1))
     assert code == 1 and "still running" in err and not alive(child)
 
     # The worker lives on and still serves.

@@ -43,7 +43,7 @@ def test_restarted_shim_attaches_and_every_task_runs_once(faststack: Stack, tmp_
     gate_b.touch()
     token_b = keys.batch_token("record_v0.0", unique_b, b"", tasks_b)
     collect_b = "celery-task-meta-" + keys.collect_id(token_b)
-    wait_until(lambda: faststack.redis.exists(collect_b), timeout=60,
+    wait_until(lambda: faststack.redis.exists(collect_b) == 1, timeout=60,
                what="batch B to finish on Celery while no shim runs")
     wait_until(lambda: gearman_status(faststack.gearman_port)["record_v0.0"][0] >= 2,
                timeout=30, what="gearmand to re-queue both batches")

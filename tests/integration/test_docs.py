@@ -36,7 +36,7 @@ import shlex
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -364,6 +364,7 @@ class Session:
 
     def wait_ready(self, command: str, proc: Proc, block: Block) -> None:
         argv = shlex.split(command)
+        ready: Callable[[], bool]
         if argv[:4] == ["celery", "-A", "worker", "worker"]:
             node = argv[argv.index("--hostname") + 1].replace("%h", socket.gethostname())
             ready = lambda: self.pings(node)  # noqa: E731

@@ -198,6 +198,7 @@ def test_connected_socket_is_non_blocking_with_keepalive(
 ) -> None:
     connection, _ = fast
     sock = connection.gearman_socket
+    assert sock is not None
 
     assert sock.gettimeout() == 0.0
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
@@ -224,7 +225,8 @@ def test_stock_gearman3_connection_cannot_read_a_single_packet(listener: socket.
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def test_connecting_to_a_closed_port_raises_connection_error_quickly() -> None:
@@ -296,6 +298,7 @@ def test_outgoing_commands_are_byte_identical_to_gearman3s_packing(
 
     connection.send_command(command, dict(args))
     connection.send_commands_to_buffer()
+    assert connection.gearman_socket is not None
     while connection.send_data_to_socket():
         select.select([], [connection.gearman_socket], [], 1)
 

@@ -159,7 +159,9 @@ class FastGearmanConnection(GearmanConnection):
         return parse_text_command(given_buffer)
 
 
-def pack_chunks(cmd_type: int, *args: bytes | str, is_response: bool = False) -> list[memoryview]:
+def pack_chunks(
+    cmd_type: int, *args: bytes | bytearray | str, is_response: bool = False
+) -> list[memoryview]:
     """One binary command as chunks to send in order: its header, then each argument.
 
     The arguments are not copied: a WORK_COMPLETE's data (an answer of
@@ -206,6 +208,6 @@ def parse_responses(buffer: bytearray) -> list[tuple[int, dict[str, bytes]]]:
 __all__ = ["FastGearmanConnection", "GearmanConnectionError", "pack_chunks", "parse_responses"]
 
 
-def _as_bytes(value: bytes | str) -> bytes:
+def _as_bytes(value: bytes | bytearray | str) -> bytes | bytearray:
     """gearman3 hands arguments as str or bytes; the wire wants bytes."""
     return value.encode("utf-8") if isinstance(value, str) else value
