@@ -124,7 +124,8 @@ class Chaos:
 
 
 def _classify(function: str, result: dict[str, object]) -> str:
-    code = int(result["exitCode"])  # type: ignore[call-overload]
+    code = result["exitCode"]
+    assert isinstance(code, int), result
     stderr = str(result.get("stderror", ""))
     if stderr.startswith("amworker: ") or "\namworker: " in stderr:
         cause = stderr.split("amworker: ", 1)[1].split(":", 1)[0]

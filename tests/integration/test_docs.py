@@ -406,14 +406,12 @@ def page_session(path: Path, tmp_path: Path) -> Iterator[Session]:
     workdir.mkdir()
     mcpclient = root / "usr/lib/archivematica/MCPClient"
     if path.name in BUNDLED_PAGES:
-        options: dict[str, object] = {"scripts": "worker.clientScripts",
-                                      "modules_file": Path(BUNDLED_MODULES_FILE)}
+        scripts, modules = "worker.clientScripts", Path(BUNDLED_MODULES_FILE)
         extra = {}
     else:
-        options = {"scripts": "clientScripts",
-                   "modules_file": mcpclient / "archivematicaClientModules"}
+        scripts, modules = "clientScripts", mcpclient / "archivematicaClientModules"
         extra = {"PYTHONPATH": f"{ROOT}{os.pathsep}{mcpclient}"}
-    with stack(workdir, env=extra, **options) as running:  # type: ignore[arg-type]
+    with stack(workdir, env=extra, scripts=scripts, modules_file=modules) as running:
         write_files(root, shared=workdir / "shared", only=path)
         session = Session(running, root, free_port())
         # Archivematica's database has the Tasks table; so does the stand-in.

@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 from gearman.connection import GearmanConnection
@@ -30,6 +31,8 @@ from gearman.protocol import (
 
 from worker.batch import gearman_io
 from worker.batch.gearman_io import READ_CHUNK_BYTES, FastGearmanConnection
+
+C = TypeVar("C", bound=GearmanConnection)
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -55,7 +58,7 @@ def listener() -> Iterator[socket.socket]:
     server.close()
 
 
-def connect(cls: type[GearmanConnection], listener: socket.socket) -> tuple[GearmanConnection, socket.socket]:
+def connect(cls: type[C], listener: socket.socket) -> tuple[C, socket.socket]:
     host, port = listener.getsockname()
     connection = cls(host=host, port=port)
     connection.connect()
@@ -66,7 +69,7 @@ def connect(cls: type[GearmanConnection], listener: socket.socket) -> tuple[Gear
 @pytest.fixture
 def fast(listener: socket.socket) -> Iterator[tuple[FastGearmanConnection, socket.socket]]:
     connection, peer = connect(FastGearmanConnection, listener)
-    yield connection, peer  # type: ignore[misc]
+    yield connection, peer
     connection.close()
     peer.close()
 
