@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from worker import config
-from worker.codec import limits
 from worker.config import KNOWN_VARIABLES, FunctionOptions, Settings
 from worker.errors import ConfigError
 
@@ -138,9 +137,9 @@ def test_every_known_process_variable_has_a_parsing_test() -> None:
 
 def test_decoded_size_caps_have_defaults_and_are_validated() -> None:
     settings = Settings.from_env({})
-    assert settings.max_batch_tasks == limits.DEFAULT_MAX_BATCH_TASKS == 4096
-    assert settings.max_argument_bytes == limits.DEFAULT_MAX_ARGUMENT_BYTES == 1024 * 1024
-    assert settings.max_batch_argument_bytes == limits.DEFAULT_MAX_BATCH_ARGUMENT_BYTES
+    assert settings.max_batch_tasks == config.DEFAULT_MAX_BATCH_TASKS == 4096
+    assert settings.max_argument_bytes == config.DEFAULT_MAX_ARGUMENT_BYTES == 1024 * 1024
+    assert settings.max_batch_argument_bytes == config.DEFAULT_MAX_BATCH_ARGUMENT_BYTES
     for variable in ("AMWORKER_MAX_BATCH_TASKS", "AMWORKER_MAX_ARGUMENT_BYTES",
                      "AMWORKER_MAX_BATCH_ARGUMENT_BYTES"):
         with pytest.raises(ConfigError, match=variable):
