@@ -85,7 +85,7 @@ test-compose: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench harness
-	$(BIN)/mypy worker
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 # make bench SOAK=600 runs the soak instead: ten minutes of mixed load, the

@@ -17,9 +17,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from gearman import GearmanWorker
+from gearman.job import GearmanJob
 
 from worker.batch.gearman_io import FastGearmanConnection
 from worker.codec.wire import TaskResult, decode_request, encode_result
@@ -30,7 +30,7 @@ log = logging.getLogger("bench.baselines")
 Answer = Callable[[str, bytes], bytes]
 
 
-class _Worker(GearmanWorker):  # type: ignore[misc]
+class _Worker(GearmanWorker):
     connection_class = FastGearmanConnection
 
 
@@ -85,7 +85,7 @@ def inprocess_answerer() -> Answer:
             bookkeeping.mark_started([s.uuid for s in specs], when=now, client="in-process",
                                      policy=policy)
         jobs = build_jobs(function, specs, max_output_bytes=entry.options.max_output_bytes or 0)
-        run_script(entry.module, jobs)  # type: ignore[arg-type]
+        run_script(entry.module, jobs)
         results = results_of(jobs)
         if writes_rows:
             bookkeeping.mark_finished(results, capture_output=settings.capture_output,
@@ -99,7 +99,7 @@ def serve(servers: list[str], functions: list[str], answer: Answer) -> None:
     """Answer batches of ``functions`` forever (until the harness stops the process)."""
     worker = _Worker(host_list=servers)
 
-    def callback(_worker: Any, job: Any) -> bytes:
+    def callback(_worker: GearmanWorker, job: GearmanJob) -> bytes:
         function = job.task.decode() if isinstance(job.task, bytes) else job.task
         return answer(function, bytes(job.data))
 

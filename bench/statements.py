@@ -35,7 +35,8 @@ def count(database_url: str, job_counts: Sequence[int],
     )
     if done.returncode != 0:
         raise RuntimeError(f"counting statements on {database_url} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    counts: dict[str, dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return counts
 
 
 @contextmanager

@@ -36,7 +36,9 @@ class Answer:
 
     def exit_code(self, task_id: str) -> int:
         assert self.results is not None
-        return int(self.results[task_id]["exitCode"])  # type: ignore[call-overload]
+        code = self.results[task_id]["exitCode"]
+        assert isinstance(code, int), f"exitCode of {task_id} is {code!r}"
+        return code
 
     def stderr(self, task_id: str) -> str:
         assert self.results is not None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ def init_db(env: dict[str, str]) -> None:
 
 
 def start_amworker(workdir: Path, *, worker_name: str, concurrency: int = 2,
-                   database_url: str | None = None, broker: str = "redis") -> Iterator[Stack]:
+                   database_url: str | None = None, broker: str = "redis") -> Generator[Stack, None, None]:
     """A stack with one Celery worker and one shim serving every test function."""
     from tests.integration.controller import function_count
 

@@ -29,7 +29,7 @@ from worker.pool import advertise, metrics  # noqa: F401, I001
 from worker.pool.runtime import WorkerRuntime, node_name
 
 
-class SliceTask(Task):
+class SliceTask(Task[..., dict[str, Any]]):
     """Base class holding the per-process :class:`WorkerRuntime`."""
 
     _runtime: WorkerRuntime | None = None
@@ -107,7 +107,7 @@ def require_task_id(task_id: str | None) -> str:
 
 
 @app.task(bind=True, name="amworker.collect")
-def collect(self: Task, function: str, batch: str, slices: list[str]) -> dict[str, Any]:
+def collect(self: Task[..., dict[str, Any]], function: str, batch: str, slices: list[str]) -> dict[str, Any]:
     """Chord callback: one small "all slices reported" result for the shim to wake on.
 
     The chord fires only once every slice reported success; the results

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.client.job import Job
 
 
 def expected_output(uuid: str, size: int) -> str:
@@ -11,7 +15,7 @@ def expected_output(uuid: str, size: int) -> str:
     return (seed * (size // len(seed) + 1))[:size]
 
 
-def call(jobs):
+def call(jobs: list[Job]) -> None:
     for job in jobs:
         job.write_output(expected_output(job.uuid, int(job.args[1])))
         job.set_status(0)

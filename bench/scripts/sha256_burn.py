@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.client.job import Job
 
 #: Hashed in pieces this big, so memory stays flat whatever argv[1] asks.
 CHUNK = 1024 * 1024
 
 
-def concurrent_instances():
+def concurrent_instances() -> int:
     return os.cpu_count() or 1
 
 
-def call(jobs):
+def call(jobs: list[Job]) -> None:
     for job in jobs:
         digest = hashlib.sha256()
         piece = job.uuid.encode().ljust(CHUNK, b"\0")

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from harness.controller import Answer, make_tasks, submit
-from harness.services import Stack, stack, start_gearmand, start_redis, wait_until
+from harness.services import Stack, stack, start_gearmand, start_redis
+from harness.services import wait_until as wait_until  # the fault tests import it from here
 
 #: Knobs that make faults resolve in seconds (see docs/reliability.md).
 FAST = {

@@ -81,7 +81,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_results_reach_the_controller_while_the_database_is_down(tmp_path):
+def test_results_reach_the_controller_while_the_database_is_down(tmp_path: Path) -> None:
     with private_postgres() as db, stack(tmp_path, database_url=db.url,
                                          env={"AMWORKER_LEASE_SECONDS": "1"}) as s:
         subprocess.run([sys.executable, "-m", "worker.cli", "init-db"], env=s.env, cwd=ROOT,
@@ -166,7 +166,7 @@ def insert_rows(path: Path, tasks: dict[str, dict[str, object]]) -> None:
         conn.executemany('INSERT INTO "Tasks" ("taskUUID") VALUES (?)', [(t,) for t in tasks])
 
 
-def test_a_locked_sqlite_database_delays_a_slice_only_by_the_database_wait(tmp_path):
+def test_a_locked_sqlite_database_delays_a_slice_only_by_the_database_wait(tmp_path: Path) -> None:
     wait = 3.0
     with stack(tmp_path, env={"AMWORKER_DATABASE_WAIT": str(wait)}) as s:
         subprocess.run([sys.executable, "-m", "worker.cli", "init-db"], env=s.env, cwd=ROOT,

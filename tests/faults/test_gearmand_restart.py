@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 
 from harness.controller import make_tasks, submit, submit_bg
-from harness.services import gearman_status
+from harness.services import Stack, gearman_status
 from tests.faults.helpers import (
     assert_all_answered,
     config_file,
@@ -30,7 +31,7 @@ def _registered(port: int) -> bool:
         return False
 
 
-def test_idle_restart_reconnects_with_backoff_and_reregisters(faststack, tmp_path):
+def test_idle_restart_reconnects_with_backoff_and_reregisters(faststack: Stack, tmp_path: Path) -> None:
     faststack.celery_worker("w1", concurrency=1)
     shim = faststack.shim()
     kill_gearmand(faststack)
@@ -49,7 +50,7 @@ def test_idle_restart_reconnects_with_backoff_and_reregisters(faststack, tmp_pat
     print(f"{len(attempts)} logged reconnection attempts, longest delay {max(delays)}s")
 
 
-def test_restart_with_batch_in_flight_does_not_repeat_work(faststack, tmp_path):
+def test_restart_with_batch_in_flight_does_not_repeat_work(faststack: Stack, tmp_path: Path) -> None:
     conf = config_file(tmp_path, '[functions."record_v0.0"]\nslices = 2\n')
     faststack.env["AMWORKER_CONFIG_FILE"] = str(conf)
     faststack.celery_worker("w1", concurrency=2)

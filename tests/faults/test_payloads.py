@@ -18,6 +18,7 @@ import random
 import shlex
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,7 @@ def realistic_arguments(rng: random.Random) -> str:
     return stray_quote(rng, text) if rng.random() < 0.33 else text
 
 
-def valid_document(rng: random.Random) -> dict[str, object]:
+def valid_document(rng: random.Random) -> dict[str, dict[str, dict[str, object]]]:
     return {"tasks": make_tasks([realistic_arguments(rng) for _ in range(rng.randrange(0, 4))],
                                 wants_output=rng.random() < 0.5)}
 
@@ -139,7 +140,7 @@ def mutate_bytes(rng: random.Random, data: bytes) -> bytes:
     return bytes(buf)
 
 
-def mutate_document(rng: random.Random, document: dict[str, object]) -> object:
+def mutate_document(rng: random.Random, document: Mapping[str, object]) -> object:
     """Replace one node anywhere in the document with an odd value, or drop a key."""
     def walk(node: object, depth: int) -> object:
         if isinstance(node, dict) and node and rng.random() < 0.75:

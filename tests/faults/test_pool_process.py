@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from harness.controller import make_tasks, submit, submit_bg
+from harness.services import Stack
 from tests.faults.helpers import (
     alive,
     assert_all_answered,
@@ -22,7 +24,7 @@ from tests.faults.helpers import (
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 
-def test_killed_pool_process_fails_only_its_slice(faststack, tmp_path):
+def test_killed_pool_process_fails_only_its_slice(faststack: Stack, tmp_path: Path) -> None:
     conf = config_file(tmp_path, '[functions."record_v0.0"]\nslices = 2\n')
     faststack.env["AMWORKER_CONFIG_FILE"] = str(conf)
     worker = faststack.celery_worker("w1", concurrency=2)
@@ -58,8 +60,9 @@ def test_killed_pool_process_fails_only_its_slice(faststack, tmp_path):
     assert [t for t, _ in wait_records(record, 2)].count(first) == 1
 
 
-def test_a_pool_process_over_its_memory_bound_is_replaced_and_no_slice_is_lost(faststack,
-                                                                                tmp_path):
+def test_a_pool_process_over_its_memory_bound_is_replaced_and_no_slice_is_lost(
+    faststack: Stack, tmp_path: Path,
+) -> None:
     # 220 MB leaked per slice against a 200 MB bound: every slice leaves its
     # process over the bound, so each next slice must run in a fresh one.
     faststack.env["AMWORKER_MAX_MEMORY_PER_CHILD"] = str(200 * 1024)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from harness.controller import make_tasks, submit_bg
+from harness.services import Stack
 from tests.faults.helpers import (
     assert_all_answered,
     assert_broker_lost_at_once,
@@ -23,7 +25,7 @@ from tests.faults.helpers import (
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 
-def test_redis_restart_mid_batch(faststack, tmp_path):
+def test_redis_restart_mid_batch(faststack: Stack, tmp_path: Path) -> None:
     use_config(faststack, '[functions."record_v0.0"]\nslices = 2\ntime_limit = 60\n')
     worker = faststack.celery_worker("w1", concurrency=1)
     shim = faststack.shim()
@@ -57,7 +59,7 @@ def test_redis_restart_mid_batch(faststack, tmp_path):
     print(f"running slice: exit {answer.exit_code(running)}; answered in {elapsed:.1f}s")
 
 
-def test_redis_down_while_waiting_ends_in_broker_lost(faststack, tmp_path):
+def test_redis_down_while_waiting_ends_in_broker_lost(faststack: Stack, tmp_path: Path) -> None:
     faststack.env["AMWORKER_QUEUE_WAIT"] = "8"
     faststack.celery_worker("w1", concurrency=1)
     faststack.shim()
@@ -77,7 +79,7 @@ def test_redis_down_while_waiting_ends_in_broker_lost(faststack, tmp_path):
     print(f"broker lost after {waited:.1f}s")
 
 
-def test_dispatch_without_redis_answers_broker_lost(faststack, tmp_path):
+def test_dispatch_without_redis_answers_broker_lost(faststack: Stack, tmp_path: Path) -> None:
     faststack.celery_worker("w1", concurrency=1)
     faststack.shim()
     kill_redis(faststack)

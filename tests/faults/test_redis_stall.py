@@ -69,7 +69,7 @@ def _assert_real_results(pending: Background, tasks: dict[str, Any], record: Pat
     assert sorted(t for t, _ in records(record)) == sorted(tasks)  # each ran once
 
 
-def test_running_slices_survive_a_redis_stall_longer_than_the_lease(faststack, tmp_path):
+def test_running_slices_survive_a_redis_stall_longer_than_the_lease(faststack: Stack, tmp_path: Path) -> None:
     _persistent_redis(faststack)
     pending, tasks, record, gate = _four_running_slices(faststack, tmp_path)
 
@@ -89,7 +89,9 @@ def test_running_slices_survive_a_redis_stall_longer_than_the_lease(faststack, t
     _assert_real_results(pending, tasks, record)
 
 
-def test_running_slices_survive_a_persistent_redis_down_longer_than_the_lease(faststack, tmp_path):
+def test_running_slices_survive_a_persistent_redis_down_longer_than_the_lease(
+    faststack: Stack, tmp_path: Path,
+) -> None:
     # Item 10 of issue 8: Redis comes back with every key it had (append-only
     # file), but the leases expired meanwhile; the shim and the workers
     # reconnect in any order.

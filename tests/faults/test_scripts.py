@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 
 from harness.controller import make_tasks, submit, submit_many
+from harness.services import Stack
 from tests.faults.helpers import alive, assert_all_answered, config_file, failed_with
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -38,7 +40,7 @@ CASES = {
 }
 
 
-def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
+def test_misbehaving_scripts_fail_their_own_jobs(faststack: Stack, tmp_path: Path) -> None:
     faststack.env["AMWORKER_CONFIG_FILE"] = str(config_file(tmp_path, CONFIG))
     # A dead pool process is reported by its Celery worker (with the exit
     # code or signal) within a few seconds; a lease that lapses sooner than
@@ -87,7 +89,9 @@ def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
     assert code == 0
     assert len(out.encode()) < 1024 * 1024 + 200
     assert re.search(r"\[amworker: output truncated after \d+ bytes; \d+ more bytes dropped\]", out)
-    peak_kb = int(re.search(r"peak (\d+) kB", err).group(1))
+    peak = re.search(r"peak (\d+) kB", err)
+    assert peak, err
+    peak_kb = int(peak.group(1))
     assert peak_kb < 200 * 1024, f"pool process peaked at {peak_kb} kB"
     # Invalid UTF-8 and lone surrogates come back as valid text.
     code, out, err = one("invalid UTF-8")
@@ -102,7 +106,9 @@ def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
     assert f"STRAY-STDERR {task_id}" in worker.output()
     # A leftover child is killed and reaped, and the job says so.
     code, out, err = one("leaves a child")
-    child = int(re.search(r"child=(\d+)", out).group(1))
+    pid = re.search(r"child=(\d+)", out)
+    assert pid, out
+    child = int(pid.group(1))
     assert code == 1 and "still running" in err and not alive(child)
 
     # The worker lives on and still serves.
@@ -113,7 +119,7 @@ def test_misbehaving_scripts_fail_their_own_jobs(faststack, tmp_path):
     print("peak RSS of the 200 MB writer:", peak_kb, "kB")
 
 
-def test_output_outside_the_job_api_reaches_the_log_bounded(faststack):
+def test_output_outside_the_job_api_reaches_the_log_bounded(faststack: Stack) -> None:
     worker = faststack.celery_worker("w1", concurrency=1)
     faststack.shim()
     warm = make_tasks([""])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from harness.controller import make_tasks, submit_bg
-from harness.services import gearman_status
+from harness.services import Stack, gearman_status
 from tests.faults.helpers import (
     assert_all_answered,
     config_file,
@@ -22,7 +23,7 @@ from worker.contract import keys
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 
-def test_restarted_shim_attaches_and_every_task_runs_once(faststack, tmp_path):
+def test_restarted_shim_attaches_and_every_task_runs_once(faststack: Stack, tmp_path: Path) -> None:
     conf = config_file(tmp_path, '[functions."record_v0.0"]\nslices = 3\n')
     faststack.env["AMWORKER_CONFIG_FILE"] = str(conf)
     faststack.celery_worker("w1", concurrency=5)
@@ -42,7 +43,7 @@ def test_restarted_shim_attaches_and_every_task_runs_once(faststack, tmp_path):
     gate_b.touch()
     token_b = keys.batch_token("record_v0.0", unique_b, b"", tasks_b)
     collect_b = "celery-task-meta-" + keys.collect_id(token_b)
-    wait_until(lambda: faststack.redis.exists(collect_b), timeout=60,
+    wait_until(lambda: faststack.redis.exists(collect_b) == 1, timeout=60,
                what="batch B to finish on Celery while no shim runs")
     wait_until(lambda: gearman_status(faststack.gearman_port)["record_v0.0"][0] >= 2,
                timeout=30, what="gearmand to re-queue both batches")

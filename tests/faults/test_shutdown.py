@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 
 from harness.controller import make_tasks, submit_bg
-from harness.services import gearman_status
+from harness.services import Stack, gearman_status
 from tests.faults.helpers import (
     assert_all_answered,
     config_file,
@@ -24,7 +25,9 @@ def _workers(port: int, function: str = "record_v0.0") -> int:
     return gearman_status(port).get(function, (0, 0, 0))[2]
 
 
-def test_sigterm_to_the_shim_answers_in_flight_and_takes_nothing_new(faststack, tmp_path):
+def test_sigterm_to_the_shim_answers_in_flight_and_takes_nothing_new(
+    faststack: Stack, tmp_path: Path,
+) -> None:
     faststack.celery_worker("w1", concurrency=2)
     shim = faststack.shim("shim-1")
     record, gate = tmp_path / "runs", tmp_path / "gate"
@@ -53,7 +56,7 @@ def test_sigterm_to_the_shim_answers_in_flight_and_takes_nothing_new(faststack, 
     assert all(answer.exit_code(t) == 0 for t in later)
 
 
-def test_sigterm_to_a_celery_worker_finishes_started_slices(faststack, tmp_path):
+def test_sigterm_to_a_celery_worker_finishes_started_slices(faststack: Stack, tmp_path: Path) -> None:
     conf = config_file(tmp_path, '[functions."record_v0.0"]\nslices = 2\n')
     faststack.env["AMWORKER_CONFIG_FILE"] = str(conf)
     leaving = faststack.celery_worker("leaving", concurrency=1)

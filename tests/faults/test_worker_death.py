@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from harness.controller import make_tasks, submit_bg
+from harness.services import Stack
 from tests.faults.helpers import (
     assert_all_answered,
     children,
@@ -23,7 +25,7 @@ from tests.faults.helpers import (
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 
-def test_dead_worker_fails_started_slices_and_others_run_elsewhere(faststack, tmp_path):
+def test_dead_worker_fails_started_slices_and_others_run_elsewhere(faststack: Stack, tmp_path: Path) -> None:
     conf = config_file(tmp_path, '[functions."record_v0.0"]\nslices = 3\ntime_limit = 60\n')
     faststack.env["AMWORKER_CONFIG_FILE"] = str(conf)
     doomed = faststack.celery_worker("doomed", concurrency=1)
@@ -58,7 +60,7 @@ def test_dead_worker_fails_started_slices_and_others_run_elsewhere(faststack, tm
     print(f"unacked at kill: {unacked}; answered in {elapsed:.1f}s")
 
 
-def test_reserved_message_is_restored_after_visibility_timeout(faststack, tmp_path):
+def test_reserved_message_is_restored_after_visibility_timeout(faststack: Stack, tmp_path: Path) -> None:
     """A message reserved by a worker that dies before starting it runs elsewhere.
 
     With prefetch disabled a worker only fetches for a free pool process, so

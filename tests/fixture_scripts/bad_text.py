@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def call(jobs):
+if TYPE_CHECKING:
+    from worker.client.job import Job
+
+
+def call(jobs: list[Job]) -> None:
     for job in jobs:
         job.write_output(b"invalid \xff\xfe utf-8\n")
         job.write_output("lone \ud800 surrogate\n")

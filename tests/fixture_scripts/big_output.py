@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def call(jobs):
+if TYPE_CHECKING:
+    from worker.client.job import Job
+
+
+def call(jobs: list[Job]) -> None:
     chunk = "x" * (1024 * 1024 - 1) + "\n"
     for job in jobs:
         for _ in range(int(job.args[1])):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def call(jobs):
+if TYPE_CHECKING:
+    from worker.client.job import Job
+
+
+def call(jobs: list[Job]) -> None:
     for job in jobs:
         with job.JobContext():
             code = int(job.args[1])

@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.client.job import Job
 
 
-def call(jobs):
+def call(jobs: list[Job]) -> None:
     for job in jobs:
         size = int(job.args[1]) * 1024 * 1024
         print("p" * size)  # one giant line

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import amworker_no_such_dependency  # noqa: F401
 
+if TYPE_CHECKING:
+    from worker.client.job import Job
 
-def call(jobs):  # pragma: no cover - never reached
+
+def call(jobs: list[Job]) -> None:  # pragma: no cover - never reached
     pass

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.client.job import Job
 
 
-def call(jobs):
+def call(jobs: list[Job]) -> None:
     for job in jobs:
         child = subprocess.Popen(["sleep", "300"])  # noqa: S607
         job.print_output(f"child={child.pid}")

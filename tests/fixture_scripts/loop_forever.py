@@ -8,9 +8,13 @@ so only the hard limit (the pool kills the process) can end it.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.client.job import Job
 
 
-def call(jobs):
+def call(jobs: list[Job]) -> None:
     stubborn = len(jobs[0].args) > 1 and jobs[0].args[1] == "stubborn"
     while True:
         try:

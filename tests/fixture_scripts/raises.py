@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def call(jobs):
+if TYPE_CHECKING:
+    from worker.client.job import Job
+
+
+def call(jobs: list[Job]) -> None:
     raise RuntimeError("boom from raises_v0.0")

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.client.job import Job
 
 
-def call(jobs):
+def call(jobs: list[Job]) -> None:
     for job in jobs:
         path = job.args[1]
         with open(path, "a", encoding="utf-8") as handle:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.client.job import Job
 
 
-def concurrent_instances():
+def concurrent_instances() -> int:
     return 2
 
 
-def call(jobs):
+def call(jobs: list[Job]) -> None:
     directory, limit = jobs[0].args[1], float(jobs[0].args[2])
     mine = f"slice-{jobs[0].uuid}"
     with open(os.path.join(directory, mine), "w", encoding="utf-8") as handle:

@@ -22,7 +22,7 @@ from custom_handlers import get_script_logger
 logger = get_script_logger("archivematica.mcp.client.stockApi")
 
 
-def call(jobs):
+def call(jobs: list[Job]) -> None:
     for job in jobs:
         with job.JobContext(logger=logger):
             mode = job.args[1]

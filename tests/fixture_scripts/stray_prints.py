@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.client.job import Job
 
 
-def call(jobs):
+def call(jobs: list[Job]) -> None:
     for job in jobs:
         print(f"STRAY-STDOUT {job.uuid}")
         print(f"STRAY-STDERR {job.uuid}", file=sys.stderr)

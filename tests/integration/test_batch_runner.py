@@ -97,7 +97,9 @@ def test_more_lanes_answering_at_once_than_slots_never_deadlock(runner: BatchRun
         answer = runner.answer("echo_v0.0", unique, payload)
         assert answer is not None
         with lock:
-            got.append(int(decode_result(answer)[task_id]["exitCode"]))
+            code = decode_result(answer)[task_id]["exitCode"]
+            assert isinstance(code, int)
+            got.append(code)
 
     threads = [threading.Thread(target=lane, daemon=True) for _ in range(lanes)]
     for thread in threads:
@@ -319,7 +321,7 @@ def test_a_slice_names_its_script_in_a_header_an_older_worker_ignores(runner: Ba
     runner.dispatcher.send(entry, dispatch, parts)
 
     raw = runner.redis.lpop(queue)
-    assert raw is not None, "no message was queued"
+    assert isinstance(raw, bytes), "no message was queued"
     message = json.loads(raw)
     args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
     assert set(kwargs) == {"function", "batch", "index", "count", "jobs"}

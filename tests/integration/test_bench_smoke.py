@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ SYSTEMS = ("amworker", "inprocess", "floor")
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
+def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run([sys.executable, "-m", "bench", "--size", "tiny", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=230)
@@ -32,7 +33,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     return json.loads((out / "latest.json").read_text()), done.stdout, out
 
 
-def test_every_workload_has_a_row(results: tuple[dict, str, Path]) -> None:
+def test_every_workload_has_a_row(results: tuple[dict[str, Any], str, Path]) -> None:
     _raw, table, out = results
     for workload in ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"):
         assert f"| {workload} |" in table
@@ -41,7 +42,7 @@ def test_every_workload_has_a_row(results: tuple[dict, str, Path]) -> None:
     assert (out / "latest.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_latency_and_throughput_values_are_sane(results: tuple[dict, str, Path]) -> None:
+def test_latency_and_throughput_values_are_sane(results: tuple[dict[str, Any], str, Path]) -> None:
     raw, _table, _out = results
     for system in SYSTEMS:
         assert raw["w1"][system] and all(v > 0 for v in raw["w1"][system])
@@ -49,7 +50,7 @@ def test_latency_and_throughput_values_are_sane(results: tuple[dict, str, Path])
     assert not any(raw["errors"].values()), raw["errors"]
 
 
-def test_cpu_bound_and_output_workloads_ran(results: tuple[dict, str, Path]) -> None:
+def test_cpu_bound_and_output_workloads_ran(results: tuple[dict[str, Any], str, Path]) -> None:
     raw, _table, _out = results
     for key in ("amworker_split", "amworker_single", "inprocess"):
         assert raw["w3"][key] and all(v > 0 for v in raw["w3"][key])
@@ -60,7 +61,7 @@ def test_cpu_bound_and_output_workloads_ran(results: tuple[dict, str, Path]) -> 
         assert raw["w5"][system]["rss_mb"] > 0
 
 
-def test_statements_are_counted(results: tuple[dict, str, Path]) -> None:
+def test_statements_are_counted(results: tuple[dict[str, Any], str, Path]) -> None:
     raw, _table, _out = results
     counted = raw["w6"]["sqlite"]
     assert "error" not in counted
@@ -71,7 +72,7 @@ def test_statements_are_counted(results: tuple[dict, str, Path]) -> None:
 
 
 def test_stock_worker_is_skipped_cleanly_without_a_checkout(
-        results: tuple[dict, str, Path]) -> None:
+        results: tuple[dict[str, Any], str, Path]) -> None:
     raw, table, out = results
     assert raw["stock"]["measured"] is False
     assert "not measured in this run" in raw["stock"]["reason"]
@@ -82,7 +83,7 @@ def test_stock_worker_is_skipped_cleanly_without_a_checkout(
     assert "not measured in this run" in table
 
 
-def test_latency_is_measured_against_batch_size(results: tuple[dict, str, Path]) -> None:
+def test_latency_is_measured_against_batch_size(results: tuple[dict[str, Any], str, Path]) -> None:
     raw, _table, _out = results
     sizes = [str(n) for n in raw["sizes"]["w8_tasks"]]
     assert len(sizes) >= 3
@@ -93,7 +94,7 @@ def test_latency_is_measured_against_batch_size(results: tuple[dict, str, Path])
     assert not any(raw["errors"].values()), raw["errors"]
 
 
-def test_memory_of_each_process_tree_is_sampled(results: tuple[dict, str, Path]) -> None:
+def test_memory_of_each_process_tree_is_sampled(results: tuple[dict[str, Any], str, Path]) -> None:
     raw, _table, _out = results
     for system in SYSTEMS:
         entry = raw["w9"][system]
@@ -108,7 +109,7 @@ def test_memory_of_each_process_tree_is_sampled(results: tuple[dict, str, Path])
     assert len(raw["w9"]["floor"]["processes"]) >= 2
 
 
-def test_w5_is_repeated_on_fresh_shims(results: tuple[dict, str, Path]) -> None:
+def test_w5_is_repeated_on_fresh_shims(results: tuple[dict[str, Any], str, Path]) -> None:
     raw, _table, _out = results
     runs = raw["w5"]["amworker_runs"]
     assert len(runs) == raw["sizes"]["w5_repeats"]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -27,7 +27,16 @@ from worker.codec.wire import Encoding
 
 pytestmark = pytest.mark.integration
 
-MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+class Server(TypedDict):
+    """Where the MariaDB server of the tests listens, and as whom they connect."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+MARIADB: Server = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/{db}"
 SLACK = timedelta(seconds=2)
 
@@ -154,7 +163,9 @@ def sqlite_backend(stack: Stack, worker: str) -> Backend:
     path = stack.env["AMWORKER_DATABASE_URL"].removeprefix("sqlite:///")
 
     def schema(conn: Any) -> list[tuple[Any, ...]]:
-        return conn.execute("SELECT sql FROM sqlite_master WHERE tbl_name = 'Tasks'").fetchall()
+        rows: list[tuple[Any, ...]] = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'Tasks'").fetchall()
+        return rows
 
     return Backend("sqlite", stack, worker, lambda: sqlite3.connect(path, timeout=30), '"', "?",
                    schema)

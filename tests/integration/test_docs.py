@@ -36,7 +36,7 @@ import shlex
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -364,6 +364,7 @@ class Session:
 
     def wait_ready(self, command: str, proc: Proc, block: Block) -> None:
         argv = shlex.split(command)
+        ready: Callable[[], bool]
         if argv[:4] == ["celery", "-A", "worker", "worker"]:
             node = argv[argv.index("--hostname") + 1].replace("%h", socket.gethostname())
             ready = lambda: self.pings(node)  # noqa: E731
@@ -405,14 +406,12 @@ def page_session(path: Path, tmp_path: Path) -> Iterator[Session]:
     workdir.mkdir()
     mcpclient = root / "usr/lib/archivematica/MCPClient"
     if path.name in BUNDLED_PAGES:
-        options: dict[str, object] = {"scripts": "worker.clientScripts",
-                                      "modules_file": Path(BUNDLED_MODULES_FILE)}
+        scripts, modules = "worker.clientScripts", Path(BUNDLED_MODULES_FILE)
         extra = {}
     else:
-        options = {"scripts": "clientScripts",
-                   "modules_file": mcpclient / "archivematicaClientModules"}
+        scripts, modules = "clientScripts", mcpclient / "archivematicaClientModules"
         extra = {"PYTHONPATH": f"{ROOT}{os.pathsep}{mcpclient}"}
-    with stack(workdir, env=extra, **options) as running:  # type: ignore[arg-type]
+    with stack(workdir, env=extra, scripts=scripts, modules_file=modules) as running:
         write_files(root, shared=workdir / "shared", only=path)
         session = Session(running, root, free_port())
         # Archivematica's database has the Tasks table; so does the stand-in.

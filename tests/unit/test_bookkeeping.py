@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,6 +23,9 @@ from worker.pool.bookkeeping import (
     with_retries,
 )
 
+if TYPE_CHECKING:
+    from worker.models import Task
+
 pytestmark = pytest.mark.timeout(60)
 
 T0 = datetime(2024, 8, 4, 21, 34, 35, 241750, tzinfo=UTC)
@@ -32,7 +35,7 @@ ONCE = RetryPolicy(attempts=1)
 
 
 @pytest.fixture
-def tasks(django_sqlite: object) -> Iterator[Any]:
+def tasks(django_sqlite: object) -> Iterator[type[Task]]:
     """The ``Task`` model over an empty table."""
     from worker.models import Task
 
@@ -41,7 +44,7 @@ def tasks(django_sqlite: object) -> Iterator[Any]:
     Task.objects.all().delete()
 
 
-def insert(task_model: Any, count: int, *, prefix: str = "task", **fields: object) -> list[str]:
+def insert(task_model: type[Task], count: int, *, prefix: str = "task", **fields: object) -> list[str]:
     """Insert rows as the controller does before it submits; return their uuids."""
     uuids = [f"{prefix}-{i:04d}" for i in range(count)]
     task_model.objects.bulk_create(
@@ -54,7 +57,7 @@ def result(uuid: str, exit_code: int = 0, stdout: str = "out", stderr: str = "er
     return TaskResult(uuid=uuid, exit_code=exit_code, finished_at=T1, stdout=stdout, stderr=stderr)
 
 
-def row(task_model: Any, uuid: str) -> dict[str, Any]:
+def row(task_model: type[Task], uuid: str) -> dict[str, Any]:
     return task_model.objects.filter(pk=uuid).values(
         "starttime", "endtime", "client", "exitcode", "stdout", "stderror"
     ).get()
@@ -73,7 +76,7 @@ def count_statements(action: Any) -> list[str]:
 # --- mark_started -------------------------------------------------------------------
 
 
-def test_mark_started_updates_exactly_the_given_rows(tasks: Any) -> None:
+def test_mark_started_updates_exactly_the_given_rows(tasks: type[Task]) -> None:
     uuids = insert(tasks, 4)
 
     updated = mark_started(uuids[:2], when=T0, client="worker-a", policy=ONCE)
@@ -84,14 +87,14 @@ def test_mark_started_updates_exactly_the_given_rows(tasks: Any) -> None:
     assert row(tasks, uuids[0])["endtime"] is None
 
 
-def test_mark_started_ignores_missing_rows(tasks: Any) -> None:
+def test_mark_started_ignores_missing_rows(tasks: type[Task]) -> None:
     (existing,) = insert(tasks, 1)
 
     assert mark_started([existing, "never-recorded"], when=T0, client="c", policy=ONCE) == 1
     assert tasks.objects.count() == 1
 
 
-def test_mark_started_of_nothing_runs_no_sql(tasks: Any) -> None:
+def test_mark_started_of_nothing_runs_no_sql(tasks: type[Task]) -> None:
     outcome: list[int | None] = []
 
     sql = count_statements(lambda: outcome.append(mark_started([], when=T0, client="c", policy=ONCE)))
@@ -102,7 +105,7 @@ def test_mark_started_of_nothing_runs_no_sql(tasks: Any) -> None:
 # --- mark_finished ----------------------------------------------------------------------
 
 
-def test_mark_finished_writes_each_rows_own_result(tasks: Any) -> None:
+def test_mark_finished_writes_each_rows_own_result(tasks: type[Task]) -> None:
     uuids = insert(tasks, 3, starttime=T0)
 
     updated = mark_finished(
@@ -120,7 +123,7 @@ def test_mark_finished_writes_each_rows_own_result(tasks: Any) -> None:
                                     "stdout": None, "stderror": None}
 
 
-def test_mark_finished_ignores_missing_rows(tasks: Any) -> None:
+def test_mark_finished_ignores_missing_rows(tasks: type[Task]) -> None:
     (existing,) = insert(tasks, 1)
 
     updated = mark_finished([result(existing, 1), result("never-recorded", 1)], capture_output=True,
@@ -131,7 +134,7 @@ def test_mark_finished_ignores_missing_rows(tasks: Any) -> None:
     assert tasks.objects.count() == 1
 
 
-def test_capture_output_off_leaves_output_of_successes_untouched(tasks: Any) -> None:
+def test_capture_output_off_leaves_output_of_successes_untouched(tasks: type[Task]) -> None:
     (uuid,) = insert(tasks, 1, stdout="earlier out", stderror="earlier err")
 
     mark_finished([result(uuid, 0, "new out", "new err")], capture_output=False, policy=ONCE)
@@ -140,7 +143,7 @@ def test_capture_output_off_leaves_output_of_successes_untouched(tasks: Any) -> 
                                 "stdout": "earlier out", "stderror": "earlier err"}
 
 
-def test_capture_output_off_still_keeps_the_stderr_of_failures(tasks: Any) -> None:
+def test_capture_output_off_still_keeps_the_stderr_of_failures(tasks: type[Task]) -> None:
     ok, failed = insert(tasks, 2, stdout="earlier out", stderror="earlier err")
 
     mark_finished([result(ok, 0, "new out", "new err"), result(failed, 3, "new out", "why it failed")],
@@ -150,7 +153,7 @@ def test_capture_output_off_still_keeps_the_stderr_of_failures(tasks: Any) -> No
     assert (row(tasks, failed)["stdout"], row(tasks, failed)["stderror"]) == ("earlier out", "why it failed")
 
 
-def test_lone_surrogates_are_sanitised_before_writing(tasks: Any) -> None:
+def test_lone_surrogates_are_sanitised_before_writing(tasks: type[Task]) -> None:
     (uuid,) = insert(tasks, 1)
 
     mark_finished([result(uuid, 0, "name \udcff.tif", "pair \ud83d\ude00 lone \ud800")],
@@ -161,11 +164,11 @@ def test_lone_surrogates_are_sanitised_before_writing(tasks: Any) -> None:
     assert stored["stderror"] == "pair \U0001f600 lone \ufffd"
 
 
-def test_mark_finished_of_nothing_runs_no_sql(tasks: Any) -> None:
+def test_mark_finished_of_nothing_runs_no_sql(tasks: type[Task]) -> None:
     assert count_statements(lambda: mark_finished([], capture_output=True, policy=ONCE)) == []
 
 
-def test_a_write_that_keeps_failing_raises_database_unavailable(tasks: Any) -> None:
+def test_a_write_that_keeps_failing_raises_database_unavailable(tasks: type[Task]) -> None:
     from django.db import connection
 
     from worker.database import ensure_schema
@@ -189,7 +192,7 @@ def test_a_write_that_keeps_failing_raises_database_unavailable(tasks: Any) -> N
 BOUND = ("PRAGMA busy_timeout",)
 
 
-def slice_statements(tasks: Any, size: int) -> tuple[list[str], list[str]]:
+def slice_statements(tasks: type[Task], size: int) -> tuple[list[str], list[str]]:
     """The data statements of one slice's start and end writes (the bound's two left out)."""
     tasks.objects.all().delete()
     uuids = insert(tasks, size)
@@ -207,7 +210,7 @@ def slice_statements(tasks: Any, size: int) -> tuple[list[str], list[str]]:
     return started, finished
 
 
-def test_a_128_row_slice_costs_the_same_few_statements_as_a_1_row_slice(tasks: Any) -> None:
+def test_a_128_row_slice_costs_the_same_few_statements_as_a_1_row_slice(tasks: type[Task]) -> None:
     started_1, finished_1 = slice_statements(tasks, 1)
     started_128, finished_128 = slice_statements(tasks, 128)
 
@@ -217,7 +220,7 @@ def test_a_128_row_slice_costs_the_same_few_statements_as_a_1_row_slice(tasks: A
     assert [s.split()[0] for s in finished_128] == ["BEGIN", "UPDATE", "COMMIT"]
 
 
-def test_a_500_row_slice_stays_within_ten_statements_and_one_transaction(tasks: Any) -> None:
+def test_a_500_row_slice_stays_within_ten_statements_and_one_transaction(tasks: type[Task]) -> None:
     from django.db import connection
 
     started, finished = slice_statements(tasks, 500)
@@ -335,7 +338,7 @@ def test_with_retries_never_waits_past_the_policys_wait(django_sqlite: object) -
 
 
 def test_an_attempt_waits_on_a_locked_sqlite_file_only_for_the_time_left(
-    tasks: Any, django_sqlite: Path
+    tasks: type[Task], django_sqlite: Path
 ) -> None:
     import sqlite3
     import time
@@ -365,7 +368,7 @@ def test_with_retries_does_not_retry_other_errors(django_sqlite: object) -> None
     assert action.calls == 1 and pauses == []
 
 
-def test_with_retries_reconnects_after_a_failure(tasks: Any) -> None:
+def test_with_retries_reconnects_after_a_failure(tasks: type[Task]) -> None:
     from django.db import OperationalError, connection
 
     insert(tasks, 1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from worker.client.job import Job
 from worker.contract.plan import JobSpec
 from worker.pool.executor import build_jobs, child_pids, kill_leftovers, run_script
 
@@ -31,24 +32,25 @@ class _Spawner:
         self.pidfile = pidfile
         self.pids: list[int] = []
 
-    def call(self, jobs):
+    def call(self, jobs: list[Job]) -> None:
         if self.daemonise:
+            assert self.pidfile is not None
             # The shell backgrounds a sleep and exits: the sleep is orphaned.
             subprocess.run(["sh", "-c", f"sleep 60 >/dev/null 2>&1 & echo $! > {self.pidfile}"],
                            check=True, timeout=30)
-            self.pids.append(int(Path(self.pidfile).read_text()))
+            self.pids.append(int(self.pidfile.read_text()))
         else:
             self.pids.append(subprocess.Popen(["sleep", "60"]).pid)  # noqa: S607
         for job in jobs:
             job.set_status(0)
 
 
-def _jobs():
+def _jobs() -> list[Job]:
     return build_jobs("spawn_v0.0", [JobSpec(uuid="u1", argv=(), wants_output=True)],
                       max_output_bytes=1 << 20)
 
 
-def test_leftover_child_is_killed_reaped_and_reported():
+def test_leftover_child_is_killed_reaped_and_reported() -> None:
     script = _Spawner()
     jobs = _jobs()
     run_script(script, jobs)
@@ -60,7 +62,7 @@ def test_leftover_child_is_killed_reaped_and_reported():
     assert str(pid) in jobs[0].get_stderr()
 
 
-def test_daemonised_grandchild_is_adopted_and_killed(tmp_path):
+def test_daemonised_grandchild_is_adopted_and_killed(tmp_path: Path) -> None:
     script = _Spawner(daemonise=True, pidfile=tmp_path / "pid")
     jobs = _jobs()
     run_script(script, jobs)
@@ -72,7 +74,7 @@ def test_daemonised_grandchild_is_adopted_and_killed(tmp_path):
     assert jobs[0].get_exit_code() == 1
 
 
-def test_children_from_before_the_call_are_left_alone():
+def test_children_from_before_the_call_are_left_alone() -> None:
     older = subprocess.Popen(["sleep", "60"])  # noqa: S607
     try:
         before = child_pids()
@@ -84,9 +86,9 @@ def test_children_from_before_the_call_are_left_alone():
         older.wait()
 
 
-def test_a_script_that_waits_for_its_children_is_untouched():
+def test_a_script_that_waits_for_its_children_is_untouched() -> None:
     class Tidy:
-        def call(self, jobs):
+        def call(self, jobs: list[Job]) -> None:
             subprocess.run(["true"], check=True)  # noqa: S607
             for job in jobs:
                 job.set_status(0)

@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 from gearman.connection import GearmanConnection
@@ -30,6 +31,8 @@ from gearman.protocol import (
 
 from worker.batch import gearman_io
 from worker.batch.gearman_io import READ_CHUNK_BYTES, FastGearmanConnection
+
+C = TypeVar("C", bound=GearmanConnection)
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -55,7 +58,7 @@ def listener() -> Iterator[socket.socket]:
     server.close()
 
 
-def connect(cls: type[GearmanConnection], listener: socket.socket) -> tuple[GearmanConnection, socket.socket]:
+def connect(cls: type[C], listener: socket.socket) -> tuple[C, socket.socket]:
     host, port = listener.getsockname()
     connection = cls(host=host, port=port)
     connection.connect()
@@ -66,7 +69,7 @@ def connect(cls: type[GearmanConnection], listener: socket.socket) -> tuple[Gear
 @pytest.fixture
 def fast(listener: socket.socket) -> Iterator[tuple[FastGearmanConnection, socket.socket]]:
     connection, peer = connect(FastGearmanConnection, listener)
-    yield connection, peer  # type: ignore[misc]
+    yield connection, peer
     connection.close()
     peer.close()
 
@@ -198,6 +201,7 @@ def test_connected_socket_is_non_blocking_with_keepalive(
 ) -> None:
     connection, _ = fast
     sock = connection.gearman_socket
+    assert sock is not None
 
     assert sock.gettimeout() == 0.0
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
@@ -224,7 +228,8 @@ def test_stock_gearman3_connection_cannot_read_a_single_packet(listener: socket.
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def test_connecting_to_a_closed_port_raises_connection_error_quickly() -> None:
@@ -296,6 +301,7 @@ def test_outgoing_commands_are_byte_identical_to_gearman3s_packing(
 
     connection.send_command(command, dict(args))
     connection.send_commands_to_buffer()
+    assert connection.gearman_socket is not None
     while connection.send_data_to_socket():
         select.select([], [connection.gearman_socket], [], 1)
 

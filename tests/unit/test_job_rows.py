@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from worker.client.job import Job
 
+if TYPE_CHECKING:
+    from worker.models import Task
+
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def tasks(django_sqlite: object) -> Iterator[Any]:
+def tasks(django_sqlite: object) -> Iterator[type[Task]]:
     from worker.models import Task
 
     Task.objects.all().delete()
@@ -26,18 +29,18 @@ def tasks(django_sqlite: object) -> Iterator[Any]:
     Task.objects.all().delete()
 
 
-def jobs_with_rows(task_model: Any, count: int) -> list[Job]:
+def jobs_with_rows(task_model: type[Task], count: int) -> list[Job]:
     jobs = [Job("copy_v0.0", f"task-{i:04d}", ["a"]) for i in range(count)]
     task_model.objects.bulk_create([task_model(taskuuid=j.uuid, execution="copy_v0.0") for j in jobs])
     return jobs
 
 
-def row(task_model: Any, uuid: str) -> dict[str, Any]:
+def row(task_model: type[Task], uuid: str) -> dict[str, Any]:
     return task_model.objects.filter(pk=uuid).values(
         "starttime", "endtime", "exitcode", "stdout", "stderror").get()
 
 
-def test_bulk_set_start_times_sets_one_time_on_jobs_and_rows(tasks: Any) -> None:
+def test_bulk_set_start_times_sets_one_time_on_jobs_and_rows(tasks: type[Task]) -> None:
     jobs = jobs_with_rows(tasks, 3)
     before = datetime.now(UTC)
     Job.bulk_set_start_times(jobs)
@@ -48,7 +51,7 @@ def test_bulk_set_start_times_sets_one_time_on_jobs_and_rows(tasks: Any) -> None
     assert {row(tasks, j.uuid)["starttime"] for j in jobs} == {moment}
 
 
-def test_bulk_mark_failed_fails_rows_and_sets_status_to_the_message(tasks: Any) -> None:
+def test_bulk_mark_failed_fails_rows_and_sets_status_to_the_message(tasks: type[Task]) -> None:
     jobs = jobs_with_rows(tasks, 2)
     jobs[0].write_error("own text")
     Job.bulk_mark_failed(jobs, "the batch could not run\udcff")
@@ -63,7 +66,7 @@ def test_bulk_mark_failed_fails_rows_and_sets_status_to_the_message(tasks: Any) 
 
 @pytest.mark.parametrize("capture", [True, False])
 def test_update_task_status_writes_the_result(
-    tasks: Any, capture: bool, monkeypatch: pytest.MonkeyPatch
+    tasks: type[Task], capture: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AMWORKER_CAPTURE_OUTPUT", "on" if capture else "off")
     ok, failed = jobs_with_rows(tasks, 2)
@@ -84,7 +87,7 @@ def test_update_task_status_writes_the_result(
     }
 
 
-def test_missing_rows_are_not_an_error(tasks: Any) -> None:
+def test_missing_rows_are_not_an_error(tasks: type[Task]) -> None:
     job = Job("copy_v0.0", "no-such-task", [])
     Job.bulk_set_start_times([job])
     Job.bulk_mark_failed([job], "x")

@@ -12,9 +12,12 @@ import pytest
 
 from worker import logs
 
+#: A logger of its own, the stream its handler writes to, and that handler.
+Capture = tuple[logging.Logger, io.StringIO, logging.StreamHandler[io.StringIO]]
+
 
 @pytest.fixture
-def capture() -> Iterator[tuple[logging.Logger, io.StringIO, logging.StreamHandler[io.StringIO]]]:
+def capture() -> Iterator[Capture]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(logs.ContextFilter())
@@ -26,7 +29,7 @@ def capture() -> Iterator[tuple[logging.Logger, io.StringIO, logging.StreamHandl
     logger.removeHandler(handler)
 
 
-def test_json_lines_carry_function_batch_and_slice(capture) -> None:  # type: ignore[no-untyped-def]
+def test_json_lines_carry_function_batch_and_slice(capture: Capture) -> None:
     logger, stream, handler = capture
     handler.setFormatter(logs.JsonFormatter())
 
@@ -43,7 +46,7 @@ def test_json_lines_carry_function_batch_and_slice(capture) -> None:  # type: ig
     assert not {"function", "batch", "slice"} & set(outside)
 
 
-def test_text_lines_show_the_context(capture) -> None:  # type: ignore[no-untyped-def]
+def test_text_lines_show_the_context(capture: Capture) -> None:
     logger, stream, handler = capture
     handler.setFormatter(logs.TextFormatter())
 
@@ -57,7 +60,7 @@ def test_text_lines_show_the_context(capture) -> None:  # type: ignore[no-untype
     assert "WARNING" in inside
 
 
-def test_explicit_extra_wins_over_the_context(capture) -> None:  # type: ignore[no-untyped-def]
+def test_explicit_extra_wins_over_the_context(capture: Capture) -> None:
     logger, stream, handler = capture
     handler.setFormatter(logs.JsonFormatter())
 
@@ -68,7 +71,7 @@ def test_explicit_extra_wins_over_the_context(capture) -> None:  # type: ignore[
     assert (entry["function"], entry["batch"], entry["slice"]) == ("echo_v0.0", "abc", "3/3")
 
 
-def test_threads_keep_their_own_batch(capture) -> None:  # type: ignore[no-untyped-def]
+def test_threads_keep_their_own_batch(capture: Capture) -> None:
     logger, stream, handler = capture
     handler.setFormatter(logs.JsonFormatter())
     inside = threading.Barrier(2)
@@ -88,7 +91,7 @@ def test_threads_keep_their_own_batch(capture) -> None:  # type: ignore[no-untyp
     assert sorted((e["message"], e["batch"]) for e in entries) == [("one", "one"), ("two", "two")]
 
 
-def test_exceptions_are_kept_in_json(capture) -> None:  # type: ignore[no-untyped-def]
+def test_exceptions_are_kept_in_json(capture: Capture) -> None:
     logger, stream, handler = capture
     handler.setFormatter(logs.JsonFormatter())
     try:

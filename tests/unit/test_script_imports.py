@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,7 +157,7 @@ def test_next_to_stock_code_the_job_api_is_ours(
     _stock_layout(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     script_imports.install()
-    namespace: dict[str, object] = {}
+    namespace: dict[str, Any] = {}  # what the exec'd script imported
     exec(
         textwrap.dedent(
             """

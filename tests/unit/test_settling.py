@@ -13,7 +13,7 @@ STARTED = 1767225600.0  # CLAIM["at"] in epoch seconds
 def when(now: float = STARTED + 5, **changes: float | None) -> Deadlines:
     base = {"dispatched_at": STARTED - 1, "queue_wait": 60.0, "limit": 150.0, "lease_ttl": 3.0}
     base.update(changes)  # type: ignore[arg-type]
-    return Deadlines(now=now, queue="amworker", **base)  # type: ignore[arg-type]
+    return Deadlines(now=now, queue="amworker", **base)
 
 
 def test_a_stored_success_is_finished() -> None:

@@ -27,7 +27,7 @@ def records(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int, str]]:
     return [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
 
 
-def test_lines_are_logged_one_record_each_under_their_stream(caplog):
+def test_lines_are_logged_one_record_each_under_their_stream(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     out = reader(64 * 1024)
 
@@ -41,7 +41,7 @@ def test_lines_are_logged_one_record_each_under_their_stream(caplog):
     assert out.dropped == 0
 
 
-def test_a_giant_line_is_cut_into_pieces_and_bounded(caplog):
+def test_a_giant_line_is_cut_into_pieces_and_bounded(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     limit = 10 * (LINE_BYTES + RECORD_COST)
     out = reader(limit)
@@ -59,7 +59,7 @@ def test_a_giant_line_is_cut_into_pieces_and_bounded(caplog):
     assert out.dropped == 100 * 65536 - 10 * LINE_BYTES
 
 
-def test_empty_lines_cost_their_record_too(caplog):
+def test_empty_lines_cost_their_record_too(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     out = reader(100 * RECORD_COST)
 
@@ -69,7 +69,7 @@ def test_empty_lines_cost_their_record_too(caplog):
     assert out.dropped == 10_000 - 100
 
 
-def test_nothing_is_reported_when_everything_fit(caplog):
+def test_nothing_is_reported_when_everything_fit(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     out = reader(64 * 1024)
     out.feed(OUT, b"small\n")
@@ -79,7 +79,7 @@ def test_nothing_is_reported_when_everything_fit(caplog):
     assert records(caplog) == [("amworker.stdout", logging.INFO, "small")]
 
 
-def test_bounded_catches_print_fd_writes_and_children_then_restores(caplog):
+def test_bounded_catches_print_fd_writes_and_children_then_restores(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     saved_stdout, saved_stderr = sys.stdout, sys.stderr
     before = os.fstat(1), os.fstat(2)
@@ -100,7 +100,7 @@ def test_bounded_catches_print_fd_writes_and_children_then_restores(caplog):
     assert out.dropped == 0
 
 
-def test_bounded_counts_what_it_does_not_log(caplog):
+def test_bounded_counts_what_it_does_not_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
 
     with stray_output.bounded(8 * 1024) as out:
@@ -112,7 +112,7 @@ def test_bounded_counts_what_it_does_not_log(caplog):
     assert any("were not logged" in r.getMessage() for r in caplog.records)
 
 
-def test_a_slice_off_the_main_thread_leaves_the_descriptors_alone():
+def test_a_slice_off_the_main_thread_leaves_the_descriptors_alone() -> None:
     seen: list[object] = []
     before = os.fstat(1).st_ino
 

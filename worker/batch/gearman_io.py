@@ -21,10 +21,10 @@ command handlers are unchanged) and replaces only those parts.
 
 from __future__ import annotations
 
+import array
 import collections
 import socket
 import struct
-from typing import Any
 
 from gearman.connection import GearmanConnection
 from gearman.errors import ConnectionError as GearmanConnectionError
@@ -47,6 +47,9 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 class FastGearmanConnection(GearmanConnection):
     """``GearmanConnection`` with a bytearray buffer, big reads and a connect timeout."""
 
+    # gearman3's is an array; every method that touches it is replaced here.
+    _incoming_buffer: bytearray  # type: ignore[assignment]
+
     def _reset_connection(self) -> None:
         super()._reset_connection()
         self._incoming_buffer = bytearray()
@@ -57,6 +60,12 @@ class FastGearmanConnection(GearmanConnection):
     def writable(self) -> bool:
         """True when a command or packed bytes wait to be sent."""
         return bool(self.connected and (self._outgoing_commands or self._outgoing_chunks))
+
+    def _live_socket(self) -> socket.socket:
+        """The connected socket; ConnectionError (gearman3's) when there is none."""
+        if not self.connected or self.gearman_socket is None:
+            self.throw_exception(message="disconnected")
+        return self.gearman_socket
 
     def send_commands_to_buffer(self) -> None:
         """Queue each command as chunks: its header, then its arguments as they are.
@@ -76,12 +85,11 @@ class FastGearmanConnection(GearmanConnection):
 
     def send_data_to_socket(self) -> int:
         """Send what the socket takes now; return the bytes still waiting."""
-        if not self.connected:
-            self.throw_exception(message="disconnected")
+        sock = self._live_socket()
         while self._outgoing_chunks:
             chunk = self._outgoing_chunks[0]
             try:
-                sent = self.gearman_socket.send(chunk)
+                sent = sock.send(chunk)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -109,10 +117,9 @@ class FastGearmanConnection(GearmanConnection):
 
     def read_data_from_socket(self, bytes_to_read: int = READ_CHUNK_BYTES) -> int:
         """Append what the socket has (up to ``READ_CHUNK_BYTES``) to the buffer."""
-        if not self.connected:
-            self.throw_exception(message="disconnected")
+        sock = self._live_socket()
         try:
-            received = self.gearman_socket.recv(max(bytes_to_read, READ_CHUNK_BYTES))
+            received = sock.recv(max(bytes_to_read, READ_CHUNK_BYTES))
         except BlockingIOError:
             return len(self._incoming_buffer)
         except OSError as exc:
@@ -130,7 +137,7 @@ class FastGearmanConnection(GearmanConnection):
         try:
             while offset < len(view):
                 cmd_type, cmd_args, cmd_len = self._unpack_command(view[offset:])
-                if not cmd_len:
+                if cmd_type is None or cmd_args is None:  # not a whole command yet
                     break
                 self._incoming_commands.append((cmd_type, cmd_args))
                 offset += cmd_len
@@ -141,7 +148,9 @@ class FastGearmanConnection(GearmanConnection):
             del self._incoming_buffer[:offset]
         return parsed
 
-    def _unpack_command(self, given_buffer: Any) -> tuple[Any, Any, int]:
+    def _unpack_command(
+        self, given_buffer: memoryview | array.array[int]
+    ) -> tuple[int | None, dict[str, bytes] | None, int]:
         if not len(given_buffer):
             return None, None, 0
         if struct.pack("B", given_buffer[0]) == NULL_CHAR:
@@ -150,7 +159,9 @@ class FastGearmanConnection(GearmanConnection):
         return parse_text_command(given_buffer)
 
 
-def pack_chunks(cmd_type: int, *args: bytes | str, is_response: bool = False) -> list[memoryview]:
+def pack_chunks(
+    cmd_type: int, *args: bytes | bytearray | str, is_response: bool = False
+) -> list[memoryview]:
     """One binary command as chunks to send in order: its header, then each argument.
 
     The arguments are not copied: a WORK_COMPLETE's data (an answer of
@@ -184,7 +195,7 @@ def parse_responses(buffer: bytearray) -> list[tuple[int, dict[str, bytes]]]:
     try:
         while True:
             command, args, size = parse_binary_command(view[offset:], is_response=True)
-            if not size:
+            if command is None or args is None:  # not a whole packet yet
                 break
             commands.append((command, args))
             offset += size
@@ -197,6 +208,6 @@ def parse_responses(buffer: bytearray) -> list[tuple[int, dict[str, bytes]]]:
 __all__ = ["FastGearmanConnection", "GearmanConnectionError", "pack_chunks", "parse_responses"]
 
 
-def _as_bytes(value: bytes | str) -> bytes:
+def _as_bytes(value: bytes | bytearray | str) -> bytes | bytearray:
     """gearman3 hands arguments as str or bytes; the wire wants bytes."""
     return value.encode("utf-8") if isinstance(value, str) else value

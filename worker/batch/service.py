@@ -44,9 +44,8 @@ class SendOnlyRedisBackend(RedisBackend):
     measures), and Redis pushed every result to sixteen unread sockets.
     """
 
-    def on_task_call(self, producer: Any, task_id: str) -> dict[str, Any]:
+    def on_task_call(self, producer: Any, task_id: str) -> None:
         """Subscribe to nothing: the watcher hears every result."""
-        return {}
 
     def add_pending_result(self, result: Any, weak: bool = False, start_drainer: bool = True) -> Any:
         """Keep nothing pending: nobody in the shim waits through Celery."""

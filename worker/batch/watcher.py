@@ -98,7 +98,7 @@ class ResultWatcher:
                 backoff = min(backoff * 2, 10.0)
 
     def _listen(self) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py: unannotated
         try:
             pubsub.psubscribe(self._pattern)
             self.connected.set()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from worker.cli.gearman_client import GearmanClient
-from worker.codec.wire import Encoding, decode_result, encode_request
+from worker.codec.wire import EXIT_CODE_KEY, Encoding, decode_result, encode_request
+from worker.errors import DecodeError
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ def build_tasks(arguments: str, count: int, wants_output: bool) -> dict[str, dic
     return tasks
 
 
+def exit_code_of(task_id: str, answer: Mapping[str, object]) -> int:
+    """A task's exit code: an integer on the wire in either encoding, else DecodeError."""
+    code = answer.get(EXIT_CODE_KEY)
+    if not isinstance(code, int):
+        raise DecodeError(f"task {task_id}: {EXIT_CODE_KEY} is {code!r}, not an integer")
+    return code
+
+
 def submit(
     server: str,
     function: str,
@@ -57,7 +66,7 @@ def submit(
     return [
         SmokeTask(
             uuid=task_id,
-            exit_code=int(answers[task_id]["exitCode"]),  # type: ignore[call-overload]
+            exit_code=exit_code_of(task_id, answers[task_id]),
             stdout=str(answers[task_id].get("stdout", "")),
             stderr=str(answers[task_id].get("stderror", "")),
         )

@@ -137,7 +137,9 @@ def _scan(text: str) -> list[str]:
             if in_word:
                 words.append("".join(parts))
                 parts, in_word = [], False
-            pos = _BLANKS.match(text, pos).end()  # type: ignore[union-attr]
+            blanks = _BLANKS.match(text, pos)
+            assert blanks is not None  # text[pos] is a blank: the pattern matches it
+            pos = blanks.end()
             continue
         in_word = True
         if char == "'":

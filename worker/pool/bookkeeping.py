@@ -19,10 +19,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from worker.codec.wire import TaskResult, sanitize_text
 from worker.config import DEFAULT_DATABASE_WAIT_SECONDS
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models import Field, ForeignObjectRel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,7 +155,7 @@ ROWS_PER_STATEMENT = 500
 
 
 def _finish_statement(
-    connection: Any, rows: Sequence[TaskResult], capture_output: bool
+    connection: BaseDatabaseWrapper, rows: Sequence[TaskResult], capture_output: bool
 ) -> tuple[str, list[Any]]:
     """One ``UPDATE … SET col = CASE taskUUID WHEN … END … WHERE taskUUID IN (…)``.
 
@@ -178,12 +182,12 @@ def _finish_statement(
         # Like the stock worker: without capture, a failed task's stderr is
         # still kept, since it is the only record of why it failed.
         columns.append(("stderror", failed, lambda r: sanitize_text(r.stderr)))
-    key = quote(Task._meta.pk.column)
+    key = quote(_column(Task._meta.pk))
     sets: list[str] = []
     params: list[Any] = []
     for name, targets, value_of in columns:
         field = Task._meta.get_field(name)
-        column = quote(field.column)
+        column = quote(_column(field))
         # PostgreSQL types a bare CASE parameter as text; say what it is.
         slot = f"CAST(%s AS {field.db_type(connection)})" if connection.vendor == "postgresql" else "%s"
         whens = " ".join([f"WHEN %s THEN {slot}"] * len(targets))
@@ -193,3 +197,17 @@ def _finish_statement(
     params += [row.uuid for row in rows]
     keys = ", ".join(["%s"] * len(rows))
     return f"UPDATE {quote(Task._meta.db_table)} SET {', '.join(sets)} WHERE {key} IN ({keys})", params
+
+
+def _column(field: Field[Any, Any] | ForeignObjectRel | None) -> str:
+    """The column ``field`` is stored in, or TypeError.
+
+    ``_meta.pk`` is None on a model without a primary key, ``get_field`` also
+    answers reverse relations (no column), and a field not bound to a model
+    has none yet: each would otherwise end up as ``None`` inside the SQL.
+    """
+    from django.db.models import Field
+
+    if not isinstance(field, Field) or not field.column:
+        raise TypeError(f"{field!r} is not a column of the Tasks table")
+    return field.column

@@ -49,9 +49,9 @@ def enable(address: str, port: int) -> str:
     # which may have been before the variable was set: pick again, so every
     # collector made from now on (in this process and the forked pool) writes
     # to the files.
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]  # unannotated upstream
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # unannotated
     try:
         start_http_server(port, addr=address, registry=registry)
     except OSError as exc:
@@ -78,7 +78,7 @@ def _on_process_shutdown(pid: int | None = None, **_: Any) -> None:
     if enabled():
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid or os.getpid())
+        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]  # unannotated
 
 
 @worker_shutdown.connect

@@ -24,6 +24,7 @@ import logging
 import os
 import subprocess
 import sys
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
@@ -45,7 +46,9 @@ class _Refuse(importlib.abc.MetaPathFinder):
     def __init__(self, names: frozenset[str]) -> None:
         self.names = names
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> None:
         if fullname.split(".")[0] in self.names:
             raise ModuleNotFoundError(f"{fullname} is not imported in the shim", name=fullname)
         return None
