@@ -109,7 +109,7 @@ def monitored(client: redis.Redis) -> Iterator[list[tuple[int, str]]]:
     ready, stop = threading.Event(), threading.Event()
 
     def run() -> None:
-        with client.monitor() as monitor:
+        with client.monitor() as monitor:  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             ready.set()
             for event in monitor.listen():
                 if stop.is_set() and event["command"].startswith("ECHO bench-stop"):
