@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from worker.backoff import Backoff
-from worker.codec.wire import TaskResult
+from worker.codec.records import TaskResult
 from worker.pool.bookkeeping import (
     DatabaseUnavailable,
     RetryPolicy,

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from worker.backoff import Backoff
-from worker.codec.wire import TaskResult, sanitize_text
+from worker.codec.records import TaskResult, sanitize_text
 from worker.config import DEFAULT_DATABASE_WAIT_SECONDS
 
 log = logging.getLogger(__name__)
