@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from harness.services import Proc, gearman_admin, gearman_status, start_gearmand, wait_until
+from worker.backoff import Backoff
 from worker.cli.gearman_client import GearmanClient, Outcome, Submission
-from worker.gearman_shim import Backoff, GearmanShim
+from worker.gearman_shim import GearmanShim
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,7 +17,8 @@ import pytest
 from gearman import protocol as gp
 
 from harness.services import wait_until
-from worker.gearman_shim import Backoff, GearmanShim
+from worker.backoff import Backoff
+from worker.gearman_shim import GearmanShim
 
 pytestmark = pytest.mark.timeout(30)
 
