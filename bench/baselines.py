@@ -22,7 +22,8 @@ from gearman import GearmanWorker
 from gearman.job import GearmanJob
 
 from worker.batch.gearman_io import FastGearmanConnection
-from worker.codec.wire import TaskResult, decode_request, encode_result
+from worker.codec.records import TaskResult
+from worker.codec.wire import decode_request, encode_result
 from worker.contract.results import utcnow
 
 log = logging.getLogger("bench.baselines")

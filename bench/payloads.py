@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from worker.cli.gearman_client import Outcome, Submission
-from worker.codec.wire import Encoding, decode_result, encode_request
+from worker.codec.records import Encoding
+from worker.codec.wire import decode_result, encode_request
 
 #: The no-op batches' arguments: quoted and with placeholders, like a real link's.
 NOOP_ARGUMENTS = '"%taskUUID%" "%sharedPath%currentlyProcessing/objects/file.tif" --verbose'

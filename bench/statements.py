@@ -67,7 +67,7 @@ def _server_counter(connection: Any) -> Iterator[Callable[[], int]]:
 def _count_one(jobs: int) -> dict[str, Any]:
     from django.db import connection
 
-    from worker.codec.wire import TaskResult
+    from worker.codec.records import TaskResult
     from worker.contract.results import utcnow
     from worker.models import Task
     from worker.pool import bookkeeping

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from worker.cli.gearman_client import GearmanClient, Submission
-from worker.codec.wire import Encoding, decode_result, encode_request
+from worker.codec.records import Encoding
+from worker.codec.wire import decode_result, encode_request
 
 
 def make_tasks(arguments: Sequence[str], *, wants_output: bool = True) -> dict[str, dict[str, object]]:

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from worker.backoff import Backoff
+from worker.backoff import RECONNECT, Backoff
 from worker.batch.gearman_loop import Answerer, GearmanLoop
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class GearmanShim:
         self.functions = tuple(functions)
         self.concurrency = concurrency
         self.loop = GearmanLoop(servers=self.servers, functions=self.functions, answer=answer,
-                                concurrency=concurrency, backoff=backoff or Backoff(),
+                                concurrency=concurrency, backoff=backoff or RECONNECT,
                                 on_state=on_state or (lambda server, up: None))
 
     @property

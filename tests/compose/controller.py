@@ -29,7 +29,8 @@ import pymysql
 
 from worker.cli.gearman_client import GearmanClient
 from worker.cli.submit import build_tasks
-from worker.codec.wire import Encoding, decode_result, encode_request
+from worker.codec.records import Encoding
+from worker.codec.wire import decode_result, encode_request
 
 ROWS_DEADLINE = 30.0
 

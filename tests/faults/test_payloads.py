@@ -27,7 +27,8 @@ from harness.controller import make_tasks, submit
 from harness.services import Stack
 from tests.faults.helpers import assert_all_answered
 from worker.cli.gearman_client import GearmanClient, Submission
-from worker.codec.wire import Encoding, decode_request, decode_result, encode_request
+from worker.codec.records import Encoding
+from worker.codec.wire import decode_request, decode_result, encode_request
 from worker.errors import DecodeError
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]

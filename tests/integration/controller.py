@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 from harness.services import ROOT, Stack
 from worker.cli.gearman_client import GearmanClient, Outcome, Submission
-from worker.codec.wire import Encoding, decode_result, encode_request
+from worker.codec.records import Encoding
+from worker.codec.wire import decode_result, encode_request
 
 #: Both encodings seen in the field; most tests run once with each.
 ENCODINGS = [Encoding.JSON, Encoding.PICKLE]

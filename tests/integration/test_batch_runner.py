@@ -29,7 +29,8 @@ from worker.batch.dispatch import Dispatch, SliceRef
 from worker.batch.runner import ANSWER_SLOTS, BatchRunner
 from worker.batch.watcher import META_PREFIX, ResultWatcher
 from worker.celery import celery_config
-from worker.codec.wire import Encoding, TaskResult, decode_request, decode_result, encode_request
+from worker.codec.records import Encoding, TaskResult
+from worker.codec.wire import decode_request, decode_result, encode_request
 from worker.config import Settings
 from worker.contract import keys
 from worker.contract.keys import SCRIPT_HEADER

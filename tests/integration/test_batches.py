@@ -26,7 +26,7 @@ from tests.integration.controller import (
     finished_at,
     run,
 )
-from worker.codec.wire import Encoding
+from worker.codec.records import Encoding
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ import pytest
 from harness.services import Stack
 from tests.conftest import start_amworker
 from tests.integration.controller import Batch, exit_codes, finished_at, run
-from worker.codec.wire import Encoding
+from worker.codec.records import Encoding
 
 pytestmark = pytest.mark.integration
 

@@ -158,8 +158,19 @@ def all_blocks() -> list[Block]:
 
 
 def test_docs_exist() -> None:
-    for name in ("operations.md", "migrating.md", "scripts.md", "reliability.md"):
+    for name in ("operations.md", "migrating.md", "scripts.md", "reliability.md", "design.md"):
         assert (ROOT / "docs" / name).exists(), name
+
+
+def test_the_tree_tables_name_every_package() -> None:
+    # design.md says which process each package runs in, README.md's layout
+    # where to look: a new package must take its place in both.
+    packages = {path.parent.name for path in (ROOT / "worker").glob("*/__init__.py")}
+    assert {"batch", "pool", "cli", "codec", "contract", "scripts"} <= packages
+    for page in (ROOT / "docs" / "design.md", ROOT / "README.md"):
+        text = page.read_text(encoding="utf-8")
+        missing = sorted(name for name in packages if f"`worker/{name}/`" not in text)
+        assert not missing, f"{page.name} does not place: {missing}"
 
 
 def test_every_shell_block_says_how_it_is_tested() -> None:

@@ -24,7 +24,7 @@ from tests.integration.controller import (
     submit_raw,
 )
 from worker.cli.gearman_client import GearmanClient, Outcome
-from worker.codec.wire import Encoding
+from worker.codec.records import Encoding
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 
 from harness.services import RABBITMQ_PORT, ROOT, Stack, free_port, rabbitmqctl
 from tests.integration.controller import batch, exit_codes, run
-from worker.codec.wire import Encoding
+from worker.codec.records import Encoding
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

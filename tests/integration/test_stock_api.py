@@ -16,7 +16,7 @@ import pytest
 from harness.services import Stack, wait_until
 from tests.conftest import WORKER_NAME
 from tests.integration.controller import ENCODINGS, batch, exit_codes, run
-from worker.codec.wire import Encoding
+from worker.codec.records import Encoding
 
 pytestmark = pytest.mark.integration
 

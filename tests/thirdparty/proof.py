@@ -24,7 +24,7 @@ from harness.services import ROOT, Proc, Stack, stack
 from tests.integration.controller import Batch, run
 from tests.thirdparty import snapshot
 from tests.thirdparty.cases import CASES
-from worker.codec.wire import Encoding
+from worker.codec.records import Encoding
 
 #: Created before each run at the same path, so both runs see identical fixtures.
 CREATED = "2024-01-02T03:04:05.123456+00:00"

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from worker.codec.wire import TaskResult
+from worker.backoff import Backoff
+from worker.codec.records import TaskResult
 from worker.pool.bookkeeping import (
     DatabaseUnavailable,
     RetryPolicy,
@@ -246,7 +247,7 @@ def test_retry_policy_default_pauses_double_up_to_eight_seconds_within_thirty() 
 
 
 def test_retry_policy_delays_are_capped() -> None:
-    policy = RetryPolicy(first_delay=1, factor=3, max_delay=5)
+    policy = RetryPolicy(backoff=Backoff(first=1, factor=3, maximum=5))
 
     assert [policy.delay(n) for n in range(1, 5)] == [1, 3, 5, 5]
 
@@ -282,7 +283,7 @@ class Flaky:
         return self.value
 
 
-POLICY = RetryPolicy(attempts=4, first_delay=0.5, factor=2, max_delay=1.5)
+POLICY = RetryPolicy(attempts=4, backoff=Backoff(first=0.5, factor=2, maximum=1.5))
 
 
 def test_with_retries_retries_operational_errors_with_the_policys_pauses(django_sqlite: object) -> None:

@@ -28,7 +28,7 @@ def test_a_redelivery_is_the_same_batch_whatever_the_task_order() -> None:
 
 
 def test_a_reused_unique_with_other_tasks_is_a_new_batch() -> None:
-    # ccp-contract.md: once answered, a unique may come again with other tasks.
+    # The controller contract (docs/design.md): once answered, a unique may come again with other tasks.
     first = keys.batch_token("f", "u", PAYLOAD, UUIDS)
 
     assert keys.batch_token("f", "u", PAYLOAD, ("c9d0",)) != first

@@ -12,17 +12,19 @@ from pathlib import Path
 import pytest
 
 from worker.codec import safe_pickle
-from worker.codec.wire import (
+from worker.codec.records import (
     Batch,
     Encoding,
     TaskResult,
     TaskSpec,
+    sanitize_text,
+)
+from worker.codec.wire import (
     decode_request,
     decode_result,
     detect_encoding,
     encode_request,
     encode_result,
-    sanitize_text,
 )
 from worker.errors import DecodeError
 

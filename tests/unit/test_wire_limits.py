@@ -28,7 +28,8 @@ from worker.codec.limits import (
     argument_bytes,
     check_json_values,
 )
-from worker.codec.wire import Batch, Encoding, decode_request, encode_request, encode_result
+from worker.codec.records import Batch, Encoding
+from worker.codec.wire import decode_request, encode_request, encode_result
 from worker.contract.results import failed_results
 from worker.errors import DecodeError
 

@@ -11,15 +11,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from worker.codec import safe_pickle
-from worker.codec.wire import (
+from worker.codec.records import (
     Batch,
     Encoding,
     TaskResult,
+    sanitize_text,
+)
+from worker.codec.wire import (
     decode_request,
     decode_result,
     encode_request,
     encode_result,
-    sanitize_text,
 )
 from worker.errors import DecodeError
 

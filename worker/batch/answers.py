@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.batch.dispatch import SliceRef
-from worker.codec.wire import TaskResult
+from worker.codec.records import TaskResult
 from worker.errors import Cause, reason
 
 

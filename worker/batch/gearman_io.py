@@ -27,7 +27,6 @@ import socket
 import struct
 
 from gearman.connection import GearmanConnection
-from gearman.errors import ConnectionError as GearmanConnectionError
 from gearman.protocol import (
     GEARMAN_COMMAND_TEXT_COMMAND,
     GEARMAN_PARAMS_FOR_COMMAND,
@@ -203,9 +202,6 @@ def parse_responses(buffer: bytearray) -> list[tuple[int, dict[str, bytes]]]:
         view.release()
     del buffer[:offset]
     return commands
-
-
-__all__ = ["FastGearmanConnection", "GearmanConnectionError", "pack_chunks", "parse_responses"]
 
 
 def _as_bytes(value: bytes | bytearray | str) -> bytes | bytearray:

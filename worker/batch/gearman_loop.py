@@ -9,19 +9,19 @@ held or on their way; ``PRE_SLEEP`` after ``NO_JOB``, and a grab after the
 its ``WORK_COMPLETE`` or ``WORK_FAIL`` comes back to the loop through a
 queue and a socketpair wake-up and goes out on the connection the job came
 from, unless that connection was lost meanwhile: gearmand has re-queued the
-job, so the answer is dropped. Why, and what it saves: docs/design.md.
+job, so the answer is dropped. Each connection's socket and buffers are a
+:class:`~worker.batch.gearman_link.Link`; this module decides what to send
+and when. Why, and what it saves: docs/design.md.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import queue
 import selectors
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,7 +30,7 @@ from gearman import protocol as gp
 from gearman.errors import ProtocolError
 
 from worker.batch.gearman_io import CONNECT_TIMEOUT_SECONDS as CONNECT_TIMEOUT
-from worker.batch.gearman_io import READ_CHUNK_BYTES, pack_chunks, parse_responses
+from worker.batch.gearman_link import GRABBING, IDLE, SLEEPING, Link
 
 if TYPE_CHECKING:
     from worker.backoff import Backoff
@@ -46,34 +46,9 @@ TICK_SECONDS = 1.0
 #: The name gearmand's ``workers`` admin command shows for the shim's connections.
 CLIENT_ID = b"amworker-shim"
 
-IDLE, GRABBING, SLEEPING = "idle", "grabbing", "sleeping"
-
-
-class _Link:
-    """One connection to one gearmand and what it waits for."""
-
-    def __init__(self, server: str) -> None:
-        host, _, port = server.rpartition(":")
-        self.server = server
-        self.address = (host or "127.0.0.1", int(port or 4730))
-        self.sock: socket.socket | None = None
-        self.connecting = False
-        self.up = False
-        self.deadline = 0.0
-        self.retry_at = 0.0
-        self.attempt = 0
-        #: Bumped on every loss: a job answered for an older generation is dropped.
-        self.generation = 0
-        self.state = IDLE
-        self.held: set[bytes] = set()
-        self.inbuf = bytearray()
-        self.out: deque[memoryview] = deque()
-        self.events = 0
-
-
 @dataclass(frozen=True)
 class _Job:
-    link: _Link
+    link: Link
     generation: int
     handle: bytes
     function: str
@@ -94,13 +69,13 @@ class GearmanLoop:
         self.backoff = backoff
         self.on_state = on_state
         self.stopping = threading.Event()
-        self.links = [_Link(server) for server in self.servers]
+        self._selector = selectors.DefaultSelector()
+        self.links = [Link(server, self._selector, self._lost) for server in self.servers]
         self._busy = 0  # jobs assigned and not yet answered; the loop thread writes it
         self._stop_deadline = float("inf")
         self._left = 0  # held jobs still unanswered when the loop ended
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[tuple[_Job, bytes | None]] = queue.SimpleQueue()
-        self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -215,22 +190,16 @@ class GearmanLoop:
 
     def _update_interest(self) -> None:
         for link in self.links:
-            if link.sock is None:
-                continue
-            events = selectors.EVENT_WRITE if link.connecting or link.out else 0
-            events |= 0 if link.connecting else selectors.EVENT_READ
-            if events != link.events:
-                self._selector.modify(link.sock, events, link)
-                link.events = events
+            link.update_interest()
 
-    def _service(self, link: _Link, mask: int) -> None:
+    def _service(self, link: Link, mask: int) -> None:
         if link.connecting:
             self._finish_connect(link)
             return
         if mask & selectors.EVENT_READ and not self._receive(link):
             return
         if mask & selectors.EVENT_WRITE:
-            self._flush(link)
+            link.flush()
 
     # -- connections ------------------------------------------------------------
 
@@ -240,43 +209,14 @@ class GearmanLoop:
         now = time.monotonic()
         for link in self.links:
             if link.sock is None and now >= link.retry_at:
-                self._connect(link)
+                link.open()
 
-    def _connect(self, link: _Link) -> None:
-        try:
-            # One address per attempt: a name with several (::1 and
-            # 127.0.0.1) is tried round them as attempts go on.
-            found = socket.getaddrinfo(*link.address, type=socket.SOCK_STREAM)
-            family, kind, proto, _, address = found[link.attempt % len(found)]
-            sock = socket.socket(family, kind, proto)
-        except OSError as exc:
-            self._lost(link, exc)
+    def _finish_connect(self, link: Link) -> None:
+        if not link.finish_open():
             return
-        sock.setblocking(False)
-        code = sock.connect_ex(address)
-        link.sock = sock
-        if code not in (0, errno.EINPROGRESS):
-            self._lost(link, OSError(code, errno.errorcode.get(code, str(code))))
-            return
-        link.connecting = True
-        link.deadline = time.monotonic() + CONNECT_TIMEOUT
-        link.events = selectors.EVENT_WRITE
-        self._selector.register(sock, link.events, link)
-
-    def _finish_connect(self, link: _Link) -> None:
-        assert link.sock is not None
-        code = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._lost(link, OSError(code, errno.errorcode.get(code, str(code))))
-            return
-        # Dead peers are noticed even when nothing flows; small packets
-        # (GRAB_JOB after an answer) leave at once.
-        link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        link.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        link.connecting, link.state = False, IDLE
-        self._send(link, gp.GEARMAN_COMMAND_SET_CLIENT_ID, CLIENT_ID)
+        link.send(gp.GEARMAN_COMMAND_SET_CLIENT_ID, CLIENT_ID)
         for function in self.functions:
-            self._send(link, gp.GEARMAN_COMMAND_CAN_DO, function)
+            link.send(gp.GEARMAN_COMMAND_CAN_DO, function)
         if link.sock is None:
             return  # lost while registering; _lost has scheduled the retry
         link.up, link.attempt = True, 0
@@ -286,10 +226,10 @@ class GearmanLoop:
     def _expire_connects(self) -> None:
         now = time.monotonic()
         for link in self.links:
-            if link.connecting and now >= link.deadline:
+            if link.connect_expired(now):
                 self._lost(link, TimeoutError(f"no answer in {CONNECT_TIMEOUT:.0f}s"))
 
-    def _lost(self, link: _Link, exc: BaseException) -> None:
+    def _lost(self, link: Link, exc: BaseException) -> None:
         """Close ``link``; its held jobs are gearmand's again. Schedule a retry."""
         was_up, dropped = link.up, len(link.held)
         self._close(link)
@@ -305,40 +245,15 @@ class GearmanLoop:
             log.warning("no gearmand reachable at %s (%s); retry %d in %.1fs",
                         link.server, exc, link.attempt, delay)
 
-    def _close(self, link: _Link) -> None:
-        if link.sock is not None:
-            if link.events or link.connecting:
-                self._selector.unregister(link.sock)
-            link.sock.close()
-        was_up = link.up
-        link.sock, link.connecting, link.up, link.events, link.state = None, False, False, 0, IDLE
-        link.generation += 1
-        link.held.clear()
-        link.inbuf.clear()
-        link.out.clear()
-        if was_up:
+    def _close(self, link: Link) -> None:
+        if link.close():
             log.info("gearmand %s disconnected", link.server)
             self.on_state(link.server, False)
 
-    # -- bytes in and out ---------------------------------------------------------
-
-    def _receive(self, link: _Link) -> bool:
-        assert link.sock is not None
-        try:
-            data = link.sock.recv(READ_CHUNK_BYTES)
-        except BlockingIOError:
-            return True
-        except OSError as exc:
-            self._lost(link, exc)
-            return False
-        if not data:
-            self._lost(link, ConnectionResetError("gearmand closed the connection"))
-            return False
-        link.inbuf += data
-        try:
-            commands = parse_responses(link.inbuf)
-        except ProtocolError as exc:
-            self._lost(link, exc)
+    def _receive(self, link: Link) -> bool:
+        """Handle every packet that arrived; False if the link was lost meanwhile."""
+        commands = link.receive()
+        if commands is None:
             return False
         generation = link.generation
         for command, args in commands:
@@ -347,34 +262,14 @@ class GearmanLoop:
                 return False
         return True
 
-    def _send(self, link: _Link, command: int, *args: bytes | str) -> None:
-        if link.sock is None:
-            return  # lost a moment ago: nothing may wait for its successor
-        link.out.extend(pack_chunks(command, *args))
-        self._flush(link)
-
-    def _flush(self, link: _Link) -> None:
-        while link.out and link.sock is not None:
-            try:
-                sent = link.sock.send(link.out[0])
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._lost(link, exc)
-                return
-            if sent < len(link.out[0]):
-                link.out[0] = link.out[0][sent:]
-                return
-            link.out.popleft()
-
     # -- the protocol ---------------------------------------------------------------
 
-    def _handle(self, link: _Link, command: int, args: dict[str, bytes]) -> None:
+    def _handle(self, link: Link, command: int, args: dict[str, bytes]) -> None:
         if command in (gp.GEARMAN_COMMAND_JOB_ASSIGN_UNIQ, gp.GEARMAN_COMMAND_JOB_ASSIGN):
             self._assigned(link, args)
         elif command == gp.GEARMAN_COMMAND_NO_JOB:
             link.state = SLEEPING
-            self._send(link, gp.GEARMAN_COMMAND_PRE_SLEEP)
+            link.send(gp.GEARMAN_COMMAND_PRE_SLEEP)
         elif command == gp.GEARMAN_COMMAND_NOOP:
             if link.state == SLEEPING:
                 link.state = IDLE
@@ -384,7 +279,7 @@ class GearmanLoop:
             log.warning("gearmand %s: ignoring unexpected %s", link.server,
                         gp.get_command_name(command))
 
-    def _assigned(self, link: _Link, args: dict[str, bytes]) -> None:
+    def _assigned(self, link: Link, args: dict[str, bytes]) -> None:
         link.state = IDLE
         handle = bytes(args["job_handle"])
         job = _Job(link, link.generation, handle, _text(args["task"]),
@@ -406,7 +301,7 @@ class GearmanLoop:
             if link.up and link.state == IDLE:
                 link.state = GRABBING
                 free -= 1
-                self._send(link, gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
+                link.send(gp.GEARMAN_COMMAND_GRAB_JOB_UNIQ)
 
     def _write_answers(self) -> None:
         while True:
@@ -423,9 +318,9 @@ class GearmanLoop:
                 continue
             link.held.discard(job.handle)
             if payload is None:
-                self._send(link, gp.GEARMAN_COMMAND_WORK_FAIL, job.handle)
+                link.send(gp.GEARMAN_COMMAND_WORK_FAIL, job.handle)
             else:
-                self._send(link, gp.GEARMAN_COMMAND_WORK_COMPLETE, job.handle, payload)
+                link.send(gp.GEARMAN_COMMAND_WORK_COMPLETE, job.handle, payload)
 
 
 def _text(value: bytes | str) -> str:

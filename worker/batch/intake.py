@@ -20,7 +20,7 @@ from datetime import datetime
 
 from worker.codec.argv import Paths, split_arguments, substitute
 from worker.codec.limits import MAX_TASK_UUID_CHARS, Limits, argument_bytes
-from worker.codec.wire import TaskSpec
+from worker.codec.records import TaskSpec
 from worker.contract.plan import JobSpec
 from worker.errors import ArgvError
 

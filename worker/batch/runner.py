@@ -37,7 +37,8 @@ from worker.batch.settling import BrokerTrouble, Settler, with_wants
 from worker.batch.watcher import META_PREFIX, ResultWatcher
 from worker.codec.argv import Paths
 from worker.codec.limits import Limits
-from worker.codec.wire import Batch, TaskResult, TaskSpec, decode_request, encode_result
+from worker.codec.records import Batch, TaskResult, TaskSpec
+from worker.codec.wire import decode_request, encode_result
 from worker.config import Settings
 from worker.contract import keys, lifetimes, plan
 from worker.contract.lifetimes import LIMIT_GRACE_SECONDS

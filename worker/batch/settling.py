@@ -28,7 +28,7 @@ from celery import Celery
 from worker.batch.answers import Settlement, answer_record_settlement, stored_results
 from worker.batch.dispatch import Dispatch, SliceRef, decode_plan
 from worker.batch.watcher import META_PREFIX
-from worker.codec.wire import TaskResult
+from worker.codec.records import TaskResult
 from worker.config import Settings
 from worker.contract import keys, lifetimes
 from worker.contract.lifetimes import LIMIT_GRACE_SECONDS

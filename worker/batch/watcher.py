@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 
 import redis
 
+from worker.backoff import RECONNECT
+
 log = logging.getLogger(__name__)
 
 #: Celery's Redis backend key (and channel) prefix for task results.
@@ -83,19 +85,22 @@ class ResultWatcher:
             event.set()
 
     def _run(self) -> None:
-        backoff = 0.5
+        pauses = RECONNECT.schedule()
         while not self._stopping.is_set():
             try:
                 self._listen()
-                backoff = 0.5
             except redis.RedisError as exc:
+                if self.connected.is_set():
+                    # It was subscribed: a new outage starts from the first
+                    # pause, not from where the last one left off.
+                    pauses.reset()
                 self.connected.clear()
-                log.warning("result watcher lost Redis (%s); reconnecting in %.1fs", exc, backoff)
+                pause = pauses.next()
+                log.warning("result watcher lost Redis (%s); reconnecting in %.1fs", exc, pause)
                 # Anything published while we were away is lost: make every
                 # waiter re-check the stored state.
                 self._wake_all()
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                self._stopping.wait(pause)
 
     def _listen(self) -> None:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py: unannotated

@@ -130,7 +130,7 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     """``amworker submit``: prints each task's exit code and output."""
     from worker.cli.gearman_client import GearmanClientError
     from worker.cli.submit import render, submit
-    from worker.codec.wire import Encoding
+    from worker.codec.records import Encoding
 
     server = settings.gearman_servers[0]
     try:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from worker.cli.gearman_client import GearmanClient
-from worker.codec.wire import EXIT_CODE_KEY, Encoding, decode_result, encode_request
+from worker.codec.records import Encoding
+from worker.codec.wire import EXIT_CODE_KEY, decode_result, encode_request
 from worker.errors import DecodeError
 
 

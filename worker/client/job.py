@@ -3,7 +3,7 @@
 A client script reports each task's result through its ``Job``: an exit code
 (:meth:`Job.set_status`) plus standard output and error text. Everything a
 script, its tests or the controller can observe behaves as the stock
-worker's ``Job`` does ("The client-script API" in ``docs/ccp-contract.md``):
+worker's ``Job`` does (docs/design.md, "The controller contract"; docs/scripts.md):
 the constructor and its keyword names, the initial attributes, ``set_status``,
 ``pyprint``'s targets, the text ``JobContext`` writes for an exception, and
 what a logger passed to ``JobContext`` adds to the job.

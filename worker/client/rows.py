@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from worker.codec.wire import sanitize_text
+from worker.codec.records import sanitize_text
 from worker.pool.bookkeeping import RetryPolicy, with_retries
 
 

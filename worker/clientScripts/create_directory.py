@@ -28,14 +28,12 @@ from worker.clientScripts._common import (
     Report,
     ScriptJob,
     UsageError,
-    adjust_mode,
-    compile_mode,
-    current_umask,
     parse_options,
     quote_text,
     run_jobs,
     strerror,
 )
+from worker.clientScripts._modes import adjust_mode, compile_mode, current_umask
 
 PROG = "mkdir"
 _SPEC = OptionSpec(valued="m", long={"mode": "m"})

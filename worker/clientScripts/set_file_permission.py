@@ -22,20 +22,17 @@ from dataclasses import dataclass
 
 from worker.clientScripts._common import (
     CommandError,
-    ModeClause,
     OptionSpec,
     Report,
     ScriptJob,
     UsageError,
-    adjust_mode,
-    compile_mode,
-    current_umask,
     failure,
     parse_options,
     quote,
     quote_text,
     run_jobs,
 )
+from worker.clientScripts._modes import ModeClause, adjust_mode, compile_mode, current_umask
 
 PROG = "chmod"
 _SPEC = OptionSpec(mode_like=True)

@@ -1,7 +1,8 @@
 """The wire codec: the controller's request bytes in, our result bytes out.
 
-Pure functions over frozen dataclasses; no sockets, Celery or Django. The
-format is fixed by the controller (see ``docs/ccp-contract.md``): a request is
+Pure functions over the frozen records of :mod:`worker.codec.records`; no
+sockets, Celery or Django. The format is fixed by the controller
+(docs/design.md, "The controller contract"): a request is
 ``{"tasks": {uuid: {...}}}`` as UTF-8 JSON (Archivematica >= 1.17) or as a
 protocol-0 pickle (<= 1.16), and the result goes back in the same encoding.
 
@@ -16,16 +17,15 @@ when the worker fails the Gearman job:
 
 from __future__ import annotations
 
-import enum
 import json
 import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from worker.codec import safe_pickle
 from worker.codec.limits import DEFAULT_MAX_VALUES, MAX_TASK_UUID_CHARS, check_json_values
+from worker.codec.records import Batch, Encoding, TaskResult, TaskSpec, sanitize_text
 from worker.errors import DecodeError
 
 # Key names of the wire format, in one place. The spellings (camelCase, the
@@ -60,112 +60,6 @@ _PICKLE_FIRST_BYTES = frozenset(b"(}\x80")
 
 # How much of a hostile value an error message may quote.
 _QUOTE_LIMIT = 64
-
-
-class Encoding(enum.StrEnum):
-    """How a request was encoded; the result must use the same encoding."""
-
-    JSON = "json"
-    PICKLE = "pickle"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One task of a request, as read from the payload.
-
-    ``uuid`` is the key of the ``tasks`` mapping (the inner ``"uuid"`` is
-    ignored: the controller matches results by key). ``arguments`` is the raw
-    string, before placeholder substitution and splitting. ``created_date`` is
-    ISO 8601 with a space separator, as scripts expect. When the task can be
-    read but not run, ``problem`` says why (for the task's stderr) and the
-    other fields hold harmless defaults.
-    """
-
-    uuid: str
-    arguments: str
-    created_date: str
-    wants_output: bool
-    problem: str | None = None
-
-
-@dataclass(frozen=True)
-class Batch:
-    """The tasks of one request, in payload order, and how it was encoded."""
-
-    tasks: tuple[TaskSpec, ...]
-    encoding: Encoding
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """The outcome of one task, ready to be encoded for the controller.
-
-    ``finished_at`` is normalised to an aware UTC datetime on construction (a
-    naive value is taken to be UTC already), so every encoder can rely on it.
-    """
-
-    uuid: str
-    exit_code: int
-    finished_at: datetime
-    stdout: str = ""
-    stderr: str = ""
-    wants_output: bool = True
-
-    def __post_init__(self) -> None:
-        """Normalise ``finished_at`` to timezone-aware UTC."""
-        if not isinstance(self.finished_at, datetime):
-            raise TypeError(f"finished_at must be a datetime, not {type(self.finished_at)}")
-        utc = _as_utc(self.finished_at)
-        if utc is not self.finished_at:
-            # Frozen dataclass: this is the documented way to set a field here.
-            object.__setattr__(self, "finished_at", utc)
-
-    def to_json(self) -> dict[str, object]:
-        """Return a JSON-safe dict (for Celery's JSON serializer).
-
-        Text is sanitised so that a later UTF-8 encode cannot fail.
-        """
-        return {
-            "uuid": self.uuid,
-            "exit_code": self.exit_code,
-            "finished_at": self.finished_at.isoformat(),
-            "stdout": sanitize_text(self.stdout),
-            "stderr": sanitize_text(self.stderr),
-            "wants_output": self.wants_output,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> TaskResult:
-        """Rebuild a result from :meth:`to_json` output; raises DecodeError."""
-        uuid = data.get("uuid")
-        exit_code = data.get("exit_code")
-        finished_at = data.get("finished_at")
-        stdout = data.get("stdout", "")
-        stderr = data.get("stderr", "")
-        wants_output = data.get("wants_output", True)
-        if not isinstance(uuid, str):
-            raise DecodeError("task result: 'uuid' must be a string")
-        # bool is an int subclass; an exit code of True is a bug somewhere.
-        if not isinstance(exit_code, int) or isinstance(exit_code, bool):
-            raise DecodeError(f"task result {uuid}: 'exit_code' must be an integer")
-        if not isinstance(finished_at, str):
-            raise DecodeError(f"task result {uuid}: 'finished_at' must be an ISO 8601 string")
-        if not isinstance(stdout, str) or not isinstance(stderr, str):
-            raise DecodeError(f"task result {uuid}: 'stdout' and 'stderr' must be strings")
-        if not isinstance(wants_output, bool):
-            raise DecodeError(f"task result {uuid}: 'wants_output' must be a boolean")
-        try:
-            finished = datetime.fromisoformat(finished_at)
-        except ValueError as exc:
-            raise DecodeError(f"task result {uuid}: bad 'finished_at': {exc}") from exc
-        return cls(
-            uuid=uuid,
-            exit_code=exit_code,
-            finished_at=finished,
-            stdout=stdout,
-            stderr=stderr,
-            wants_output=wants_output,
-        )
 
 
 def detect_encoding(data: bytes) -> Encoding:
@@ -233,27 +127,6 @@ def encode_result(results: Iterable[TaskResult], encoding: Encoding) -> bytes:
     if pickled:
         return pickle.dumps(document, protocol=0)
     return _json_bytes(document)
-
-
-def sanitize_text(text: str | bytes) -> str:
-    """Return ``text`` as a str that can always be encoded as UTF-8.
-
-    Bytes are decoded as UTF-8 with invalid sequences replaced by U+FFFD. In a
-    str, each lone surrogate (as left by ``surrogateescape`` or a bad ``\\ud800``
-    JSON escape) becomes U+FFFD, while a valid surrogate pair becomes the
-    character it encodes. Clean text is returned unchanged.
-    """
-    if isinstance(text, bytes | bytearray):
-        return bytes(text).decode("utf-8", "replace")
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Only surrogates fail to encode. UTF-16 with "surrogatepass" writes
-        # them as they are; decoding joins valid pairs and replaces lone ones.
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    return text
 
 
 def encode_request(tasks: Mapping[str, Mapping[str, object]], encoding: Encoding) -> bytes:
@@ -416,15 +289,6 @@ def _wrong_type(key: str, value: object, expected: str, task: dict[object, objec
     if key not in task:
         return f"{key!r} is missing"
     return f"{key!r} is a {type(value).__name__}, not {expected}"
-
-
-def _as_utc(moment: datetime) -> datetime:
-    """Return ``moment`` as an aware UTC datetime (naive means UTC already)."""
-    if moment.utcoffset() is None:
-        return moment.replace(tzinfo=UTC)
-    if moment.tzinfo is UTC:
-        return moment
-    return moment.astimezone(UTC)
 
 
 def _datetime_to_json(value: object) -> str:

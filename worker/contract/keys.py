@@ -21,7 +21,7 @@ def batch_token(function: str, unique: str, payload: bytes, uuids: Iterable[str]
     it, but a hand-made client may not, and then equal payloads are one batch.
     The function is part of the token because a unique is only unique per
     function name in Gearman. The task UUIDs are too: once a job is answered
-    the same unique may come again with other tasks (ccp-contract.md), and
+    the same unique may come again with other tasks (docs/design.md, "The controller contract"), and
     that is a new batch that must run, not a re-delivery that attaches.
     """
     base = unique.strip() or hashlib.sha256(payload).hexdigest()[:32]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from worker.codec.wire import TaskResult
+from worker.codec.records import TaskResult
 
 Clock = Callable[[], datetime]
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from worker.codec.wire import TaskResult, sanitize_text
+from worker.backoff import Backoff
+from worker.codec.records import TaskResult, sanitize_text
 from worker.config import DEFAULT_DATABASE_WAIT_SECONDS
 
 if TYPE_CHECKING:
@@ -44,20 +45,18 @@ class RetryPolicy:
     attempt's own waits on the database (SQLite's busy timeout, PostgreSQL's
     statement timeout, MySQL's lock wait) are cut to what is left of it, so a
     locked database costs a slice at most ``wait`` seconds per write, not a
-    driver timeout per attempt. The default pauses (0.5, 1, 2, 4, 8, 8 …)
-    ride out a database restart.
+    driver timeout per attempt. The pauses come from ``backoff``; the default
+    ones (0.5, 1, 2, 4, 8, 8 …) ride out a database restart.
     """
 
     wait: float = DEFAULT_DATABASE_WAIT_SECONDS
-    first_delay: float = 0.5
-    factor: float = 2.0
-    max_delay: float = 8.0
+    backoff: Backoff = Backoff(first=0.5, factor=2.0, maximum=8.0)
     #: At most this many attempts, even with time left (None: as many as fit).
     attempts: int | None = None
 
     def delay(self, attempt: int) -> float:
         """The pause after failed attempt number ``attempt`` (1-based)."""
-        return min(self.first_delay * self.factor ** (attempt - 1), self.max_delay)
+        return self.backoff.delay(attempt - 1)
 
 
 def with_retries(

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Sequence
 
 from worker.client.job import Job
-from worker.codec.wire import TaskResult
+from worker.codec.records import TaskResult
 from worker.config import DEFAULT_MAX_LOG_BYTES
 from worker.contract.plan import JobSpec
 from worker.contract.results import Clock, utcnow

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from worker.codec.wire import TaskResult
+from worker.codec.records import TaskResult
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

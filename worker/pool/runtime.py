@@ -26,7 +26,7 @@ import redis
 from celery.signals import worker_init, worker_shutdown
 
 from worker import database, errors
-from worker.codec.wire import TaskResult
+from worker.codec.records import TaskResult
 from worker.config import Settings, current_settings
 from worker.contract import keys, lifetimes
 from worker.contract.plan import JobSpec
