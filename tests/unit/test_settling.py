@@ -63,7 +63,9 @@ def claim(**changes: Any) -> dict[str, Any]:
     return {**CLAIM, **changes}
 
 
-ABANDONED = {"abandoned": True, "reason": "amworker: time limit: still running after 150s"}
+#: The marker a shim leaves on a slice it gave up on, in place of a claim.
+ABANDONED_REASON = "amworker: time limit: still running after 150s"
+ABANDONED = {"abandoned": True, "reason": ABANDONED_REASON}
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ def test_an_abandoned_claim_is_given_up_with_exactly_its_reason() -> None:
     # The reason was written by whoever gave up first (maybe another lane):
     # every lane must answer the tasks with that same text, not its own.
     verdict = decide(SliceState(None, ABANDONED, False), when())
-    assert verdict == GiveUp(ABANDONED["reason"], revoke=False)
+    assert verdict == GiveUp(ABANDONED_REASON, revoke=False)
 
 
 class Clock:
