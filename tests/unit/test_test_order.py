@@ -11,15 +11,11 @@ session.)
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from harness.services import ROOT
+from tests.inner_pytest import run_pytest
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,32 +38,11 @@ def test_sets_django_up_first(tmp_path):
 '''
 
 
-def _outcomes(junit: Path) -> dict[str, str]:
-    """Each test case of a JUnit XML report: ``passed``, ``skipped``, ``failure`` or ``error``."""
-    outcomes = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        kinds = [child.tag for child in case if child.tag in {"skipped", "failure", "error"}]
-        outcomes[f"{case.get('classname')}::{case.get('name')}"] = kinds[0] if kinds else "passed"
-    return outcomes
-
-
-def _run(tmp_path: Path, name: str, *paths: str) -> dict[str, str]:
-    """Run pytest on ``paths`` in a fresh process; each test's outcome."""
-    junit = tmp_path / f"{name}.xml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMWORKER_", "DJANGO_"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={ROOT}",
-         f"--junitxml={junit}", *paths],
-        cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=100)
-    assert junit.exists(), done.stdout + done.stderr
-    return _outcomes(junit)
-
-
 def test_the_database_tests_pass_after_django_was_set_up_elsewhere(tmp_path: Path) -> None:
     first = tmp_path / "test_first.py"
     first.write_text(SETS_DJANGO_UP)
 
-    after = _run(tmp_path, "after", str(first), *DATABASE_MODULES)
+    after = run_pytest(tmp_path, "after", first, *DATABASE_MODULES)
 
     setting_up = [k for k in after if k.endswith("::test_sets_django_up_first")]
     assert [after.pop(k) for k in setting_up] == ["passed"], after
