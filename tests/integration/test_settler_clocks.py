@@ -196,8 +196,11 @@ def test_a_slice_nobody_takes_is_given_up_when_the_clock_passes_the_queue_wait(
     assert batch.lane.running()
     shim.move(sent_at + QUEUE_WAIT + 1)
 
-    assert batch.stderr().startswith(
+    (result,) = batch.lane.results().values()
+    assert str(result["stderror"]).startswith(
         "amworker: not started in time: no worker started this slice within 600s")
+    # Failed at the injected clock's moment, not the real one.
+    assert result["finishedTimestamp"] == shim.clock.utc().isoformat()
     assert shim.revoked == [batch.slice_id] and _no_revoke_failed(caplog)
     # The abandoned marker stands where a claim would: a late start is refused.
     marker = json.loads(shim.redis.get(keys.claim_key(batch.slice_id)) or "{}")
