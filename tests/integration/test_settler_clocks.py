@@ -149,6 +149,8 @@ def shim(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     settings = _settings(redis_url, tmp_path, AMWORKER_LEASE_SECONDS="0.2")
     client = redis.Redis.from_url(redis_url, socket_timeout=10)
     client.flushdb()
+    # Starts at the real time: the worker side stamps its claim with the real
+    # clock (WorkerRuntime.claim), and the time limit counts from that stamp.
     clock = FakeClock(time.time())
     app = Celery("clock-test")
     app.conf.update(celery_config(settings))
