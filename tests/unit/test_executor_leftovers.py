@@ -62,7 +62,7 @@ def test_leftover_child_is_killed_reaped_and_reported():
     assert str(pid) in jobs[0].get_stderr()
 
 
-def test_running_a_script_makes_the_process_a_subreaper():
+def test_running_a_script_makes_the_process_a_subreaper() -> None:
     # What the restores_subreaper fixture undoes, and the autouse check in
     # tests/conftest.py looks for: the check can see the flag at all.
     run_script(_Spawner(), _jobs())

@@ -254,7 +254,7 @@ def test_connecting_to_a_server_that_never_answers_gives_up_at_the_timeout(
         raise TimeoutError("timed out")
 
     monkeypatch.setattr(gearman_io, "CONNECT_TIMEOUT_SECONDS", 0.3)
-    monkeypatch.setattr(gearman_io.socket, "create_connection", never_answers)
+    monkeypatch.setattr(socket, "create_connection", never_answers)
     connection = FastGearmanConnection(host="192.0.2.1", port=4730)  # TEST-NET-1: never routed
 
     with pytest.raises(GearmanConnectionError, match="timed out"):
