@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.services import ROOT, Stack, stack
+from tests.subreaper import is_subreaper, set_subreaper
 
 #: Name of the session's Celery worker (the ``client`` column of Tasks rows).
 WORKER_NAME = "it-sqlite"
@@ -46,6 +47,31 @@ def start_amworker(workdir: Path, *, worker_name: str, concurrency: int = 2,
         deployed.celery_worker(worker_name, concurrency=concurrency)
         deployed.shim(functions=function_count())
         yield deployed
+
+
+@pytest.fixture
+def restores_subreaper() -> Iterator[None]:
+    """For tests that run the executor in this process: it makes the process a subreaper.
+
+    A subreaper adopts every orphaned grandchild of every later test (a
+    daemonised gearmand, a Celery worker's pool) and must reap them, or they
+    stay zombies for the rest of the session.
+    """
+    before = is_subreaper()
+    yield
+    if is_subreaper() != before:
+        set_subreaper(before)
+
+
+@pytest.fixture(autouse=True)
+def _no_subreaper_left_behind() -> Iterator[None]:
+    """Fail a test that leaves the pytest process a subreaper (see ``restores_subreaper``)."""
+    before = is_subreaper()
+    yield
+    if is_subreaper() and not before:
+        set_subreaper(False)  # so that only this test fails, not every later one
+        pytest.fail("the test left the pytest process a child subreaper (prctl "
+                    "PR_SET_CHILD_SUBREAPER); use the restores_subreaper fixture", pytrace=False)
 
 
 @pytest.fixture(scope="session")

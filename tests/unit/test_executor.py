@@ -13,6 +13,9 @@ from worker.contract.plan import JobSpec
 from worker.contract.results import failed_results
 from worker.pool.executor import build_jobs, fail_jobs, results_of, run_script
 
+# run_script makes the process a subreaper: hand that back after each test.
+pytestmark = pytest.mark.usefixtures("restores_subreaper")
+
 T0 = datetime(2024, 8, 4, 21, 34, 35, tzinfo=UTC)
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.subreaper import is_subreaper
 from worker.client.job import Job
 from worker.contract.plan import JobSpec
 from worker.pool.executor import build_jobs, child_pids, kill_leftovers, run_script
 
-pytestmark = pytest.mark.timeout(60)
+# run_script makes the process a subreaper: hand that back after each test.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("restores_subreaper")]
 
 
 def _gone(pid: int) -> bool:
@@ -60,6 +62,13 @@ def test_leftover_child_is_killed_reaped_and_reported() -> None:
     assert jobs[0].get_exit_code() == 1
     assert "child process(es) still running" in jobs[0].get_stderr()
     assert str(pid) in jobs[0].get_stderr()
+
+
+def test_running_a_script_makes_the_process_a_subreaper() -> None:
+    # What the restores_subreaper fixture undoes, and the autouse check in
+    # tests/conftest.py looks for: the check can see the flag at all.
+    run_script(_Spawner(), _jobs())
+    assert is_subreaper()
 
 
 def test_daemonised_grandchild_is_adopted_and_killed(tmp_path: Path) -> None:

@@ -1,80 +1,217 @@
-"""Unit tests of settling's pure decision (decide) and the broker-trouble clock."""
+"""Unit tests of settling's pure decision (decide) and the broker-trouble clock.
+
+:func:`decide` is table-tested: one row per branch (and per boundary of each
+deadline) of what a slice came to, from what Redis says of it and the clock.
+No Redis and no sleeping; the whole table runs in milliseconds. The same
+decisions, driven through a real Redis by the injected clocks, are in
+tests/integration/test_settler_clocks.py.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
 
-from worker.batch.settling import FINISHED, PENDING, BrokerTrouble, Deadlines, GiveUp, SliceState, decide
+from worker.batch.settling import (
+    FINISHED,
+    PENDING,
+    BrokerTrouble,
+    Deadlines,
+    GiveUp,
+    SliceState,
+    Verdict,
+    decide,
+)
+from worker.errors import Cause, reason
 
+pytestmark = pytest.mark.timeout(10)
+
+#: When the slice's worker claimed it: ``CLAIM["at"]`` in epoch seconds.
+STARTED = 1767225600.0
 CLAIM = {"worker": "w1@host", "pid": 7, "at": "2026-01-01T00:00:00+00:00"}
-STARTED = 1767225600.0  # CLAIM["at"] in epoch seconds
+#: The deadlines of every row unless it says otherwise (see :func:`when`).
+DISPATCHED = STARTED - 1
+QUEUE_WAIT = 60.0
+LIMIT = 150.0
+LEASE_TTL = 3.0
+#: Past every deadline of a healthy slice.
+LONG_AFTER = STARTED + 10_000
 
 
-def when(now: float = STARTED + 5, **changes: float | None) -> Deadlines:
-    base = {"dispatched_at": STARTED - 1, "queue_wait": 60.0, "limit": 150.0, "lease_ttl": 3.0}
-    base.update(changes)  # type: ignore[arg-type]
-    return Deadlines(now=now, queue="amworker", **base)
+def when(now: float = STARTED + 5, *, lost_at: float | None = None,
+         trouble_at: float | None = None) -> Deadlines:
+    """The row's deadlines: dispatched just before the claim, a 60 s queue wait, a 150 s limit."""
+    return Deadlines(now=now, dispatched_at=DISPATCHED, queue_wait=QUEUE_WAIT, limit=LIMIT,
+                     lease_ttl=LEASE_TTL, queue="amworker", lost_at=lost_at, trouble_at=trouble_at)
 
 
-def test_a_stored_success_is_finished() -> None:
-    assert decide(SliceState({"status": "SUCCESS"}, CLAIM, False), when()) is FINISHED
+def meta(status: str, **result: Any) -> dict[str, Any]:
+    """A Celery result envelope as the Redis backend stores it."""
+    return {"status": status, "result": result or None}
 
 
-def test_a_dead_pool_process_is_worker_lost_without_revoke() -> None:
-    meta = {"status": "FAILURE", "result": {"exc_type": "WorkerLostError", "exc_message": "sig 9"}}
-    verdict = decide(SliceState(meta, CLAIM, False), when())
-    assert isinstance(verdict, GiveUp) and not verdict.revoke
-    assert verdict.text.startswith("amworker: worker lost: the pool process")
+def failure(exc_type: str, exc_message: Any) -> dict[str, Any]:
+    """The envelope Celery stores for a task that raised ``exc_type``."""
+    return meta("FAILURE", exc_type=exc_type, exc_message=exc_message)
 
 
-def test_an_unclaimed_slice_waits_then_is_not_started_in_time() -> None:
-    state = SliceState(None, None, False)
-    assert decide(state, when(now=STARTED + 30)) is PENDING
-    verdict = decide(state, when(now=STARTED + 61))
-    assert isinstance(verdict, GiveUp) and verdict.revoke
-    assert verdict.text.startswith("amworker: not started in time:")
+def claim(**changes: Any) -> dict[str, Any]:
+    """The claim a worker takes when it starts the slice, with ``changes``."""
+    return {**CLAIM, **changes}
 
 
-def test_an_abandoned_claim_keeps_its_reason() -> None:
-    state = SliceState(None, {"abandoned": True, "reason": "amworker: time limit: x"}, False)
-    assert decide(state, when()) == GiveUp("amworker: time limit: x", revoke=False)
+#: The marker a shim leaves on a slice it gave up on, in place of a claim.
+ABANDONED_REASON = "amworker: time limit: still running after 150s"
+ABANDONED = {"abandoned": True, "reason": ABANDONED_REASON}
 
 
-def test_a_leased_slice_past_its_limit_is_given_up() -> None:
-    state = SliceState(None, CLAIM, True)
-    assert decide(state, when(now=STARTED + 100)) is PENDING
-    verdict = decide(state, when(now=STARTED + 151))
-    assert isinstance(verdict, GiveUp) and verdict.text.startswith("amworker: time limit:")
+@dataclass(frozen=True)
+class Gives:
+    """Expected: a :class:`GiveUp` with this cause, revoke flag and detail fragment."""
+
+    cause: str
+    revoke: bool
+    says: str
 
 
-def test_a_lapsed_lease_with_a_healthy_broker_is_worker_lost() -> None:
-    verdict = decide(SliceState(None, CLAIM, False), when())
-    assert isinstance(verdict, GiveUp)
-    assert verdict.text.startswith("amworker: worker lost: the Celery worker w1@host")
+def row(row_id: str, meta: Mapping[str, Any] | None, claim: Mapping[str, Any] | None, leased: bool,
+        deadlines: Deadlines, expected: Verdict | Gives) -> Any:
+    """One row of the table, shown by ``row_id`` in pytest's output."""
+    return pytest.param(SliceState(meta, claim, leased), deadlines, expected, id=row_id)
 
 
-@pytest.mark.parametrize("since", [0.0, 1.0, 3.0])
-def test_a_lapsed_lease_gets_one_lease_ttl_after_the_broker_returns(since: float) -> None:
-    # Redis was stopped longer than the lease TTL: every lease lapsed while
-    # no worker could renew it. Not lost until one TTL after Redis is back.
-    now = STARTED + 40
-    assert decide(SliceState(None, CLAIM, False), when(now=now, trouble_at=now - since)) is PENDING
+TABLE = [
+    # -- Celery's stored result decides first ---------------------------------------
+    row("success", meta("SUCCESS", index=0), CLAIM, False, when(), FINISHED),
+    row("success-unclaimed-long-after-every-deadline", meta("SUCCESS"), None, False,
+        when(LONG_AFTER), FINISHED),
+    row("success-beats-an-abandoned-claim", meta("SUCCESS"), ABANDONED, False, when(LONG_AFTER), FINISHED),
+    row("success-after-redis-lost-the-state", meta("SUCCESS"), None, False,
+        when(LONG_AFTER, lost_at=STARTED), FINISHED),
+    row("failure-pool-process-died", failure("WorkerLostError", "signal 9 (SIGKILL)"), CLAIM, False,
+        when(), Gives(Cause.WORKER_LOST, False, "the pool process running this slice died "
+                                                "(signal 9 (SIGKILL))")),
+    row("failure-hard-time-limit", failure("TimeLimitExceeded", "150"), CLAIM, True, when(),
+        Gives(Cause.TIME_LIMIT, False, "the slice was killed by its hard time limit (150)")),
+    row("failure-soft-time-limit", failure("SoftTimeLimitExceeded", "120"), CLAIM, True, when(),
+        Gives(Cause.TIME_LIMIT, False, "killed by its hard time limit (120)")),
+    row("failure-other-exception", failure("ValueError", "boom"), CLAIM, False, when(),
+        Gives(Cause.WORKER_LOST, False, "the slice failed in Celery: ValueError: boom")),
+    row("failure-message-as-a-list", failure("ValueError", ["bad", 2]), CLAIM, False, when(),
+        Gives(Cause.WORKER_LOST, False, "ValueError: bad 2")),
+    row("failure-result-not-a-dict", {"status": "FAILURE", "result": "oops"}, CLAIM, False, when(),
+        Gives(Cause.WORKER_LOST, False, "the slice failed in Celery: : ")),
+    row("failure-while-still-leased-and-in-time", failure("ValueError", "x"), CLAIM, True, when(),
+        Gives(Cause.WORKER_LOST, False, "ValueError: x")),
+    # -- other statuses are not final: the claim and the clock decide ------------------
+    row("revoked-status-unclaimed-within-queue-wait", meta("REVOKED"), None, False,
+        when(DISPATCHED + 30), PENDING),
+    row("revoked-status-unclaimed-past-queue-wait", meta("REVOKED"), None, False,
+        when(DISPATCHED + QUEUE_WAIT + 1), Gives(Cause.QUEUE_WAIT, True, "within 60s")),
+    row("revoked-status-abandoned", meta("REVOKED"), ABANDONED, False, when(),
+        Gives(Cause.TIME_LIMIT, False, "still running after 150s")),
+    row("pending-status-leased", meta("PENDING"), CLAIM, True, when(), PENDING),
+    row("started-status-lease-lapsed", meta("STARTED"), CLAIM, False, when(),
+        Gives(Cause.WORKER_LOST, False, "stopped renewing its lease")),
+    row("envelope-without-status-leased", {}, CLAIM, True, when(), PENDING),
+    # -- nobody claimed it, Redis healthy: the queue wait ---------------------------------
+    row("unclaimed-within-queue-wait", None, None, False, when(DISPATCHED + 30), PENDING),
+    row("unclaimed-at-queue-wait-exactly", None, None, False, when(DISPATCHED + QUEUE_WAIT), PENDING),
+    row("unclaimed-past-queue-wait", None, None, False, when(DISPATCHED + QUEUE_WAIT + 0.5),
+        Gives(Cause.QUEUE_WAIT, True, "no worker started this slice within 60s "
+                                      "(is a worker consuming queue 'amworker'?)")),
+    row("lease-without-claim-counts-as-unclaimed", None, None, True,
+        when(DISPATCHED + QUEUE_WAIT + 0.5), Gives(Cause.QUEUE_WAIT, True, "within 60s")),
+    # -- nobody's claim, because Redis lost the batch's state ---------------------------
+    row("lost-unleased-within-lease-ttl", None, None, False, when(STARTED + 12, lost_at=STARTED + 10),
+        PENDING),
+    row("lost-unleased-at-lease-ttl-exactly", None, None, False,
+        when(STARTED + 10 + LEASE_TTL, lost_at=STARTED + 10), PENDING),
+    row("lost-unleased-past-lease-ttl", None, None, False,
+        when(STARTED + 10 + LEASE_TTL + 0.5, lost_at=STARTED + 10),
+        Gives(Cause.BROKER_LOST, True, "Redis lost this batch's state (restarted without persistence?)")),
+    row("lost-unleased-past-queue-wait-within-lease-ttl", None, None, False,
+        when(DISPATCHED + QUEUE_WAIT + 10, lost_at=DISPATCHED + QUEUE_WAIT + 9), PENDING),
+    row("lost-leased-again-past-lease-ttl", None, None, True,
+        when(STARTED + 100, lost_at=STARTED + 10), PENDING),
+    row("lost-leased-at-the-run-bound-exactly", None, None, True,
+        when(DISPATCHED + QUEUE_WAIT + LIMIT, lost_at=STARTED + 10), PENDING),
+    row("lost-leased-past-the-run-bound", None, None, True,
+        when(DISPATCHED + QUEUE_WAIT + LIMIT + 0.5, lost_at=STARTED + 10),
+        Gives(Cause.BROKER_LOST, True, "Redis lost this batch's state and the slice never reported "
+                                       "within 210s")),
+    row("lost-unleased-within-lease-ttl-past-the-run-bound", None, None, False,
+        when(DISPATCHED + QUEUE_WAIT + LIMIT + 0.5, lost_at=DISPATCHED + QUEUE_WAIT + LIMIT),
+        Gives(Cause.BROKER_LOST, True, "never reported within 210s")),
+    # -- a claim given up on (by this shim or another lane) -------------------------------
+    row("abandoned-keeps-its-reason", None, ABANDONED, False, when(),
+        Gives(Cause.TIME_LIMIT, False, "still running after 150s")),
+    row("abandoned-without-a-reason", None, {"abandoned": True}, False, when(),
+        Gives(Cause.WORKER_LOST, False, "given up")),
+    row("abandoned-beats-a-live-lease", None, ABANDONED, True, when(), Gives(Cause.TIME_LIMIT, False, "")),
+    row("abandoned-beats-redis-lost", None, ABANDONED, False, when(LONG_AFTER, lost_at=STARTED),
+        Gives(Cause.TIME_LIMIT, False, "")),
+    row("abandoned-false-is-an-ordinary-claim", None, claim(abandoned=False), True, when(), PENDING),
+    # -- claimed, and the lease lapsed ------------------------------------------------------
+    row("lapsed-lease-broker-healthy", None, CLAIM, False, when(),
+        Gives(Cause.WORKER_LOST, False, "the Celery worker w1@host running this slice stopped renewing "
+                                        "its lease; its tasks are not re-run")),
+    row("lapsed-lease-claim-without-worker-name", None, {"at": CLAIM["at"]}, False, when(),
+        Gives(Cause.WORKER_LOST, False, "the Celery worker ? running")),
+    row("lapsed-lease-broker-trouble-just-now", None, CLAIM, False,
+        when(STARTED + 40, trouble_at=STARTED + 40), PENDING),
+    row("lapsed-lease-broker-trouble-lease-ttl-ago-exactly", None, CLAIM, False,
+        when(STARTED + 40, trouble_at=STARTED + 40 - LEASE_TTL), PENDING),
+    row("lapsed-lease-broker-trouble-longer-ago", None, CLAIM, False,
+        when(STARTED + 40, trouble_at=STARTED + 40 - LEASE_TTL - 0.5),
+        Gives(Cause.WORKER_LOST, False, "stopped renewing its lease")),
+    row("lapsed-lease-past-the-limit-is-still-worker-lost", None, CLAIM, False,
+        when(STARTED + LIMIT + 1), Gives(Cause.WORKER_LOST, False, "stopped renewing")),
+    row("lapsed-lease-claim-present-ignores-redis-lost", None, CLAIM, False,
+        when(STARTED + 11, lost_at=STARTED + 10), Gives(Cause.WORKER_LOST, False, "stopped renewing")),
+    # -- claimed and leased: the time limit -------------------------------------------------
+    row("leased-within-limit", None, CLAIM, True, when(STARTED + 100), PENDING),
+    row("leased-past-queue-wait-is-running-not-waiting", None, CLAIM, True,
+        when(DISPATCHED + QUEUE_WAIT + 1), PENDING),
+    row("leased-at-limit-exactly", None, CLAIM, True, when(STARTED + LIMIT), PENDING),
+    row("leased-past-limit", None, CLAIM, True, when(STARTED + LIMIT + 0.5),
+        Gives(Cause.TIME_LIMIT, True, "still running after 150s")),
+    row("leased-past-limit-despite-broker-trouble", None, CLAIM, True,
+        when(STARTED + LIMIT + 0.5, trouble_at=STARTED + LIMIT),
+        Gives(Cause.TIME_LIMIT, True, "still running after 150s")),
+    row("leased-claim-without-start-time", None, claim(at=None), True, when(LONG_AFTER), PENDING),
+    row("leased-claim-unparseable-start-time", None, claim(at="yesterday"), True, when(LONG_AFTER),
+        PENDING),
+    row("leased-claim-numeric-start-time", None, claim(at=STARTED), True, when(LONG_AFTER), PENDING),
+]
 
 
-def test_after_that_ttl_a_lapsed_lease_is_worker_lost_again() -> None:
-    now = STARTED + 40
-    verdict = decide(SliceState(None, CLAIM, False), when(now=now, trouble_at=now - 3.5))
-    assert isinstance(verdict, GiveUp) and "worker lost" in verdict.text
+@pytest.mark.parametrize(("state", "deadlines", "expected"), TABLE)
+def test_decide(state: SliceState, deadlines: Deadlines, expected: Verdict | Gives) -> None:
+    verdict = decide(state, deadlines)
+
+    if not isinstance(expected, Gives):
+        assert verdict is expected
+        return
+    assert isinstance(verdict, GiveUp), verdict
+    assert verdict.revoke is expected.revoke
+    assert verdict.text.startswith(reason(expected.cause, "")), verdict.text
+    assert expected.says in verdict.text
 
 
-def test_redis_lost_the_state_gives_running_slices_a_lease_ttl() -> None:
-    lost_at = STARTED + 10
-    state = SliceState(None, None, False)
-    assert decide(state, when(now=lost_at + 2, lost_at=lost_at)) is PENDING
-    verdict = decide(state, when(now=lost_at + 4, lost_at=lost_at))
-    assert isinstance(verdict, GiveUp) and verdict.text.startswith("amworker: broker lost: Redis lost")
-    # A slice whose worker re-set its lease in the new Redis is waited for.
-    assert decide(SliceState(None, None, True), when(now=lost_at + 4, lost_at=lost_at)) is PENDING
+def test_the_table_has_one_row_per_id() -> None:
+    ids = [param.id for param in TABLE]
+    assert len(ids) == len(set(ids))
+
+
+def test_an_abandoned_claim_is_given_up_with_exactly_its_reason() -> None:
+    # The reason was written by whoever gave up first (maybe another lane):
+    # every lane must answer the tasks with that same text, not its own.
+    verdict = decide(SliceState(None, ABANDONED, False), when())
+    assert verdict == GiveUp(ABANDONED_REASON, revoke=False)
 
 
 class Clock:
