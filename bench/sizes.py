@@ -40,7 +40,7 @@ class Sizes:
     w7_seed: int = 7
     w7_max_bytes: int = 3 * 1024 * 1024
     w7_large_bytes: int = 64 * 1024 * 1024
-    w7_runs: int = 5
+    w7_runs: int = 7
 
 
 #: What ``make bench`` runs.

@@ -71,8 +71,9 @@ def _migrate() -> None:
     call_command("migrate", verbosity=0)
     # amworker's first connection turns WAL on, and it persists in the file:
     # turn it on first, so every run of either system sees the same database.
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA journal_mode=WAL")
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode=WAL")
 
 
 def _build(manifest: Path, runs: int) -> None:
