@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.w7_profile")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy py-spy's raw (collapsed) stacks into this directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s",
                         stream=sys.stderr)
@@ -166,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                                                        errors))
                 cpu[system] = {role: cpu_seconds(pid) - before[role] for role, pid in every.items()}
                 results[system] = collect(started)
+                if args.keep is not None:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    for _role, _proc, path in started:
+                        if path.exists():
+                            shutil.copy(path, args.keep / f"{system}-{path.name}")
     print(table(results, cpu, seconds, args.runs))
     if errors:
         print("\nerrors:\n" + "\n".join(errors[:20]))
