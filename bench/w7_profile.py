@@ -57,7 +57,10 @@ def bucket(stack: str) -> str:
     """The bucket of one collapsed stack (``frame;frame;...``)."""
     if "updateSizeAndChecksum" in stack:
         # The script's write loop: SQL executing (or waiting on the lock) vs the ORM's Python.
-        in_sqlite = "sqlite3/base.py" in stack and "execute" in stack.rsplit(";", 2)[-2:][0]
+        # SQLite (and its busy handler's sleep) is C code: the leaf Python frame is
+        # the cursor's execute.
+        leaf = stack.rsplit(";", 1)[-1]
+        in_sqlite = "execute" in leaf and "sqlite3/base.py" in leaf
         return ("script: final transaction, in SQLite (incl. waiting for the write lock)"
                 if in_sqlite else "script: final transaction, Django ORM in Python")
     for name, frames in BUCKETS:
