@@ -102,13 +102,42 @@ def measure(sizes: Sizes, workdir: Path, raw: dict[str, Any]) -> None:
                  "files": len(entries), "bytes": w7_corpus.total_bytes(entries),
                  "kinds": dict(Counter(e.kind for e in entries)), "seed": sizes.w7_seed,
                  "pool": POOL, "slice_bytes": _slice_bytes(entries),
-                 "load_before": os.getloadavg()}
+                 "load_before": os.getloadavg(), "cores_before": cores_available()}
     errors = raw["errors"].setdefault("w7", [])
     with systems(fixture) as deployed:
         warm_up(deployed.server, fixture, errors)
         times = _runs(deployed.server, fixture, sizes.w7_runs, errors)
     raw["w7"].update(times)
     raw["w7"]["load_after"] = os.getloadavg()
+    raw["w7"]["cores_after"] = cores_available()
+
+
+def _burn(seconds: float) -> int:
+    """SHA-256 over 1 MiB blocks for ``seconds`` of wall time; how many blocks."""
+    import time
+
+    block, done = b"\x5a" * (1 << 20), 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        hashlib.sha256(block).digest()
+        done += 1
+    return done
+
+
+def cores_available(seconds: float = 0.5) -> float:
+    """How many cores' worth of CPU two processes get right now, against one (≤ 2).
+
+    The machine is shared: when other work takes a core, a 2-slice batch
+    cannot be 2× faster, whatever the worker. W7 records this probe before
+    and after its runs, so its numbers can be read against it.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_burn, [0.05, 0.05]))  # both processes started and warm
+        alone = pool.submit(_burn, seconds).result()
+        together = sum(pool.map(_burn, [seconds, seconds]))
+    return round(together / alone, 2)
 
 
 @dataclass(frozen=True)
@@ -149,6 +178,9 @@ def markdown(raw: dict[str, Any], table: str) -> str:
             f"- Corpus: seed {w7['seed']}, {w7['files']} files, {w7['bytes']:,} bytes "
             f"({_counts(w7['kinds'])}); amworker's 2 slices hash "
             f"{' and '.join(f'{b / 2**20:.1f} MiB' for b in w7['slice_bytes'])}.",
+            f"- Cores' worth of CPU two processes got, against one (a 0.5 s SHA-256 probe "
+            f"in 2 processes): {w7['cores_before']:.2f} before the runs, "
+            f"{w7['cores_after']:.2f} after (2.00 on an idle 2-core machine).",
             f"- Load average (1, 5, 15 min) before: "
             f"{', '.join(f'{v:.2f}' for v in w7['load_before'])}; after: "
             f"{', '.join(f'{v:.2f}' for v in w7['load_after'])} (other work shares the machine).",
