@@ -234,8 +234,9 @@ def a3m_side(python: str, env: Mapping[str, str], *argv: str) -> None:
 
 
 @contextlib.contextmanager
-def systems(fixture: Fixture) -> Iterator[VenvStack]:
-    """gearmand and Redis, the stock stand-in, amworker's shim and Celery worker."""
+def systems(fixture: Fixture, extra: Mapping[str, str] | None = None) -> Iterator[VenvStack]:
+    """gearmand and Redis, the stock stand-in, amworker's shim and Celery worker
+    (``extra``: more environment for all of them; the profile's phase timer)."""
     python, root = fixture.python, fixture.root
     work = root / "stack"
     work.mkdir(parents=True, exist_ok=True)
@@ -245,15 +246,15 @@ def systems(fixture: Fixture) -> Iterator[VenvStack]:
     config = work / "amworker.toml"
     config.write_text(f'[functions."{w7_a3m.SPLIT}"]\nslices = {POOL}\n\n'
                       f'[functions."{w7_a3m.SINGLE}"]\nslices = 1\n')
-    extra = {"AMWORKER_MODULES_FILE": str(modules), "AMWORKER_CONFIG_FILE": str(config),
-             "AMWORKER_CLIENT_SCRIPTS_PACKAGE": "a3m.client.clientScripts",
-             "AMWORKER_DATABASE_URL": f"sqlite:///{root}/db.sqlite",
-             "AMWORKER_SHARED_DIRECTORY": f"{root}/share/",
-             "AMWORKER_LEASE_SECONDS": "10"}
-    with stack(work, env=extra) as deployed:
+    amworker = {"AMWORKER_MODULES_FILE": str(modules), "AMWORKER_CONFIG_FILE": str(config),
+                "AMWORKER_CLIENT_SCRIPTS_PACKAGE": "a3m.client.clientScripts",
+                "AMWORKER_DATABASE_URL": f"sqlite:///{root}/db.sqlite",
+                "AMWORKER_SHARED_DIRECTORY": f"{root}/share/",
+                "AMWORKER_LEASE_SECONDS": "10"}
+    with stack(work, env=amworker) as deployed:
         # The same list of processes: the stack stops them all on the way out.
         venv = VenvStack(**vars(deployed), python=python)
-        venv.env = a3m_env(deployed.env, root)
+        venv.env = {**a3m_env(deployed.env, root), **(extra or {})}
         stock = spawn("w7-stock", [python, "-m", "bench.w7_a3m", "serve", "--server",
                                    venv.server], env=venv.env, workdir=work)
         venv.procs.append(stock)

@@ -11,6 +11,8 @@ stack (:func:`bucket`); the table gives seconds per batch in each. Needs
 py-spy (the ``bench`` extra) and the right to ptrace the processes (root,
 or ``ptrace_scope`` 0). The recorders share the machine's cores, so
 profiled batches are slower than measured ones: read the shares, not the sums.
+``--phases`` times the script's phases in each process instead, with no
+profiler running (:mod:`bench.w7_phases`).
 """
 
 from __future__ import annotations
@@ -140,11 +142,40 @@ def table(results: dict[str, dict[str, Counter[str]]], cpu: dict[str, dict[str, 
     return "\n".join(lines)
 
 
+def phases(fixture: w7.Fixture, workdir: Path, runs: int, errors: list[str]) -> str:
+    """Markdown: per run and process, the phases of each ``call(jobs)`` (seconds)."""
+    import json
+
+    log_path = workdir / "phases.jsonl"
+    hook = Path(__file__).resolve().parent / "w7_phases"
+    extra = {"PYTHONPATH": f"{hook}:{w7.ROOT}", "W7_PHASES_LOG": str(log_path)}
+    lines = ["| run | system | process | jobs | hashing loop | asked → got the write lock "
+             "| final transaction | call(jobs) | batch |", "|---|---|---|---|---|---|---|---|---|"]
+    with w7.systems(fixture, extra) as deployed:
+        w7.warm_up(deployed.server, fixture, errors)
+        for run in range(1, runs + 1):
+            for system in ("stock", "amworker_split"):
+                log_path.unlink(missing_ok=True)
+                elapsed = w7.run_once(deployed.server, fixture, system, run, errors)
+                calls = [json.loads(line) for line in log_path.read_text().splitlines()]
+                for call in sorted(calls, key=lambda c: c["start"]):
+                    lines.append(
+                        f"| {run} | {system} | {call['pid']} | {call['jobs']} | "
+                        f"{call['loop_end'] - call['start']:.2f} | "
+                        f"{call['update_got'] - call['update_asked']:.2f} | "
+                        f"{call['end'] - call['update_asked']:.2f} | "
+                        f"{call['end'] - call['start']:.2f} | {elapsed:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Profile each W7 system over ``--runs`` batches; print the table."""
     parser = argparse.ArgumentParser(prog="python -m bench.w7_profile")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--phases", action="store_true",
+                        help="instead of py-spy, time the script's phases in each process "
+                        "(bench/w7_phases) for the stock design and amworker's 2 slices")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy py-spy's raw (collapsed) stacks into this directory")
     args = parser.parse_args(argv)
@@ -157,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         from dataclasses import replace
 
         fixture = w7.prepare(replace(sizes, w7_runs=args.runs), workdir / "w7")
+        if args.phases:
+            print(phases(fixture, workdir, args.runs, errors))
+            return 1 if errors else 0
         results: dict[str, dict[str, Counter[str]]] = {}
         seconds: dict[str, list[float]] = defaultdict(list)
         cpu: dict[str, dict[str, float]] = {}
