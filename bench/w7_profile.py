@@ -149,7 +149,7 @@ def phases(fixture: w7.Fixture, workdir: Path, runs: int, errors: list[str]) -> 
     log_path = workdir / "phases.jsonl"
     hook = Path(__file__).resolve().parent / "w7_phases"
     extra = {"PYTHONPATH": f"{hook}:{w7.ROOT}", "W7_PHASES_LOG": str(log_path)}
-    lines = ["| run | system | process | jobs | hashing loop | asked → got the write lock "
+    lines = ["| run | system | process | jobs | per-task loop (query, SHA-256) | asked → got the write lock "
              "| final transaction | call(jobs) | batch |", "|---|---|---|---|---|---|---|---|---|"]
     with w7.systems(fixture, extra) as deployed:
         w7.warm_up(deployed.server, fixture, errors)
