@@ -104,9 +104,16 @@ def measure(sizes: Sizes, workdir: Path, raw: dict[str, Any]) -> None:
                  "pool": POOL, "slice_bytes": _slice_bytes(entries),
                  "load_before": os.getloadavg(), "cores_before": cores_available()}
     errors = raw["errors"].setdefault("w7", [])
-    with systems(fixture) as deployed:
-        warm_up(deployed.server, fixture, errors)
-        times = _runs(deployed.server, fixture, sizes.w7_runs, errors)
+    try:
+        with systems(fixture) as deployed:
+            warm_up(deployed.server, fixture, errors)
+            times = _runs(deployed.server, fixture, sizes.w7_runs, errors)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        # W7 runs last: a failure here must not lose the workloads measured before it.
+        log.warning("W7 failed: %s", exc)
+        raw["w7"] = {"measured": False, "reason": f"{NOT_MEASURED}: {str(exc)[:300]}"}
+        errors.append(f"W7 failed: {str(exc)[:300]}")
+        return
     raw["w7"].update(times)
     raw["w7"]["load_after"] = os.getloadavg()
     raw["w7"]["cores_after"] = cores_available()
