@@ -57,7 +57,7 @@ def test_check_reports_the_rabbitmq_broker(rabbit_stack: Stack) -> None:
     # cannot import on purpose, and check reports it.)
     (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("[ ok ] broker:")]
     vhost = rabbit_stack.vhost
-    assert f"reachable at amqp://guest:***@127.0.0.1:{RABBITMQ_PORT}/{vhost} (RabbitMQ " in line
+    assert f"reachable at amqp://guest:**@127.0.0.1:{RABBITMQ_PORT}/{vhost} (RabbitMQ " in line
     assert "guest:guest" not in done.stdout
 
 
