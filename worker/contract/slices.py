@@ -113,7 +113,7 @@ class SliceEnvelope:
         envelope = records.mapping(data, what)
         inline = None
         if "results" in envelope:
-            inline = tuple(results_from_json(envelope["results"], what))
+            inline = tuple(results_from_json(envelope["results"], f"{what} results"))
         tasks = len(inline) if inline is not None and "tasks" not in envelope \
             else records.count(envelope, "tasks", what)
         return cls(index=records.count(envelope, "index", what),
