@@ -93,13 +93,7 @@ class Dispatcher:
         record = PlanRecord(count=plan.slice_count(entry.slices_wanted(), len(specs)), at=self.now())
         ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit)
         if not self.redis.set(keys.plan_key(token), record.encode(), nx=True, ex=ttl):
-            earlier = load_plan(self.redis, token)
-            # A count above the jobs was never planned for this batch (its
-            # token holds its tasks): it would only cut empty slices.
-            if earlier is not None and earlier.count <= max(1, len(specs)):
-                record = earlier
-                log.info("%s batch %s: re-delivered; attaching to the work under way",
-                         entry.function, token)
+            record = self._earlier_plan(entry, token, len(specs)) or record
         parts = plan.split(specs, record.count)
         slices = tuple(
             SliceRef(keys.slice_id(token, i, len(parts)), tuple(s.uuid for s in part))
@@ -107,6 +101,20 @@ class Dispatcher:
         )
         dispatch = Dispatch(token=token, count=len(parts), dispatched_at=record.at, slices=slices)
         return dispatch, parts, not record.sent
+
+    def _earlier_plan(self, entry: ScriptEntry, token: str, jobs: int) -> PlanRecord | None:
+        """The plan the batch's first arrival recorded, unless it is unreadable or absurd."""
+        earlier = load_plan(self.redis, token)
+        if earlier is None:
+            return None
+        # No batch was ever cut into more slices than a batch may have
+        # tasks; an absurd count would only cut millions of empty slices.
+        if earlier.count > max(jobs, self.settings.max_batch_tasks):
+            log.error("%s batch %s: the plan in Redis has %d slices, more than any batch; ignored",
+                      entry.function, token, earlier.count)
+            return None
+        log.info("%s batch %s: re-delivered; attaching to the work under way", entry.function, token)
+        return earlier
 
     def send(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
         """Send the slices, then mark the plan as sent."""
