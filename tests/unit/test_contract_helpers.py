@@ -68,6 +68,15 @@ def test_a_backend_whose_keys_do_not_end_with_the_id_is_refused() -> None:
         keys.result_prefix(_OddBackend())
 
 
+def test_an_app_without_a_result_backend_is_a_clear_error() -> None:
+    bare = Celery("no-backend")
+    try:
+        with pytest.raises(ValueError, match="DisabledBackend stores no results"):
+            keys.result_prefix(bare.backend)
+    finally:
+        bare.close()
+
+
 # --- failing tasks with a cause ---------------------------------------------------------
 
 

@@ -105,6 +105,9 @@ def result_key(backend: ResultKeys, task_id: str) -> str:
     Asked of the backend rather than copied: Celery prefixes it (and a
     ``global_keyprefix`` transport option prefixes that).
     """
+    if not callable(getattr(backend, "get_key_for_task", None)):
+        # Celery's DisabledBackend (no result_backend configured) has none.
+        raise ValueError(f"{type(backend).__name__} stores no results: amworker needs a Redis result backend")
     key = backend.get_key_for_task(task_id)
     return key.decode("utf-8") if isinstance(key, bytes) else key
 
