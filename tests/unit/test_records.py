@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker.batch.answers import answer_record_settlement
 from worker.codec.wire import TaskResult
 from worker.contract.plan import JobSpec, PlanRecord
 from worker.contract.records import SHOWN_CHARS, RecordError
@@ -273,3 +274,19 @@ def test_a_malformed_collect_message_is_a_record_error(kwargs: dict[str, object]
 def test_a_malformed_collect_envelope_is_a_record_error() -> None:
     with pytest.raises(RecordError, match="collect envelope: missing field 'tasks'"):
         CollectEnvelope.from_json({"function": "f", "batch": "b", "slices": 1})
+
+
+# --- the answer record (worker.batch.answers) ------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("{not json", "answer record: not JSON"),
+    ('"done"', "answer record: expected an object, got str"),
+    ('{"at": 1}', "answer record: missing field 'slices'"),
+    ('{"slices": {}}', "answer record: field 'slices' must be list"),
+    ('{"slices": []}', "answer record's failed: expected a list of results, got NoneType"),
+    ("[1]", r"answer record\[0\]: expected an object"),
+])
+def test_a_malformed_answer_record_is_a_record_error(raw: str, message: str) -> None:
+    with pytest.raises(RecordError, match=message):
+        answer_record_settlement(raw)

@@ -20,6 +20,7 @@ from typing import Any
 
 from worker.batch.dispatch import SliceRef
 from worker.codec.wire import TaskResult
+from worker.contract import records
 from worker.contract.slices import results_from_json
 from worker.errors import Cause, reason
 
@@ -43,20 +44,20 @@ def answer_record(settlement: Settlement, at: float) -> str:
 
 
 def answer_record_settlement(raw: bytes | str) -> Settlement:
-    """Decode an answer record (raises ValueError or RecordError if it is not one).
+    """Decode an answer record (raises :class:`~worker.contract.records.RecordError` if it is not one).
 
     The results of slices that are gone (past the re-delivery grace) are
     answered "answered before": the batch is not run again.
     """
-    record = json.loads(raw)
+    record = records.loads(raw, "answer record")
     if isinstance(record, list):
         # Written by a shim of amworker before answer records (found through
         # keys.legacy_token during an upgrade): the whole answer.
         return Settlement(failed={r.uuid: r for r in results_from_json(record, "answer record")})
-    if not isinstance(record, dict) or not isinstance(record.get("slices"), list):
-        raise ValueError("not an answer record")
+    record = records.mapping(record, "answer record")
+    slices = records.field(record, "slices", list, "answer record")
     return Settlement(
-        finished=tuple(SliceRef(str(i), ()) for i in record["slices"]),
+        finished=tuple(SliceRef(str(i), ()) for i in slices),
         failed={r.uuid: r for r in results_from_json(record.get("failed"), "answer record's failed")},
         missing=reason(Cause.ANSWERED_BEFORE, f"this batch was answered at {_when(record.get('at'))}; "
                        "its results are no longer kept and it is not run again"),

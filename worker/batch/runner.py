@@ -42,6 +42,7 @@ from worker.codec.wire import Batch, TaskResult, TaskSpec, decode_request, encod
 from worker.config import Settings
 from worker.contract import keys, lifetimes, plan
 from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
+from worker.contract.records import RecordError
 from worker.contract.results import fail_tasks, failed_results, utcnow
 from worker.errors import REASON_PREFIX, Cause, DecodeError, reason
 from worker.scripts.registry import Registry, ScriptEntry
@@ -332,7 +333,7 @@ class BatchRunner:
             return None
         try:
             return answer_record_settlement(raw)
-        except (ValueError, DecodeError) as exc:
+        except RecordError as exc:
             log.error("batch %s: stored answer unreadable, answering its tasks with the cause: %s",
                       token, exc)
             return Settlement(missing=reason(

@@ -37,7 +37,7 @@ from worker.contract.plan import PlanRecord
 from worker.contract.records import RecordError
 from worker.contract.results import failed_results
 from worker.contract.slices import SliceEnvelope, decode_results
-from worker.errors import Cause, DecodeError, reason
+from worker.errors import Cause, reason
 from worker.scripts.registry import ScriptEntry
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class Settler:
         if snapshot.answered is not None:
             # Another lane (a re-delivery attached alongside) answered the
             # batch and tidied its keys away; its record says where all is.
-            with contextlib.suppress(ValueError, DecodeError):
+            with contextlib.suppress(RecordError):
                 return answer_record_settlement(snapshot.answered)
         when = self._deadlines(entry, dispatch, snapshot.planned)
         verdicts = [decide(state, when) for state in snapshot.states]
