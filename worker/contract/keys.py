@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 #: Prefix of every key amworker writes to Redis itself.
 PREFIX = "amworker"
@@ -86,8 +86,13 @@ def outcome_key(task_id: str) -> str:
     return f"{PREFIX}:outcome:{task_id}"
 
 
+@runtime_checkable
 class ResultKeys(Protocol):
-    """The part of a Celery result backend that names where a task's result is stored."""
+    """The part of a Celery result backend that names where a task's result is stored.
+
+    Celery's key-value backends (Redis among them) have it; its typed
+    ``Backend`` base does not declare it, so backends are checked at run time.
+    """
 
     def get_key_for_task(self, task_id: str, key: str = "") -> bytes | str:
         """The key of ``task_id``'s stored result."""
@@ -99,20 +104,20 @@ class ResultKeys(Protocol):
 _PROBE_ID = "amworker-prefix-probe"
 
 
-def result_key(backend: ResultKeys, task_id: str) -> str:
+def result_key(backend: object, task_id: str) -> str:
     """The key (and pub/sub channel) of ``task_id``'s stored result, as Celery names it.
 
     Asked of the backend rather than copied: Celery prefixes it (and a
     ``global_keyprefix`` transport option prefixes that).
     """
-    if not callable(getattr(backend, "get_key_for_task", None)):
+    if not isinstance(backend, ResultKeys):
         # Celery's DisabledBackend (no result_backend configured) has none.
         raise ValueError(f"{type(backend).__name__} stores no results: amworker needs a Redis result backend")
     key = backend.get_key_for_task(task_id)
     return key.decode("utf-8") if isinstance(key, bytes) else key
 
 
-def result_prefix(backend: ResultKeys) -> str:
+def result_prefix(backend: object) -> str:
     """The prefix of every stored result's key: ``result_key(backend, id) == prefix + id``.
 
     For the shim's hot paths (one string concatenation per key) and its
