@@ -74,20 +74,21 @@ def run_slice(
                                         "count": count, "jobs": jobs, "script": script})
     planned = planned_script(self.request) or message.script
     client = self.request.hostname or node_name()
-    with batch_context(function, keys.unique_of(batch, function), f"{index + 1}/{count}"):
-        if not self.runtime.claim(task_id, client, function):
+    with batch_context(message.function, keys.unique_of(message.batch, message.function),
+                       f"{message.index + 1}/{message.count}"):
+        if not self.runtime.claim(task_id, client, message.function):
             # Delivered again (or given up by the shim): never run twice, and
             # never report twice -- a second report would upset the chord counter.
             raise Ignore()
         with self.runtime.lease(task_id):
             results = self.runtime.run_slice(
-                function, message.jobs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,),
-                script=planned,
+                message.function, message.jobs, client=client,
+                soft_limit_errors=(SoftTimeLimitExceeded,), script=planned,
             )
             # Inside the lease: a shim must never see this slice neither
             # leased nor finished.
-            self.runtime.store_outcome(task_id, function, results)
-    return SliceEnvelope(index=index, count=count, tasks=len(results)).to_json()
+            self.runtime.store_outcome(task_id, message.function, results)
+    return SliceEnvelope(index=message.index, count=message.count, tasks=len(results)).to_json()
 
 
 def planned_script(request: Any) -> str | None:
@@ -130,5 +131,5 @@ def collect(self: Task, function: str, batch: str, slices: list[str]) -> dict[st
     message = CollectMessage.from_kwargs({"function": function, "batch": batch, "slices": slices})
     tasks = sum(SliceEnvelope.from_json(self.app.AsyncResult(slice_id).result).tasks
                 for slice_id in message.slices)
-    return CollectEnvelope(function=function, batch=batch, slices=len(message.slices),
+    return CollectEnvelope(function=message.function, batch=message.batch, slices=len(message.slices),
                            tasks=tasks).to_json()
