@@ -54,7 +54,7 @@ def inprocess_answerer() -> Answer:
     from worker.contract.plan import JobSpec
     from worker.contract.results import failed_results
     from worker.pool import bookkeeping
-    from worker.pool.executor import build_jobs, results_of, run_script
+    from worker.pool.executor import build_jobs, job_results, run_script
     from worker.scripts import imports as script_imports
     from worker.scripts.registry import load_registry
 
@@ -87,7 +87,7 @@ def inprocess_answerer() -> Answer:
                                      policy=policy)
         jobs = build_jobs(function, specs, max_output_bytes=entry.options.max_output_bytes or 0)
         run_script(entry.module, jobs)
-        results = results_of(jobs)
+        results = job_results(jobs)
         if writes_rows:
             bookkeeping.mark_finished(results, capture_output=settings.capture_output,
                                       policy=policy)

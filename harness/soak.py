@@ -13,8 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import redis
+from celery import Celery
 
 from harness.controller import make_tasks, submit
+from worker.celery import celery_config
+from worker.config import Settings
+from worker.contract import keys
 
 
 def rss_mb(pid: int) -> float:
@@ -23,6 +27,16 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"/proc/{pid}/status has no VmRSS")
+
+
+def result_prefix() -> str:
+    """Celery's key (and channel) prefix for stored results, under amworker's Celery settings."""
+    app = Celery("result-prefix")
+    app.conf.update(celery_config(Settings()))
+    try:
+        return keys.result_prefix(app.backend)
+    finally:
+        app.close()
 
 
 def _count(client: redis.Redis, pattern: str) -> int:
@@ -52,6 +66,7 @@ class Sampler:
         self.pid = pid
         self.client = client
         self.every = every
+        self.meta_pattern = result_prefix() + "*"
         self.samples: list[Sample] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -89,7 +104,7 @@ class Sampler:
             redis_used_mb=round(int(info["used_memory"]) / 2**20, 3),
             keys=int(self.client.dbsize()),
             amworker_keys=_count(self.client, "amworker:*"),
-            meta_keys=_count(self.client, "celery-task-meta-*"),
+            meta_keys=_count(self.client, self.meta_pattern),
         )
 
 

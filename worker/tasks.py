@@ -19,7 +19,14 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from worker.celery import app
 from worker.contract import keys
 from worker.contract.keys import SCRIPT_HEADER
-from worker.contract.plan import JobSpec
+from worker.contract.slices import (
+    COLLECT,
+    RUN_SLICE,
+    CollectEnvelope,
+    CollectMessage,
+    SliceEnvelope,
+    SliceMessage,
+)
 from worker.logs import batch_context
 
 # Imported for the Celery signals they connect. Celery imports this module
@@ -42,7 +49,7 @@ class SliceTask(Task[..., dict[str, Any]]):
         return SliceTask._runtime
 
 
-@app.task(bind=True, base=SliceTask, name="amworker.run_slice")
+@app.task(bind=True, base=SliceTask, name=RUN_SLICE)
 def run_slice(
     self: SliceTask,
     function: str,
@@ -51,33 +58,37 @@ def run_slice(
     count: int,
     jobs: list[dict[str, Any]],
     script: str | None = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Run slice ``index`` of ``count`` of ``batch``: ``call(jobs)`` of ``function``.
 
-    The results are stored under the slice's own key (see
-    :meth:`WorkerRuntime.store_outcome`); Celery's result is a small envelope.
-    The script entry the shim planned for comes in a message header
-    (``keys.SCRIPT_HEADER``); ``script`` is where a shim of the previous
-    release put it.
+    The parameters are :class:`~worker.contract.slices.SliceMessage`'s
+    fields. The results are stored under the slice's own key (see
+    :meth:`WorkerRuntime.store_outcome`); Celery's result is a small
+    :class:`~worker.contract.slices.SliceEnvelope`. The script entry the shim
+    planned for comes in a message header (``keys.SCRIPT_HEADER``);
+    ``script`` is where a shim of the previous release put it.
     """
     task_id = require_task_id(self.request.id)
-    script = planned_script(self.request) or script
+    # A malformed message raises RecordError here, before anything is claimed.
+    message = SliceMessage.from_kwargs({"function": function, "batch": batch, "index": index,
+                                        "count": count, "jobs": jobs, "script": script})
+    planned = planned_script(self.request) or message.script
     client = self.request.hostname or node_name()
-    with batch_context(function, keys.unique_of(batch, function), f"{index + 1}/{count}"):
-        if not self.runtime.claim(task_id, client, function):
+    with batch_context(message.function, keys.unique_of(message.batch, message.function),
+                       f"{message.index + 1}/{message.count}"):
+        if not self.runtime.claim(task_id, client, message.function):
             # Delivered again (or given up by the shim): never run twice, and
             # never report twice -- a second report would upset the chord counter.
             raise Ignore()
-        specs = [JobSpec.from_json(job) for job in jobs]
         with self.runtime.lease(task_id):
             results = self.runtime.run_slice(
-                function, specs, client=client, soft_limit_errors=(SoftTimeLimitExceeded,),
-                script=script,
+                message.function, message.jobs, client=client,
+                soft_limit_errors=(SoftTimeLimitExceeded,), script=planned,
             )
             # Inside the lease: a shim must never see this slice neither
             # leased nor finished.
-            self.runtime.store_outcome(task_id, function, results)
-    return {"index": index, "count": count, "tasks": len(results)}
+            self.runtime.store_outcome(task_id, message.function, results)
+    return SliceEnvelope(index=message.index, count=message.count, tasks=len(results)).to_json()
 
 
 def planned_script(request: Any) -> str | None:
@@ -106,19 +117,20 @@ def require_task_id(task_id: str | None) -> str:
     return task_id
 
 
-@app.task(bind=True, name="amworker.collect")
-def collect(self: Task[..., dict[str, Any]], function: str, batch: str, slices: list[str]) -> dict[str, Any]:
+@app.task(bind=True, name=COLLECT)
+def collect(self: Task[..., dict[str, object]], function: str, batch: str,
+            slices: list[str]) -> dict[str, object]:
     """Chord callback: one small "all slices reported" result for the shim to wake on.
 
-    The chord fires only once every slice reported success; the results
-    themselves stay under each slice's own key (the shim fetches them once).
-    A slice that failed never gets here (the shim assembles those batches
-    itself, see worker.batch.settling).
+    The parameters are :class:`~worker.contract.slices.CollectMessage`'s
+    fields. The chord fires only once every slice reported success; the
+    results themselves stay under each slice's own key (the shim fetches them
+    once). A slice that failed never gets here (the shim assembles those
+    batches itself, see worker.batch.settling). A slice without a readable
+    envelope raises :class:`~worker.contract.records.RecordError`.
     """
-    tasks = 0
-    for slice_id in slices:
-        part = self.app.AsyncResult(slice_id).result
-        if not isinstance(part, dict) or not isinstance(part.get("tasks"), int):
-            raise ValueError(f"slice {slice_id} has no stored result: {part!r}")
-        tasks += part["tasks"]
-    return {"function": function, "batch": batch, "slices": len(slices), "tasks": tasks}
+    message = CollectMessage.from_kwargs({"function": function, "batch": batch, "slices": slices})
+    tasks = sum(SliceEnvelope.from_json(self.app.AsyncResult(slice_id).result).tasks
+                for slice_id in message.slices)
+    return CollectEnvelope(function=message.function, batch=message.batch, slices=len(message.slices),
+                           tasks=tasks).to_json()

@@ -10,6 +10,7 @@ import pytest
 
 from harness.controller import make_tasks, submit_bg
 from harness.services import Stack, gearman_status
+from harness.soak import result_prefix
 from tests.faults.helpers import (
     assert_all_answered,
     config_file,
@@ -42,7 +43,7 @@ def test_restarted_shim_attaches_and_every_task_runs_once(faststack: Stack, tmp_
     shim.kill()  # SIGKILL: the Gearman connections drop, gearmand re-queues both jobs
     gate_b.touch()
     token_b = keys.batch_token("record_v0.0", unique_b, b"", tasks_b)
-    collect_b = "celery-task-meta-" + keys.collect_id(token_b)
+    collect_b = result_prefix() + keys.collect_id(token_b)
     wait_until(lambda: faststack.redis.exists(collect_b) == 1, timeout=60,
                what="batch B to finish on Celery while no shim runs")
     wait_until(lambda: gearman_status(faststack.gearman_port)["record_v0.0"][0] >= 2,

@@ -34,9 +34,8 @@ import pytest
 
 from harness.controller import make_tasks, submit
 from harness.services import Proc, Stack, stack
-from harness.soak import MixedLoad, Sampler, second_half, slope_per_minute, summarise
+from harness.soak import MixedLoad, Sampler, result_prefix, second_half, slope_per_minute, summarise
 from tests.faults.helpers import FAST, children, config_file, kill, records
-from worker.batch.watcher import META_PREFIX
 from worker.errors import Cause
 
 SOAK_SECONDS = float(os.environ.get("AMWORKER_SOAK_SECONDS", "45"))
@@ -300,7 +299,7 @@ def test_shim_keeps_no_result_channel_subscribed(tmp_path: Path) -> None:
             tasks = make_tasks(arguments)
             answer = submit(s.server, function, tasks, timeout=120)
             assert answer.results is not None and set(answer.results) == set(tasks)
-        assert s.redis.pubsub_channels(META_PREFIX + "*") == []
+        assert s.redis.pubsub_channels(result_prefix() + "*") == []
         clients = s.redis.client_list()
         subscribed = [c for c in clients if int(c.get("sub", 0)) > 0]
         assert subscribed == [], subscribed

@@ -27,7 +27,7 @@ from harness.services import ROOT, start_redis
 from worker.batch.answers import Settlement
 from worker.batch.dispatch import Dispatch, SliceRef
 from worker.batch.runner import ANSWER_SLOTS, BatchRunner
-from worker.batch.watcher import META_PREFIX, ResultWatcher
+from worker.batch.watcher import ResultWatcher
 from worker.celery import celery_config
 from worker.codec.records import Encoding, TaskResult
 from worker.codec.wire import decode_request, decode_result, encode_request
@@ -62,7 +62,7 @@ def runner(redis_port: int, tmp_path: Path) -> Iterator[BatchRunner]:
     app = Celery("runner-test")
     app.conf.update(celery_config(settings))
     client = redis.Redis.from_url(url, socket_timeout=10)
-    watcher = ResultWatcher(client)
+    watcher = ResultWatcher(client, prefix=keys.result_prefix(app.backend))
     watcher.start()
     try:
         yield BatchRunner(settings=settings, registry=load_registry(settings), app=app,
@@ -210,7 +210,7 @@ def test_results_left_inline_by_an_older_worker_are_still_read(runner: BatchRunn
     (task_id,) = make_tasks(["a"])
     slice_id = f"echo_v0.0:{uuid.uuid4()}:x:slice-1-of-1"
     done = failed_results([task_id], "script said no")
-    runner.redis.set(META_PREFIX + slice_id, json.dumps(
+    runner.redis.set(runner.settler.result_prefix + slice_id, json.dumps(
         {"status": "SUCCESS", "result": {"index": 0, "count": 1, "results": [r.to_json() for r in done]}}))
 
     found = runner.settler.fetch(Settlement(finished=(SliceRef(slice_id, (task_id,)),)))
@@ -276,7 +276,7 @@ def test_a_batch_dispatched_by_an_older_shim_is_attached_to(runner: BatchRunner)
     legacy = _legacy("echo_v0.0", unique)
     runner.redis.set(keys.plan_key(legacy), json.dumps({"count": 1, "at": time.time(), "sent": True}))
     done = TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ran once", stderr="")
-    runner.redis.set(META_PREFIX + keys.slice_id(legacy, 0, 1), json.dumps(
+    runner.redis.set(runner.settler.result_prefix + keys.slice_id(legacy, 0, 1), json.dumps(
         {"status": "SUCCESS", "result": {"index": 0, "count": 1, "results": [done.to_json()]}}))
 
     answer = runner.answer("echo_v0.0", unique, _payload(tasks))

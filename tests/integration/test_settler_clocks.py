@@ -164,7 +164,7 @@ def shim(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
         return real_revoke(task_id, **options)
 
     monkeypatch.setattr(app.control, "revoke", revoke)
-    watcher = ResultWatcher(client)
+    watcher = ResultWatcher(client, prefix=keys.result_prefix(app.backend))
     watcher.start()
     assert watcher.connected.wait(10), "the result watcher never subscribed"
     registry = load_registry(settings)

@@ -10,8 +10,8 @@ import pytest
 
 from worker.client.job import Job
 from worker.contract.plan import JobSpec
-from worker.contract.results import failed_results
-from worker.pool.executor import build_jobs, fail_jobs, results_of, run_script
+from worker.contract.results import fail_jobs, failed_results
+from worker.pool.executor import build_jobs, job_results, run_script
 
 # run_script makes the process a subreaper: hand that back after each test.
 pytestmark = pytest.mark.usefixtures("restores_subreaper")
@@ -223,7 +223,7 @@ def test_the_reason_goes_on_its_own_line_after_partial_output() -> None:
 # --- results -------------------------------------------------------------------------
 
 
-def test_results_of_reports_each_job(clock: Clock) -> None:
+def test_job_results_reports_each_job(clock: Clock) -> None:
     def body(jobs: list[Job]) -> None:
         jobs[0].print_output("out")
         jobs[1].set_status(5)
@@ -233,7 +233,7 @@ def test_results_of_reports_each_job(clock: Clock) -> None:
     jobs[2].uuid = "task-quiet"
     run_script(Script(body), jobs, clock=clock)
 
-    results = results_of(jobs, clock=clock)
+    results = job_results(jobs, clock=clock)
 
     assert [(r.uuid, r.exit_code, r.stdout, r.stderr, r.wants_output) for r in results] == [
         ("task-0", 0, "out\n", "", True),
@@ -243,8 +243,8 @@ def test_results_of_reports_each_job(clock: Clock) -> None:
     assert {r.finished_at for r in results} == {T0 + timedelta(seconds=1)}
 
 
-def test_results_of_a_job_without_end_time_uses_the_clock(clock: Clock) -> None:
-    (result,) = results_of(make_jobs(1), clock=clock)
+def test_job_results_a_job_without_end_time_uses_the_clock(clock: Clock) -> None:
+    (result,) = job_results(make_jobs(1), clock=clock)
 
     assert result.finished_at == T0
 

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.contract.plan import JobSpec, slice_count, split
+from worker.contract.records import RecordError
 
 
 def specs(n: int) -> list[JobSpec]:
@@ -101,7 +102,7 @@ def test_jobspec_json_form() -> None:
 
 
 def test_jobspec_refuses_an_argv_that_is_not_a_list() -> None:
-    with pytest.raises(TypeError, match="argv must be a list"):
+    with pytest.raises(RecordError, match="'argv' must be list"):
         JobSpec.from_json({"uuid": "u", "argv": "a b", "wants_output": True})
 
 

@@ -73,7 +73,7 @@ class RecordingStop:
 def run_watcher(script: list[bool], monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], ScriptedClient]:
     monkeypatch.setattr(watcher_module, "RECONNECT", EXACT)
     client = ScriptedClient(script)
-    watcher = ResultWatcher(client)  # type: ignore[arg-type]
+    watcher = ResultWatcher(client, prefix="celery-task-meta-")  # type: ignore[arg-type]
     stop = RecordingStop(limit=len(script))
     watcher._stopping = stop  # type: ignore[assignment]
     watcher._run()

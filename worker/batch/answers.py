@@ -20,6 +20,8 @@ from typing import Any
 
 from worker.batch.dispatch import SliceRef
 from worker.codec.records import TaskResult
+from worker.contract import records
+from worker.contract.slices import results_from_json
 from worker.errors import Cause, reason
 
 
@@ -42,21 +44,21 @@ def answer_record(settlement: Settlement, at: float) -> str:
 
 
 def answer_record_settlement(raw: bytes | str) -> Settlement:
-    """Decode an answer record (raises ValueError or DecodeError if it is not one).
+    """Decode an answer record (raises :class:`~worker.contract.records.RecordError` if it is not one).
 
     The results of slices that are gone (past the re-delivery grace) are
     answered "answered before": the batch is not run again.
     """
-    record = json.loads(raw)
+    record = records.loads(raw, "answer record")
     if isinstance(record, list):
         # Written by a shim of amworker before answer records (found through
         # keys.legacy_token during an upgrade): the whole answer.
-        return Settlement(failed={r.uuid: r for r in stored_results(record, strict=True)})
-    if not isinstance(record, dict) or not isinstance(record.get("slices"), list):
-        raise ValueError("not an answer record")
+        return Settlement(failed={r.uuid: r for r in results_from_json(record, "answer record")})
+    record = records.mapping(record, "answer record")
+    slices = records.field(record, "slices", list, "answer record")
     return Settlement(
-        finished=tuple(SliceRef(str(i), ()) for i in record["slices"]),
-        failed={r.uuid: r for r in stored_results(record.get("failed"), strict=True)},
+        finished=tuple(SliceRef(str(i), ()) for i in slices),
+        failed={r.uuid: r for r in results_from_json(record.get("failed"), "answer record's failed")},
         missing=reason(Cause.ANSWERED_BEFORE, f"this batch was answered at {_when(record.get('at'))}; "
                        "its results are no longer kept and it is not run again"),
     )
@@ -78,21 +80,6 @@ def answers_tasks(raw: bytes | str, uuids: Iterable[str]) -> bool:
         return True
     answered = {item.get("uuid") for item in record if isinstance(item, dict)}
     return set(uuids) <= answered
-
-
-def stored_results(items: Any, *, strict: bool = False) -> list[TaskResult]:
-    """The results in ``items`` (stored JSON); anything but a list of objects gives none.
-
-    With ``strict``, anything unexpected raises :class:`ValueError` (or
-    :class:`~worker.errors.DecodeError` for a malformed result) instead.
-    """
-    if not isinstance(items, list):
-        if strict:
-            raise ValueError(f"expected a list of results, got {type(items).__name__}")
-        return []
-    if strict and not all(isinstance(item, dict) for item in items):
-        raise ValueError("expected a list of result objects")
-    return [TaskResult.from_json(item) for item in items if isinstance(item, dict)]
 
 
 def _when(at: Any) -> str:

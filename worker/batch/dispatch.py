@@ -8,12 +8,10 @@ the work under way instead of sending it again.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from amqp.exceptions import AMQPError
@@ -22,6 +20,9 @@ from kombu import exceptions as kombu_errors
 
 from worker.config import Settings
 from worker.contract import keys, lifetimes, plan
+from worker.contract.plan import PlanRecord
+from worker.contract.records import RecordError
+from worker.contract.slices import COLLECT, RUN_SLICE, CollectMessage, SliceMessage
 from worker.scripts.registry import ScriptEntry
 
 log = logging.getLogger(__name__)
@@ -89,29 +90,37 @@ class Dispatcher:
         its slice count, so it computes the same ids and attaches to the work
         instead of sending it again.
         """
-        count = plan.slice_count(entry.slices_wanted(), len(specs))
-        record: dict[str, Any] = {"count": count, "at": self.now(), "sent": False}
+        record = PlanRecord(count=plan.slice_count(entry.slices_wanted(), len(specs)), at=self.now())
         ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit)
-        if not self.redis.set(keys.plan_key(token), json.dumps(record), nx=True, ex=ttl):
-            earlier = load_plan(self.redis, token)
-            if earlier is not None:
-                record = earlier
-                log.info("%s batch %s: re-delivered; attaching to the work under way",
-                         entry.function, token)
-        parts = plan.split(specs, int(record["count"]))
+        if not self.redis.set(keys.plan_key(token), record.encode(), nx=True, ex=ttl):
+            record = self._earlier_plan(entry, token, len(specs)) or record
+        parts = plan.split(specs, record.count)
         slices = tuple(
             SliceRef(keys.slice_id(token, i, len(parts)), tuple(s.uuid for s in part))
             for i, part in enumerate(parts)
         )
-        dispatch = Dispatch(token=token, count=len(parts), dispatched_at=float(record["at"]),
-                            slices=slices)
-        return dispatch, parts, not record.get("sent")
+        dispatch = Dispatch(token=token, count=len(parts), dispatched_at=record.at, slices=slices)
+        return dispatch, parts, not record.sent
+
+    def _earlier_plan(self, entry: ScriptEntry, token: str, jobs: int) -> PlanRecord | None:
+        """The plan the batch's first arrival recorded, unless it is unreadable or absurd."""
+        earlier = load_plan(self.redis, token)
+        if earlier is None:
+            return None
+        # No batch was ever cut into more slices than a batch may have
+        # tasks; an absurd count would only cut millions of empty slices.
+        if earlier.count > max(jobs, self.settings.max_batch_tasks):
+            log.error("%s batch %s: the plan in Redis has %d slices, more than any batch; ignored",
+                      entry.function, token, earlier.count)
+            return None
+        log.info("%s batch %s: re-delivered; attaching to the work under way", entry.function, token)
+        return earlier
 
     def send(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
         """Send the slices, then mark the plan as sent."""
         self._send_chord(entry, dispatch, parts)
-        record = {"count": dispatch.count, "at": dispatch.dispatched_at, "sent": True}
-        self.redis.set(keys.plan_key(dispatch.token), json.dumps(record),
+        record = PlanRecord(count=dispatch.count, at=dispatch.dispatched_at, sent=True)
+        self.redis.set(keys.plan_key(dispatch.token), record.encode(),
                        ex=lifetimes.key_ttl(self.settings, entry.options.time_limit))
 
     def _send_chord(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
@@ -120,11 +129,15 @@ class Dispatcher:
         # never start later, even after its abandoned claim expired: the
         # worker drops a message past its expiry unrun.
         expires = self.settings.queue_wait + lifetimes.MARGIN_SECONDS
+        messages = [
+            SliceMessage(function=entry.function, batch=dispatch.token, index=i, count=dispatch.count,
+                         jobs=tuple(part))
+            for i, part in enumerate(parts)
+        ]
         header = [
             self.app.signature(
-                "amworker.run_slice",
-                kwargs={"function": entry.function, "batch": dispatch.token, "index": i,
-                        "count": dispatch.count, "jobs": [s.to_json() for s in part]},
+                RUN_SLICE,
+                kwargs=message.to_kwargs(),
                 task_id=ref.task_id,
                 # The entry planned for: a worker mapping the function to
                 # another module refuses the slice (script mismatch). A
@@ -137,20 +150,20 @@ class Dispatcher:
                 soft_time_limit=options.soft_time_limit,
                 expires=expires,
                 # What Flower and the logs show instead of a wall of argv.
-                shadow=f"{entry.function} slice {i + 1}/{dispatch.count}",
-                kwargsrepr=repr({"function": entry.function, "batch": dispatch.token,
-                                 "slice": f"{i + 1}/{dispatch.count}", "tasks": len(part)}),
+                shadow=f"{entry.function} slice {message.index + 1}/{dispatch.count}",
+                kwargsrepr=message.repr_kwargs(),
             )
-            for i, (ref, part) in enumerate(zip(dispatch.slices, parts, strict=True))
+            for ref, message in zip(dispatch.slices, messages, strict=True)
         ]
         # Immutable: the callback is not handed the slices' results as its
         # arguments but reads them itself. With extended results on (for
         # Flower) Celery would otherwise store every slice's output twice
         # more in the callback's own result, and the shim would read it twice.
+        collect = CollectMessage(function=entry.function, batch=dispatch.token,
+                                 slices=tuple(ref.task_id for ref in dispatch.slices))
         body = self.app.signature(
-            "amworker.collect",
-            kwargs={"function": entry.function, "batch": dispatch.token,
-                    "slices": [ref.task_id for ref in dispatch.slices]},
+            COLLECT,
+            kwargs=collect.to_kwargs(),
             immutable=True,
             task_id=keys.collect_id(dispatch.token),
             queue=options.queue,
@@ -165,7 +178,7 @@ class Dispatcher:
         log.debug("%s batch %s: dispatched %d slice(s)", entry.function, dispatch.token, dispatch.count)
 
 
-def load_plan(client: redis.Redis, token: str) -> dict[str, Any] | None:
+def load_plan(client: redis.Redis, token: str) -> PlanRecord | None:
     """The batch's plan as recorded in Redis, or ``None`` if there is none."""
     raw = client.get(keys.plan_key(token))
     if raw is None:
@@ -173,14 +186,10 @@ def load_plan(client: redis.Redis, token: str) -> dict[str, Any] | None:
     return decode_plan(raw)
 
 
-def decode_plan(raw: bytes | str) -> dict[str, Any] | None:
+def decode_plan(raw: bytes | str) -> PlanRecord | None:
     """A stored plan, or ``None`` if it is not one (logged: it is treated as absent)."""
     try:
-        loaded = json.loads(raw)
-    except ValueError:
-        loaded = None
-    if not isinstance(loaded, dict) or not isinstance(loaded.get("count"), int) \
-            or not isinstance(loaded.get("at"), int | float):
-        log.error("unreadable plan in Redis, ignored: %.200r", raw)
+        return PlanRecord.decode(raw)
+    except RecordError as exc:
+        log.error("unreadable plan in Redis, ignored: %s", exc)
         return None
-    return loaded

@@ -19,6 +19,7 @@ Sending the slices (once, however often the batch arrives) is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -33,8 +34,8 @@ from worker.batch.answers import Settlement, answer_record, answer_record_settle
 from worker.batch.dispatch import BROKER_ERRORS, Dispatch, Dispatcher
 from worker.batch.intake import prepare_batch
 from worker.batch.metrics import BatchObserver, NullObserver
-from worker.batch.settling import BrokerTrouble, Settler, with_wants
-from worker.batch.watcher import META_PREFIX, ResultWatcher
+from worker.batch.settling import BrokerTrouble, Settler
+from worker.batch.watcher import ResultWatcher
 from worker.codec.argv import Paths
 from worker.codec.limits import Limits
 from worker.codec.records import Batch, TaskResult, TaskSpec
@@ -42,7 +43,8 @@ from worker.codec.wire import decode_request, encode_result
 from worker.config import Settings
 from worker.contract import keys, lifetimes, plan
 from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
-from worker.contract.results import failed_results, utcnow
+from worker.contract.records import RecordError
+from worker.contract.results import fail_tasks, failed_results, utcnow
 from worker.errors import REASON_PREFIX, Cause, DecodeError, reason
 from worker.scripts.registry import Registry, ScriptEntry
 
@@ -237,9 +239,7 @@ class BatchRunner:
 
     def _fail(self, tasks: Sequence[TaskSpec | plan.JobSpec], text: str) -> dict[str, TaskResult]:
         """Exit code 1 and ``text`` for tasks that cannot run (read or prepared ones)."""
-        wants = {t.uuid: t.wants_output for t in tasks}
-        return {r.uuid: r for r in failed_results(list(wants), text, wants_output=wants.__getitem__,
-                                                   clock=self.clock)}
+        return fail_tasks(tasks, text, clock=self.clock)
 
     # -- dispatching -----------------------------------------------------------
 
@@ -313,7 +313,9 @@ class BatchRunner:
             result = found.get(task.uuid)
             if result is None:
                 result = failed_results([task.uuid], missing, clock=self.clock)[0]
-            results.append(with_wants(result, task.wants_output))
+            # As the request asked: a result recalled or made without the
+            # task at hand (an answer record, a lost slice) may say otherwise.
+            results.append(dataclasses.replace(result, wants_output=task.wants_output))
         return results
 
     def _stored_answer(self, token: str) -> Settlement | None:
@@ -332,7 +334,7 @@ class BatchRunner:
             return None
         try:
             return answer_record_settlement(raw)
-        except (ValueError, DecodeError) as exc:
+        except RecordError as exc:
             log.error("batch %s: stored answer unreadable, answering its tasks with the cause: %s",
                       token, exc)
             return Settlement(missing=reason(
@@ -359,8 +361,9 @@ class BatchRunner:
             pipe.set(keys.answer_key(token), answer_record(settlement, self.now()), ex=record_ttl)
             for task_id in ids:
                 pipe.expire(keys.outcome_key(task_id), grace)
-            pipe.delete(keys.plan_key(token), META_PREFIX + keys.collect_id(token),
-                        *(META_PREFIX + i for i in ids), *(keys.lease_key(i) for i in ids))
+            meta = self.settler.result_prefix
+            pipe.delete(keys.plan_key(token), meta + keys.collect_id(token),
+                        *(meta + i for i in ids), *(keys.lease_key(i) for i in ids))
             pipe.execute()
         except redis.RedisError as exc:
             # Everything left has its own TTL; a re-delivery now re-attaches.

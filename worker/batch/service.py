@@ -17,6 +17,7 @@ from worker.batch.watcher import ResultWatcher
 from worker.celery import app
 from worker.config import Settings
 from worker.config.display import redact
+from worker.contract import keys
 from worker.errors import ConfigError
 from worker.gearman_shim import GearmanShim, install_signal_handlers
 from worker.scripts.probe import probe_registry
@@ -84,7 +85,7 @@ def build_shim(settings: Settings, registry: Registry | None = None) -> tuple[Ge
         socket_timeout=30,
         socket_keepalive=True,
     )
-    watcher = ResultWatcher(client)
+    watcher = ResultWatcher(client, prefix=keys.result_prefix(app.backend))
     metrics = ShimMetrics() if settings.metrics_port is not None else None
     runner = BatchRunner(settings=settings, registry=registry, app=app, client=client,
                          watcher=watcher, observer=metrics)

@@ -8,7 +8,9 @@ running, makes sure it can never start later.
 
 Settling reads only small keys (Celery's envelopes, claims, leases); the
 slices' results are fetched once, afterwards, by :meth:`Settler.fetch`. What
-one slice came to is the pure function :func:`decide`.
+one slice came to is the pure function :func:`decide`, and what the batch
+came to the pure :func:`tally`; :class:`Settler` reads Redis before them and
+carries out a give-up after.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,18 +27,21 @@ from typing import Any
 import redis
 from celery import Celery
 
-from worker.batch.answers import Settlement, answer_record_settlement, stored_results
+from worker.batch.answers import Settlement, answer_record_settlement
 from worker.batch.dispatch import Dispatch, SliceRef, decode_plan
-from worker.batch.watcher import META_PREFIX
 from worker.codec.records import TaskResult
 from worker.config import Settings
 from worker.contract import keys, lifetimes
 from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
+from worker.contract.plan import PlanRecord
+from worker.contract.records import RecordError
 from worker.contract.results import failed_results
-from worker.errors import Cause, DecodeError, reason
+from worker.contract.slices import SliceEnvelope, decode_results
+from worker.errors import Cause, reason
 from worker.scripts.registry import ScriptEntry
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class GiveUp:
@@ -154,8 +159,26 @@ class BrokerTrouble:
                 self.last = now
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What one poll read of a dispatched batch from Redis, decoded (small keys only)."""
+
+    #: The batch's final envelope (the chord callback's, or the only slice's) says success.
+    delivered: bool
+    #: Each slice's state, in slice order (empty when ``delivered``).
+    states: tuple[SliceState, ...] = ()
+    #: The raw plan and answer record (``None`` when absent).
+    planned: bytes | None = None
+    answered: bytes | None = None
+
+
 class Settler:
-    """Reads a dispatched batch's state from Redis and settles it, giving up on lost slices."""
+    """Reads a dispatched batch's state from Redis and settles it, giving up on lost slices.
+
+    Each poll is three steps: :meth:`_read` (Redis, small keys), the pure
+    :func:`decide` per slice and :func:`tally`, and the effects of a slice
+    given up (:meth:`_give_up`: abandoned claim, revoke, log).
+    """
 
     def __init__(
         self,
@@ -170,6 +193,8 @@ class Settler:
         self.settings = settings
         # For revoking a slice given up on.
         self.app = app
+        # Asked of Celery once, here: its backend is per thread.
+        self.result_prefix = keys.result_prefix(app.backend)
         self.redis = client
         self.clock = clock
         # Wall-clock seconds: dispatch times are shared between shim processes.
@@ -188,14 +213,31 @@ class Settler:
         slice and log it again until the rest of the batch settled.
         """
         given_up = {} if given_up is None else given_up
+        snapshot = self._read(dispatch)
+        if snapshot.delivered:
+            return Settlement(finished=dispatch.slices)
+        if snapshot.answered is not None:
+            # Another lane (a re-delivery attached alongside) answered the
+            # batch and tidied its keys away; its record says where all is.
+            with contextlib.suppress(RecordError):
+                return answer_record_settlement(snapshot.answered)
+        when = self._deadlines(entry, dispatch, snapshot.planned)
+        verdicts = [decide(state, when) for state in snapshot.states]
+        for ref, verdict in zip(dispatch.slices, verdicts, strict=True):
+            if isinstance(verdict, GiveUp) and ref.task_id not in given_up:
+                given_up[ref.task_id] = self._give_up(entry, ref, verdict)
+        return tally(dispatch.slices, verdicts, given_up, wants)
+
+    def _read(self, dispatch: Dispatch) -> Snapshot:
+        """One poll's reads, noting Redis's failures and stalls in :attr:`trouble`."""
         started = self.now()
         try:
-            delivered = _decode(self.redis.get(META_PREFIX + dispatch.done_id))
+            delivered = _decode(self.redis.get(self.result_prefix + dispatch.done_id))
             if delivered and delivered.get("status") == "SUCCESS":
                 self.trouble.answered(started)
-                return Settlement(finished=dispatch.slices)
+                return Snapshot(delivered=True)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.mget([META_PREFIX + s.task_id for s in dispatch.slices])
+            pipe.mget([self.result_prefix + s.task_id for s in dispatch.slices])
             pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
             pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
             pipe.get(keys.plan_key(dispatch.token))
@@ -205,73 +247,58 @@ class Settler:
             self.trouble.failed()
             raise
         self.trouble.answered(started)
-        if answered is not None:
-            # Another lane (a re-delivery attached alongside) answered the
-            # batch and tidied its keys away; its record says where all is.
-            with contextlib.suppress(ValueError, DecodeError):
-                return answer_record_settlement(answered)
-        when = Deadlines(
+        states = tuple(SliceState(_decode(meta), _decode(claim), lease is not None)
+                       for meta, claim, lease in zip(metas, claims, leases, strict=True))
+        return Snapshot(delivered=False, states=states, planned=planned, answered=answered)
+
+    def _deadlines(self, entry: ScriptEntry, dispatch: Dispatch, planned: bytes | None) -> Deadlines:
+        """What this poll judges the batch's slices against."""
+        return Deadlines(
             now=self.now(), dispatched_at=dispatch.dispatched_at, queue_wait=self.settings.queue_wait,
             limit=(entry.options.time_limit or self.settings.time_limit) + LIMIT_GRACE_SECONDS,
             lease_ttl=lifetimes.lease_ttl(self.settings), queue=str(entry.options.queue),
             lost_at=self._state_lost_at(entry, dispatch, planned), trouble_at=self.trouble.last)
-        finished: list[SliceRef] = []
-        failed: dict[str, TaskResult] = {}
-        pending = 0
-        for ref, meta, claim, lease in zip(dispatch.slices, metas, claims, leases, strict=True):
-            verdict = decide(SliceState(_decode(meta), _decode(claim), lease is not None), when)
-            if verdict is PENDING:
-                pending += 1
-            elif isinstance(verdict, GiveUp):
-                if ref.task_id not in given_up:
-                    given_up[ref.task_id] = self._give_up(entry, ref, verdict)
-                failed.update(given_up[ref.task_id])
-            else:
-                finished.append(ref)
-        if pending:
-            return None
-        return Settlement(finished=tuple(finished),
-                          failed={u: r for u, r in failed.items() if u in wants})
 
     def fetch(self, settlement: Settlement) -> dict[str, TaskResult]:
         """The settled batch's results: each finished slice's, fetched once, and the failed ones."""
         found: dict[str, TaskResult] = {}
         for ref in settlement.finished:
-            try:
-                raw = self.redis.get(keys.outcome_key(ref.task_id))
-            except redis.RedisError as exc:
-                found.update(self._lost(ref, reason(Cause.BROKER_LOST,
-                                                    f"cannot fetch the slice's results: {exc}")))
-                continue
-            if raw is None:
-                raw = self._inline_results(ref)
-            if raw is None:
-                found.update(self._lost(ref, reason(
-                    Cause.BROKER_LOST, "the slice finished but its results are gone from Redis "
-                    "(evicted? check maxmemory-policy)")))
-                continue
-            try:
-                found.update({r.uuid: r for r in stored_results(json.loads(raw), strict=True)})
-            except (ValueError, DecodeError) as exc:
-                log.exception("slice %s: stored results unreadable", ref.task_id)
-                found.update(self._lost(ref, reason(Cause.INTERNAL,
-                                                    f"the slice's stored results are unreadable: {exc}")))
+            found.update(self._fetch_slice(ref))
         found.update(settlement.failed)
         return found
 
-    def _inline_results(self, ref: SliceRef) -> str | None:
+    def _fetch_slice(self, ref: SliceRef) -> dict[str, TaskResult]:
+        """One finished slice's results, or its tasks failed with why they cannot be had."""
+        try:
+            raw = self.redis.get(keys.outcome_key(ref.task_id))
+        except redis.RedisError as exc:
+            return self._lost(ref, reason(Cause.BROKER_LOST, f"cannot fetch the slice's results: {exc}"))
+        try:
+            results = decode_results(raw) if raw is not None else self._inline_results(ref)
+        except RecordError as exc:
+            return self._lost(ref, reason(Cause.INTERNAL,
+                                          f"the slice's stored results are unreadable: {exc}"))
+        if results is None:
+            return self._lost(ref, reason(
+                Cause.BROKER_LOST, "the slice finished but its results are gone from Redis "
+                "(evicted? check maxmemory-policy)"))
+        return {r.uuid: r for r in results}
+
+    def _inline_results(self, ref: SliceRef) -> list[TaskResult] | None:
         """Results a worker of an older amworker left inside Celery's result, if any.
 
-        Such a worker (mid-upgrade) returns its results instead of storing
-        them under their own key.
+        Such a worker (mid-upgrade) returns its results in its envelope
+        instead of storing them under their own key.
         """
         try:
-            meta = _decode(self.redis.get(META_PREFIX + ref.task_id))
+            meta = _decode(self.redis.get(self.result_prefix + ref.task_id))
         except redis.RedisError:
             return None
         result = meta.get("result") if meta else None
-        inline = result.get("results") if isinstance(result, dict) else None
-        return json.dumps(inline) if isinstance(inline, list) else None
+        if not isinstance(result, dict) or "results" not in result:
+            return None
+        inline = SliceEnvelope.from_json(result).inline
+        return None if inline is None else list(inline)
 
     def _lost(self, ref: SliceRef, text: str) -> dict[str, TaskResult]:
         log.error("slice %s: %s", ref.task_id, text)
@@ -287,16 +314,15 @@ class Settler:
         """
         record = decode_plan(planned) if planned is not None else None
         if record is None:
-            record = {"count": dispatch.count, "at": dispatch.dispatched_at, "sent": True,
-                      "lost_at": self.now()}
+            record = PlanRecord(count=dispatch.count, at=dispatch.dispatched_at, sent=True,
+                                lost_at=self.now())
             log.warning("batch %s: Redis lost its state (restarted without persistence?)",
                         dispatch.token)
-            if not self.redis.set(keys.plan_key(dispatch.token), json.dumps(record), nx=True,
+            if not self.redis.set(keys.plan_key(dispatch.token), record.encode(), nx=True,
                                   ex=lifetimes.key_ttl(self.settings, entry.options.time_limit)):
                 raw = self.redis.get(keys.plan_key(dispatch.token))
                 record = (decode_plan(raw) if raw is not None else None) or record
-        lost = record.get("lost_at")
-        return float(lost) if isinstance(lost, int | float) else None
+        return record.lost_at
 
     def _give_up(self, entry: ScriptEntry, ref: SliceRef, verdict: GiveUp) -> dict[str, TaskResult]:
         """Fail a slice's tasks, and make sure it can never start later."""
@@ -314,6 +340,26 @@ class Settler:
         return {r.uuid: r for r in failed_results(list(ref.uuids), verdict.text, clock=self.clock)}
 
 
+def tally(slices: Sequence[SliceRef], verdicts: Sequence[Verdict],
+          given_up: Mapping[str, Mapping[str, TaskResult]], wants: Mapping[str, bool]) -> Settlement | None:
+    """The batch's settlement from its slices' verdicts; ``None`` while one is pending.
+
+    ``given_up`` holds the results made for each slice given up, by slice id
+    (every :class:`GiveUp` among ``verdicts`` has its entry); only the tasks
+    in ``wants`` (the batch's own) are kept.
+    """
+    if any(verdict is PENDING for verdict in verdicts):
+        return None
+    finished: list[SliceRef] = []
+    failed: dict[str, TaskResult] = {}
+    for ref, verdict in zip(slices, verdicts, strict=True):
+        if isinstance(verdict, GiveUp):
+            failed.update((u, r) for u, r in given_up[ref.task_id].items() if u in wants)
+        else:
+            finished.append(ref)
+    return Settlement(finished=tuple(finished), failed=failed)
+
+
 def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
@@ -322,14 +368,6 @@ def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def with_wants(result: TaskResult, wants_output: bool) -> TaskResult:
-    """``result``, with ``wants_output`` as the request asked for its task."""
-    if result.wants_output == wants_output:
-        return result
-    return TaskResult(uuid=result.uuid, exit_code=result.exit_code, finished_at=result.finished_at,
-                      stdout=result.stdout, stderr=result.stderr, wants_output=wants_output)
 
 
 def _failure_reason(meta: Mapping[str, Any]) -> str:

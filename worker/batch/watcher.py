@@ -28,16 +28,18 @@ from worker.backoff import RECONNECT
 
 log = logging.getLogger(__name__)
 
-#: Celery's Redis backend key (and channel) prefix for task results.
-META_PREFIX = "celery-task-meta-"
-
 
 class ResultWatcher:
-    """One pub/sub listener fanning out "result stored" to registered waiters."""
+    """One pub/sub listener fanning out "result stored" to registered waiters.
 
-    def __init__(self, client: redis.Redis, *, pattern: str = META_PREFIX + "*") -> None:
+    ``prefix`` is Celery's key (and channel) prefix for task results
+    (``keys.result_prefix(app.backend)``); a channel is the prefix and a task id.
+    """
+
+    def __init__(self, client: redis.Redis, *, prefix: str) -> None:
         self._client = client
-        self._pattern = pattern
+        self._prefix = prefix
+        self._pattern = prefix + "*"
         self._lock = threading.Lock()
         self._waiters: dict[str, set[threading.Event]] = {}
         self._stopping = threading.Event()
@@ -117,7 +119,7 @@ class ResultWatcher:
                 channel = message["channel"]
                 if isinstance(channel, bytes):
                     channel = channel.decode("utf-8", "replace")
-                self._wake(channel[len(META_PREFIX):])
+                self._wake(channel[len(self._prefix):])
         finally:
             with contextlib.suppress(redis.RedisError, OSError):
                 pubsub.close()

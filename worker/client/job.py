@@ -261,6 +261,9 @@ class Job:
         try:
             yield
         except Exception as exc:  # noqa: BLE001 - stock's boundary: any script fault
+            # Stock's text and exit code, not worker.contract.results.fail_jobs
+            # (a cause on a line of its own, a failed job's code kept): scripts
+            # and their tests compare this stderr with the stock worker's.
             self.write_error(str(exc))
             self.write_error(traceback.format_exc())
             self.set_status(1, status_code="error")

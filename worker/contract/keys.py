@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
 
 #: Prefix of every key amworker writes to Redis itself.
 PREFIX = "amworker"
@@ -83,6 +84,50 @@ def answer_key(token: str) -> str:
 def outcome_key(task_id: str) -> str:
     """A finished slice's results, stored by the slice (never sent over pub/sub)."""
     return f"{PREFIX}:outcome:{task_id}"
+
+
+@runtime_checkable
+class ResultKeys(Protocol):
+    """The part of a Celery result backend that names where a task's result is stored.
+
+    Celery's key-value backends (Redis among them) have it; its typed
+    ``Backend`` base does not declare it, so backends are checked at run time.
+    """
+
+    def get_key_for_task(self, task_id: str, key: str = "") -> bytes | str:
+        """The key of ``task_id``'s stored result."""
+        ...
+
+
+#: A task id that names no task: Celery refuses an empty one, so the prefix
+#: is what remains of this one's key without it.
+_PROBE_ID = "amworker-prefix-probe"
+
+
+def result_key(backend: object, task_id: str) -> str:
+    """The key (and pub/sub channel) of ``task_id``'s stored result, as Celery names it.
+
+    Asked of the backend rather than copied: Celery prefixes it (and a
+    ``global_keyprefix`` transport option prefixes that).
+    """
+    if not isinstance(backend, ResultKeys):
+        # Celery's DisabledBackend (no result_backend configured) has none.
+        raise ValueError(f"{type(backend).__name__} stores no results: amworker needs a Redis result backend")
+    key = backend.get_key_for_task(task_id)
+    return key.decode("utf-8") if isinstance(key, bytes) else key
+
+
+def result_prefix(backend: object) -> str:
+    """The prefix of every stored result's key: ``result_key(backend, id) == prefix + id``.
+
+    For the shim's hot paths (one string concatenation per key) and its
+    pub/sub pattern. Read it once per process: Celery keeps a backend per
+    thread, and asking from a lane would build one there.
+    """
+    key = result_key(backend, _PROBE_ID)
+    if not key.endswith(_PROBE_ID):
+        raise ValueError(f"Celery's result key {key!r} does not end with the task id")
+    return key.removesuffix(_PROBE_ID)
 
 
 #: Message header naming the script entry a slice was planned for (a header,

@@ -1,14 +1,18 @@
-"""Planning a batch: the runnable jobs and how they are cut into slices.
+"""Planning a batch: the runnable jobs, how they are cut into slices, the plan kept.
 
 ``k = min(slices wanted, number of jobs)`` slices of as-equal-as-possible
 size, in payload order, so slice ``i`` always holds the same jobs for the same
-batch: a re-delivered batch plans exactly the same slices.
+batch: a re-delivered batch plans exactly the same slices. The
+:class:`PlanRecord` kept in Redis is what makes a re-delivery find ``k``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from worker.contract import records
 
 
 @dataclass(frozen=True)
@@ -24,16 +28,64 @@ class JobSpec:
         return {"uuid": self.uuid, "argv": list(self.argv), "wants_output": self.wants_output}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> JobSpec:
-        """Inverse of :meth:`to_json`."""
-        argv = data["argv"]
-        if not isinstance(argv, list):
-            raise TypeError("argv must be a list")
+    def from_json(cls, data: object) -> JobSpec:
+        """Inverse of :meth:`to_json`; raises :class:`~worker.contract.records.RecordError`."""
+        what = "job"
+        job = records.mapping(data, what)
+        uuid = records.field(job, "uuid", str, what)
+        what = f"job {records.show(uuid)}"
+        argv = records.field(job, "argv", list, what)
+        for arg in argv:
+            records.check(arg, "argv", str, what)
+        return cls(uuid=uuid, argv=tuple(argv), wants_output=records.field(job, "wants_output", bool, what))
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """A batch's plan, kept in Redis (``keys.plan_key``) from its first arrival.
+
+    Written three times: before the slices are sent (``sent`` false), once
+    they are (``sent`` true), and by a shim that found Redis had lost it
+    (``lost_at``, so a re-delivery attaches instead of sending again). Read
+    by every arrival of the batch, to reuse its slice count.
+    """
+
+    #: How many slices the batch was cut into.
+    count: int
+    #: When the batch was first dispatched (wall-clock seconds, shared by shims).
+    at: float
+    #: True once the slices were handed to the broker.
+    sent: bool = False
+    #: When a shim found Redis had lost the batch's state, if one did.
+    lost_at: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-safe form (``lost_at`` only when set, as earlier releases wrote it)."""
+        data: dict[str, object] = {"count": self.count, "at": self.at, "sent": self.sent}
+        if self.lost_at is not None:
+            data["lost_at"] = self.lost_at
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> PlanRecord:
+        """Inverse of :meth:`to_json`; raises :class:`~worker.contract.records.RecordError`."""
+        what = "plan record"
+        plan = records.mapping(data, what)
         return cls(
-            uuid=str(data["uuid"]),
-            argv=tuple(str(a) for a in argv),
-            wants_output=bool(data["wants_output"]),
+            count=records.count(plan, "count", what, minimum=1),
+            at=records.seconds(plan, "at", what),
+            sent=records.optional(plan, "sent", bool, what, False),
+            lost_at=records.optional_seconds(plan, "lost_at", what),
         )
+
+    def encode(self) -> str:
+        """The value stored in Redis."""
+        return json.dumps(self.to_json())
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> PlanRecord:
+        """A stored plan; :class:`~worker.contract.records.RecordError` if it is not one."""
+        return cls.from_json(records.loads(raw, "plan record"))
 
 
 def slice_count(wanted: int, jobs: int) -> int:

@@ -30,7 +30,7 @@ from worker.client.job import Job
 from worker.codec.records import TaskResult
 from worker.config import DEFAULT_MAX_LOG_BYTES
 from worker.contract.plan import JobSpec
-from worker.contract.results import Clock, utcnow
+from worker.contract.results import Clock, fail_jobs, utcnow
 from worker.errors import Cause, reason
 from worker.pool import stray_output
 from worker.scripts.registry import ClientScript
@@ -164,19 +164,8 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def fail_jobs(jobs: Sequence[Job], reason: str) -> None:
-    """Give every job exit code 1 (unless already failed) and ``reason`` in stderr."""
-    for job in jobs:
-        if not job.error_buffer.ends_with_newline():
-            job.write_error("\n")  # the reason starts a line of its own
-        job.write_error(reason if reason.endswith("\n") else reason + "\n")
-        if not job.get_exit_code():
-            # A job that had already failed keeps its own, more telling code.
-            job.set_status(1, "error")
-
-
-def results_of(jobs: Sequence[Job], *, clock: Clock = utcnow) -> list[TaskResult]:
-    """The wire results of finished jobs."""
+def job_results(jobs: Sequence[Job], *, clock: Clock = utcnow) -> list[TaskResult]:
+    """The wire results of finished jobs (what their script made of them)."""
     now = clock()
     return [
         TaskResult(

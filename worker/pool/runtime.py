@@ -30,11 +30,12 @@ from worker.codec.records import TaskResult
 from worker.config import Settings, current_settings
 from worker.contract import keys, lifetimes
 from worker.contract.plan import JobSpec
-from worker.contract.results import failed_results, utcnow
+from worker.contract.results import fail_tasks, utcnow
+from worker.contract.slices import encode_results
 from worker.pool import bookkeeping
 from worker.pool import metrics as worker_metrics
 from worker.pool.bookkeeping import RetryPolicy
-from worker.pool.executor import build_jobs, results_of, run_script
+from worker.pool.executor import build_jobs, job_results, run_script
 from worker.pool.job_metrics import JobMetrics
 from worker.scripts import imports as script_imports
 from worker.scripts.registry import Registry, load_registry
@@ -100,7 +101,7 @@ class WorkerRuntime:
         also published on pub/sub, where a large one (captured output) would
         overflow the shim's client output buffer and cut its connection.
         """
-        body = json.dumps([r.to_json() for r in results])
+        body = encode_results(results)
         # The script has run: losing its results to a Redis blip would answer
         # a finished script "worker lost". Retried for one lease TTL, the time
         # a shim allows a lease to lapse while Redis is away (the lease is
@@ -169,18 +170,12 @@ class WorkerRuntime:
         mismatch = self.registry.mismatch(function, script)
         if mismatch is not None:
             log.error("%s: refusing a slice: %s", function, mismatch)
-            wants = {s.uuid: s.wants_output for s in specs}
-            return failed_results(list(wants), errors.reason(errors.Cause.SCRIPT_MISMATCH, mismatch),
-                                  wants_output=wants.__getitem__)
+            return _failed(specs, errors.reason(errors.Cause.SCRIPT_MISMATCH, mismatch))
         close_old_connections()
         entry = self.registry.get(function)
         if entry is None or entry.module is None:
             reason = entry.import_error if entry else f"unknown function {function!r}"
-            wants = {s.uuid: s.wants_output for s in specs}
-            return failed_results(
-                list(wants), errors.reason(errors.Cause.IMPORT_FAILED, str(reason)),
-                wants_output=wants.__getitem__,
-            )
+            return _failed(specs, errors.reason(errors.Cause.IMPORT_FAILED, str(reason)))
         uuids = [spec.uuid for spec in specs]
         if self.bookkeeping:
             try:
@@ -190,12 +185,8 @@ class WorkerRuntime:
                 # would not serve the script's own queries either, and the
                 # controller must see a true exit code and why, not a result
                 # whose row says the task never started.
-                wants = {s.uuid: s.wants_output for s in specs}
-                return failed_results(
-                    uuids, errors.reason(errors.Cause.DATABASE_UNAVAILABLE,
-                                         f"{exc}; the script was not run"),
-                    wants_output=wants.__getitem__,
-                )
+                return _failed(specs, errors.reason(errors.Cause.DATABASE_UNAVAILABLE,
+                                                    f"{exc}; the script was not run"))
         jobs = build_jobs(
             function, specs,
             max_output_bytes=entry.options.max_output_bytes or self.settings.max_output_bytes,
@@ -204,7 +195,7 @@ class WorkerRuntime:
         started = utcnow()
         run_script(entry.module, jobs, soft_limit_errors=soft_limit_errors,
                    max_log_bytes=self.settings.max_log_bytes)
-        results = results_of(jobs)
+        results = job_results(jobs)
         if self.metrics is not None:
             self.metrics.record(function, results, started=started)
         if self.bookkeeping:
@@ -216,6 +207,11 @@ class WorkerRuntime:
                 )
         close_old_connections()
         return results
+
+
+def _failed(specs: Sequence[JobSpec], reason: str) -> list[TaskResult]:
+    """Every job of a slice that was not run, failed with ``reason``, in slice order."""
+    return list(fail_tasks(specs, reason).values())
 
 
 def node_name() -> str:

@@ -1,0 +1,84 @@
+"""Unit tests of how the dispatcher records and reads back a batch's plan.
+
+The Redis stand-in keeps values as Redis does (``SET NX`` refuses to
+overwrite, ``GET`` returns bytes); the Celery app is never reached, since
+planning sends nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from celery import Celery
+
+from worker.batch.dispatch import Dispatcher, decode_plan
+from worker.config import FunctionOptions, Settings
+from worker.contract import keys
+from worker.contract.plan import JobSpec, PlanRecord
+from worker.scripts.registry import ScriptEntry
+
+TOKEN = "echo_v0.0:u:digest"
+ENTRY = ScriptEntry(function="echo_v0.0", module_name="echo_args", options=FunctionOptions(slices=2))
+SPECS = [JobSpec(uuid=f"t{i}", argv=(), wants_output=True) for i in range(4)]
+
+
+class _Redis:
+    """``SET`` (with ``NX``) and ``GET`` over a dict, values kept as bytes."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, bytes] = {}
+
+    def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
+        if nx and key in self.kept:
+            return False
+        self.kept[key] = value.encode()
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        return self.kept.get(key)
+
+
+def _dispatcher(client: _Redis) -> Dispatcher:
+    return Dispatcher(settings=Settings(max_batch_tasks=128), app=Celery("plan-test"),
+                      client=client, wallclock=lambda: 1000.0)  # type: ignore[arg-type]
+
+
+def test_the_first_arrival_records_an_unsent_plan() -> None:
+    client = _Redis()
+
+    dispatch, parts, fresh = _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS)
+
+    assert fresh and dispatch.count == 2 and [len(p) for p in parts] == [2, 2]
+    assert PlanRecord.decode(client.kept[keys.plan_key(TOKEN)]) == PlanRecord(count=2, at=1000.0)
+
+
+def test_a_redelivery_reuses_the_recorded_count_and_time() -> None:
+    client = _Redis()
+    client.kept[keys.plan_key(TOKEN)] = PlanRecord(count=3, at=5.0, sent=True).encode().encode()
+
+    dispatch, parts, fresh = _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS)
+
+    assert not fresh
+    assert (dispatch.count, dispatch.dispatched_at) == (3, 5.0)
+    assert dispatch.slices[2].task_id == keys.slice_id(TOKEN, 2, 3)
+
+
+@pytest.mark.parametrize("stored", [
+    b"{not json", b'{"count": "3", "at": 5}', b'{"count": 3}', b'{"count": 3, "at": NaN}',
+    json.dumps({"count": 10**12, "at": 5, "sent": True}).encode(),
+], ids=["garbage", "count-text", "no-time", "nan", "absurd-count"])
+def test_an_unreadable_or_absurd_plan_is_planned_afresh(
+        stored: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    client = _Redis()
+    client.kept[keys.plan_key(TOKEN)] = stored
+
+    dispatch, parts, fresh = _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS)
+
+    assert fresh and dispatch.count == 2 and len(parts) == 2
+    assert any(r.levelname == "ERROR" and "plan" in r.getMessage() for r in caplog.records)
+
+
+def test_decode_plan_is_none_for_anything_but_a_plan() -> None:
+    assert decode_plan(b'{"count": 1, "at": 2, "sent": true}') == PlanRecord(count=1, at=2.0, sent=True)
+    assert decode_plan(b"[]") is None

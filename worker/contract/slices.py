@@ -1,0 +1,198 @@
+"""What crosses between the shim and the pool for one slice, as records.
+
+* :class:`SliceMessage`: the shim's ``amworker.run_slice`` message (its
+  keyword arguments). Its fields are the task's parameters; a unit test
+  fails if the two drift apart, since nothing else checks a message sent by
+  name against the task that receives it.
+* :class:`SliceEnvelope`: Celery's stored result of a slice. Small, whatever
+  the output: a result is also published on pub/sub, where a large one would
+  overflow the shim's client output buffer.
+* :func:`encode_results` / :func:`decode_results`: the slice's results, kept
+  under their own key (``keys.outcome_key``) and fetched once by the shim.
+* :class:`CollectMessage` / :class:`CollectEnvelope`: the same for the chord
+  callback that wakes the shim once every slice reported.
+
+Every ``from_json`` raises :class:`~worker.contract.records.RecordError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from worker.codec.records import TaskResult
+from worker.contract import records
+from worker.contract.plan import JobSpec
+from worker.contract.records import RecordError
+from worker.errors import DecodeError
+
+#: Celery name of the task that runs one slice (worker.tasks.run_slice).
+RUN_SLICE = "amworker.run_slice"
+#: Celery name of the chord callback (worker.tasks.collect).
+COLLECT = "amworker.collect"
+
+
+@dataclass(frozen=True)
+class SliceMessage:
+    """Slice ``index`` of ``count`` of ``batch``: ``call(jobs)`` of ``function``.
+
+    The fields are :func:`worker.tasks.run_slice`'s parameters, by name.
+    """
+
+    function: str
+    #: The batch token (worker.contract.keys.batch_token).
+    batch: str
+    index: int
+    count: int
+    jobs: tuple[JobSpec, ...]
+    #: Where a shim of the previous release named the script entry; this
+    #: release sends it in a header (keys.SCRIPT_HEADER), so it stays None.
+    script: str | None = None
+
+    def to_kwargs(self) -> dict[str, object]:
+        """The task's keyword arguments, JSON-safe.
+
+        ``script`` only when set: a worker of an older release has no such
+        parameter, and an unknown argument would fail every slice.
+        """
+        kwargs: dict[str, object] = {
+            "function": self.function, "batch": self.batch, "index": self.index,
+            "count": self.count, "jobs": [job.to_json() for job in self.jobs],
+        }
+        if self.script is not None:
+            kwargs["script"] = self.script
+        return kwargs
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, object]) -> SliceMessage:
+        """Inverse of :meth:`to_kwargs`; raises :class:`~worker.contract.records.RecordError`."""
+        what = "slice message"
+        count = records.count(kwargs, "count", what, minimum=1)
+        index = records.count(kwargs, "index", what)
+        if index >= count:
+            raise RecordError(f"{what}: index {index} is not below count {count}")
+        jobs = records.field(kwargs, "jobs", list, what)
+        return cls(
+            function=records.field(kwargs, "function", str, what),
+            batch=records.field(kwargs, "batch", str, what),
+            index=index,
+            count=count,
+            jobs=tuple(JobSpec.from_json(job) for job in jobs),
+            script=records.optional(kwargs, "script", str, what, None),
+        )
+
+    def repr_kwargs(self) -> str:
+        """What Flower and the logs show instead of a wall of argv."""
+        return repr({"function": self.function, "batch": self.batch,
+                     "slice": f"{self.index + 1}/{self.count}", "tasks": len(self.jobs)})
+
+
+@dataclass(frozen=True)
+class SliceEnvelope:
+    """Celery's stored result of a slice: which slice it was, and how many tasks ran."""
+
+    index: int
+    count: int
+    tasks: int
+    #: The results themselves, only in an envelope from a worker of an older
+    #: release (mid-upgrade), which returned them instead of storing them.
+    inline: tuple[TaskResult, ...] | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-safe form (Celery's JSON result serializer)."""
+        data: dict[str, object] = {"index": self.index, "count": self.count, "tasks": self.tasks}
+        if self.inline is not None:
+            data["results"] = [r.to_json() for r in self.inline]
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> SliceEnvelope:
+        """Inverse of :meth:`to_json`, also for an older worker's envelope (results inline)."""
+        what = "slice envelope"
+        envelope = records.mapping(data, what)
+        inline = None
+        if "results" in envelope:
+            inline = tuple(results_from_json(envelope["results"], f"{what} results"))
+        tasks = len(inline) if inline is not None and "tasks" not in envelope \
+            else records.count(envelope, "tasks", what)
+        return cls(index=records.count(envelope, "index", what),
+                   count=records.count(envelope, "count", what, minimum=1), tasks=tasks, inline=inline)
+
+
+@dataclass(frozen=True)
+class CollectMessage:
+    """The chord callback's arguments: the slices whose envelopes it combines.
+
+    The fields are :func:`worker.tasks.collect`'s parameters, by name.
+    """
+
+    function: str
+    batch: str
+    slices: tuple[str, ...]
+
+    def to_kwargs(self) -> dict[str, object]:
+        """The task's keyword arguments, JSON-safe."""
+        return {"function": self.function, "batch": self.batch, "slices": list(self.slices)}
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, object]) -> CollectMessage:
+        """Inverse of :meth:`to_kwargs`; raises :class:`~worker.contract.records.RecordError`."""
+        what = "collect message"
+        slices = records.field(kwargs, "slices", list, what)
+        return cls(
+            function=records.field(kwargs, "function", str, what),
+            batch=records.field(kwargs, "batch", str, what),
+            slices=tuple(records.check(s, "slices", str, what) for s in slices),
+        )
+
+
+@dataclass(frozen=True)
+class CollectEnvelope:
+    """The chord callback's stored result: "every slice reported", and how many tasks."""
+
+    function: str
+    batch: str
+    slices: int
+    tasks: int
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-safe form (Celery's JSON result serializer)."""
+        return {"function": self.function, "batch": self.batch, "slices": self.slices, "tasks": self.tasks}
+
+    @classmethod
+    def from_json(cls, data: object) -> CollectEnvelope:
+        """Inverse of :meth:`to_json`; raises :class:`~worker.contract.records.RecordError`."""
+        what = "collect envelope"
+        envelope = records.mapping(data, what)
+        return cls(function=records.field(envelope, "function", str, what),
+                   batch=records.field(envelope, "batch", str, what),
+                   slices=records.count(envelope, "slices", what),
+                   tasks=records.count(envelope, "tasks", what))
+
+
+def encode_results(results: Sequence[TaskResult]) -> str:
+    """A slice's results as stored under ``keys.outcome_key`` (and in answer records)."""
+    return json.dumps([r.to_json() for r in results])
+
+
+def decode_results(raw: bytes | str) -> list[TaskResult]:
+    """Inverse of :func:`encode_results`; raises :class:`~worker.contract.records.RecordError`."""
+    return results_from_json(records.loads(raw, "stored results"), "stored results")
+
+
+def results_from_json(items: object, what: str = "stored results") -> list[TaskResult]:
+    """The results in ``items`` (a parsed JSON list of result objects)."""
+    if not isinstance(items, list):
+        raise RecordError(f"{what}: expected a list of results, got {type(items).__name__}: "
+                          f"{records.show(items)}")
+    results = []
+    for position, item in enumerate(items):
+        try:
+            results.append(TaskResult.from_json(records.mapping(item, f"{what}[{position}]")))
+        except RecordError:
+            raise
+        except DecodeError as exc:
+            # TaskResult's own message quotes the task UUID, which may be huge.
+            raise RecordError(f"{what}[{position}]: {records.show(str(exc))}") from None
+    return results
