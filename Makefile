@@ -41,12 +41,17 @@ run: services
 stop:
 	@scripts/stop-services
 
-# The compose test runs first and pytest last, whatever the first's outcome,
-# so pytest's summary closes the output; either failing fails `make test`.
+# The compose test (mostly waiting on containers) runs beside the unit tests
+# (no services, no timing), its output shown when both are done; then the
+# rest of pytest, whatever the first two's outcome, so its summary closes the
+# output. Any of the three failing fails `make test`.
 test: lint
 	@scripts/ensure-test-tools
-	@status=0; scripts/test-compose || status=1; \
-	$(BIN)/pytest -q -p no:cacheprovider || status=$$?; \
+	@status=0; log=$$(mktemp); \
+	scripts/test-compose > "$$log" 2>&1 & compose=$$!; \
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit || status=$$?; \
+	wait $$compose || status=1; cat "$$log"; rm -f "$$log"; \
+	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/unit || status=$$?; \
 	exit $$status
 
 test-unit: $(STAMP)
