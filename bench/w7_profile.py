@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench import memory, w7, w7_a3m
 from bench.sizes import SIZES
-from harness.services import ROOT
+from harness.services import ROOT, Stack
 
 log = logging.getLogger("bench")
 
@@ -103,7 +103,7 @@ def collect(started: list[tuple[str, subprocess.Popen[bytes], Path]]) -> dict[st
     return found
 
 
-def _pids(deployed: w7.VenvStack, system: str) -> tuple[dict[str, int], dict[str, int]]:
+def _pids(deployed: Stack, system: str) -> tuple[dict[str, int], dict[str, int]]:
     """The processes to record with py-spy (those running the script), and all of them."""
     procs = {p.name: p.pid for p in deployed.procs}
     if system == "stock":

