@@ -21,13 +21,13 @@ ARG PIP_INDEX_URL=""
 # The dependencies first, from pyproject.toml alone, so that a change to
 # amworker's code rebuilds only the small layer below.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 RUN --mount=type=secret,id=build-ca \
     set -eu; \
     if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi; \
     if [ -n "$PIP_INDEX_URL" ]; then export PIP_INDEX_URL; else unset PIP_INDEX_URL; fi; \
     mkdir worker && touch worker/__init__.py; \
-    pip install ".[mysql]"; \
+    pip install --constraint constraints.txt ".[mysql]"; \
     pip uninstall --yes amworker; \
     rm -rf worker build *.egg-info
 

@@ -9,13 +9,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop test test-unit test-integration test-faults test-thirdparty test-archivematica test-compose lint bench venv services clean
+.PHONY: constraints run stop test test-unit test-integration test-faults test-thirdparty test-archivematica test-compose lint bench venv services clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --constraint constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+# The newest releases pyproject.toml allows, frozen as the tested set: run
+# `make test` (and `make bench`) on them before committing the new file.
+constraints: $(STAMP)
+	$(BIN)/pip install --quiet --upgrade -e '.[test,bench]'
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 venv: $(STAMP)
 
@@ -107,7 +114,7 @@ $(STOCK_VENV)/.stamp: bench/stock-requirements.txt
 
 bench: $(STAMP) $(if $(AM_SRC),$(STOCK_VENV)/.stamp)
 	@scripts/ensure-test-tools
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet --constraint constraints.txt -e '.[test,bench]'
 	$(BIN)/python -m bench $(if $(AM_SRC),--am-src $(AM_SRC)) $(if $(SOAK),--soak $(SOAK))
 
 clean:

@@ -5,6 +5,7 @@ Shared by the soak fault test and ``bench/soak.py``.
 
 from __future__ import annotations
 
+import fnmatch
 import random
 import threading
 import time
@@ -97,15 +98,50 @@ class Sampler:
 
     def sample(self) -> Sample:
         """One sample, now."""
-        info = self.client.info("memory")
         return Sample(
             seconds=round(time.monotonic() - self._started, 2),
             shim_rss_mb=round(rss_mb(self.pid()), 2),
-            redis_used_mb=round(int(info["used_memory"]) / 2**20, 3),
+            redis_used_mb=round(used_mib(self.client), 3),
             keys=int(self.client.dbsize()),
             amworker_keys=_count(self.client, "amworker:*"),
             meta_keys=_count(self.client, self.meta_pattern),
         )
+
+
+def used_mib(client: redis.Redis) -> float:
+    """Redis's ``used_memory`` now, in MiB."""
+    return int(client.info("memory")["used_memory"]) / 2**20
+
+
+def key_names(client: redis.Redis) -> set[str]:
+    """The names of every key now."""
+    return {k.decode() if isinstance(k, bytes) else str(k) for k in client.scan_iter(count=1000)}
+
+
+def new_keys(client: redis.Redis, baseline: set[str]) -> dict[str, int]:
+    """Every key not in ``baseline``, with its TTL in seconds (-1: none)."""
+    names = sorted(key_names(client) - baseline)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.ttl(name)
+    # -2: the key expired between the scan and its TTL.
+    return {name: int(ttl) for name, ttl in zip(names, pipe.execute(), strict=True) if int(ttl) != -2}
+
+
+def wait_for_drain(client: redis.Redis, baseline: set[str], patterns: Sequence[str],
+                   deadline: float, every: float = 0.5) -> dict[str, int]:
+    """Poll until no key matching ``patterns`` (fnmatch) outside ``baseline`` is left,
+    or ``deadline`` (monotonic) passes; the keys still left then, with their TTLs.
+
+    Polling Redis is the synchronisation here: expiry has no event to wait on
+    short of keyspace notifications, which the stack's Redis does not enable.
+    """
+    while True:
+        left = {name: ttl for name, ttl in new_keys(client, baseline).items()
+                if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)}
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(every)
 
 
 def slope_per_minute(samples: Sequence[Sample], field_name: str) -> float:

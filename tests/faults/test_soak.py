@@ -9,10 +9,16 @@
   Redis's ``used_memory`` and its key counts (DBSIZE, ``amworker:*``,
   ``celery-task-meta-*``). Over the second half of the run (the first half
   is warm-up: allocator arenas, connection pools, pool processes) the
-  least-squares slope of the shim's RSS and of Redis's memory must stay
-  under :data:`RSS_SLOPE_LIMIT` and :data:`REDIS_SLOPE_LIMIT`. A slope over
-  many samples, not a start/end difference: one big answer held at the last
-  sample must not fail the run, a steady creep must.
+  least-squares slope of the shim's RSS must stay under
+  :data:`RSS_SLOPE_LIMIT`. A slope over many samples, not a start/end
+  difference: one big answer held at the last sample must not fail the run,
+  a steady creep must. Redis is judged by what it keeps, not by a slope:
+  once the load stops, every key amworker or Celery's results wrote must
+  expire within its lifetime, whatever is left must carry a bounded TTL, and
+  ``used_memory`` must come back to within :data:`REDIS_RESIDUE_MIB` of its
+  value before the load. (Redis's memory under load swings by megabytes
+  with the size of the batches in flight: a slope over a 22-s half was
+  +6 or -7 MiB/min on a flat server, and failed CI once.)
 
 ``AMWORKER_SOAK_SECONDS`` sets the length of each (default 45 s, which
 ``make test`` runs; ``make test-faults`` runs 600, the issue's ten minutes).
@@ -34,7 +40,18 @@ import pytest
 
 from harness.controller import make_tasks, submit
 from harness.services import Proc, Stack, stack
-from harness.soak import MixedLoad, Sampler, result_prefix, second_half, slope_per_minute, summarise
+from harness.soak import (
+    MixedLoad,
+    Sampler,
+    key_names,
+    new_keys,
+    result_prefix,
+    second_half,
+    slope_per_minute,
+    summarise,
+    used_mib,
+    wait_for_drain,
+)
 from tests.faults.helpers import FAST, children, config_file, kill, records
 from worker.errors import Cause
 
@@ -211,10 +228,18 @@ def test_soak_under_chaos(tmp_path: Path) -> None:
 #: 45-s run (22 s of second half) fails only a steep leak; the deterministic
 #: test below covers the creep's cause in every run.
 RSS_SLOPE_LIMIT = 0.5
-#: Redis, MiB/min: one batch left behind is ~21 KB; at 3-4 batches/s that is
-#: 4 MiB/min or more. Keys that expire or are cleaned up once their batch is
-#: answered keep it flat.
-REDIS_SLOPE_LIMIT = 0.5
+#: Celery's Redis backend (5.7) marks a finished chord with
+#: ``celery-taskset-meta-<group>.c`` for max(2 x claim, 300) s, whatever
+#: ``result_expires`` says: the one key allowed to outlive the drain.
+CHORD_MARKER_SECONDS = 300
+#: Redis ``used_memory`` allowed above its pre-load value once the load's
+#: keys have expired: the chord markers still alive (~150 B each, a few
+#: thousand) and the connections the load opened. One batch left behind
+#: is ~21 KB, and the run sends thousands.
+REDIS_RESIDUE_MIB = 4.0
+#: Seconds past the lifetime cap for the last keys to go (Redis expires
+#: keys by sampling, ten times a second).
+DRAIN_SLACK_SECONDS = 20.0
 #: MiB a flat series may wander over the second half (see above).
 NOISE_ALLOWANCE = 1.0
 #: Load run before sampling starts, so the slope measures the steady state.
@@ -239,8 +264,7 @@ def _mixed(rng: random.Random, size: int) -> tuple[str, list[str]]:
 def test_shim_memory_and_redis_stay_flat(tmp_path: Path) -> None:
     # Every key an answered batch leaves lives at most AMWORKER_RESULT_EXPIRES
     # (the operator's ceiling on the derived lifetimes, docs/design.md "What
-    # Redis keeps"). Redis levels off once the first keys expire, so the
-    # ceiling is a quarter of the run: the second half shows the steady state.
+    # Redis keeps"): a quarter of the run, so the drain is quick.
     horizon = max(10, int(SOAK_SECONDS / 4))
     env = {"AMWORKER_CONFIG_FILE": str(config_file(tmp_path, GROWTH_CONFIG)),
            "AMWORKER_LEASE_SECONDS": "5", "AMWORKER_RESULT_EXPIRES": str(horizon)}
@@ -248,6 +272,7 @@ def test_shim_memory_and_redis_stay_flat(tmp_path: Path) -> None:
     with stack(tmp_path, env=env) as s:
         s.celery_worker("w0", concurrency=2)
         shim = s.shim()
+        baseline, used_before = key_names(s.redis), used_mib(s.redis)
         load = MixedLoad(s.server, _mixed, controllers=3, seed=int(
             os.environ.get("AMWORKER_SOAK_SEED", "8")))
         # The shim's first half-minute under load is warm-up (thread arenas,
@@ -258,11 +283,15 @@ def test_shim_memory_and_redis_stay_flat(tmp_path: Path) -> None:
         sampler.start()
         load.run(SOAK_SECONDS)
         samples = sampler.stop()
+        left = wait_for_drain(s.redis, baseline, ["amworker:*", result_prefix() + "*"],
+                              time.monotonic() + horizon + DRAIN_SLACK_SECONDS)
+        residue, used_after = new_keys(s.redis, baseline), used_mib(s.redis)
         assert shim.alive(), shim.output()[-4000:]
 
     summary = summarise(samples)
     report = {"seconds": SOAK_SECONDS, "every": every, "batches": load.batches,
-              "tasks": load.tasks, **summary}
+              "tasks": load.tasks, **summary, "redis_used_mb_before": round(used_before, 3),
+              "redis_used_mb_drained": round(used_after, 3), "keys_after_drain": len(residue)}
     print("\nGROWTH", json.dumps(report, indent=2))
     (tmp_path / "growth.json").write_text(json.dumps(
         {**report, "series": [vars(x) for x in samples]}, indent=1))
@@ -272,17 +301,19 @@ def test_shim_memory_and_redis_stay_flat(tmp_path: Path) -> None:
     assert len(half) >= 10, f"too few samples in the second half: {len(half)}"
     assert load.batches >= 10, report
     allowance = NOISE_ALLOWANCE / ((half[-1].seconds - half[0].seconds) / 60)
-    rss_limit, redis_limit = max(RSS_SLOPE_LIMIT, allowance), max(REDIS_SLOPE_LIMIT, allowance)
+    rss_limit = max(RSS_SLOPE_LIMIT, allowance)
     rss = slope_per_minute(half, "shim_rss_mb")
-    used = slope_per_minute(half, "redis_used_mb")
     assert rss <= rss_limit, (
         f"shim RSS grows {rss:.3f} MiB/min over the second half (limit {rss_limit:.3f}): "
         f"{[x.shim_rss_mb for x in half]}")
-    assert used <= redis_limit, (
-        f"Redis used_memory grows {used:.3f} MiB/min over the second half (limit "
-        f"{redis_limit:.3f}); keys {half[0].keys} -> {half[-1].keys}, amworker:* "
-        f"{half[0].amworker_keys} -> {half[-1].amworker_keys}, celery-task-meta-* "
-        f"{half[0].meta_keys} -> {half[-1].meta_keys}")
+    assert not left, (f"{len(left)} keys outlived the {horizon}-s lifetime cap by "
+                      f"{DRAIN_SLACK_SECONDS:.0f} s: {sorted(left.items())[:10]}")
+    unbounded = {name: ttl for name, ttl in residue.items()
+                 if not 0 <= ttl <= CHORD_MARKER_SECONDS}
+    assert not unbounded, f"keys the load left with no or a long TTL: {sorted(unbounded.items())[:10]}"
+    assert used_after - used_before <= REDIS_RESIDUE_MIB, (
+        f"Redis keeps {used_after - used_before:.2f} MiB after the load's keys expired "
+        f"({used_before:.2f} -> {used_after:.2f}); {len(residue)} keys left")
 
 
 def test_shim_keeps_no_result_channel_subscribed(tmp_path: Path) -> None:

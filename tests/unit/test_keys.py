@@ -57,11 +57,10 @@ def test_derived_ids_are_stable_and_distinct() -> None:
     ids = [
         keys.slice_id(token, 0, 3),
         keys.slice_id(token, 2, 3),
-        keys.group_id(token),
         keys.collect_id(token),
     ]
 
-    assert ids == ["f:u:slice-1-of-3", "f:u:slice-3-of-3", "f:u:group", "f:u:collect"]
+    assert ids == ["f:u:slice-1-of-3", "f:u:slice-3-of-3", "f:u:collect"]
 
 
 def test_slice_id_depends_on_the_slice_count() -> None:

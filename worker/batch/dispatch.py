@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 from amqp.exceptions import AMQPError
-from celery import Celery, chord, group
+from celery import Celery, chord
 from kombu import exceptions as kombu_errors
 
 from worker.config import Settings
@@ -174,7 +174,10 @@ class Dispatcher:
             # directly, saving the callback's round trip through the broker.
             header[0].apply_async()
         else:
-            chord(group(header).set(task_id=keys.group_id(dispatch.token)), body).apply_async()
+            # Celery names the header's group itself: chord() unwraps a group
+            # into its tasks, so an id set on it would be dropped. Nothing reads
+            # the group id; the slices and the callback carry the batch's ids.
+            chord(header, body).apply_async()
         log.debug("%s batch %s: dispatched %d slice(s)", entry.function, dispatch.token, dispatch.count)
 
 

@@ -51,11 +51,6 @@ def slice_id(token: str, index: int, count: int) -> str:
     return f"{token}:slice-{index + 1}-of-{count}"
 
 
-def group_id(token: str) -> str:
-    """Celery group id of the batch's chord header."""
-    return f"{token}:group"
-
-
 def collect_id(token: str) -> str:
     """Celery task id of the chord callback that combines the slices."""
     return f"{token}:collect"
