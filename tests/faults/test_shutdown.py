@@ -36,9 +36,12 @@ def test_sigterm_to_the_shim_answers_in_flight_and_takes_nothing_new(
     wait_records(record, 1)
 
     shim.popen.send_signal(signal.SIGTERM)
+    # B must come after the shim heard it: a batch queued in the same
+    # instant may still be taken (and is then answered within the grace).
+    wait_until(lambda: "taking no new batches" in shim.output(), timeout=30,
+               what="the shim to stop taking batches")
     # The shim keeps its one connection (and registration) until batch A is answered.
-    wait_until(lambda: _workers(faststack.gearman_port) == 1, timeout=30,
-               what="one shim connection registered")
+    assert _workers(faststack.gearman_port) == 1, "one shim connection registered"
     later = make_tasks([str(record)])
     b = submit_bg(faststack.server, "record_v0.0", later, timeout=120)
     wait_until(lambda: gearman_status(faststack.gearman_port)["record_v0.0"][0] >= 2, timeout=30,

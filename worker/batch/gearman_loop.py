@@ -103,6 +103,7 @@ class GearmanLoop:
         """Grab nothing more; answer held jobs for up to ``grace`` s; close. True if all were."""
         self._stop_deadline = time.monotonic() + grace
         self.stopping.set()
+        log.info("taking no new batches; answering the %d held for up to %g s", self._busy, grace)
         self._wake()
         self._loop_thread.join(grace + CONNECT_TIMEOUT)
         for _ in self._threads:
