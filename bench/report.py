@@ -118,7 +118,7 @@ def _w5(raw: dict[str, Any]) -> Row:
     return Row(
         "W5", f"{sizes['w5_batches']} batches × {sizes['w5_tasks']} tasks × "
         f"{sizes['w5_output_bytes'] // 1024} KB output in flight: peak RSS "
-        "(each amworker run on a fresh shim after the first)",
+        "(each amworker run on a fresh shim)",
         shim, cell(ip, "largest worker"), "—",
         _stock(raw, lambda: cell(raw["w5"]["stock"], "process tree")), "—",
         "shim ≤ 60 MB in every run, every result intact",
