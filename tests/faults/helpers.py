@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,8 @@ import pytest
 from harness.controller import Answer, make_tasks, submit
 from harness.services import Stack, stack, start_gearmand, start_redis
 from harness.services import wait_until as wait_until  # the fault tests import it from here
+from worker.batch.dispatch import load_plan
+from worker.contract import keys
 
 #: Knobs that make faults resolve in seconds (see docs/reliability.md).
 FAST = {
@@ -54,6 +56,22 @@ def wait_records(path: Path, count: int, *, timeout: float = 60) -> list[tuple[s
     wait_until(lambda: len(records(path)) >= count, timeout=timeout,
                what=f"{count} execution(s) recorded in {path}", interval=0.05)
     return records(path)
+
+
+def wait_sent(s: Stack, function: str, unique: str, tasks: Iterable[str], *,
+              timeout: float = 30) -> None:
+    """Wait until the shim has handed every slice of the batch to the broker.
+
+    A slice may start running before its siblings are published; the batch's
+    plan in Redis says ``sent`` only once the publish of them all returned.
+    """
+    token = keys.batch_token(function, unique, b"", tasks)
+
+    def sent() -> bool:
+        plan = load_plan(s.redis, token)
+        return plan is not None and plan.sent
+
+    wait_until(sent, timeout=timeout, what=f"the shim to send every slice of batch {unique}")
 
 
 def children(pid: int) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tests.faults.helpers import (
     restart_redis,
     use_config,
     wait_records,
+    wait_sent,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -33,8 +35,11 @@ def test_redis_restart_mid_batch(faststack: Stack, tmp_path: Path) -> None:
     tasks = make_tasks([gate_args(record, gate)] * 2)
     running, queued = list(tasks)
     started = time.monotonic()
-    pending = submit_bg(faststack.server, "record_v0.0", tasks, timeout=200)
+    unique = str(uuid.uuid4())
+    pending = submit_bg(faststack.server, "record_v0.0", tasks, unique=unique, timeout=200)
     wait_records(record, 1)
+    # The queued slice must be in the Redis that dies, not still on its way.
+    wait_sent(faststack, "record_v0.0", unique, tasks)
 
     kill_redis(faststack)
     restart_redis(faststack)

@@ -8,6 +8,7 @@ both modules named), logs it, and ``amworker check`` names the worker.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from harness.controller import make_tasks, submit
 from harness.services import ROOT, Stack, wait_until
 from tests.faults.helpers import assert_all_answered, failed_with
 from tests.integration.ops import write_modules
+from worker.pool import advertise
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
@@ -58,6 +60,11 @@ def test_a_worker_with_another_modules_file_refuses_the_slice_and_check_says_so(
 
 def test_a_worker_with_the_same_modules_file_is_reported_alike(faststack: Stack) -> None:
     faststack.celery_worker("same")
+    # The worker writes its advertisement from a thread it starts once ready;
+    # answering a ping does not prove the thread has written it yet.
+    node = f"same@{socket.gethostname()}"
+    wait_until(lambda: faststack.redis.exists(advertise.key(node)) == 1, timeout=30,
+               what="the worker to advertise its scripts")
 
     check = subprocess.run([sys.executable, "-m", "worker.cli", "check"], env=faststack.env,
                            cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -46,8 +46,12 @@ def test_restarted_shim_attaches_and_every_task_runs_once(faststack: Stack, tmp_
     collect_b = result_prefix() + keys.collect_id(token_b)
     wait_until(lambda: faststack.redis.exists(collect_b) == 1, timeout=60,
                what="batch B to finish on Celery while no shim runs")
-    wait_until(lambda: gearman_status(faststack.gearman_port)["record_v0.0"][0] >= 2,
-               timeout=30, what="gearmand to re-queue both batches")
+    # Both jobs were already counted (queued counts running ones too) before
+    # the kill: only "none running, no worker" says gearmand dropped the dead
+    # shim and put both back in its queue. It also makes shim-2's readiness
+    # (a registered worker) its own, not shim-1's stale registration.
+    wait_until(lambda: gearman_status(faststack.gearman_port)["record_v0.0"] == (2, 0, 0),
+               timeout=30, what="gearmand to drop the dead shim and re-queue both batches")
     faststack.shim("shim-2")
     restarted = time.monotonic()
     gate.touch()

@@ -72,6 +72,12 @@ def test_sigterm_to_a_celery_worker_finishes_started_slices(faststack: Stack, tm
     assert started == first
 
     leaving.popen.send_signal(signal.SIGTERM)  # warm shutdown: finish, take nothing new
+    # Open the gate only once the worker is in warm shutdown, so the slice
+    # does not end before it is (and the next one is not taken by a worker
+    # still running). Celery's handler writes this line and sets the flag its
+    # loop checks before taking anything, both in the one handler call.
+    wait_until(lambda: "Warm shutdown (MainProcess)" in leaving.output(), timeout=30,
+               what="the worker to begin its warm shutdown")
     gate.touch()
     assert leaving.popen.wait(60) == 0
     # The slice it had not started was never reserved (prefetch disabled): it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tests.faults.helpers import (
     gate_args,
     records,
     wait_records,
+    wait_sent,
     wait_until,
 )
 
@@ -34,10 +36,13 @@ def test_dead_worker_fails_started_slices_and_others_run_elsewhere(faststack: St
     tasks = make_tasks([gate_args(record, gate)] * 3)
     ids = list(tasks)
     started = time.monotonic()
-    pending = submit_bg(faststack.server, "record_v0.0", tasks)
+    unique = str(uuid.uuid4())
+    pending = submit_bg(faststack.server, "record_v0.0", tasks, unique=unique)
 
     (first_task, first_pid), = wait_records(record, 1)
     assert first_pid in children(doomed.pid)
+    # The first slice can start before the shim has published the other two.
+    wait_sent(faststack, "record_v0.0", unique, tasks)
     # What the dying worker holds unacknowledged (kombu's "unacked" hash):
     # nothing. The slice it runs was acknowledged when its pool process
     # accepted it (task_acks_late=False, worker/celery.py: Celery's

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.services import ROOT, Proc, Stack, stack
+from harness.services import ROOT, Proc, Stack, stack, wait_until
 from tests import am_tree
 from tests.integration.ops import run_batch
 
@@ -77,14 +77,24 @@ def test_a_script_that_fails_to_import_is_answered_with_the_cause(deployed: tupl
         assert "amworker_no_such_dependency" in result.stderr
 
 
+def _succeeded(log: str) -> list[str]:
+    """Celery's "Task greet_v0.0 slice ... succeeded" lines."""
+    return [line for line in log.splitlines() if "Task greet_v0.0 slice" in line and "succeeded" in line]
+
+
 def test_the_workers_log_once_in_amworkers_format(deployed: tuple[Stack, Proc, Proc]) -> None:
     running, _, worker = deployed
+    before = len(_succeeded(worker.output()))
     run_batch(running.server, "greet_v0.0")
+    # The pool process logs "succeeded" after it stored the result the shim
+    # answers from: the answer can come first.
+    wait_until(lambda: len(_succeeded(worker.output())) > before, timeout=30,
+               what="Celery's task-succeeded line in the worker's log")
 
     log = worker.output()
     # The stand-in settings' dictConfig would add a root handler of this format.
     assert "STAND-IN" not in log
-    done = [line for line in log.splitlines() if "Task greet_v0.0 slice" in line and "succeeded" in line]
+    done = _succeeded(log)
     assert done and all(" INFO    [ForkPoolWorker-" in line for line in done), log[-3000:]
     # Once each: a second root handler would repeat every line.
     slices = [line.split("[greet_v0.0:", 1)[1].split("]", 1)[0] for line in done]

@@ -117,14 +117,18 @@ def test_flower_shows_each_slice_with_its_batch(flower: tuple[Stack, int]) -> No
 
 
 def _wait_for_slices(port: int, *, count: int, timeout: float = 60) -> list[dict[str, Any]]:
-    """The slice tasks Flower knows, once ``count`` of them have succeeded."""
+    """The slice tasks Flower knows, once ``count`` of them have succeeded and been seen sent.
+
+    The shim's task-sent events and the worker's events come over separate
+    connections, in no set order: a slice can be SUCCESS before its sent event arrives.
+    """
     deadline = time.monotonic() + timeout
     slices: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         tasks = http_json(f"http://127.0.0.1:{port}/api/tasks")
         assert isinstance(tasks, dict)
         slices = [t for task_id, t in tasks.items() if ":slice-" in task_id]
-        if sum(1 for t in slices if t.get("state") == "SUCCESS") >= count:
+        if sum(1 for t in slices if t.get("state") == "SUCCESS" and t.get("sent")) >= count:
             return slices
         time.sleep(0.2)
     raise AssertionError(f"Flower did not show {count} finished slices: {slices}")

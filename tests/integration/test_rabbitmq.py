@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from harness.services import RABBITMQ_PORT, ROOT, Stack, free_port, rabbitmqctl
+from harness.services import RABBITMQ_PORT, ROOT, Stack, free_port, rabbitmqctl, wait_until
 from tests.integration.controller import batch, exit_codes, run
 from worker.codec.records import Encoding
 
@@ -25,10 +25,19 @@ def test_slices_travel_through_a_durable_quorum_queue(rabbit_stack: Stack) -> No
     built = batch("sliced_v0.0", Encoding.JSON, [f"job-{i}" for i in range(6)])
     assert exit_codes(run(rabbit_stack, built)) == dict.fromkeys(built.tasks, 0)
 
-    listed = rabbitmqctl("list_queues", "-q", "--no-table-headers", "-p", rabbit_stack.vhost,
-                         "name", "type", "durable", "messages")
-    queues = {line.split("\t")[0]: line.split("\t")[1:] for line in listed.splitlines()}
-    assert queues["amworker"] == ["quorum", "true", "0"], listed
+    vhost = rabbit_stack.vhost
+
+    def queues() -> dict[str, list[str]]:
+        listed = rabbitmqctl("list_queues", "-q", "--no-table-headers", "-p", vhost,
+                             "name", "type", "durable", "messages")
+        return {line.split("\t")[0]: line.split("\t")[1:] for line in listed.splitlines()}
+
+    # Acknowledged late: the worker's main process acks the last message once
+    # its pool process has stored the result the shim may already have answered from.
+    wait_until(lambda: queues().get("amworker", [""])[-1] == "0", timeout=60,
+               what="the worker to acknowledge the batch's last message", interval=0.5)
+    found = queues()
+    assert found["amworker"] == ["quorum", "true", "0"], found
     # Redis, the result backend, holds no queue: kombu's Redis transport
     # would have left its binding set and queue list there.
     assert not list(rabbit_stack.redis.scan_iter("_kombu.binding.*"))
