@@ -227,7 +227,7 @@ class Stack:
         argv = [self.python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
                 "--hostname", f"{name}@%h", "--concurrency", str(concurrency), "--without-mingle",
                 "--without-gossip", "-Q", queues or env.get("AMWORKER_DEFAULT_QUEUE", "amworker")]
-        return self._start(name, argv, env, ready=lambda: self._pings(name),
+        return self._start(name, argv, env, ready=lambda _proc: self._pings(name),
                            label=f"Celery worker {name}", interval=0.2)
 
     def _pings(self, name: str) -> bool:
@@ -242,22 +242,35 @@ class Stack:
 
     def shim(self, name: str = "shim", extra: Mapping[str, str] | None = None,
              functions: int = 1) -> Proc:
-        """Start ``amworker shim`` and wait until gearmand lists its workers."""
+        """Start ``amworker shim`` and wait until gearmand lists its own registration."""
         env = {**self.env, **(extra or {})}
         argv = [self.python, "-m", "worker.cli", "shim"]
-        return self._start(name, argv, env, ready=lambda: self._registered(functions),
+        return self._start(name, argv, env, ready=lambda proc: self._registered(proc.pid, functions),
                            label=f"shim {name}", waiting_for=" registering with gearmand",
                            interval=0.1)
 
-    def _registered(self, functions: int) -> bool:
+    def _registered(self, pid: int, functions: int) -> bool:
+        """Whether shim ``pid`` itself has registered ``functions`` functions.
+
+        By its client id (``amworker-shim:<host>:<pid>``), so the registration
+        of a shim killed a moment ago, which gearmand may still list, does
+        not count as this one's.
+        """
         try:
-            status = gearman_status(self.gearman_port)
+            lines = gearman_admin(self.gearman_port, "workers")
         except OSError:
             return False
-        return sum(1 for (_, _, workers) in status.values() if workers > 0) >= functions
+        for line in lines:
+            # "fd ip client_id : function function ..."
+            head, _, registered = line.partition(" : ")
+            fields = head.split()
+            if len(fields) == 3 and fields[2].endswith(f":{pid}") and \
+                    len(registered.split()) >= functions:
+                return True
+        return False
 
     def _start(self, name: str, argv: list[str], env: Mapping[str, str], *,
-               ready: Callable[[], bool], label: str, waiting_for: str = "",
+               ready: Callable[[Proc], bool], label: str, waiting_for: str = "",
                interval: float) -> Proc:
         """Spawn ``argv``, track it for :meth:`stop_all` and wait until ``ready``.
 
@@ -266,7 +279,7 @@ class Stack:
         """
         proc = spawn(name, argv, env=env, workdir=self.workdir)
         self.procs.append(proc)
-        wait_until(lambda: ready() or not proc.alive(), timeout=60,
+        wait_until(lambda: ready(proc) or not proc.alive(), timeout=60,
                    what=label + waiting_for, interval=interval)
         if not proc.alive():
             raise RuntimeError(f"{label} died:\n{proc.output()}")

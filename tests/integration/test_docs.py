@@ -380,7 +380,7 @@ class Session:
             node = argv[argv.index("--hostname") + 1].replace("%h", socket.gethostname())
             ready = lambda: self.pings(node)  # noqa: E731
         elif argv[:2] == ["amworker", "shim"]:
-            ready = lambda: self.stack._registered(1)  # noqa: E731
+            ready = lambda: self.stack._registered(proc.pid, 1)  # noqa: E731
         elif argv[:4] == ["celery", "-A", "worker", "flower"] or argv[:2] == ["amworker", "flower"]:
             ready = lambda: accepts(self.flower_port)  # noqa: E731
         else:

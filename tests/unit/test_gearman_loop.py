@@ -8,6 +8,7 @@ while the cap is reached, and answers only on the connection a job came from.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -90,7 +91,10 @@ class Gearmand:
         self.assign(handle, data)
 
     def registered(self) -> None:
-        assert self.expect(gp.GEARMAN_COMMAND_SET_CLIENT_ID) == [b"amworker-shim"]
+        # The host and pid: gearadmin --workers tells the shims apart.
+        host = socket.gethostname()[:48]
+        assert self.expect(gp.GEARMAN_COMMAND_SET_CLIENT_ID) == [
+            f"amworker-shim:{host}:{os.getpid()}".encode()]
         assert self.expect(gp.GEARMAN_COMMAND_CAN_DO) == [b"f1"]
         assert self.expect(gp.GEARMAN_COMMAND_CAN_DO) == [b"f2"]
 

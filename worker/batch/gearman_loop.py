@@ -17,6 +17,7 @@ and when. Why, and what it saves: docs/design.md.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import selectors
 import socket
@@ -43,8 +44,18 @@ Answerer = Callable[[str, str, bytes], bytes | None]
 
 #: The longest the loop sleeps without looking at its clock (retries, deadlines).
 TICK_SECONDS = 1.0
-#: The name gearmand's ``workers`` admin command shows for the shim's connections.
-CLIENT_ID = b"amworker-shim"
+#: What gearmand's ``workers`` admin command shows first for the shim's connections.
+CLIENT_ID_PREFIX = "amworker-shim"
+
+
+def client_id() -> bytes:
+    """This shim's id in gearmand's ``workers`` list: ``amworker-shim:<host>:<pid>``.
+
+    With several shims (or a restarted one) an operator running
+    ``gearadmin --workers`` sees which process holds which connection.
+    The host is cut so the id stays well inside gearmand's limit.
+    """
+    return f"{CLIENT_ID_PREFIX}:{socket.gethostname()[:48]}:{os.getpid()}".encode()
 
 @dataclass(frozen=True)
 class _Job:
@@ -215,7 +226,7 @@ class GearmanLoop:
     def _finish_connect(self, link: Link) -> None:
         if not link.finish_open():
             return
-        link.send(gp.GEARMAN_COMMAND_SET_CLIENT_ID, CLIENT_ID)
+        link.send(gp.GEARMAN_COMMAND_SET_CLIENT_ID, client_id())
         for function in self.functions:
             link.send(gp.GEARMAN_COMMAND_CAN_DO, function)
         if link.sock is None:
