@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import threading
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -266,4 +267,49 @@ def test_the_loop_survives_its_own_unexpected_error(gearmand: Gearmand) -> None:
     finally:
         answers.event("u-H1").set()
         answers.event("u-H2").set()
+        assert shim.stop(5)
+
+
+class BigAnswers(Answers):
+    """Answers with a fresh 1-MiB payload, allocated in :meth:`big` (traced by tracemalloc)."""
+
+    SIZE = 1 << 20
+
+    def __call__(self, function: str, unique: str, data: bytes) -> bytes | None:
+        assert self.event(unique).wait(20)
+        return self.big()
+
+    def big(self) -> bytes:
+        return b"a" * self.SIZE
+
+
+def _alive_from(where: str) -> int:
+    """Bytes still allocated by the code at ``where`` (a function's qualified place)."""
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(True, __file__)])
+    return sum(stat.size for stat in snapshot.statistics("traceback")
+               if any(where in line for line in stat.traceback.format()))
+
+
+def test_an_idle_lane_keeps_nothing_of_its_last_answer(gearmand: Gearmand) -> None:
+    """Each lane used to hold its last answer (and request) until its next job."""
+    answers = BigAnswers()
+    tracemalloc.start(4)
+    # One lane: at the cap, each answer comes before the next grab.
+    shim = start(gearmand, answers, concurrency=1)
+    try:
+        handles = [b"H1", b"H2"]
+        for handle in handles:
+            answers.event(f"u-{handle.decode()}").set()
+            gearmand.assign_on_grab(handle, b"x")
+            command = gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE)
+            assert command[0] == handle and len(command[1]) == BigAnswers.SIZE
+            del command
+        wait_until(lambda: shim.busy == 0, timeout=10, what="every answer written")
+        # The answers were written; a lane that still names its last one
+        # keeps it for as long as no new job comes (here: for ever).
+        wait_until(lambda: _alive_from("return b\"a\" * self.SIZE") < BigAnswers.SIZE,
+                   timeout=5, what="the lanes to let go of their answers")
+    finally:
+        tracemalloc.stop()
         assert shim.stop(5)
