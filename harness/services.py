@@ -260,12 +260,12 @@ class Stack:
             lines = gearman_admin(self.gearman_port, "workers")
         except OSError:
             return False
+        # Each line: "fd ip client_id : function function ...".
         for line in lines:
-            # "fd ip client_id : function function ..."
             head, _, registered = line.partition(" : ")
             fields = head.split()
-            if len(fields) == 3 and fields[2].endswith(f":{pid}") and \
-                    len(registered.split()) >= functions:
+            ours = len(fields) == 3 and fields[2].endswith(f":{pid}")
+            if ours and len(registered.split()) >= functions:
                 return True
         return False
 

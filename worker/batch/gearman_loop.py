@@ -57,6 +57,7 @@ def client_id() -> bytes:
     """
     return f"{CLIENT_ID_PREFIX}:{socket.gethostname()[:48]}:{os.getpid()}".encode()
 
+
 @dataclass(frozen=True)
 class _Job:
     link: Link
@@ -134,6 +135,7 @@ class GearmanLoop:
             self._wake()
 
     def _answer_one(self, job: _Job) -> bytes | None:
+        """The job's WORK_COMPLETE data, or None (WORK_FAIL) if answering it raised."""
         try:
             return self.answer(job.function, job.unique, job.data)
         except Exception:  # noqa: BLE001 - one boundary per job; the thread keeps serving
