@@ -313,3 +313,31 @@ def test_an_idle_lane_keeps_nothing_of_its_last_answer(gearmand: Gearmand) -> No
     finally:
         tracemalloc.stop()
         assert shim.stop(5)
+
+
+def test_an_idle_lane_keeps_nothing_of_its_last_request(gearmand: Gearmand) -> None:
+    """The request (up to AMWORKER_MAX_PAYLOAD_BYTES) goes too, not only the answer."""
+    answers = Answers()
+    tracemalloc.start(4)
+    shim = start(gearmand, answers, concurrency=1)
+    size = BigAnswers.SIZE
+    try:
+        answers.event("u-H1").set()
+        gearmand.assign_on_grab(b"H1", b"r" * size)
+        command = gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE)
+        assert command[0] == b"H1"
+        del command
+        wait_until(lambda: shim.busy == 0, timeout=10, what="the answer written")
+
+        def big_blocks_in_the_shim() -> int:
+            # Blocks of the request's size allocated by amworker's code (the
+            # fake gearmand's own copy was allocated in this file).
+            snapshot = tracemalloc.take_snapshot()
+            return sum(1 for trace in snapshot.traces
+                       if trace.size >= size and "/worker/" in trace.traceback[0].filename)
+
+        wait_until(lambda: big_blocks_in_the_shim() == 0, timeout=5,
+                   what="the lane to let go of its request")
+    finally:
+        tracemalloc.stop()
+        assert shim.stop(5)
