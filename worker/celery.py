@@ -60,8 +60,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         # Flower shows queued -> started -> done, with readable names and args.
         # It reads them from the task events (the shadow name and kwargsrepr
-        # set at dispatch), not from stored results.
-        "task_track_started": True,
+        # set at dispatch), not from stored results. So no STARTED result is
+        # stored either: nobody reads it (the shim waits on leases and final
+        # results), and writing it cost every slice a GET and a SETEX +
+        # PUBLISH before its script could start (bench/results/roundtrips.md).
+        "task_track_started": False,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         # So stored results hold no argv or kwargs: only status and the small

@@ -71,3 +71,13 @@ def test_rabbitmq_broker_acks_late_in_quorum_queues() -> None:
     assert conf["task_default_queue_type"] == "quorum"
     assert conf["task_create_missing_queue_type"] == "quorum"
     assert conf["worker_detect_quorum_queues"] is True
+
+
+@pytest.mark.parametrize("settings", [Settings.from_env({}), rabbit_settings()], ids=["redis", "amqp"])
+def test_flower_gets_every_event_but_no_started_result_is_stored(settings: Settings) -> None:
+    conf = celery_config(settings)
+    # queued -> started -> done in Flower come from these events ...
+    assert conf["worker_send_task_events"] is True
+    assert conf["task_send_sent_event"] is True
+    # ... so a STARTED result, which nobody reads, is not written before each slice.
+    assert conf["task_track_started"] is False

@@ -35,15 +35,26 @@ class SendOnlyRedisBackend(RedisBackend):
 
     The shim sends slices but never joins a Celery result: one watcher
     thread wakes its lanes (worker.batch.watcher). Celery's backend does not know
-    that. Each lane has a backend of its own (Celery keeps one per thread),
-    and every task it sends -- ``apply_async``, and each slice of a chord,
+    that. Every task a lane sends -- ``apply_async``, and each slice of a chord,
     whose result set registers as pending -- subscribes that task's channel
     on a pub/sub connection nobody reads. Celery unsubscribes when the result
     object is collected, but redis-py forgets a channel only once it reads
     the reply: every slice ever sent stayed in a dict, in each lane, for the
     life of the shim (the creep docs/design.md, "The shim's memory",
     measures), and Redis pushed every result to sixteen unread sockets.
+
+    It is also one backend for all the lanes, where Celery would keep one per
+    thread: each lane's first chord then opened a connection of its own (a
+    TCP connect and ``HELLO`` on the batch's path, seen in W3's Redis
+    timeline) and sixteen idle pools stayed open. Nothing left here is
+    thread-bound: redis-py's connection pool is thread-safe, and the result
+    consumer, which is not, is never used.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Celery reads this once it has built the backend: shared, not per thread.
+        self.thread_safe = True
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Subscribe to nothing: the watcher hears every result."""
