@@ -297,11 +297,32 @@ def test_an_older_shims_answer_for_other_tasks_is_a_reused_unique(runner: BatchR
     payload = _payload(tasks)
     token = keys.batch_token("echo_v0.0", unique, payload, tasks)
 
-    assert runner._earlier_token(token, decode_request(payload)) == token
+    assert runner._look_up(token, decode_request(payload)) == (token, None)
     # The same tasks under the old token: that batch, answered before.
-    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)),
-                     json.dumps([r.to_json() for r in failed_results(list(tasks), "old")]))
-    assert runner._earlier_token(token, decode_request(payload)) == _legacy("echo_v0.0", unique)
+    same = json.dumps([r.to_json() for r in failed_results(list(tasks), "old")]).encode()
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)), same)
+    assert runner._look_up(token, decode_request(payload)) == (_legacy("echo_v0.0", unique), same)
+
+
+def test_one_round_trip_finds_an_answer_under_either_token(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The look-up is on every batch's path: the current token's answer, its
+    # plan and the old token's keys come back from one pipeline.
+    tasks = make_tasks(["a"])
+    payload = _payload(tasks)
+    token = keys.batch_token("echo_v0.0", str(uuid.uuid4()), payload, tasks)
+    record = b'{"at": 1.0, "slices": [], "failed": []}'
+    runner.redis.set(keys.answer_key(token), record)
+    sent: list[list[str]] = []
+    real_execute = redis.client.Pipeline.execute
+
+    def execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> list[object]:
+        sent.append([str(command[0][0]) for command in pipe.command_stack])
+        return real_execute(pipe, raise_on_error)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    assert runner._look_up(token, decode_request(payload)) == (token, record)
+    assert sent == [["GET", "EXISTS", "GET", "EXISTS"]]
 
 
 def test_a_slice_names_its_script_in_a_header_an_older_worker_ignores(runner: BatchRunner) -> None:

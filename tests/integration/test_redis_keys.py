@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from harness.controller import make_tasks, submit, submit_many
 from harness.services import Stack, stack, wait_until
@@ -68,6 +69,15 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield s
 
 
+def _recorded(client: redis.Redis) -> bool:
+    """True once every answered batch has its answer record in place of its plan.
+
+    The shim writes the record (and shortens the outcomes' TTL) just after
+    the answer leaves, so it can trail the answer by a moment.
+    """
+    return not any(client.scan_iter(match="amworker:plan:*", count=1000))
+
+
 def _family(key: str) -> str | None:
     return next((pattern for pattern in ALLOWED if re.fullmatch(pattern, key)), None)
 
@@ -98,7 +108,8 @@ def test_answered_batches_leave_only_short_lived_keys(deployed: Stack, tmp_path:
         # callback is published).
         chords = [k for k in client.scan_iter(match="celery-taskset-meta-*", count=1000)
                   if not k.endswith(b".c")]
-        return not chords and not any(client.exists(k) for k in ("amworker", "unacked"))
+        return (not chords and not any(client.exists(k) for k in ("amworker", "unacked"))
+                and _recorded(client))
 
     wait_until(drained, timeout=60, what="every chord callback to be published and taken")
     left = {key.decode(): client.ttl(key) for key in client.scan_iter(count=1000)}
@@ -133,6 +144,7 @@ def test_a_big_output_is_answered_without_the_watcher_losing_redis(deployed: Sta
 
     assert answer.exit_code(task_id) == 0, answer.stderr(task_id)
     assert len(answer.stdout(task_id)) >= BIG_MB * 1024 * 1024
+    wait_until(lambda: _recorded(deployed.redis), timeout=30, what="the answer record")
     shim_log = (deployed.workdir / "shim.log").read_text(errors="replace")
     # A result published on pub/sub past Redis's 32 MB client buffer cuts
     # the watcher's connection; only a small envelope is published now.

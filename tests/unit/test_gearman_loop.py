@@ -20,6 +20,7 @@ from gearman import protocol as gp
 
 from harness.services import wait_until
 from worker.backoff import Backoff
+from worker.batch.gearman_loop import Answerer, Reply
 from worker.gearman_shim import GearmanShim
 
 pytestmark = pytest.mark.timeout(30)
@@ -133,7 +134,7 @@ def gearmand() -> Iterator[Gearmand]:
     listener.close()
 
 
-def start(gearmand: Gearmand, answers: Answers, concurrency: int) -> GearmanShim:
+def start(gearmand: Gearmand, answers: Answerer, concurrency: int) -> GearmanShim:
     port = gearmand.listener.getsockname()[1]
     shim = GearmanShim(servers=[f"127.0.0.1:{port}"], functions=["f1", "f2"], answer=answers,
                        concurrency=concurrency, backoff=FAST)
@@ -340,4 +341,42 @@ def test_an_idle_lane_keeps_nothing_of_its_last_request(gearmand: Gearmand) -> N
                    what="the lane to let go of its request")
     finally:
         tracemalloc.stop()
+        assert shim.stop(5)
+
+
+class FollowedUp:
+    """Replies whose follow-up waits for the test to have read the answer (or raises)."""
+
+    def __init__(self) -> None:
+        self.read = threading.Event()
+        self.saw_answer_first: list[bool] = []
+
+    def __call__(self, function: str, unique: str, data: bytes) -> Reply:
+        def then() -> None:
+            if data == b"boom":
+                raise RuntimeError("the answer record could not be written")
+            # Run before the answer was written, this would wait in vain.
+            self.saw_answer_first.append(self.read.wait(5))
+
+        return Reply(f"{unique}/{data.decode()}".encode(), then=then)
+
+
+def test_a_reply_follow_up_runs_after_its_answer_is_on_the_wire(gearmand: Gearmand) -> None:
+    # The answer record's round trip must not delay the controller.
+    replies = FollowedUp()
+    shim = start(gearmand, replies, concurrency=1)
+    try:
+        gearmand.assign_on_grab(b"H1", b"one")
+        assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H1", b"u-H1/one"]
+        replies.read.set()
+        wait_until(lambda: bool(replies.saw_answer_first), timeout=10, what="the follow-up")
+        assert replies.saw_answer_first == [True]
+        # A follow-up that fails is logged; the lane goes on serving.
+        gearmand.assign_on_grab(b"H2", b"boom")
+        assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H2", b"u-H2/boom"]
+        gearmand.assign_on_grab(b"H3", b"three")
+        assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H3", b"u-H3/three"]
+        wait_until(lambda: len(replies.saw_answer_first) == 2, timeout=10, what="the third follow-up")
+    finally:
+        replies.read.set()
         assert shim.stop(5)

@@ -38,9 +38,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+@dataclass(frozen=True)
+class Reply:
+    """An answer, and what its lane does once the answer is on its way.
+
+    ``then`` is work that must not delay the controller: the lane runs it
+    after handing ``data`` to the loop, while the loop writes the answer.
+    """
+
+    data: bytes | None
+    then: Callable[[], None] | None = None
+
+
 #: Answers one batch: (function, unique, payload) -> the WORK_COMPLETE data,
-#: or None for WORK_FAIL.
-Answerer = Callable[[str, str, bytes], bytes | None]
+#: or None for WORK_FAIL; or a :class:`Reply` carrying either.
+Answerer = Callable[[str, str, bytes], bytes | None | Reply]
 
 #: The longest the loop sleeps without looking at its clock (retries, deadlines).
 TICK_SECONDS = 1.0
@@ -126,22 +138,37 @@ class GearmanLoop:
 
     def _serve_jobs(self) -> None:
         while (job := self._jobs.get()) is not None:
-            self._done.put((job, self._answer_one(job)))
+            reply = self._answer_one(job)
+            self._done.put((job, reply.data))
             # An idle lane keeps nothing of its last batch: a local still
             # naming the job (its request) or the answer would hold them
             # until the next job came, sixteen lanes' worth at once (W5 had
             # fifteen 1-MiB answers alive that way, 15 of its 25 MB peak).
             del job
+            then = reply.then
+            del reply
             self._wake()
+            if then is not None:
+                self._follow_up(then)
+                del then
 
-    def _answer_one(self, job: _Job) -> bytes | None:
-        """The job's WORK_COMPLETE data, or None (WORK_FAIL) if answering it raised."""
+    def _answer_one(self, job: _Job) -> Reply:
+        """The job's reply; WORK_FAIL (data None) if answering it raised."""
         try:
-            return self.answer(job.function, job.unique, job.data)
+            reply = self.answer(job.function, job.unique, job.data)
         except Exception:  # noqa: BLE001 - one boundary per job; the thread keeps serving
             log.exception("%s batch %s: unexpected error; answering WORK_FAIL",
                           job.function, job.unique)
-            return None
+            return Reply(None)
+        return reply if isinstance(reply, Reply) else Reply(reply)
+
+    @staticmethod
+    def _follow_up(then: Callable[[], None]) -> None:
+        """Run a reply's follow-up; its failure is logged, the answer already went."""
+        try:
+            then()
+        except Exception:  # noqa: BLE001 - the lane keeps serving
+            log.exception("a batch's follow-up after its answer failed")
 
     def _wake(self) -> None:
         try:

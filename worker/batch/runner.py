@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from celery import Celery
 from worker import logs
 from worker.batch.answers import Settlement, answer_record, answer_record_settlement, answers_tasks
 from worker.batch.dispatch import BROKER_ERRORS, Dispatch, Dispatcher
+from worker.batch.gearman_loop import Reply
 from worker.batch.intake import prepare_batch
 from worker.batch.metrics import BatchObserver, NullObserver
 from worker.batch.settling import BrokerTrouble, Settler
@@ -123,19 +125,35 @@ class BatchRunner:
     # -- the entry point ------------------------------------------------------
 
     def answer(self, function: str, unique: str, payload: bytes) -> bytes | None:
-        """The encoded answer to one batch, or ``None`` if it cannot be decoded."""
+        """The encoded answer to one batch, or ``None`` if it cannot be decoded.
+
+        The batch's answer record is written before this returns.
+        """
+        reply = self.reply(function, unique, payload)
+        if reply.then is not None:
+            reply.then()
+        return reply.data
+
+    def reply(self, function: str, unique: str, payload: bytes) -> Reply:
+        """The answer, and the answer record to write once it is on its way (the shim's lanes).
+
+        Writing the record after the answer was handed to the Gearman loop
+        takes its round trip off the controller's wait. Either order is safe:
+        until the record is written the batch's plan and results stay, so a
+        re-delivery attaches to them and gets the same answer.
+        """
         started = time.monotonic()
         self.observer.batch_received(function)
         ok = False
         try:
             with logs.batch_context(function, unique or "-"):
-                answer, ok = self._answer(function, unique, payload)
-            return answer
+                reply, ok = self._answer(function, unique, payload)
+            return reply
         finally:
             self.observer.batch_answered(function, ok=ok, seconds=time.monotonic() - started)
 
-    def _answer(self, function: str, unique: str, payload: bytes) -> tuple[bytes | None, bool]:
-        """The answer, and whether every task got its script's own result."""
+    def _answer(self, function: str, unique: str, payload: bytes) -> tuple[Reply, bool]:
+        """The reply, and whether every task got its script's own result."""
         try:
             batch = decode_request(payload, max_bytes=self.settings.max_payload_bytes,
                                    max_values=self.limits.max_values)
@@ -143,11 +161,11 @@ class BatchRunner:
             self.observer.payload_refused(function)
             log.error("%s batch %s: payload refused, answering WORK_FAIL: %s",
                       function, unique or "-", exc)
-            return None, False
+            return Reply(None), False
         token = keys.batch_token(function, unique, payload, (t.uuid for t in batch.tasks))
         try:
-            token = self._earlier_token(token, batch)
-            settlement = self.settle(function, token, batch)
+            token, earlier = self._look_up(token, batch)
+            settlement = self.settle(function, token, batch, earlier)
         except Exception as exc:  # noqa: BLE001 - the task UUIDs are known: answer each
             settlement = self._internal_error(function, token, batch, exc)
         with self.slots.held():
@@ -157,19 +175,20 @@ class BatchRunner:
                 settlement = self._internal_error(function, token, batch, exc)
                 results = self.assemble(batch, settlement)
             answer = encode_result(results, batch.encoding)
-        self._answered(function, token, settlement)
-        return answer, not any(map(_failed_by_amworker, results))
+        record = functools.partial(self._answered, function, token, settlement)
+        return Reply(answer, then=record), not any(map(_failed_by_amworker, results))
 
-    def settle(self, function: str, token: str, batch: Batch) -> Settlement:
+    def settle(self, function: str, token: str, batch: Batch, earlier: bytes | None = None) -> Settlement:
         """Run (or attach to, or recall) the batch until every task has come to something.
 
-        Holds no answer slot and no results: what comes back is small.
+        ``earlier`` is the batch's answer record if it was answered before
+        (see :meth:`_look_up`). Holds no answer slot and no results: what
+        comes back is small.
         """
-        stored = self._stored_answer(token)
-        if stored is not None:
+        if earlier is not None:
             log.info("%s batch %s: re-delivered after it was answered; answering again",
                      function, token)
-            return stored
+            return self._recalled(token, earlier)
         entry = self.registry.get(function)
         if entry is None or not entry.importable:
             detail = entry.import_error if entry else f"no script is registered for {function!r}"
@@ -181,37 +200,43 @@ class BatchRunner:
         return Settlement(finished=settled.finished, failed={**refused, **settled.failed},
                           missing=settled.missing)
 
-    def _earlier_token(self, token: str, batch: Batch) -> str:
-        """``token``, or the one a shim of an older amworker gave this batch if it ran it.
+    def _look_up(self, token: str, batch: Batch) -> tuple[str, bytes | None]:
+        """The token the batch goes by and its answer record if it was answered: one round trip.
 
-        Such a shim keyed a batch by ``function:unique`` alone
-        (:func:`keys.legacy_token`). A batch it dispatched or answered, handed
-        back to this shim by gearmand mid-upgrade, has neither plan nor answer
-        under ``token``; its keys under the old token are attached to instead
-        of running it again. An old answer that lacks this batch's tasks
-        belongs to an earlier batch that reused the unique: a new batch.
+        A shim of an older amworker keyed a batch by ``function:unique``
+        alone (:func:`keys.legacy_token`). A batch it dispatched or answered,
+        handed back to this shim by gearmand mid-upgrade, has neither plan nor
+        answer under ``token``; its keys under the old token are attached to
+        instead of running it again. An old answer that lacks this batch's
+        tasks belongs to an earlier batch that reused the unique: a new batch.
         """
         legacy = keys.legacy_token(token)
-        if legacy == token:
-            return token
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.exists(keys.plan_key(token), keys.answer_key(token))
-            pipe.get(keys.answer_key(legacy))
-            pipe.exists(keys.plan_key(legacy))
-            current, answered, planned = pipe.execute()
+            pipe.get(keys.answer_key(token))
+            if legacy != token:
+                pipe.exists(keys.plan_key(token))
+                pipe.get(keys.answer_key(legacy))
+                pipe.exists(keys.plan_key(legacy))
+            found = pipe.execute()
         except redis.RedisError as exc:
-            log.warning("batch %s: cannot look for an older shim's keys: %s", token, exc)
-            return token
-        if current:
-            return token
-        if answered is not None and answers_tasks(answered, (t.uuid for t in batch.tasks)):
+            # Not knowing costs nothing worse than a second run's attach:
+            # the plan, recorded with SET NX, still finds work under way.
+            log.warning("batch %s: cannot look for an earlier answer: %s", token, exc)
+            return token, None
+        answered = found[0]
+        if answered is not None or legacy == token:
+            return token, answered
+        planned, legacy_answered, legacy_planned = found[1:]
+        if planned:
+            return token, None
+        if legacy_answered is not None and answers_tasks(legacy_answered, (t.uuid for t in batch.tasks)):
             log.info("batch %s: answered by an older shim as %s; answering again", token, legacy)
-            return legacy
-        if answered is None and planned:
+            return legacy, legacy_answered
+        if legacy_answered is None and legacy_planned:
             log.info("batch %s: dispatched by an older shim as %s; attaching", token, legacy)
-            return legacy
-        return token
+            return legacy, None
+        return token, None
 
     def _internal_error(self, function: str, token: str, batch: Batch, exc: Exception) -> Settlement:
         """Every task failed with a bug's cause (logged with its traceback)."""
@@ -318,20 +343,14 @@ class BatchRunner:
             results.append(dataclasses.replace(result, wants_output=task.wants_output))
         return results
 
-    def _stored_answer(self, token: str) -> Settlement | None:
-        """The settlement of a batch answered before (a re-delivery), if it was.
+    @staticmethod
+    def _recalled(token: str, raw: bytes) -> Settlement:
+        """The settlement in a re-delivered batch's answer record.
 
         The record is small: which slices' results to read, and the results
         amworker made itself. Unreadable, it still means the batch ran: its
         tasks are answered with the cause, never run again.
         """
-        try:
-            raw = self.redis.get(keys.answer_key(token))
-        except redis.RedisError as exc:
-            log.warning("batch %s: cannot look for an earlier answer: %s", token, exc)
-            return None
-        if raw is None:
-            return None
         try:
             return answer_record_settlement(raw)
         except RecordError as exc:

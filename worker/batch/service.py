@@ -103,7 +103,7 @@ def build_shim(settings: Settings, registry: Registry | None = None) -> tuple[Ge
     shim = GearmanShim(
         servers=settings.gearman_servers,
         functions=sorted(registry),
-        answer=runner.answer,
+        answer=runner.reply,
         concurrency=settings.shim_concurrency,
         on_state=metrics.gearman_state if metrics else None,
     )
