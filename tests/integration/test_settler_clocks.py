@@ -35,7 +35,9 @@ from celery import Celery
 from harness.controller import make_tasks
 from harness.services import ROOT, start_redis
 from tests.integration.clocks import FakeClock, Lane, Polls
+from worker.batch.dispatch import Dispatch, SliceRef
 from worker.batch.runner import BatchRunner
+from worker.batch.settling import PREFETCH_BYTES
 from worker.batch.watcher import ResultWatcher
 from worker.celery import celery_config
 from worker.codec.records import Encoding, TaskResult
@@ -320,3 +322,49 @@ def test_a_slice_whose_state_redis_lost_is_given_up_one_lease_ttl_after_the_loss
 
     assert batch.stderr().startswith("amworker: broker lost: Redis lost this batch's state")
     assert shim.revoked == [batch.slice_id] and _no_revoke_failed(caplog)
+
+
+def _finished_alone(shim: Shim, stdout: str) -> tuple[Dispatch, str]:
+    """A one-slice batch whose slice finished (results, then envelope, as a worker stores them)."""
+    token = f"{FUNCTION}:{uuid.uuid4()}:digest"
+    slice_id = keys.slice_id(token, 0, 1)
+    (task_id,) = make_tasks(["x"])
+    shim.worker.store_outcome(slice_id, FUNCTION, [TaskResult(
+        uuid=task_id, exit_code=0, finished_at=shim.clock.utc(), stdout=stdout, stderr="")])
+    shim.runner.app.backend.store_result(slice_id, {"index": 0, "count": 1, "tasks": 1}, "SUCCESS")
+    dispatch = Dispatch(token=token, count=1, dispatched_at=shim.clock(),
+                        slices=(SliceRef(slice_id, (task_id,)),))
+    return dispatch, task_id
+
+
+def test_small_results_come_with_the_check_that_finds_the_slice_finished(shim: Shim) -> None:
+    # Issue 11's "a single result fetch": for a one-slice batch, the results
+    # are read in the same round trip as the envelope, and not read again.
+    entry = shim.runner.registry.get(FUNCTION)
+    assert entry is not None
+    dispatch, task_id = _finished_alone(shim, "small")
+    (ref,) = dispatch.slices
+
+    settlement = shim.runner.settler.settled(entry, dispatch, {task_id: True})
+
+    assert settlement is not None
+    assert set(settlement.prefetched) == {ref.task_id}
+    shim.redis.delete(keys.outcome_key(ref.task_id))  # a second read would find nothing
+    assert shim.runner.settler.fetch(settlement)[task_id].stdout == "small"
+
+
+def test_big_results_are_left_for_the_answer_slot(shim: Shim) -> None:
+    # A waiting lane holds no answer slot, so it must not hold a big output.
+    entry = shim.runner.registry.get(FUNCTION)
+    assert entry is not None
+    dispatch, task_id = _finished_alone(shim, "x" * PREFETCH_BYTES)
+    (ref,) = dispatch.slices
+
+    settlement = shim.runner.settler.settled(entry, dispatch, {task_id: True})
+
+    assert settlement is not None and settlement.prefetched == {}
+    assert len(shim.runner.settler.fetch(settlement)[task_id].stdout) == PREFETCH_BYTES
+    # Read in the slot, not before: gone by then, the results are reported lost.
+    shim.redis.delete(keys.outcome_key(ref.task_id))
+    lost = shim.runner.settler.fetch(settlement)[task_id]
+    assert lost.exit_code == 1 and "gone from Redis" in lost.stderr

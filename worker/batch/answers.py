@@ -35,6 +35,9 @@ class Settlement:
     failed: Mapping[str, TaskResult] = field(default_factory=dict)
     #: Said of a task whose result is found nowhere.
     missing: str = reason(Cause.WORKER_LOST, "no result came back")
+    #: Finished slices' stored results already read by the check that found
+    #: them finished (small ones only), by slice id: not fetched again.
+    prefetched: Mapping[str, bytes] = field(default_factory=dict)
 
 
 def answer_record(settlement: Settlement, at: float) -> str:

@@ -197,8 +197,7 @@ class BatchRunner:
         if not specs:
             return Settlement(failed=refused)
         settled = self._execute(entry, token, specs)
-        return Settlement(finished=settled.finished, failed={**refused, **settled.failed},
-                          missing=settled.missing)
+        return dataclasses.replace(settled, failed={**refused, **settled.failed})
 
     def _look_up(self, token: str, batch: Batch) -> tuple[str, bytes | None]:
         """The token the batch goes by and its answer record if it was answered: one round trip.

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,12 @@ class GiveUp:
     text: str
     revoke: bool
 
+
+#: How much of a one-slice batch's stored results the check that finds it
+#: finished reads with its envelope: all of a typical batch's (a 128-task
+#: no-op batch's are 15 KB), while a lane that holds no answer slot holds
+#: little (sixteen lanes: 1 MiB at most). Bigger results are fetched in a slot.
+PREFETCH_BYTES = 64 * 1024
 
 #: What :func:`decide` says of a slice: still pending, finished, or given up.
 Verdict = None | bool | GiveUp
@@ -170,6 +176,8 @@ class Snapshot:
     #: The raw plan and answer record (``None`` when absent).
     planned: bytes | None = None
     answered: bytes | None = None
+    #: The only slice's stored results, read with its envelope when small.
+    prefetched: Mapping[str, bytes] = field(default_factory=dict)
 
 
 class Settler:
@@ -215,7 +223,7 @@ class Settler:
         given_up = {} if given_up is None else given_up
         snapshot = self._read(dispatch)
         if snapshot.delivered:
-            return Settlement(finished=dispatch.slices)
+            return Settlement(finished=dispatch.slices, prefetched=snapshot.prefetched)
         if snapshot.answered is not None:
             # Another lane (a re-delivery attached alongside) answered the
             # batch and tidied its keys away; its record says where all is.
@@ -232,10 +240,10 @@ class Settler:
         """One poll's reads, noting Redis's failures and stalls in :attr:`trouble`."""
         started = self.now()
         try:
-            delivered = _decode(self.redis.get(self.result_prefix + dispatch.done_id))
+            delivered, prefetched = self._read_final(dispatch)
             if delivered and delivered.get("status") == "SUCCESS":
                 self.trouble.answered(started)
-                return Snapshot(delivered=True)
+                return Snapshot(delivered=True, prefetched=prefetched)
             pipe = self.redis.pipeline(transaction=False)
             pipe.mget([self.result_prefix + s.task_id for s in dispatch.slices])
             pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
@@ -251,6 +259,23 @@ class Settler:
                        for meta, claim, lease in zip(metas, claims, leases, strict=True))
         return Snapshot(delivered=False, states=states, planned=planned, answered=answered)
 
+    def _read_final(self, dispatch: Dispatch) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
+        """The final envelope and, for a one-slice batch, its results if they are small.
+
+        One round trip for both: a worker stores a slice's results before
+        its envelope, so an envelope that says success finds them stored.
+        Only the first :data:`PREFETCH_BYTES` are read: a waiting lane holds
+        no answer slot, so it must not hold a big output (those are fetched
+        in a slot, as before).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.result_prefix + dispatch.done_id)
+        if dispatch.count == 1:
+            pipe.getrange(keys.outcome_key(dispatch.done_id), 0, PREFETCH_BYTES - 1)
+        meta, *head = pipe.execute()
+        small = {dispatch.done_id: head[0]} if head and 0 < len(head[0]) < PREFETCH_BYTES else {}
+        return _decode(meta), small
+
     def _deadlines(self, entry: ScriptEntry, dispatch: Dispatch, planned: bytes | None) -> Deadlines:
         """What this poll judges the batch's slices against."""
         return Deadlines(
@@ -263,14 +288,16 @@ class Settler:
         """The settled batch's results: each finished slice's, fetched once, and the failed ones."""
         found: dict[str, TaskResult] = {}
         for ref in settlement.finished:
-            found.update(self._fetch_slice(ref))
+            found.update(self._fetch_slice(ref, settlement.prefetched.get(ref.task_id)))
         found.update(settlement.failed)
         return found
 
-    def _fetch_slice(self, ref: SliceRef) -> dict[str, TaskResult]:
-        """One finished slice's results, or its tasks failed with why they cannot be had."""
+    def _fetch_slice(self, ref: SliceRef, prefetched: bytes | None = None) -> dict[str, TaskResult]:
+        """One finished slice's results (read already, or now), or its tasks failed with why."""
+        raw: bytes | str | None = prefetched
         try:
-            raw = self.redis.get(keys.outcome_key(ref.task_id))
+            if raw is None:
+                raw = self.redis.get(keys.outcome_key(ref.task_id))
         except redis.RedisError as exc:
             return self._lost(ref, reason(Cause.BROKER_LOST, f"cannot fetch the slice's results: {exc}"))
         try:
