@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from harness.services import Stack
+from harness.services import Stack, wait_until
 from tests.integration.controller import (
     BASE_KEYS,
     CREATED_WITH_SPACE,
@@ -213,3 +213,23 @@ def test_unbalanced_quotes_fail_only_that_task(amworker_stack: Stack,
     assert answered[bad]["stdout"] == ""
     assert "arguments cannot be split" in str(answered[bad]["stderr"])
     assert answered[good[1]]["stdout"] == "echo_v0.0 also fine\n"
+
+
+def test_the_chord_callback_itself_succeeds(broker_stack: Stack) -> None:
+    # The shim answers a chord batch whether or not its callback worked (it
+    # assembles the slices itself when the callback fails), so a broken
+    # callback would go unseen in the answer: check its own outcome.
+    built = batch("sliced_v0.0", Encoding.JSON, [f"job-{i}" for i in range(4)])
+    answered = run(broker_stack, built)
+    assert exit_codes(answered) == dict.fromkeys(built.tasks, 0)
+    worker = next(p for p in broker_stack.procs if p.name.startswith("it-"))  # the Celery worker
+    callback = f":{built.unique}:"
+
+    def callback_lines() -> list[str]:
+        return [line for line in worker.output().splitlines()
+                if callback in line and ":collect]" in line]
+
+    # Celery logs the outcome just after storing the result the shim woke on.
+    wait_until(lambda: any("succeeded" in line for line in callback_lines()), timeout=30,
+               what="the chord callback's 'succeeded' line")
+    assert not [line for line in callback_lines() if "raised" in line], callback_lines()

@@ -324,40 +324,51 @@ def test_a_slice_whose_state_redis_lost_is_given_up_one_lease_ttl_after_the_loss
     assert shim.revoked == [batch.slice_id] and _no_revoke_failed(caplog)
 
 
-def _finished_alone(shim: Shim, stdout: str) -> tuple[Dispatch, str]:
-    """A one-slice batch whose slice finished (results, then envelope, as a worker stores them)."""
+def _finished(shim: Shim, *outputs: str) -> tuple[Dispatch, list[str]]:
+    """A batch of one task per slice, every slice finished (results, then envelopes, as
+    workers store them, then the chord callback's envelope when there are several)."""
     token = f"{FUNCTION}:{uuid.uuid4()}:digest"
-    slice_id = keys.slice_id(token, 0, 1)
-    (task_id,) = make_tasks(["x"])
-    shim.worker.store_outcome(slice_id, FUNCTION, [TaskResult(
-        uuid=task_id, exit_code=0, finished_at=shim.clock.utc(), stdout=stdout, stderr="")])
-    shim.runner.app.backend.store_result(slice_id, {"index": 0, "count": 1, "tasks": 1}, "SUCCESS")
-    dispatch = Dispatch(token=token, count=1, dispatched_at=shim.clock(),
-                        slices=(SliceRef(slice_id, (task_id,)),))
-    return dispatch, task_id
+    count = len(outputs)
+    task_ids = make_tasks(["x"] * count)
+    refs = []
+    for index, (task_id, stdout) in enumerate(zip(task_ids, outputs, strict=True)):
+        slice_id = keys.slice_id(token, index, count)
+        shim.worker.store_outcome(slice_id, FUNCTION, [TaskResult(
+            uuid=task_id, exit_code=0, finished_at=shim.clock.utc(), stdout=stdout, stderr="")])
+        shim.runner.app.backend.store_result(
+            slice_id, {"index": index, "count": count, "tasks": 1}, "SUCCESS")
+        refs.append(SliceRef(slice_id, (task_id,)))
+    if count > 1:
+        shim.runner.app.backend.store_result(keys.collect_id(token), {
+            "function": FUNCTION, "batch": token, "slices": count, "tasks": count}, "SUCCESS")
+    return Dispatch(token=token, count=count, dispatched_at=shim.clock(), slices=tuple(refs)), \
+        list(task_ids)
 
 
-def test_small_results_come_with_the_check_that_finds_the_slice_finished(shim: Shim) -> None:
-    # Issue 11's "a single result fetch": for a one-slice batch, the results
-    # are read in the same round trip as the envelope, and not read again.
+@pytest.mark.parametrize("outputs", [("small",), ("left", "right")], ids=["one slice", "a chord"])
+def test_small_results_come_with_the_check_that_finds_the_batch_finished(
+        shim: Shim, outputs: tuple[str, ...]) -> None:
+    # Issue 11's "a single result fetch": the slices' results are read in
+    # the same round trip as the final envelope, and not read again.
     entry = shim.runner.registry.get(FUNCTION)
     assert entry is not None
-    dispatch, task_id = _finished_alone(shim, "small")
-    (ref,) = dispatch.slices
+    dispatch, task_ids = _finished(shim, *outputs)
 
-    settlement = shim.runner.settler.settled(entry, dispatch, {task_id: True})
+    settlement = shim.runner.settler.settled(entry, dispatch, dict.fromkeys(task_ids, True))
 
     assert settlement is not None
-    assert set(settlement.prefetched) == {ref.task_id}
-    shim.redis.delete(keys.outcome_key(ref.task_id))  # a second read would find nothing
-    assert shim.runner.settler.fetch(settlement)[task_id].stdout == "small"
+    assert set(settlement.prefetched) == {ref.task_id for ref in dispatch.slices}
+    for ref in dispatch.slices:  # a second read would find nothing
+        shim.redis.delete(keys.outcome_key(ref.task_id))
+    found = shim.runner.settler.fetch(settlement)
+    assert [found[t].stdout for t in task_ids] == list(outputs)
 
 
 def test_big_results_are_left_for_the_answer_slot(shim: Shim) -> None:
     # A waiting lane holds no answer slot, so it must not hold a big output.
     entry = shim.runner.registry.get(FUNCTION)
     assert entry is not None
-    dispatch, task_id = _finished_alone(shim, "x" * PREFETCH_BYTES)
+    dispatch, (task_id,) = _finished(shim, "x" * PREFETCH_BYTES)
     (ref,) = dispatch.slices
 
     settlement = shim.runner.settler.settled(entry, dispatch, {task_id: True})

@@ -51,11 +51,15 @@ class GiveUp:
     revoke: bool
 
 
-#: How much of a one-slice batch's stored results the check that finds it
-#: finished reads with its envelope: all of a typical batch's (a 128-task
-#: no-op batch's are 15 KB), while a lane that holds no answer slot holds
-#: little (sixteen lanes: 1 MiB at most). Bigger results are fetched in a slot.
+#: How much of a batch's stored results the check that finds it finished
+#: reads with its envelope, shared among its slices: all of a typical batch's
+#: (a 128-task no-op batch's are 15 KB), while a lane that holds no answer
+#: slot holds little (sixteen lanes: 1 MiB at most). Bigger results are
+#: fetched in a slot.
 PREFETCH_BYTES = 64 * 1024
+#: Below this share per slice (a batch cut into more than 16 slices), nothing
+#: is read ahead: the check would carry many commands for little.
+PREFETCH_MIN_SHARE = 4 * 1024
 
 #: What :func:`decide` says of a slice: still pending, finished, or given up.
 Verdict = None | bool | GiveUp
@@ -176,7 +180,7 @@ class Snapshot:
     #: The raw plan and answer record (``None`` when absent).
     planned: bytes | None = None
     answered: bytes | None = None
-    #: The only slice's stored results, read with its envelope when small.
+    #: Slices' stored results read with the final envelope (small ones), by slice id.
     prefetched: Mapping[str, bytes] = field(default_factory=dict)
 
 
@@ -260,20 +264,24 @@ class Settler:
         return Snapshot(delivered=False, states=states, planned=planned, answered=answered)
 
     def _read_final(self, dispatch: Dispatch) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
-        """The final envelope and, for a one-slice batch, its results if they are small.
+        """The final envelope and, read in the same round trip, the slices' small results.
 
-        One round trip for both: a worker stores a slice's results before
-        its envelope, so an envelope that says success finds them stored.
-        Only the first :data:`PREFETCH_BYTES` are read: a waiting lane holds
-        no answer slot, so it must not hold a big output (those are fetched
-        in a slot, as before).
+        A worker stores a slice's results before its envelope, and the chord
+        callback runs after every slice's: an envelope that says success
+        finds them all stored. Each slice gets an equal share of
+        :data:`PREFETCH_BYTES` and only that much is read: a waiting lane
+        holds no answer slot, so it must not hold a big output (those are
+        fetched in a slot, as before).
         """
+        share = PREFETCH_BYTES // max(1, dispatch.count)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self.result_prefix + dispatch.done_id)
-        if dispatch.count == 1:
-            pipe.getrange(keys.outcome_key(dispatch.done_id), 0, PREFETCH_BYTES - 1)
-        meta, *head = pipe.execute()
-        small = {dispatch.done_id: head[0]} if head and 0 < len(head[0]) < PREFETCH_BYTES else {}
+        if share >= PREFETCH_MIN_SHARE:
+            for ref in dispatch.slices:
+                pipe.getrange(keys.outcome_key(ref.task_id), 0, share - 1)
+        meta, *heads = pipe.execute()
+        small = {ref.task_id: head for ref, head in zip(dispatch.slices, heads, strict=False)
+                 if 0 < len(head) < share}
         return _decode(meta), small
 
     def _deadlines(self, entry: ScriptEntry, dispatch: Dispatch, planned: bytes | None) -> Deadlines:
