@@ -19,7 +19,7 @@ class Sizes:
     #: W3/W4: CPU-bound tasks in the batch, MiB each hashes, runs (median kept).
     w3_tasks: int = 16
     w3_mebibytes: int = 32
-    w3_runs: int = 3
+    w3_runs: int = 5
     #: W3/W4 again with 8x the work per task: at 32 MiB a task hashes in ~20 ms
     #: here, so a few tens of ms of fixed cost per batch weigh on the speedup.
     w3_heavy_mebibytes: int = 256
