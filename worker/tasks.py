@@ -127,13 +127,19 @@ def collect(self: Task[..., dict[str, object]], function: str, batch: str,
     results themselves stay under each slice's own key (the shim fetches them
     once). A slice that failed never gets here (the shim assembles those
     batches itself, see worker.batch.settling). A slice without a readable
-    envelope raises :class:`~worker.contract.records.RecordError`.
+    envelope raises :class:`~worker.contract.records.RecordError`, unless the
+    shim has answered the batch already (its answer record exists): a lane
+    that polls between the last slice and this callback finds every slice
+    finished, answers from them and tidies their envelopes away. Nothing is
+    left to combine then, and nothing is wrong.
     """
     message = CollectMessage.from_kwargs({"function": function, "batch": batch, "slices": slices})
     backend: Any = self.app.backend  # the key-value backend: celery-types declares no mget
     # One MGET for every slice's envelope, not a round trip each: this runs
     # between the last slice and the shim's answer.
     stored = backend.mget([backend.get_key_for_task(slice_id) for slice_id in message.slices])
+    if None in stored and backend.client.exists(keys.answer_key(message.batch)):
+        stored = [raw for raw in stored if raw is not None]
     tasks = sum(SliceEnvelope.from_json(_stored_result(backend, raw)).tasks for raw in stored)
     return CollectEnvelope(function=message.function, batch=message.batch, slices=len(message.slices),
                            tasks=tasks).to_json()

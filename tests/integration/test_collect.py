@@ -1,0 +1,78 @@
+"""The chord callback (``amworker.collect``) on a real Redis, run as a pool process runs it.
+
+Each case runs the task's body in a fresh interpreter whose settings point
+at a private redis-server (the Celery app reads its settings once per
+process), with the slices' envelopes stored by Celery's own backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.services import ROOT, start_redis
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+PROBE = """
+import json, sys
+from worker.contract import keys
+from worker.tasks import app, collect
+token = "sliced_v0.0:" + sys.argv[1] + ":digest"
+ids = [keys.slice_id(token, i, 2) for i in range(2)]
+for index, slice_id in enumerate(ids):
+    app.backend.store_result(slice_id, {"index": index, "count": 2, "tasks": 3}, "SUCCESS")
+client = app.backend.client
+if "gone" in sys.argv:
+    client.delete(app.backend.get_key_for_task(ids[1]))
+if "answered" in sys.argv:
+    client.set(keys.answer_key(token), json.dumps({"at": 1.0, "slices": ids, "failed": []}))
+try:
+    print(json.dumps(collect.run(function="sliced_v0.0", batch=token, slices=ids)))
+except Exception as exc:
+    print(json.dumps({"raised": type(exc).__name__, "why": str(exc)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, port = start_redis(tmp_path_factory.mktemp("collect-redis"))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+
+
+def _collect(redis_url: str, tmp_path: Path, case: str, *flags: str) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMWORKER_", "DJANGO_"))}
+    env.update({"PYTHONPATH": str(ROOT), "AMWORKER_BROKER_URL": redis_url,
+                "AMWORKER_RESULT_BACKEND": redis_url, "AMWORKER_LOG_LEVEL": "WARNING",
+                "AMWORKER_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"})
+    done = subprocess.run([sys.executable, "-c", PROBE, case, *flags], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=50, check=True)
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_it_counts_every_slices_tasks(redis_url: str, tmp_path: Path) -> None:
+    assert _collect(redis_url, tmp_path, "all")["tasks"] == 6
+
+
+def test_a_slice_envelope_missing_before_the_answer_is_an_error(redis_url: str, tmp_path: Path) -> None:
+    found = _collect(redis_url, tmp_path, "missing", "gone")
+    assert found["raised"] == "RecordError", found
+
+
+def test_envelopes_the_shim_tidied_away_after_answering_are_no_error(
+        redis_url: str, tmp_path: Path) -> None:
+    # A lane polling between the last slice and this callback answers from
+    # the slices and drops their envelopes; the callback then finds them gone.
+    found = _collect(redis_url, tmp_path, "tidied", "gone", "answered")
+    assert found.get("raised") is None, found
+    assert found["tasks"] == 3
