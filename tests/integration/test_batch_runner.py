@@ -376,3 +376,29 @@ def test_a_slice_given_up_is_revoked_and_logged_once_per_wait(
     assert revoked == [late]
     assert sum("given up" in r.getMessage() for r in caplog.records) == 1
     assert given_up[late]["t1"].stderr.startswith("amworker: time limit: ")
+
+
+def test_a_batch_answered_while_this_lane_looked_is_not_sent_again(runner: BatchRunner) -> None:
+    # Lane B found no answer record (its look-up came first); lane A then
+    # answered the same batch, wrote the record and dropped the plan. B must
+    # not take the missing plan for a new batch: with another slice count
+    # (a shim on a host with more cores) its slices would run the script again.
+    entry = runner.registry.get("echo_v0.0")
+    assert entry is not None
+    tasks = make_tasks(["a"])
+    (task_id,) = tasks
+    payload = _payload(tasks)
+    batch = decode_request(payload)
+    token = keys.batch_token("echo_v0.0", str(uuid.uuid4()), payload, tasks)
+    queue = str(entry.options.queue)
+    runner.redis.delete(queue)
+    assert runner._look_up(token, batch) == (token, None)
+    done = TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ran once", stderr="")
+    runner.redis.set(keys.answer_key(token), json.dumps(
+        {"at": time.time(), "slices": [], "failed": [done.to_json()]}))
+
+    settlement = runner.settle("echo_v0.0", token, batch, None)
+
+    assert settlement.failed[task_id].stdout == "ran once"
+    assert runner.redis.llen(queue) == 0, "the batch was sent again"
+    assert not runner.redis.exists(keys.plan_key(token))

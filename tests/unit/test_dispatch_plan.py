@@ -8,11 +8,12 @@ planning sends nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from celery import Celery
 
-from worker.batch.dispatch import Dispatcher, decode_plan
+from worker.batch.dispatch import PLAN_UNLESS_ANSWERED, AnsweredMeanwhile, Dispatcher, decode_plan
 from worker.config import FunctionOptions, Settings
 from worker.contract import keys
 from worker.contract.plan import JobSpec, PlanRecord
@@ -37,6 +38,19 @@ class _Redis:
 
     def get(self, key: str) -> bytes | None:
         return self.kept.get(key)
+
+    def register_script(self, script: str) -> Callable[..., int]:
+        """The plan script's contract (its Lua runs against a real Redis in
+        tests/integration/test_batch_runner.py): -1 answered, else SET NX."""
+        assert script == PLAN_UNLESS_ANSWERED
+
+        def run(keys: list[str], args: list[object]) -> int:
+            plan_key, answer_key = keys
+            if answer_key in self.kept:
+                return -1
+            return 1 if self.set(plan_key, str(args[0]), nx=True) else 0
+
+        return run
 
 
 def _dispatcher(client: _Redis) -> Dispatcher:
@@ -82,3 +96,12 @@ def test_an_unreadable_or_absurd_plan_is_planned_afresh(
 def test_decode_plan_is_none_for_anything_but_a_plan() -> None:
     assert decode_plan(b'{"count": 1, "at": 2, "sent": true}') == PlanRecord(count=1, at=2.0, sent=True)
     assert decode_plan(b"[]") is None
+
+
+def test_a_batch_answered_meanwhile_is_not_planned_again() -> None:
+    client = _Redis()
+    client.kept[keys.answer_key(TOKEN)] = b'{"at": 1, "slices": [], "failed": []}'
+
+    with pytest.raises(AnsweredMeanwhile):
+        _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS)
+    assert keys.plan_key(TOKEN) not in client.kept

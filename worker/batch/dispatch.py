@@ -46,6 +46,25 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: Record a batch's plan unless it was answered meanwhile, atomically: 1 if
+#: recorded, 0 if a plan was already there, -1 if the answer record exists.
+#: KEYS: plan, answer record; ARGV: the plan, its TTL in seconds.
+PLAN_UNLESS_ANSWERED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
+class AnsweredMeanwhile(Exception):
+    """The batch was answered (by another lane) after this one looked for an answer.
+
+    A lane that found no answer record goes on to record a plan; if the
+    lane answering the same batch wrote its record (and dropped the plan) in
+    between, a plain ``SET NX`` would succeed and send the batch again.
+    """
+
+
 @dataclass(frozen=True)
 class SliceRef:
     """One dispatched slice as the waiting side sees it."""
@@ -80,6 +99,7 @@ class Dispatcher:
         self.redis = client
         # Wall-clock seconds: dispatch times are shared between shim processes.
         self.now = wallclock
+        self._record_plan = client.register_script(PLAN_UNLESS_ANSWERED)
 
     def plan_slices(
         self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]
@@ -88,11 +108,16 @@ class Dispatcher:
 
         A re-delivered batch finds the record of its first arrival and reuses
         its slice count, so it computes the same ids and attaches to the work
-        instead of sending it again.
+        instead of sending it again. Raises :class:`AnsweredMeanwhile` if the
+        batch's answer record exists: it ran, and must not be sent again.
         """
         record = PlanRecord(count=plan.slice_count(entry.slices_wanted(), len(specs)), at=self.now())
         ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit)
-        if not self.redis.set(keys.plan_key(token), record.encode(), nx=True, ex=ttl):
+        recorded = self._record_plan(keys=[keys.plan_key(token), keys.answer_key(token)],
+                                     args=[record.encode(), ttl])
+        if recorded == -1:
+            raise AnsweredMeanwhile(token)
+        if recorded == 0:
             record = self._earlier_plan(entry, token, len(specs)) or record
         parts = plan.split(specs, record.count)
         slices = tuple(

@@ -32,7 +32,7 @@ from celery import Celery
 
 from worker import logs
 from worker.batch.answers import Settlement, answer_record, answer_record_settlement, answers_tasks
-from worker.batch.dispatch import BROKER_ERRORS, Dispatch, Dispatcher
+from worker.batch.dispatch import BROKER_ERRORS, AnsweredMeanwhile, Dispatch, Dispatcher
 from worker.batch.gearman_loop import Reply
 from worker.batch.intake import prepare_batch
 from worker.batch.metrics import BatchObserver, NullObserver
@@ -175,8 +175,13 @@ class BatchRunner:
                 settlement = self._internal_error(function, token, batch, exc)
                 results = self.assemble(batch, settlement)
             answer = encode_result(results, batch.encoding)
-        record = functools.partial(self._answered, function, token, settlement)
+        record = functools.partial(self._record, function, unique, token, settlement)
         return Reply(answer, then=record), not any(map(_failed_by_amworker, results))
+
+    def _record(self, function: str, unique: str, token: str, settlement: Settlement) -> None:
+        """Write the answer record, logging under the batch as its answer did."""
+        with logs.batch_context(function, unique or "-"):
+            self._answered(function, token, settlement)
 
     def settle(self, function: str, token: str, batch: Batch, earlier: bytes | None = None) -> Settlement:
         """Run (or attach to, or recall) the batch until every task has come to something.
@@ -275,6 +280,10 @@ class BatchRunner:
                 if fresh:
                     self.dispatcher.send(entry, dispatch, parts)
                 return self._wait(entry, dispatch, specs, event, check_first=not fresh)
+        except AnsweredMeanwhile:
+            log.info("%s batch %s: answered by another lane meanwhile; answering from its record",
+                     entry.function, token)
+            return self._recall_now(token)
         except BROKER_ERRORS as exc:
             log.error("%s batch %s: cannot dispatch: %s", entry.function, token, exc)
             return Settlement(failed=self._fail(
@@ -342,8 +351,17 @@ class BatchRunner:
             results.append(dataclasses.replace(result, wants_output=task.wants_output))
         return results
 
+    def _recall_now(self, token: str) -> Settlement:
+        """The settlement in the answer record another lane has just written."""
+        raw = self.redis.get(keys.answer_key(token))
+        if raw is None:
+            return Settlement(missing=reason(
+                Cause.ANSWERED_BEFORE, "this batch was answered by another lane, whose record "
+                "is gone already; it is not run again"))
+        return self._recalled(token, raw)
+
     @staticmethod
-    def _recalled(token: str, raw: bytes) -> Settlement:
+    def _recalled(token: str, raw: bytes | str) -> Settlement:
         """The settlement in a re-delivered batch's answer record.
 
         The record is small: which slices' results to read, and the results
