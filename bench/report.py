@@ -207,8 +207,8 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         f"({machine['cores']}); amworker runs the shim (up to 16 batches on one gearmand "
         f"connection) and one Celery worker of "
         f"{machine['cores']} pool processes (W4: one, then two, of concurrency 1).",
-        "- Each system gets warm-up batches before it is measured; W3 and W4 also a small "
-        "batch (1 MiB per task) of the function measured, then their median of "
+        "- Each system gets warm-up batches before it is measured; W3 and W4 also two small "
+        "batches (1 MiB per task) of the function measured, then their median of "
         f"{raw['sizes']['w3_runs']} runs. W5's shim RSS is VmHWM: "
         "the peak over the shim's whole life, W1–W3 included, for the first run; each later "
         "run starts a fresh shim.",

@@ -88,8 +88,8 @@ def w2_throughput(server: str, sizes: Sizes, *, rows: bool) -> Measured:
 def w3_batch_seconds(server: str, function: str, sizes: Sizes, mebibytes: int) -> Measured:
     """W3/W4: seconds to answer one batch of CPU-bound tasks, per run.
 
-    A small batch of the same function (1 MiB per task) goes first, on every
-    system: a function's first batch pays one-time costs that W3 does not
+    Two small batches of the same function (1 MiB per task) go first, on
+    every system: a function's first batch pays one-time costs that W3 does not
     measure (a chord's Lua scripts loaded into Redis, the script imported in
     each process), and with a median of a few runs one such run shows.
     """

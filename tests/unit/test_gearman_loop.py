@@ -380,3 +380,25 @@ def test_a_reply_follow_up_runs_after_its_answer_is_on_the_wire(gearmand: Gearma
     finally:
         replies.read.set()
         assert shim.stop(5)
+
+
+def test_stop_lets_the_last_follow_ups_finish(gearmand: Gearmand) -> None:
+    # A stopped shim must not leave its last answered batches unrecorded.
+    recorded = threading.Event()
+    stopping: list[threading.Event] = []
+
+    def answer(function: str, unique: str, data: bytes) -> Reply:
+        def then() -> None:
+            # A slow record write (Redis busy) still running when stop begins.
+            assert stopping[0].wait(10), "stop never began"
+            threading.Event().wait(0.3)  # the write's own duration, not a synchronisation
+            recorded.set()
+
+        return Reply(b"done", then=then)
+
+    shim = start(gearmand, answer, concurrency=1)
+    stopping.append(shim.loop.stopping)
+    gearmand.assign_on_grab(b"H1", b"one")
+    assert gearmand.expect(gp.GEARMAN_COMMAND_WORK_COMPLETE) == [b"H1", b"done"]
+    assert shim.stop(5)
+    assert recorded.is_set(), "stop returned while the lane was still writing its record"

@@ -55,6 +55,8 @@ class Reply:
 #: or None for WORK_FAIL; or a :class:`Reply` carrying either.
 Answerer = Callable[[str, str, bytes], bytes | None | Reply]
 
+#: How long :meth:`GearmanLoop.stop` waits for the lanes' last follow-ups.
+FOLLOW_UP_SECONDS = 5.0
 #: The longest the loop sleeps without looking at its clock (retries, deadlines).
 TICK_SECONDS = 1.0
 #: What gearmand's ``workers`` admin command shows first for the shim's connections.
@@ -133,6 +135,13 @@ class GearmanLoop:
         self._loop_thread.join(grace + CONNECT_TIMEOUT)
         for _ in self._threads:
             self._jobs.put(None)
+        # Lanes whose answers went out may still be running their follow-up
+        # (the answer record): give them a moment, so a stopped shim leaves
+        # its last batches recorded. A lane still answering past the grace is
+        # not waited for (gearmand re-delivers its job).
+        until = time.monotonic() + FOLLOW_UP_SECONDS
+        for thread in self._threads:
+            thread.join(max(0.0, until - time.monotonic()))
         return self._left == 0 and not self._loop_thread.is_alive()
 
     # -- answer threads -------------------------------------------------------

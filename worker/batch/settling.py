@@ -205,7 +205,7 @@ class Settler:
         self.settings = settings
         # For revoking a slice given up on.
         self.app = app
-        # Asked of Celery once, here: its backend is per thread.
+        # Asked of Celery once, here: a string concatenation per key afterwards.
         self.result_prefix = keys.result_prefix(app.backend)
         self.redis = client
         self.clock = clock

@@ -117,7 +117,8 @@ def result_prefix(backend: object) -> str:
 
     For the shim's hot paths (one string concatenation per key) and its
     pub/sub pattern. Read it once per process: Celery keeps a backend per
-    thread, and asking from a lane would build one there.
+    thread unless the backend says it is thread-safe (the shim's does), and
+    asking from a thread of its own would build one there.
     """
     key = result_key(backend, _PROBE_ID)
     if not key.endswith(_PROBE_ID):
