@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.services import ROOT, Stack, stack
+from harness.services import ROOT, Stack, stack, start_redis
 from tests.subreaper import is_subreaper, set_subreaper
 
 #: Name of the session's Celery worker (the ``client`` column of Tasks rows).
@@ -99,3 +99,13 @@ def broker_stack(request: pytest.FixtureRequest) -> Stack:
 def worker_node() -> str:
     """The session worker's Celery node name, as Celery reports it."""
     return f"{WORKER_NAME}@{socket.gethostname()}"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server on a free port, for one test module (no persistence)."""
+    proc, port = start_redis(tmp_path_factory.mktemp("module-redis"))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()

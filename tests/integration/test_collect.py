@@ -11,12 +11,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.services import ROOT, start_redis
+from harness.services import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -38,15 +37,6 @@ try:
 except Exception as exc:
     print(json.dumps({"raised": type(exc).__name__, "why": str(exc)}))
 """
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, port = start_redis(tmp_path_factory.mktemp("collect-redis"))
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
 
 
 def _collect(redis_url: str, tmp_path: Path, case: str, *flags: str) -> dict[str, object]:

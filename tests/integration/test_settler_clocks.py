@@ -33,7 +33,7 @@ from billiard.exceptions import WorkerLostError
 from celery import Celery
 
 from harness.controller import make_tasks
-from harness.services import ROOT, start_redis
+from harness.services import ROOT
 from tests.integration.clocks import FakeClock, Lane, Polls
 from worker.batch.dispatch import Dispatch, SliceRef
 from worker.batch.runner import BatchRunner
@@ -55,16 +55,6 @@ WORKER = "w1@clock-test"
 #: Far beyond any real duration of a test: only the fake clock can pass them.
 QUEUE_WAIT = 600.0
 TIME_LIMIT = 900.0
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server on a free port, for this module."""
-    proc, port = start_redis(tmp_path_factory.mktemp("clock-redis"))
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
 
 
 def _settings(redis_url: str, tmp_path: Path, **extra: str) -> Settings:
