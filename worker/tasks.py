@@ -117,6 +117,11 @@ def require_task_id(task_id: str | None) -> str:
     return task_id
 
 
+#: Envelopes the chord callback reads per MGET (a chord has a few slices;
+#: a message naming thousands still costs Redis only bounded commands).
+MGET_CHUNK = 512
+
+
 @app.task(bind=True, name=COLLECT)
 def collect(self: Task[..., dict[str, object]], function: str, batch: str,
             slices: list[str]) -> dict[str, object]:
@@ -135,9 +140,13 @@ def collect(self: Task[..., dict[str, object]], function: str, batch: str,
     """
     message = CollectMessage.from_kwargs({"function": function, "batch": batch, "slices": slices})
     backend: Any = self.app.backend  # the key-value backend: celery-types declares no mget
-    # One MGET for every slice's envelope, not a round trip each: this runs
-    # between the last slice and the shim's answer.
-    stored = backend.mget([backend.get_key_for_task(slice_id) for slice_id in message.slices])
+    # One MGET for the slices' envelopes, not a round trip each: this runs
+    # between the last slice and the shim's answer. In chunks: a message
+    # naming a huge number of slices must not become one command that holds
+    # Redis (and one reply) for all of them at once.
+    names = [backend.get_key_for_task(slice_id) for slice_id in message.slices]
+    stored = [raw for start in range(0, len(names), MGET_CHUNK)
+              for raw in backend.mget(names[start:start + MGET_CHUNK])]
     if None in stored and backend.client.exists(keys.answer_key(message.batch)):
         stored = [raw for raw in stored if raw is not None]
     tasks = sum(SliceEnvelope.from_json(_stored_result(backend, raw)).tasks for raw in stored)

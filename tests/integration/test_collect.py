@@ -24,27 +24,31 @@ import json, sys
 from worker.contract import keys
 from worker.tasks import app, collect
 token = "sliced_v0.0:" + sys.argv[1] + ":digest"
-ids = [keys.slice_id(token, i, 2) for i in range(2)]
+count = int(sys.argv[2])
+ids = [keys.slice_id(token, i, count) for i in range(count)]
 for index, slice_id in enumerate(ids):
-    app.backend.store_result(slice_id, {"index": index, "count": 2, "tasks": 3}, "SUCCESS")
+    app.backend.store_result(slice_id, {"index": index, "count": count, "tasks": 3}, "SUCCESS")
 client = app.backend.client
+client.config_resetstat()
 if "gone" in sys.argv:
     client.delete(app.backend.get_key_for_task(ids[1]))
 if "answered" in sys.argv:
     client.set(keys.answer_key(token), json.dumps({"at": 1.0, "slices": ids, "failed": []}))
 try:
-    print(json.dumps(collect.run(function="sliced_v0.0", batch=token, slices=ids)))
+    found = collect.run(function="sliced_v0.0", batch=token, slices=ids)
 except Exception as exc:
-    print(json.dumps({"raised": type(exc).__name__, "why": str(exc)}))
+    found = {"raised": type(exc).__name__, "why": str(exc)}
+found["mget_calls"] = client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
+print(json.dumps(found))
 """
 
 
-def _collect(redis_url: str, tmp_path: Path, case: str, *flags: str) -> dict[str, object]:
+def _collect(redis_url: str, tmp_path: Path, case: str, *flags: str, slices: int = 2) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMWORKER_", "DJANGO_"))}
     env.update({"PYTHONPATH": str(ROOT), "AMWORKER_BROKER_URL": redis_url,
                 "AMWORKER_RESULT_BACKEND": redis_url, "AMWORKER_LOG_LEVEL": "WARNING",
                 "AMWORKER_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"})
-    done = subprocess.run([sys.executable, "-c", PROBE, case, *flags], env=env, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-c", PROBE, case, str(slices), *flags], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=50, check=True)
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -52,6 +56,14 @@ def _collect(redis_url: str, tmp_path: Path, case: str, *flags: str) -> dict[str
 
 def test_it_counts_every_slices_tasks(redis_url: str, tmp_path: Path) -> None:
     assert _collect(redis_url, tmp_path, "all")["tasks"] == 6
+
+
+def test_a_message_naming_many_slices_reads_them_in_bounded_commands(
+        redis_url: str, tmp_path: Path) -> None:
+    # Worst input: thousands of slices. Each MGET stays at MGET_CHUNK keys.
+    found = _collect(redis_url, tmp_path, "many", slices=1200)
+    assert found["tasks"] == 3600
+    assert found["mget_calls"] == 3  # 512 + 512 + 176
 
 
 def test_a_slice_envelope_missing_before_the_answer_is_an_error(redis_url: str, tmp_path: Path) -> None:
