@@ -39,15 +39,15 @@ class _Redis:
     def get(self, key: str) -> bytes | None:
         return self.kept.get(key)
 
-    def register_script(self, script: str) -> Callable[..., int]:
+    def register_script(self, script: str) -> Callable[..., bytes | int]:
         """The plan script's contract (its Lua runs against a real Redis in
-        tests/integration/test_batch_runner.py): -1 answered, else SET NX."""
+        tests/integration/test_batch_runner.py): the answer record, else SET NX."""
         assert script == PLAN_UNLESS_ANSWERED
 
-        def run(keys: list[str], args: list[object]) -> int:
+        def run(keys: list[str], args: list[object]) -> bytes | int:
             plan_key, answer_key = keys
             if answer_key in self.kept:
-                return -1
+                return self.kept[answer_key]
             return 1 if self.set(plan_key, str(args[0]), nx=True) else 0
 
         return run

@@ -46,11 +46,12 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-#: Record a batch's plan unless it was answered meanwhile, atomically: 1 if
-#: recorded, 0 if a plan was already there, -1 if the answer record exists.
+#: Record a batch's plan unless it was answered meanwhile, atomically: the
+#: answer record if there is one, else 1 if recorded, 0 if a plan was there.
 #: KEYS: plan, answer record; ARGV: the plan, its TTL in seconds.
 PLAN_UNLESS_ANSWERED = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local answered = redis.call('GET', KEYS[2])
+if answered then return answered end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
 """
@@ -62,7 +63,12 @@ class AnsweredMeanwhile(Exception):
     A lane that found no answer record goes on to record a plan; if the
     lane answering the same batch wrote its record (and dropped the plan) in
     between, a plain ``SET NX`` would succeed and send the batch again.
+    ``record`` is that answer record, read in the same step.
     """
+
+    def __init__(self, token: str, record: bytes) -> None:
+        super().__init__(token)
+        self.record = record
 
 
 @dataclass(frozen=True)
@@ -108,15 +114,16 @@ class Dispatcher:
 
         A re-delivered batch finds the record of its first arrival and reuses
         its slice count, so it computes the same ids and attaches to the work
-        instead of sending it again. Raises :class:`AnsweredMeanwhile` if the
-        batch's answer record exists: it ran, and must not be sent again.
+        instead of sending it again. Raises :class:`AnsweredMeanwhile`, with
+        the record, if the batch's answer record exists: it ran, and must not
+        be sent again.
         """
         record = PlanRecord(count=plan.slice_count(entry.slices_wanted(), len(specs)), at=self.now())
         ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit)
         recorded = self._record_plan(keys=[keys.plan_key(token), keys.answer_key(token)],
                                      args=[record.encode(), ttl])
-        if recorded == -1:
-            raise AnsweredMeanwhile(token)
+        if isinstance(recorded, bytes):
+            raise AnsweredMeanwhile(token, recorded)
         if recorded == 0:
             record = self._earlier_plan(entry, token, len(specs)) or record
         parts = plan.split(specs, record.count)

@@ -225,7 +225,8 @@ class BatchRunner:
             found = pipe.execute()
         except redis.RedisError as exc:
             # Not knowing costs nothing worse than a second run's attach:
-            # the plan, recorded with SET NX, still finds work under way.
+            # recording the plan still finds the work under way, or the
+            # answer record (dispatch.PLAN_UNLESS_ANSWERED).
             log.warning("batch %s: cannot look for an earlier answer: %s", token, exc)
             return token, None
         answered = found[0]
@@ -280,10 +281,10 @@ class BatchRunner:
                 if fresh:
                     self.dispatcher.send(entry, dispatch, parts)
                 return self._wait(entry, dispatch, specs, event, check_first=not fresh)
-        except AnsweredMeanwhile:
+        except AnsweredMeanwhile as answered:
             log.info("%s batch %s: answered by another lane meanwhile; answering from its record",
                      entry.function, token)
-            return self._recall_now(token)
+            return self._recalled(token, answered.record)
         except BROKER_ERRORS as exc:
             log.error("%s batch %s: cannot dispatch: %s", entry.function, token, exc)
             return Settlement(failed=self._fail(
@@ -350,15 +351,6 @@ class BatchRunner:
             # task at hand (an answer record, a lost slice) may say otherwise.
             results.append(dataclasses.replace(result, wants_output=task.wants_output))
         return results
-
-    def _recall_now(self, token: str) -> Settlement:
-        """The settlement in the answer record another lane has just written."""
-        raw = self.redis.get(keys.answer_key(token))
-        if raw is None:
-            return Settlement(missing=reason(
-                Cause.ANSWERED_BEFORE, "this batch was answered by another lane, whose record "
-                "is gone already; it is not run again"))
-        return self._recalled(token, raw)
 
     @staticmethod
     def _recalled(token: str, raw: bytes | str) -> Settlement:
