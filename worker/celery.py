@@ -18,7 +18,7 @@ from celery import Celery
 from celery.app.amqp import AMQP
 from celery.signals import setup_logging
 
-from worker import logs
+from worker import broker_transport, logs
 from worker.config import Settings, current_settings
 from worker.contract import lifetimes
 
@@ -40,6 +40,9 @@ class ReadableSentEvents(AMQP):
             message.sent_event["name"] = shadow
         return message
 
+
+# Before any broker connection exists: kombu resolves a scheme once per process.
+broker_transport.install()
 
 app = Celery("amworker", include=["worker.tasks"], amqp=ReadableSentEvents)
 
