@@ -106,6 +106,41 @@ def test_jobspec_refuses_an_argv_that_is_not_a_list() -> None:
         JobSpec.from_json({"uuid": "u", "argv": "a b", "wants_output": True})
 
 
+_ANY_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                         lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+
+
+@given(
+    uuid=st.text(max_size=5) | _ANY_JSON,
+    argv=st.lists(st.text(max_size=5) | _ANY_JSON, max_size=4) | _ANY_JSON,
+    wants_output=st.booleans() | _ANY_JSON,
+    drop=st.sampled_from([None, "uuid", "argv", "wants_output"]),
+)
+def test_jobspec_accepts_exactly_the_well_formed_jobs(
+        uuid: object, argv: object, wants_output: object, drop: str | None) -> None:
+    # The fast path for well-formed jobs and the checks that name a problem
+    # must agree: the same jobs accepted, as the same specs, the rest refused.
+    data = {"uuid": uuid, "argv": argv, "wants_output": wants_output}
+    if drop:
+        del data[drop]
+    well_formed = (drop is None and isinstance(uuid, str) and isinstance(wants_output, bool)
+                   and isinstance(argv, list) and all(isinstance(arg, str) for arg in argv))
+    if well_formed:
+        assert isinstance(argv, list)
+        assert JobSpec.from_json(data) == JobSpec(uuid=str(uuid), argv=tuple(argv),
+                                                  wants_output=bool(wants_output))
+    else:
+        with pytest.raises(RecordError):
+            JobSpec.from_json(data)
+
+
+def test_a_refused_job_names_itself_and_its_field() -> None:
+    with pytest.raises(RecordError, match=r"job 'u-1': field 'argv' must be str, got int"):
+        JobSpec.from_json({"uuid": "u-1", "argv": ["a", 2], "wants_output": True})
+    with pytest.raises(RecordError, match=r"job 'u-2': field 'wants_output' must be bool"):
+        JobSpec.from_json({"uuid": "u-2", "argv": [], "wants_output": 1})
+
+
 def test_jobspec_is_frozen() -> None:
     spec = specs(1)[0]
 

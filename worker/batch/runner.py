@@ -349,7 +349,9 @@ class BatchRunner:
                 result = failed_results([task.uuid], missing, clock=self.clock)[0]
             # As the request asked: a result recalled or made without the
             # task at hand (an answer record, a lost slice) may say otherwise.
-            results.append(dataclasses.replace(result, wants_output=task.wants_output))
+            if result.wants_output != task.wants_output:
+                result = dataclasses.replace(result, wants_output=task.wants_output)
+            results.append(result)
         return results
 
     @staticmethod

@@ -64,17 +64,31 @@ def substitute(
     """
     if "%" not in arguments:  # the common case for many templates: no work
         return arguments
-    values = {
+
+    def value(match: re.Match[str]) -> str:
+        # Only the placeholders present are computed: a batch substitutes
+        # thousands of strings, and most name one or two of them.
+        name = match.group(1)
+        if name == "taskUUID":
+            return task_uuid
+        if name == "date":
+            return now.isoformat()
+        if name == "jobCreatedDate":
+            return _space_separated(created_date)
+        return _path(paths, name)
+
+    return _PLACEHOLDER.sub(value, arguments)
+
+
+def _path(paths: Paths, name: str) -> str:
+    """The configured directory a path placeholder stands for."""
+    return {
         "sharedPath": paths.shared_directory,
         "clientAssetsDirectory": paths.client_assets_directory,
         "clientScriptsDirectory": paths.client_scripts_directory,
         "watchDirectory": paths.watch_directory,
         "rejectedDirectory": paths.rejected_directory,
-        "date": now.isoformat(),
-        "taskUUID": task_uuid,
-        "jobCreatedDate": _space_separated(created_date),
-    }
-    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], arguments)
+    }[name]
 
 
 def split_arguments(arguments: str) -> list[str]:

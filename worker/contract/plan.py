@@ -30,6 +30,13 @@ class JobSpec:
     @classmethod
     def from_json(cls, data: object) -> JobSpec:
         """Inverse of :meth:`to_json`; raises :class:`~worker.contract.records.RecordError`."""
+        if type(data) is dict:  # exactly what JSON decodes to
+            uuid, argv, wants_output = data.get("uuid"), data.get("argv"), data.get("wants_output")
+            if (type(uuid) is str and type(argv) is list and type(wants_output) is bool
+                    and all(type(arg) is str for arg in argv)):
+                # A well-formed job, as every amworker sends: thousands per
+                # batch in the pool, so skip the checks that name the problem.
+                return cls(uuid=uuid, argv=tuple(argv), wants_output=wants_output)
         what = "job"
         job = records.mapping(data, what)
         uuid = records.field(job, "uuid", str, what)

@@ -189,7 +189,9 @@ def results_from_json(items: object, what: str = "stored results") -> list[TaskR
     results = []
     for position, item in enumerate(items):
         try:
-            results.append(TaskResult.from_json(records.mapping(item, f"{what}[{position}]")))
+            # The common case first: the label is built only for a message.
+            mapping = item if type(item) is dict else records.mapping(item, f"{what}[{position}]")
+            results.append(TaskResult.from_json(mapping))
         except RecordError:
             raise
         except DecodeError as exc:
