@@ -64,6 +64,8 @@ def test_redis_schemes_resolve_to_the_shared_client_transport(redis_url: str) ->
         connection = Connection(url)
         assert connection.transport_cls in broker_transport.SCHEMES  # the URL reads as usual
         assert isinstance(connection.transport, broker_transport.Transport)
+        # Celery keys Redis-only behaviour on this (worker_disable_prefetch).
+        assert connection.transport.driver_type == "redis"
     assert not isinstance(Connection("amqp://guest@127.0.0.1//").transport,
                           broker_transport.Transport)
 
