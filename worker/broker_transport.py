@@ -8,7 +8,7 @@ table of response callbacks is rebuilt every time), and on a 128-task batch
 that was 13 % of Celery's main process (py-spy, bench/analysis.md). The
 connection itself comes from the channel's pool either way, so one client per
 pool does the same work: ``redis.Redis`` is safe to share between threads,
-and a pool replaced after a fork or a reconnect gets a client of its own.
+and a pool replaced (after a fork, or when the channel closes) gets a client of its own.
 
 :func:`install` points the ``redis://`` and ``rediss://`` schemes at this
 transport before any connection is made, so broker URLs, Flower and
@@ -54,3 +54,6 @@ def install() -> None:
     path = f"{__name__}:{Transport.__name__}"
     for scheme in SCHEMES:
         kombu_transports.TRANSPORT_ALIASES[scheme] = path
+        # kombu remembers each scheme's class once resolved: forget it, or a
+        # connection made before this call would keep the stock transport.
+        kombu_transports._transport_cache.pop(scheme, None)  # type: ignore[attr-defined]  # private, unannotated

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 
 import pytest
@@ -132,6 +133,21 @@ def test_jobspec_accepts_exactly_the_well_formed_jobs(
     else:
         with pytest.raises(RecordError):
             JobSpec.from_json(data)
+
+
+class _Text(str):
+    """A str subclass: not what JSON decodes to, still a string."""
+
+
+@pytest.mark.parametrize("data", [
+    collections.OrderedDict(uuid="u", argv=["a"], wants_output=True),
+    {"uuid": _Text("u"), "argv": [_Text("a")], "wants_output": True},
+    {"uuid": "u", "argv": ["a"], "wants_output": True, "extra": 1},
+], ids=["ordered-dict", "str-subclasses", "extra-key"])
+def test_jobspec_reads_other_mappings_and_strings_the_same_way(data: dict[str, object]) -> None:
+    spec = JobSpec.from_json(data)
+    assert spec == JobSpec(uuid="u", argv=("a",), wants_output=True)
+    assert type(spec.argv) is tuple and type(spec.wants_output) is bool
 
 
 def test_a_refused_job_names_itself_and_its_field() -> None:
