@@ -41,7 +41,7 @@ class ReadableSentEvents(AMQP):
         return message
 
 
-# Before any broker connection exists: kombu resolves a scheme once per process.
+# Before any broker connection exists (install() also forgets an earlier resolution).
 broker_transport.install()
 
 app = Celery("amworker", include=["worker.tasks"], amqp=ReadableSentEvents)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from worker.codec import argv as argv_module
 from worker.codec.argv import Paths, prepare_argv, split_arguments, substitute
+from worker.codec.limits import DEFAULT_MAX_ARGUMENT_BYTES
 from worker.errors import ArgvError
 
 if TYPE_CHECKING:
@@ -135,6 +136,27 @@ def test_date_with_a_naive_now() -> None:
 def test_values_are_not_expanded_twice() -> None:
     odd = Paths(shared_directory="/srv/%date%/", client_assets_directory="/a/")
     assert sub("%sharedPath%", odd) == "/srv/%date%/"
+
+
+class _CountingNow(datetime):
+    """A clock whose isoformat() counts its calls."""
+
+    calls = 0
+
+    def isoformat(self, *args: object, **kwargs: object) -> str:
+        type(self).calls += 1
+        return super().isoformat()
+
+
+def test_a_placeholder_repeated_to_the_size_cap_is_computed_once() -> None:
+    # The worst string for substitution: one placeholder, repeated up to the
+    # argument cap. Each value is computed once per string, not per repeat.
+    repeats = DEFAULT_MAX_ARGUMENT_BYTES // len("%date%")
+    now = _CountingNow(2024, 8, 4, 21, 40, 1, tzinfo=UTC)
+    text = substitute("%date%" * repeats + "%jobCreatedDate%" * 3, task_uuid=TASK_UUID,
+                      created_date=CREATED, paths=PATHS, now=now)
+    assert _CountingNow.calls == 1
+    assert text == "2024-08-04T21:40:01+00:00" * repeats + sub("%jobCreatedDate%") * 3
 
 
 def test_no_placeholder_returns_the_string_itself() -> None:

@@ -65,30 +65,40 @@ def substitute(
     if "%" not in arguments:  # the common case for many templates: no work
         return arguments
 
+    values: dict[str, str] = {}
+
     def value(match: re.Match[str]) -> str:
-        # Only the placeholders present are computed: a batch substitutes
-        # thousands of strings, and most name one or two of them.
+        # Each value is computed when first named, then looked up: a batch
+        # substitutes thousands of strings, most naming one or two
+        # placeholders, and a string repeating one costs a lookup per repeat.
         name = match.group(1)
-        if name == "taskUUID":
-            return task_uuid
-        if name == "date":
-            return now.isoformat()
-        if name == "jobCreatedDate":
-            return _space_separated(created_date)
-        return _path(paths, name)
+        found = values.get(name)
+        if found is None:
+            found = values[name] = _value(name, task_uuid, created_date, paths, now)
+        return found
 
     return _PLACEHOLDER.sub(value, arguments)
 
 
-def _path(paths: Paths, name: str) -> str:
-    """The configured directory a path placeholder stands for."""
-    return {
-        "sharedPath": paths.shared_directory,
-        "clientAssetsDirectory": paths.client_assets_directory,
-        "clientScriptsDirectory": paths.client_scripts_directory,
-        "watchDirectory": paths.watch_directory,
-        "rejectedDirectory": paths.rejected_directory,
-    }[name]
+#: The configured directory each path placeholder stands for (a Paths field).
+_PATH_FIELDS = {
+    "sharedPath": "shared_directory",
+    "clientAssetsDirectory": "client_assets_directory",
+    "clientScriptsDirectory": "client_scripts_directory",
+    "watchDirectory": "watch_directory",
+    "rejectedDirectory": "rejected_directory",
+}
+
+
+def _value(name: str, task_uuid: str, created_date: str, paths: Paths, now: datetime) -> str:
+    """What the placeholder ``%name%`` stands for."""
+    if name == "taskUUID":
+        return task_uuid
+    if name == "date":
+        return now.isoformat()
+    if name == "jobCreatedDate":
+        return _space_separated(created_date)
+    return str(getattr(paths, _PATH_FIELDS[name]))
 
 
 def split_arguments(arguments: str) -> list[str]:
