@@ -58,7 +58,7 @@ test: lint
 	scripts/test-compose > "$$log" 2>&1 & compose=$$!; \
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit || status=$$?; \
 	wait $$compose || status=1; cat "$$log"; rm -f "$$log"; \
-	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/unit || status=$$?; \
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25 --ignore=tests/unit || status=$$?; \
 	exit $$status
 
 test-unit: $(STAMP)
@@ -103,7 +103,10 @@ lint: $(STAMP)
 # make bench SOAK=600 runs the soak instead: ten minutes of mixed load, the
 # shim's RSS and Redis's memory over time (bench/results/soak.md and .png).
 # make bench AM_SRC=/path/to/archivematica also measures Archivematica's stock
-# worker, in its own virtualenv (var/stock-venv, pinned in bench/stock-requirements.txt).
+# worker, in its own virtualenv (var/stock-venv, pinned in bench/stock-requirements.txt),
+# and runs W7 on Archivematica itself: its own script and stock worker, amworker beside
+# them in var/w7am-venv (scripts/w7am-venv), its schema in a database the bench makes on
+# the MariaDB at mysql://root@127.0.0.1:3306 (python -m bench --mariadb-url to change it).
 STOCK_VENV := var/stock-venv
 AM_SRC ?=
 

