@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -35,11 +35,12 @@ def init_db(env: dict[str, str]) -> None:
 
 
 def start_amworker(workdir: Path, *, worker_name: str, concurrency: int = 2,
-                   database_url: str | None = None, broker: str = "redis") -> Generator[Stack, None, None]:
+                   database_url: str | None = None, broker: str = "redis",
+                   env: Mapping[str, str] | None = None) -> Generator[Stack, None, None]:
     """A stack with one Celery worker and one shim serving every test function."""
     from tests.integration.controller import function_count
 
-    with stack(workdir, database_url=database_url, broker=broker) as deployed:
+    with stack(workdir, database_url=database_url, broker=broker, env=env) as deployed:
         # The controller inserts Tasks rows before submitting, so the table
         # must exist before the first batch, not when a pool process first
         # runs a slice.

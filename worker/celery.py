@@ -44,7 +44,15 @@ class ReadableSentEvents(AMQP):
 # Before any broker connection exists (install() also forgets an earlier resolution).
 broker_transport.install()
 
-app = Celery("amworker", include=["worker.tasks"], amqp=ReadableSentEvents)
+# No fix-ups: Celery's Django fix-up, which it turns on whenever DJANGO_SETTINGS_MODULE
+# is in the environment, sets Django up itself as the worker starts, before amworker
+# has put Archivematica's import paths in place, chosen its settings module
+# (worker.database.setup) or installed PyMySQL as MySQLdb. With the stock worker's
+# DJANGO_SETTINGS_MODULE=settings.common the worker died ("No module named
+# 'settings'"); with a MySQL URL and no mysqlclient, on "Error loading MySQLdb".
+# What it would do besides, amworker does: Django is set up before the pool forks
+# (worker.pool.runtime) and stale connections are closed around every slice.
+app = Celery("amworker", include=["worker.tasks"], amqp=ReadableSentEvents, fixups=[])
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

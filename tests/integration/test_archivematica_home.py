@@ -30,12 +30,19 @@ DERIVED = ("AMWORKER_MODULES_FILE", "AMWORKER_CLIENT_SCRIPTS_PACKAGE",
            "AMWORKER_CLIENT_ASSETS_DIRECTORY")
 
 
-@pytest.fixture(scope="module", params=["package", "source"])
+#: "stock-env": the source layout, with the stock worker's own environment variable
+#: naming Archivematica's settings (Celery's Django fix-up once set Django up with
+#: it before amworker could, and the worker died at start).
+@pytest.fixture(scope="module", params=["package", "source", "stock-env"])
 def deployed(request: pytest.FixtureRequest,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Proc, Proc]]:
     workdir = tmp_path_factory.mktemp(f"home-{request.param}")
-    home, _ = am_tree.build(workdir / "install", request.param)
-    with stack(workdir, env={"AMWORKER_ARCHIVEMATICA_HOME": str(home)}) as running:
+    layout = "source" if request.param == "stock-env" else request.param
+    home, _ = am_tree.build(workdir / "install", layout)
+    env = {"AMWORKER_ARCHIVEMATICA_HOME": str(home)}
+    if request.param == "stock-env":
+        env["DJANGO_SETTINGS_MODULE"] = "settings.common"
+    with stack(workdir, env=env) as running:
         for name in DERIVED:
             running.env.pop(name)
         done = subprocess.run([sys.executable, "-m", "worker.cli", "init-db"], env=running.env,

@@ -252,7 +252,12 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     with server() as (url, connect, schema):
         name = f"it-{request.param}"
         workdir = tmp_path_factory.mktemp(f"stack-{request.param}")
-        stacks = start_amworker(workdir, worker_name=name, concurrency=2, database_url=url)
+        # On MariaDB the workers also get DJANGO_SETTINGS_MODULE, naming amworker's own
+        # settings as an operator may: Celery's Django fix-up, which that variable turns
+        # on, once set Django up before amworker installed PyMySQL, and the worker died.
+        env = {"DJANGO_SETTINGS_MODULE": "worker.settings"} if request.param == "mariadb" else None
+        stacks = start_amworker(workdir, worker_name=name, concurrency=2, database_url=url,
+                                env=env)
         deployed = next(stacks)
         try:
             quote = "`" if request.param == "mariadb" else '"'
