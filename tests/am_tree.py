@@ -63,6 +63,23 @@ def call(jobs):
             job.pyprint(Group.__name__)
 '''
 
+#: Sets Django up itself when imported, as Archivematica's scripts do (django.setup()
+#: at the top). Django's auth models, defined during that setup, load the database
+#: backend: the process importing it must have its settings and driver ready.
+SETS_UP_DJANGO = '''"""Sets Django up itself at import time."""
+import django
+
+django.setup()
+
+from django.contrib.auth.models import Group  # noqa: E402
+
+
+def call(jobs):
+    for job in jobs:
+        with job.JobContext():
+            job.pyprint(Group.__name__, "after its own django.setup()")
+'''
+
 BROKEN = '''"""A dependency is missing."""
 import amworker_no_such_dependency  # noqa: F401
 
@@ -93,10 +110,13 @@ def build(root: Path, layout: str) -> tuple[Path, Path]:
     (mcpclient / "clientScripts/sibling_helper.py").write_text('GREETING = "hello from a sibling"\n')
     (mcpclient / "clientScripts/greet.py").write_text(SCRIPT)
     (mcpclient / "clientScripts/uses_models.py").write_text(USES_MODELS)
+    (mcpclient / "clientScripts/sets_up_django.py").write_text(SETS_UP_DJANGO)
     (mcpclient / "clientScripts/broken.py").write_text(BROKEN)
     (mcpclient / "archivematicaClientModules").write_text(
-        "[supportedBatchCommands]\ngreet_v0.0 = greet\nmodels_v0.0 = uses_models\n"
-        "broken_v0.0 = broken\n")
+        # The script that sets Django up itself comes first: the probe imports in this
+        # order, and after a script that only imports models Django would be ready.
+        "[supportedBatchCommands]\nsetsup_v0.0 = sets_up_django\ngreet_v0.0 = greet\n"
+        "models_v0.0 = uses_models\nbroken_v0.0 = broken\n")
     (mcpclient / "settings/__init__.py").write_text("")
     (mcpclient / "settings/common.py").write_text(SETTINGS_COMMON)
     (common / "common_helper.py").write_text('SHARED = "/var/archivematica/sharedDirectory/"\n')

@@ -17,16 +17,27 @@ from typing import Any
 _MYSQL_SHIM_INSTALLED = False
 
 
-def setup() -> None:
-    """Point Django at ``worker.settings`` (unless told otherwise) and set it up.
+def prepare() -> None:
+    """What Django must find whoever sets it up: its settings module and a MySQL driver.
 
+    Points Django at ``worker.settings`` (unless told otherwise) and installs
+    PyMySQL as ``MySQLdb`` when mysqlclient is missing; imports no Django.
     Archivematica's own ``settings.common``, which the stock worker's
     environment names, counts as not told otherwise: worker.settings extends
     it (AMWORKER_DJANGO_SETTINGS) with amworker's app, which it lacks.
+
+    Separate from :func:`setup` because Archivematica's scripts call
+    ``django.setup()`` themselves when imported: a process that imports them
+    before it needs Django (the shim's script probe) must have prepared this.
     """
     if os.environ.get("DJANGO_SETTINGS_MODULE", "settings.common") == "settings.common":
         os.environ["DJANGO_SETTINGS_MODULE"] = "worker.settings"
     _install_mysql_driver()
+
+
+def setup() -> None:
+    """:func:`prepare`, then set Django up (once)."""
+    prepare()
     import django
     from django.apps import apps
 

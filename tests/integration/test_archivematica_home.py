@@ -11,6 +11,7 @@ log (``PYTHONVERBOSE``) of the real shim process says so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from harness.services import ROOT, Proc, Stack, stack, wait_until
 from tests import am_tree
 from tests.integration.ops import run_batch
+from tests.integration.test_database import mariadb_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -30,18 +32,29 @@ DERIVED = ("AMWORKER_MODULES_FILE", "AMWORKER_CLIENT_SCRIPTS_PACKAGE",
            "AMWORKER_CLIENT_ASSETS_DIRECTORY")
 
 
-#: "stock-env": the source layout, with the stock worker's own environment variable
-#: naming Archivematica's settings (Celery's Django fix-up once set Django up with
-#: it before amworker could, and the worker died at start).
-@pytest.fixture(scope="module", params=["package", "source", "stock-env"])
+#: Beside the two layouts, the source layout with DJANGO_SETTINGS_MODULE set:
+#: "stock-env" names Archivematica's settings, as the stock worker's environment
+#: does (Celery's Django fix-up once set Django up with it before amworker could,
+#: and the worker died at start); "mysql" names amworker's own, on a MariaDB
+#: database and PyMySQL alone (a script setting Django up itself on import once
+#: found no MySQL driver in the shim's script probe: "script import failed").
+@pytest.fixture(scope="module", params=["package", "source", "stock-env", "mysql"])
 def deployed(request: pytest.FixtureRequest,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Proc, Proc]]:
     workdir = tmp_path_factory.mktemp(f"home-{request.param}")
-    layout = "source" if request.param == "stock-env" else request.param
+    layout = "package" if request.param == "package" else "source"
     home, _ = am_tree.build(workdir / "install", layout)
     env = {"AMWORKER_ARCHIVEMATICA_HOME": str(home)}
-    if request.param == "stock-env":
-        env["DJANGO_SETTINGS_MODULE"] = "settings.common"
+    with contextlib.ExitStack() as cleanup:
+        if request.param == "stock-env":
+            env["DJANGO_SETTINGS_MODULE"] = "settings.common"
+        elif request.param == "mysql":
+            url, _, _ = cleanup.enter_context(mariadb_database())
+            env.update({"DJANGO_SETTINGS_MODULE": "worker.settings", "AMWORKER_DATABASE_URL": url})
+        yield from _deployed(workdir, env)
+
+
+def _deployed(workdir: Path, env: dict[str, str]) -> Iterator[tuple[Stack, Proc, Proc]]:
     with stack(workdir, env=env) as running:
         for name in DERIVED:
             running.env.pop(name)
@@ -49,7 +62,7 @@ def deployed(request: pytest.FixtureRequest,
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         worker = running.celery_worker("home", concurrency=2)
-        shim = running.shim("home-shim", extra={"PYTHONVERBOSE": "1"}, functions=3)
+        shim = running.shim("home-shim", extra={"PYTHONVERBOSE": "1"}, functions=4)
         yield running, shim, worker
 
 
@@ -71,6 +84,15 @@ def test_scripts_importing_django_models_run(deployed: tuple[Stack, Proc, Proc])
     results = run_batch(running.server, "models_v0.0", tasks=2)
 
     assert [(r.exit_code, r.stdout.strip()) for r in results] == [(0, "Group")] * 2
+
+
+def test_a_script_that_sets_django_up_itself_on_import_runs(deployed: tuple[Stack, Proc, Proc]) -> None:
+    running, _, _ = deployed
+
+    results = run_batch(running.server, "setsup_v0.0", tasks=2)
+
+    assert [(r.exit_code, r.stdout.strip()) for r in results] == [
+        (0, "Group after its own django.setup()")] * 2, [r.stderr for r in results]
 
 
 def test_a_script_that_fails_to_import_is_answered_with_the_cause(deployed: tuple[Stack, Proc, Proc]) -> None:
@@ -150,7 +172,7 @@ def test_the_shim_holds_no_script_and_no_django(deployed: tuple[Stack, Proc, Pro
     assert "prometheus_client" not in names
     assert not {n for n in names if n.split(".")[0] in {"clientScripts", "sibling_helper",
                                                          "settings", "common_helper", "main"}}
-    assert "script probe: 3 function(s), 2 importable" in shim.output()
+    assert "script probe: 4 function(s), 3 importable" in shim.output()
 
 
 AM_SRC = os.environ.get("AM_SRC", "")

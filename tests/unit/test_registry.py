@@ -222,6 +222,23 @@ def test_sys_exit_at_import_is_reported_not_raised(script_package: ScriptPackage
     assert error is not None and "SystemExit: 2" in error
 
 
+def test_django_failing_to_start_is_reported_on_that_script(script_package: ScriptPackage) -> None:
+    # The script needs Django; readying it fails (as it does after a script's own
+    # django.setup() broke half-way): that script's error, not the probe's end.
+    package = script_package({"needs": (
+        "from django.core.exceptions import AppRegistryNotReady\n"
+        "raise AppRegistryNotReady('Apps aren\\'t loaded yet.')\n")})
+
+    def ready_django() -> None:
+        raise RuntimeError("populate() isn't reentrant")
+
+    module, error = import_script(package, "needs", ready_django=ready_django)
+
+    assert module is None
+    assert error is not None and "Django could not be set up" in error
+    assert "populate() isn't reentrant" in error
+
+
 def test_keyboard_interrupt_at_import_propagates(script_package: ScriptPackage) -> None:
     package = script_package({"interrupted": "raise KeyboardInterrupt\n"})
 

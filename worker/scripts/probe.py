@@ -160,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.dup2(2, 1)  # what scripts print on import goes to stderr, not into the report
     try:
         script_imports.install()
+        # Before any script: one that sets Django up itself on import, as
+        # Archivematica's do, must find amworker's settings and MySQL driver.
+        database.prepare()
         registry = load_registry(settings, ready_django=database.setup)
     except RegistryError as exc:
         print(f"amworker probe: {exc}", file=sys.stderr)

@@ -155,7 +155,14 @@ def import_script(
             raise
         if ready_django is None or not _needs_django(exc):
             return None, f"cannot import {name}:\n{traceback.format_exc()}"
-        ready_django()
+        try:
+            ready_django()
+        except Exception:  # noqa: BLE001 - this script's import failed; the others still load
+            # A script that set Django up itself and failed half-way leaves
+            # Django unable to start again ("populate() isn't reentrant"):
+            # report it on this script, never end the whole probe.
+            return None, (f"cannot import {name}: Django could not be set up for it:\n"
+                          f"{traceback.format_exc()}")
         return import_script(package, module_name)
     if not callable(getattr(module, "call", None)):
         return None, f"{name} has no call(jobs) function"
