@@ -23,8 +23,8 @@ import pytest
 
 from harness.services import ROOT, Proc, Stack, stack, wait_until
 from tests import am_tree
+from tests.integration.databases import mariadb_database
 from tests.integration.ops import run_batch
-from tests.integration.test_database import mariadb_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
