@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from worker.archivematica import BASE_SETTINGS
+
 #: PyMySQL stands in for mysqlclient, which needs a compiler and headers.
 _MYSQL_SHIM_INSTALLED = False
 
@@ -30,7 +32,7 @@ def prepare() -> None:
     ``django.setup()`` themselves when imported: a process that imports them
     before it needs Django (the shim's script probe) must have prepared this.
     """
-    if os.environ.get("DJANGO_SETTINGS_MODULE", "settings.common") == "settings.common":
+    if os.environ.get("DJANGO_SETTINGS_MODULE", BASE_SETTINGS) == BASE_SETTINGS:
         os.environ["DJANGO_SETTINGS_MODULE"] = "worker.settings"
     _install_mysql_driver()
 
