@@ -52,13 +52,19 @@ stop:
 # (no services, no timing), its output shown when both are done; then the
 # rest of pytest, whatever the first two's outcome, so its summary closes the
 # output. Any of the three failing fails `make test`.
+# The rest runs TEST_WORKERS test files at a time (pytest-xdist, a whole file
+# per worker, so module fixtures and in-file order hold): its tests mostly
+# wait on the processes they start (0.65 of 2 cores busy, run one at a time),
+# and every stack, port, database and vhost they start is private.
+TEST_WORKERS ?= 2
 test: lint
 	@scripts/ensure-test-tools
 	@status=0; log=$$(mktemp); \
 	scripts/test-compose > "$$log" 2>&1 & compose=$$!; \
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit || status=$$?; \
 	wait $$compose || status=1; cat "$$log"; rm -f "$$log"; \
-	$(BIN)/pytest -q -p no:cacheprovider --durations=25 --ignore=tests/unit || status=$$?; \
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25 \
+		--ignore=tests/unit || status=$$?; \
 	exit $$status
 
 test-unit: $(STAMP)
