@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report_more
-from bench.report_more import Row, stock_measured
+from bench.report_more import Row, stock_measured, times
 
 #: The systems W1 and W2 measure, in table and chart order.
 _SYSTEMS = ("amworker", "inprocess", "floor")
@@ -53,7 +53,7 @@ def _w1(raw: dict[str, Any]) -> Row:
         "W1", f"latency of one {sizes['w1_tasks']}-task no-op batch, median [min – max] "
         f"of {sizes['w1_runs']} runs",
         _latency(w1["amworker"]), _latency(w1["inprocess"]), _latency(w1["floor"]), stock,
-        f"{am / ip:.2f}× in-process; floor + {_ms(am - fl)}"
+        f"{times(am / ip, 2.5)} in-process; floor + {_ms(am - fl)}"
         + (versus if stock_measured(raw) else ""),
         "≤ 10 ms and ≤ 2.5× in-process",
         am <= 0.010 and am <= 2.5 * ip and not raw["errors"].get("amworker"),
@@ -70,7 +70,7 @@ def _w2(raw: dict[str, Any]) -> Row:
         "W2", f"{sizes['w2_batches']} × {sizes['w2_tasks']} no-op tasks in flight, tasks/s "
         f"(median of {sizes['w2_rounds']} rounds)",
         f"{am:.0f}", f"{ip:.0f}", f"{fl:.0f}", stock,
-        f"{am / ip:.2f}× in-process; {am / fl:.2f}× floor{versus}",
+        f"{times(am / ip, 0.45)} in-process; {am / fl:.2f}× floor{versus}",
         "≥ 20,000 tasks/s and ≥ 0.45× in-process", am >= 20_000 and am >= 0.45 * ip,
     )
 
@@ -86,7 +86,7 @@ def _w3(raw: dict[str, Any], key: str, mebibytes: int) -> Row:
     return Row(
         "W3", f"{sizes['w3_tasks']} tasks × SHA-256 of {mebibytes} MiB, "
         f"concurrent_instances() = cores, 2 pool processes: speedup vs slices = 1",
-        f"{single / split:.2f}× ({split:.2f} s vs {single:.2f} s)",
+        f"{times(single / split, goal)} ({split:.2f} s vs {single:.2f} s)",
         f"{single / ip:.2f}× ({ip:.2f} s: one process per batch)", "—", stock,
         f"{ip / split:.2f}× faster than in-process{versus}",
         f"≥ {goal}×", single / split >= goal,
@@ -98,7 +98,7 @@ def _w4(raw: dict[str, Any], key: str, mebibytes: int) -> Row:
     return Row(
         "W4", f"the W3 batch ({mebibytes} MiB per task) on 2 Celery workers of concurrency 1 "
         "(2 hosts): speedup vs 1",
-        f"{one / two:.2f}× ({two:.2f} s vs {one:.2f} s)", "— (one host only)", "—",
+        f"{times(one / two, 1.9)} ({two:.2f} s vs {one:.2f} s)", "— (one host only)", "—",
         _stock(raw, lambda: "— (cannot split a batch over hosts)"), "—",
         "≥ 1.9×", one / two >= 1.9,
     )

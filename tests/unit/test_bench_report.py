@@ -1,0 +1,39 @@
+"""How the results table prints a ratio beside its target."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import report
+from bench.report_more import times
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_a_ratio_far_from_its_target_has_two_decimals() -> None:
+    assert times(1.9712, 2.5) == "1.97×"
+    assert times(0.38, 0.45) == "0.38×"
+    assert times(2.3, None) == "2.30×"
+
+
+def test_a_ratio_just_under_its_target_never_prints_as_the_target() -> None:
+    # The committed run of 20:58 had W2 at 0.4465x against >= 0.45x: it
+    # printed "0.45x" beside MISSED.
+    assert times(0.4464, 0.45) == "0.446×"
+    assert times(1.8496, 1.85) == "1.8496×"
+    assert times(1.9004, 1.9) == "1.9004×"
+    assert times(1.89996, 1.9) == "1.9000×"  # four decimals at most
+
+
+def test_a_ratio_equal_to_its_target_prints_as_the_target() -> None:
+    assert times(0.45, 0.45) == "0.45×"
+
+
+def test_the_w2_row_shows_a_near_miss_as_a_miss() -> None:
+    raw = {"sizes": {"w2_batches": 16, "w2_tasks": 128, "w2_rounds": 5}, "errors": {},
+           "w2": {"amworker": [12_626.0], "inprocess": [28_281.0], "floor": [136_466.0]}}
+
+    row = report._w2(raw)
+
+    assert row.ratio.startswith("0.446× in-process")
+    assert row.verdict == "**MISSED**"
