@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.batch.answers import answer_record_settlement
-from worker.codec.records import TaskResult
+from worker.codec.records import TaskResult, Timestamps
 from worker.contract.plan import JobSpec, PlanRecord
 from worker.contract.records import SHOWN_CHARS, RecordError
 from worker.contract.slices import (
@@ -290,3 +290,28 @@ def test_a_malformed_collect_envelope_is_a_record_error() -> None:
 def test_a_malformed_answer_record_is_a_record_error(raw: str, message: str) -> None:
     with pytest.raises(RecordError, match=message):
         answer_record_settlement(raw)
+
+
+def test_timestamps_convert_as_datetime_does_and_each_value_once() -> None:
+    stamps = Timestamps()
+    other = datetime(2026, 1, 1, 0, 0, 1, 5, tzinfo=UTC)
+
+    assert stamps.text(WHEN) == WHEN.isoformat()
+    assert stamps.text(other) == other.isoformat()
+    # An equal datetime (not the same object) gets the text already made.
+    assert stamps.text(datetime.fromisoformat(WHEN.isoformat())) is stamps.text(WHEN)
+    assert stamps.moment(WHEN.isoformat()) == WHEN
+    assert stamps.moment(WHEN.isoformat()) is stamps.moment(WHEN.isoformat())
+    with pytest.raises(ValueError, match="Invalid isoformat"):
+        stamps.moment("yesterday")
+
+
+def test_results_sharing_a_finishing_time_round_trip_with_their_own_times() -> None:
+    later = datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC)
+    results = [TaskResult(uuid=f"t{i}", exit_code=i, finished_at=later if i == 2 else WHEN)
+               for i in range(4)]
+
+    decoded = decode_results(encode_results(results))
+
+    assert [r.finished_at for r in decoded] == [WHEN, WHEN, later, WHEN]
+    assert decoded == results

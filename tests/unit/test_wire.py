@@ -122,6 +122,23 @@ def test_created_date_forms(sent: str, expected: str) -> None:
     assert (spec.created_date, spec.problem) == (expected, None)
 
 
+def test_each_task_keeps_its_own_created_date_when_some_share_one() -> None:
+    # Dates read once per batch (worker.codec.wire keeps those it has read):
+    # a repeated date must not leak into a task that sent another, nor a bad
+    # date be taken for a good one it follows.
+    later = "2024-08-04T21:40:00Z"
+    uuid_c, uuid_d = "c" * 36, "d" * 36
+    tasks = {UUID_A: task(createdDate=later), UUID_B: task(UUID_B, createdDate="not a date"),
+             uuid_c: task(uuid_c), uuid_d: task(uuid_d, createdDate=later)}
+
+    specs = decode_request(json_payload({"tasks": tasks})).tasks
+
+    assert [s.created_date for s in specs] == [
+        "2024-08-04 21:40:00+00:00", "", "2024-08-04 21:34:35.241750+00:00",
+        "2024-08-04 21:40:00+00:00"]
+    assert [s.problem is None for s in specs] == [True, False, True, True]
+
+
 def test_pickled_datetime_created_date_is_space_separated() -> None:
     payload = pickle.dumps({"tasks": {UUID_A: task(createdDate=CREATED)}}, protocol=0)
     assert decode_request(payload).tasks[0].created_date == "2024-08-04 21:34:35.241750+00:00"

@@ -22,7 +22,7 @@ class Encoding(enum.StrEnum):
     PICKLE = "pickle"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskSpec:
     """One task of a request, as read from the payload.
 
@@ -41,7 +41,7 @@ class TaskSpec:
     problem: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Batch:
     """The tasks of one request, in payload order, and how it was encoded."""
 
@@ -49,7 +49,7 @@ class Batch:
     encoding: Encoding
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskResult:
     """The outcome of one task, ready to be encoded for the controller.
 
@@ -73,23 +73,27 @@ class TaskResult:
             # Frozen dataclass: this is the documented way to set a field here.
             object.__setattr__(self, "finished_at", utc)
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self, stamps: Timestamps | None = None) -> dict[str, object]:
         """Return a JSON-safe dict (for Celery's JSON serializer).
 
-        Text is sanitised so that a later UTF-8 encode cannot fail.
+        Text is sanitised so that a later UTF-8 encode cannot fail. A caller
+        encoding many results passes one ``stamps`` for all of them.
         """
         return {
             "uuid": self.uuid,
             "exit_code": self.exit_code,
-            "finished_at": self.finished_at.isoformat(),
+            "finished_at": (stamps or Timestamps()).text(self.finished_at),
             "stdout": sanitize_text(self.stdout),
             "stderr": sanitize_text(self.stderr),
             "wants_output": self.wants_output,
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> TaskResult:
-        """Rebuild a result from :meth:`to_json` output; raises DecodeError."""
+    def from_json(cls, data: Mapping[str, object], stamps: Timestamps | None = None) -> TaskResult:
+        """Rebuild a result from :meth:`to_json` output; raises DecodeError.
+
+        A caller decoding many results passes one ``stamps`` for all of them.
+        """
         uuid = data.get("uuid")
         exit_code = data.get("exit_code")
         finished_at = data.get("finished_at")
@@ -108,7 +112,7 @@ class TaskResult:
         if not isinstance(wants_output, bool):
             raise DecodeError(f"task result {uuid}: 'wants_output' must be a boolean")
         try:
-            finished = datetime.fromisoformat(finished_at)
+            finished = (stamps or Timestamps()).moment(finished_at)
         except ValueError as exc:
             raise DecodeError(f"task result {uuid}: bad 'finished_at': {exc}") from exc
         return cls(
@@ -119,6 +123,36 @@ class TaskResult:
             stderr=stderr,
             wants_output=wants_output,
         )
+
+
+class Timestamps:
+    """ISO 8601 text of datetimes, and datetimes of text, each distinct value converted once.
+
+    The results of a slice mostly share one finishing time (every job that
+    set none ends when ``call(jobs)`` returns), and the tasks of a batch
+    often share one creation time: without this, a 128-task batch formatted
+    or parsed the same moment hundreds of times on its way through (a fifth
+    of the shim's and pool's own codec time). Meant to live for one payload:
+    it keeps every value it converted.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[datetime, str] = {}
+        self._moments: dict[str, datetime] = {}
+
+    def text(self, moment: datetime) -> str:
+        """``moment.isoformat()``."""
+        found = self._texts.get(moment)
+        if found is None:
+            found = self._texts[moment] = moment.isoformat()
+        return found
+
+    def moment(self, text: str) -> datetime:
+        """``datetime.fromisoformat(text)``; raises ValueError as it does."""
+        found = self._moments.get(text)
+        if found is None:
+            found = self._moments[text] = datetime.fromisoformat(text)
+        return found
 
 
 def sanitize_text(text: str | bytes) -> str:

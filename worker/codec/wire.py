@@ -25,7 +25,7 @@ from datetime import datetime
 
 from worker.codec import safe_pickle
 from worker.codec.limits import DEFAULT_MAX_VALUES, MAX_TASK_UUID_CHARS, check_json_values
-from worker.codec.records import Batch, Encoding, TaskResult, TaskSpec, sanitize_text
+from worker.codec.records import Batch, Encoding, TaskResult, TaskSpec, Timestamps, sanitize_text
 from worker.errors import DecodeError
 
 # Key names of the wire format, in one place. The spellings (camelCase, the
@@ -97,8 +97,9 @@ def decode_request(
     _check_size(data, max_bytes)
     encoding = detect_encoding(data)
     tasks = _envelope(_load(data, encoding, max_values), TASKS_KEY)
+    dates: dict[str, str] = {}  # createdDate as sent -> as scripts get it, per batch
     return Batch(
-        tasks=tuple(_read_task(uuid, task) for uuid, task in tasks.items()),
+        tasks=tuple(_read_task(uuid, task, dates) for uuid, task in tasks.items()),
         encoding=encoding,
     )
 
@@ -110,12 +111,13 @@ def encode_result(results: Iterable[TaskResult], encoding: Encoding) -> bytes:
     want output. Text is sanitised here, so this never raises on text.
     """
     pickled = Encoding(encoding) is Encoding.PICKLE
+    stamps = Timestamps()
     task_results: dict[str, dict[str, object]] = {}
     for result in results:
         entry: dict[str, object] = {
             EXIT_CODE_KEY: int(result.exit_code),
             # Pickle senders unpickle a datetime; JSON senders parse a string.
-            FINISHED_KEY: result.finished_at if pickled else result.finished_at.isoformat(),
+            FINISHED_KEY: result.finished_at if pickled else stamps.text(result.finished_at),
         }
         if result.wants_output:
             stderr = sanitize_text(result.stderr)
@@ -203,7 +205,7 @@ def _envelope(document: object, key: str) -> dict[str, object]:
     return inner
 
 
-def _read_task(uuid: str, task: object) -> TaskSpec:
+def _read_task(uuid: str, task: object, dates: dict[str, str]) -> TaskSpec:
     """Read one task; a task that cannot be run gets ``problem`` instead of raising."""
     if len(uuid) > MAX_TASK_UUID_CHARS:
         # No controller sends one (its keys are str(uuid4()), 36 characters).
@@ -241,7 +243,7 @@ def _read_task(uuid: str, task: object) -> TaskSpec:
     if not isinstance(arguments, str):
         problems.append(_wrong_type(ARGUMENTS_KEY, arguments, "a string", task))
         arguments = ""
-    created_date, date_problem = _read_created_date(task)
+    created_date, date_problem = _read_created_date(task, dates)
     if date_problem:
         problems.append(date_problem)
     wants_output = task.get(WANTS_OUTPUT_KEY, DEFAULT_WANTS_OUTPUT)
@@ -269,17 +271,24 @@ def _utf8_encodable(text: str) -> bool:
     return True
 
 
-def _read_created_date(task: dict[object, object]) -> tuple[str, str | None]:
-    """Return (createdDate with a space separator, problem or None)."""
+def _read_created_date(task: dict[object, object], dates: dict[str, str]) -> tuple[str, str | None]:
+    """Return (createdDate with a space separator, problem or None).
+
+    ``dates`` keeps the batch's dates already read: its tasks often share one.
+    """
     raw = task.get(CREATED_DATE_KEY)
     if isinstance(raw, datetime):
         return raw.isoformat(" "), None
     if not isinstance(raw, str):
         return "", _wrong_type(CREATED_DATE_KEY, raw, "an ISO 8601 string", task)
+    known = dates.get(raw)
+    if known is not None:
+        return known, None
     try:
         # Parsing (rather than swapping "T" for " ") both validates the date
         # and gives scripts one canonical form, whatever ISO variant arrived.
-        return datetime.fromisoformat(raw).isoformat(" "), None
+        dates[raw] = known = datetime.fromisoformat(raw).isoformat(" ")
+        return known, None
     except ValueError:
         return "", f"{CREATED_DATE_KEY!r} is not an ISO 8601 date: {raw[:_QUOTE_LIMIT]!r}"
 

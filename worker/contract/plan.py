@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from worker.contract import records
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """One runnable task as a Celery worker receives it (argv already prepared)."""
 

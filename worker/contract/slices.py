@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from worker.codec.records import TaskResult
+from worker.codec.records import TaskResult, Timestamps
 from worker.contract import records
 from worker.contract.plan import JobSpec
 from worker.contract.records import RecordError
@@ -103,7 +103,8 @@ class SliceEnvelope:
         """JSON-safe form (Celery's JSON result serializer)."""
         data: dict[str, object] = {"index": self.index, "count": self.count, "tasks": self.tasks}
         if self.inline is not None:
-            data["results"] = [r.to_json() for r in self.inline]
+            stamps = Timestamps()
+            data["results"] = [r.to_json(stamps) for r in self.inline]
         return data
 
     @classmethod
@@ -173,7 +174,8 @@ class CollectEnvelope:
 
 def encode_results(results: Sequence[TaskResult]) -> str:
     """A slice's results as stored under ``keys.outcome_key`` (and in answer records)."""
-    return json.dumps([r.to_json() for r in results])
+    stamps = Timestamps()
+    return json.dumps([r.to_json(stamps) for r in results])
 
 
 def decode_results(raw: bytes | str) -> list[TaskResult]:
@@ -187,11 +189,12 @@ def results_from_json(items: object, what: str = "stored results") -> list[TaskR
         raise RecordError(f"{what}: expected a list of results, got {type(items).__name__}: "
                           f"{records.show(items)}")
     results = []
+    stamps = Timestamps()
     for position, item in enumerate(items):
         try:
             # The common case first: the label is built only for a message.
             mapping = item if type(item) is dict else records.mapping(item, f"{what}[{position}]")
-            results.append(TaskResult.from_json(mapping))
+            results.append(TaskResult.from_json(mapping, stamps))
         except RecordError:
             raise
         except DecodeError as exc:
