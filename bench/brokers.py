@@ -1,10 +1,14 @@
-"""``python -m bench.brokers``: W1 and W2 of amworker with Redis, then RabbitMQ, as the broker.
+"""W1 and W2 of amworker with Redis, then RabbitMQ, as the broker.
 
-The same private gearmand, Redis (results and coordination in both runs),
-database, bench scripts and worker size; only ``AMWORKER_BROKER_URL``
-changes. RabbitMQ is the machine's own (127.0.0.1:5672, guest/guest), in a
-private virtual host (see harness/services.py). Prints one Markdown table of
-medians and writes the raw numbers as JSON.
+``make bench`` runs this after the other workloads (the "Brokers" section of
+``latest.md``); ``python -m bench.brokers`` runs it alone, printing one
+Markdown table of medians and writing the raw numbers as JSON.
+
+Each broker gets a stack of its own (a private gearmand and Redis, results
+and coordination in both runs) on one database, with the same bench scripts
+and worker size; only ``AMWORKER_BROKER_URL`` changes. RabbitMQ is the
+machine's own (127.0.0.1:5672, guest/guest), in a private virtual host (see
+harness/services.py).
 """
 
 from __future__ import annotations
@@ -30,24 +34,35 @@ BROKERS = ("redis", "rabbitmq")
 
 
 def run(sizes: Sizes) -> dict[str, Any]:
-    """W1 (seconds per run) and W2 (tasks/s per round) on each broker."""
-    raw: dict[str, Any] = {"w1": {}, "w2": {}, "errors": {}}
+    """W1 (seconds per run) and W2 (tasks/s per round) on each broker, on a database of its own."""
     with tempfile.TemporaryDirectory(prefix="amworker-bench-brokers-") as tmp:
         workdir = Path(tmp)
-        config = workdir / "amworker.toml"
-        config.write_text(systems.CONFIG_TOML)
-        # One database for both runs: this process inserts the Tasks rows
-        # the controller would, and Django is configured once per process.
         database_url = f"sqlite:///{workdir}/amworker.sqlite3"
         _use_database(database_url)
-        env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10"}
-        for broker in BROKERS:
-            run_dir = workdir / broker
-            run_dir.mkdir()
-            with services.stack(run_dir, scripts=systems.SCRIPTS_PACKAGE,
-                                modules_file=systems.MODULES_FILE, env=env,
-                                database_url=database_url, broker=broker) as stack:
-                _measure(stack, broker, sizes, raw)
+        return measure(sizes, workdir, database_url)
+
+
+def measure(sizes: Sizes, workdir: Path, database_url: str) -> dict[str, Any]:
+    """W1 and W2 on each broker, in stacks under ``workdir``, on ``database_url``.
+
+    ``database_url`` must be the database this process's Django already uses:
+    this process inserts the Tasks rows the controller would, and Django is
+    configured once per process. Without RabbitMQ, says why instead.
+    """
+    missing = services.rabbitmq_missing()
+    if missing is not None:
+        return {"reason": missing}
+    raw: dict[str, Any] = {"w1": {}, "w2": {}, "errors": {}}
+    config = workdir / "amworker-brokers.toml"
+    config.write_text(systems.CONFIG_TOML)
+    env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10"}
+    for broker in BROKERS:
+        run_dir = workdir / f"broker-{broker}"
+        run_dir.mkdir()
+        with services.stack(run_dir, scripts=systems.SCRIPTS_PACKAGE,
+                            modules_file=systems.MODULES_FILE, env=env,
+                            database_url=database_url, broker=broker) as stack:
+            _measure(stack, broker, sizes, raw)
     return raw
 
 
@@ -71,12 +86,20 @@ def _measure(stack: services.Stack, broker: str, sizes: Sizes, raw: dict[str, An
 
 
 def table(raw: dict[str, Any]) -> str:
-    """Markdown: W1 median (ms) and W2 median (tasks/s) per broker."""
-    lines = ["| broker | W1 median (ms) | W2 median (tasks/s) | errors |", "|---|---|---|---|"]
+    """Markdown: W1 median [min - max] (ms) and W2 median (tasks/s) per broker, and errors."""
+    if "reason" in raw:
+        return f"Not measured in this run: {raw['reason']}."
+    lines = ["| broker | W1, ms: median [min – max] | W2, tasks/s: median [min – max] | "
+             "W1, W2 vs Redis | errors |", "|---|---|---|---|---|"]
+    base_w1, base_w2 = (statistics.median(raw[w][BROKERS[0]]) for w in ("w1", "w2"))
     for broker in BROKERS:
-        w1 = statistics.median(raw["w1"][broker]) * 1000
-        w2 = statistics.median(raw["w2"][broker])
-        lines.append(f"| {broker} | {w1:.1f} | {w2:,.0f} | {len(raw['errors'][broker])} |")
+        w1, w2 = raw["w1"][broker], raw["w2"][broker]
+        versus = ("—" if broker == BROKERS[0] else
+                  f"{statistics.median(w1) / base_w1:.2f}× the latency, "
+                  f"{statistics.median(w2) / base_w2:.2f}× the throughput")
+        lines.append(f"| {broker} | {statistics.median(w1) * 1000:.1f} [{min(w1) * 1000:.1f} – "
+                     f"{max(w1) * 1000:.1f}] | {statistics.median(w2):,.0f} [{min(w2):,.0f} – "
+                     f"{max(w2):,.0f}] | {versus} | {len(raw['errors'][broker])} |")
     return "\n".join(lines)
 
 
@@ -91,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(json.dumps(raw, indent=1))
     print(table(raw))
-    return 1 if any(raw["errors"].values()) else 0
+    return 1 if "reason" in raw or any(raw["errors"].values()) else 0
 
 
 if __name__ == "__main__":

