@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import brokers, report_more
-from bench.report_more import Row, stock_measured, times
+from bench.report_more import Row, bar_text, stock_measured, times
 
 #: The systems W1 and W2 measure, in table and chart order.
 _SYSTEMS = ("amworker", "inprocess", "floor")
@@ -327,7 +327,7 @@ def _ratio(data: dict[str, list[float]], slow: str, fast: str) -> float:
 def _bars(axis: Any, labels: tuple[str, ...], values: list[float], colours: tuple[str, ...],
           title: str, *, target: float | None) -> None:
     bars = axis.bar(labels, values, color=colours)
-    axis.bar_label(bars, fmt="%.3g", fontsize=8)
+    axis.bar_label(bars, labels=[bar_text(v, target) for v in values], fontsize=8)
     axis.set_title(title)
     if target is not None:
         axis.axhline(target, color="#d62728", linestyle="--", label=f"target {target:g}")

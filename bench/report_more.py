@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -46,11 +47,24 @@ def times(ratio: float, goal: float | None = None) -> str:
     A ratio of 0.4465 against a target of 0.45 must not print as the target
     beside the word MISSED; up to four decimals tell the two apart.
     """
-    digits = 2
-    while goal is not None and digits < 4 and f"{ratio:.{digits}f}" == f"{goal:.{digits}f}" \
-            and ratio != goal:
-        digits += 1
-    return f"{ratio:.{digits}f}×"
+    return f"{distinct(ratio, goal, 2)}×"
+
+
+def distinct(value: float, goal: float | None, decimals: int) -> str:
+    """``value`` with ``decimals`` decimals, or up to two more if it would print as ``goal``."""
+    while goal is not None and decimals < 4 and value != goal \
+            and f"{value:.{decimals}f}" == f"{goal:.{decimals}f}":
+        decimals += 1
+    return f"{value:.{decimals}f}"
+
+
+def bar_text(value: float, goal: float | None) -> str:
+    """A bar's label: three significant digits, thousands in full, never the target's
+    own value for a bar that is not on it."""
+    if value >= 1000:
+        return f"{value:,.0f}"
+    decimals = max(0, 2 - int(math.floor(math.log10(value)))) if value > 0 else 2
+    return distinct(value, goal, decimals)
 
 
 def stock_measured(raw: dict[str, Any]) -> bool:

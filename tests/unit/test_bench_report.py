@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import report
-from bench.report_more import times
+from bench.report_more import bar_text, times
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,3 +37,16 @@ def test_the_w2_row_shows_a_near_miss_as_a_miss() -> None:
 
     assert row.ratio.startswith("0.446× in-process")
     assert row.verdict == "**MISSED**"
+
+
+def test_a_bar_label_has_three_digits_and_thousands_in_full() -> None:
+    assert [bar_text(v, None) for v in (20.53, 2.434, 0.9374, 111.2)] == \
+        ["20.5", "2.43", "0.937", "111"]
+    assert bar_text(9033.4, 20_000) == "9,033"  # not "9.03e+03"
+    assert bar_text(87_734.0, None) == "87,734"
+
+
+def test_a_bar_just_over_its_target_is_not_labelled_with_the_target() -> None:
+    # W4 at 32 MiB was 1.904x against 1.9x: labelled "1.9" it looked like a tie.
+    assert bar_text(1.904, 1.9) == "1.904"
+    assert bar_text(1.904, None) == "1.90"
