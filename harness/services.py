@@ -93,8 +93,8 @@ def rabbitmq_missing() -> str | None:
     """Why the machine's RabbitMQ cannot serve a stack, or None if it can."""
     if accepts(RABBITMQ_PORT) and os.access(RABBITMQCTL, os.X_OK):
         return None
-    return (f"RabbitMQ is needed on 127.0.0.1:{RABBITMQ_PORT} (guest/guest), with "
-            f"{RABBITMQCTL}: install and start rabbitmq-server")
+    return (f"amworker's broker tests and bench need RabbitMQ on 127.0.0.1:{RABBITMQ_PORT} "
+            f"(guest/guest) and {RABBITMQCTL}: install and start rabbitmq-server")
 
 
 def require_rabbitmq() -> None:
