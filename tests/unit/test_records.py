@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -304,6 +304,16 @@ def test_timestamps_convert_as_datetime_does_and_each_value_once() -> None:
     assert stamps.moment(WHEN.isoformat()) is stamps.moment(WHEN.isoformat())
     with pytest.raises(ValueError, match="Invalid isoformat"):
         stamps.moment("yesterday")
+
+
+def test_timestamps_give_each_zone_its_own_text() -> None:
+    # 12:00 UTC and 13:00 at +01:00 are equal datetimes with different text.
+    stamps = Timestamps()
+    noon = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    one_pm = datetime(2026, 1, 1, 13, tzinfo=timezone(timedelta(hours=1)))
+
+    assert stamps.text(noon) == "2026-01-01T12:00:00+00:00"
+    assert stamps.text(one_pm) == "2026-01-01T13:00:00+01:00"
 
 
 def test_results_sharing_a_finishing_time_round_trip_with_their_own_times() -> None:

@@ -141,7 +141,13 @@ class Timestamps:
         self._moments: dict[str, datetime] = {}
 
     def text(self, moment: datetime) -> str:
-        """``moment.isoformat()``."""
+        """``moment.isoformat()``.
+
+        Kept only for UTC moments (every ``TaskResult.finished_at``): datetimes
+        in other zones compare equal across zones while their text differs.
+        """
+        if moment.tzinfo is not UTC:
+            return moment.isoformat()
         found = self._texts.get(moment)
         if found is None:
             found = self._texts[moment] = moment.isoformat()
