@@ -50,21 +50,26 @@ def times(ratio: float, goal: float | None = None) -> str:
     return f"{distinct(ratio, goal, 2)}×"
 
 
-def distinct(value: float, goal: float | None, decimals: int) -> str:
-    """``value`` with ``decimals`` decimals, or up to two more if it would print as ``goal``."""
-    while goal is not None and decimals < 4 and value != goal \
-            and f"{value:.{decimals}f}" == f"{goal:.{decimals}f}":
+def distinct(value: float, goal: float | None, decimals: int, *, grouped: bool = False) -> str:
+    """``value`` with ``decimals`` decimals, more (up to 6) while it would print as ``goal``.
+
+    ``grouped`` separates thousands with commas.
+    """
+    def shown(number: float) -> str:
+        return f"{number:,.{decimals}f}" if grouped else f"{number:.{decimals}f}"
+
+    while goal is not None and decimals < 6 and value != goal and shown(value) == shown(goal):
         decimals += 1
-    return f"{value:.{decimals}f}"
+    return shown(value)
 
 
 def bar_text(value: float, goal: float | None) -> str:
-    """A bar's label: three significant digits, thousands in full, never the target's
-    own value for a bar that is not on it."""
-    if value >= 1000:
-        return f"{value:,.0f}"
-    decimals = max(0, 2 - int(math.floor(math.log10(value)))) if value > 0 else 2
-    return distinct(value, goal, decimals)
+    """A bar's label: three significant digits (at most 6 decimals), thousands in full
+    and grouped, and never the target's own value for a bar that is not on it."""
+    if not math.isfinite(value) or abs(value) >= 1000:
+        return distinct(value, goal, 0, grouped=True)
+    decimals = min(6, max(0, 2 - math.floor(math.log10(abs(value))))) if value else 2
+    return distinct(value, goal, decimals, grouped=True)  # 999.7 rounds to 1,000
 
 
 def stock_measured(raw: dict[str, Any]) -> bool:

@@ -22,7 +22,8 @@ def test_a_ratio_just_under_its_target_never_prints_as_the_target() -> None:
     assert times(0.4464, 0.45) == "0.446×"
     assert times(1.8496, 1.85) == "1.8496×"
     assert times(1.9004, 1.9) == "1.9004×"
-    assert times(1.89996, 1.9) == "1.9000×"  # four decimals at most
+    assert times(0.44996, 0.45) == "0.44996×"
+    assert times(1.8999999999, 1.9) == "1.900000×"  # six decimals at most
 
 
 def test_a_ratio_equal_to_its_target_prints_as_the_target() -> None:
@@ -50,3 +51,10 @@ def test_a_bar_just_over_its_target_is_not_labelled_with_the_target() -> None:
     # W4 at 32 MiB was 1.904x against 1.9x: labelled "1.9" it looked like a tie.
     assert bar_text(1.904, 1.9) == "1.904"
     assert bar_text(1.904, None) == "1.90"
+
+
+def test_a_large_bar_next_to_its_target_and_odd_values_stay_readable() -> None:
+    assert bar_text(19_999.6, 20_000) == "19,999.6"  # W2's target line is at 20,000
+    assert bar_text(999.7, None) == "1,000"
+    assert bar_text(1e-300, None) == "0.000000"
+    assert [bar_text(v, None) for v in (0.0, -2.5, float("inf"))] == ["0.00", "-2.50", "inf"]
