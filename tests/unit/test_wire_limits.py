@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from worker.batch.intake import Prepared, prepare_batch
-from worker.codec import safe_pickle
+from worker.codec import safe_pickle, wire
 from worker.codec.argv import Paths
 from worker.codec.limits import (
+    MAX_CREATED_DATE_CHARS,
     MAX_TASK_UUID_CHARS,
     VALUES_PER_TASK,
     Limits,
@@ -247,6 +248,35 @@ def test_a_huge_task_uuid_is_refused_in_bounded_memory_and_still_answered(
     answer = encode_result(failed_results([task.uuid for task in batch.tasks], "refused"), encoding)
     document = json.loads(answer) if encoding is Encoding.JSON else pickle.loads(answer)
     assert set(document["task_results"]) == {huge, good}
+
+
+@BOTH
+def test_a_huge_created_date_shared_by_every_task_is_never_parsed(
+    encoding: Encoding, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pickle's memo hands one 8 MB string to every task for a few bytes
+    # each; parsing it scanned all of it once per task (2,000 tasks: 26 s).
+    parsed: list[int] = []
+    real = wire._space_separated_date
+
+    def counting(raw: str) -> str:
+        parsed.append(len(raw))
+        return real(raw)
+
+    monkeypatch.setattr(wire, "_space_separated_date", counting)
+    huge, good = "2" * (8 * MB), str(uuid.uuid4())
+    count = 2000 if encoding is Encoding.PICKLE else 2  # JSON has no memo: each copy is paid for
+    document = {f"{i:036d}": {"arguments": "a", "createdDate": huge} for i in range(count)}
+    document[good] = {"arguments": "b", "createdDate": NOW.isoformat()}
+    payload = encode_request(document, encoding)
+
+    specs = {task.uuid: task for task in decode_request(payload).tasks}
+
+    assert parsed == [len(NOW.isoformat())]
+    assert specs[good].created_date == "2024-08-04 21:40:01+00:00" and specs[good].problem is None
+    assert {specs[f"{i:036d}"].problem for i in range(count)} == {
+        f"'createdDate' is {8 * MB} characters, more than the {MAX_CREATED_DATE_CHARS} of any "
+        f"ISO 8601 date: {'2' * 64!r}"}
 
 
 def test_task_uuids_count_toward_the_batch_argument_bytes() -> None:

@@ -14,7 +14,8 @@ close that gap:
   argument sizes below (task UUIDs count as argument bytes too), every
   reference counted, and answers each task over a cap with ``payload
   refused`` (its UUID was read, so it gets an answer); a task UUID over
-  :data:`MAX_TASK_UUID_CHARS` is refused alone (:mod:`worker.codec.wire`).
+  :data:`MAX_TASK_UUID_CHARS` is refused alone, and so is a task whose
+  ``createdDate`` is over :data:`MAX_CREATED_DATE_CHARS` (:mod:`worker.codec.wire`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ VALUES_SLACK = 1024
 #: is answered ``payload refused`` and is never dispatched: it reaches only the
 #: answer and the answer's record (for a re-delivery).
 MAX_TASK_UUID_CHARS = 256
+
+#: The longest ``createdDate`` string parsed, in characters. A controller's
+#: is ``datetime.isoformat()``, at most 32; a longer one fails its task
+#: unparsed. Parsing scans the whole string, and a pickle can hand one
+#: megabytes-long string to every task of a batch through its memo.
+MAX_CREATED_DATE_CHARS = 64
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,12 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from worker.codec import safe_pickle
-from worker.codec.limits import DEFAULT_MAX_VALUES, MAX_TASK_UUID_CHARS, check_json_values
+from worker.codec.limits import (
+    DEFAULT_MAX_VALUES,
+    MAX_CREATED_DATE_CHARS,
+    MAX_TASK_UUID_CHARS,
+    check_json_values,
+)
 from worker.codec.records import Batch, Encoding, TaskResult, TaskSpec, Timestamps, sanitize_text
 from worker.errors import DecodeError
 
@@ -281,16 +286,26 @@ def _read_created_date(task: dict[object, object], dates: dict[str, str]) -> tup
         return raw.isoformat(" "), None
     if not isinstance(raw, str):
         return "", _wrong_type(CREATED_DATE_KEY, raw, "an ISO 8601 string", task)
+    if len(raw) > MAX_CREATED_DATE_CHARS:
+        # Checked before anything reads the text: parsing (and hashing it for
+        # ``dates``) would scan all of it, once per task sharing it.
+        return "", (f"{CREATED_DATE_KEY!r} is {len(raw)} characters, more than the "
+                    f"{MAX_CREATED_DATE_CHARS} of any ISO 8601 date: {raw[:_QUOTE_LIMIT]!r}")
     known = dates.get(raw)
     if known is not None:
         return known, None
     try:
         # Parsing (rather than swapping "T" for " ") both validates the date
         # and gives scripts one canonical form, whatever ISO variant arrived.
-        dates[raw] = known = datetime.fromisoformat(raw).isoformat(" ")
+        dates[raw] = known = _space_separated_date(raw)
         return known, None
     except ValueError:
         return "", f"{CREATED_DATE_KEY!r} is not an ISO 8601 date: {raw[:_QUOTE_LIMIT]!r}"
+
+
+def _space_separated_date(raw: str) -> str:
+    """``raw``, an ISO 8601 date, parsed and written with a space separator; ValueError if not one."""
+    return datetime.fromisoformat(raw).isoformat(" ")
 
 
 def _wrong_type(key: str, value: object, expected: str, task: dict[object, object]) -> str:
