@@ -45,7 +45,7 @@ def times(ratio: float, goal: float | None = None) -> str:
     """``ratio`` as ``1.97×``: two decimals, more when two would print ``goal`` itself.
 
     A ratio of 0.4465 against a target of 0.45 must not print as the target
-    beside the word MISSED; up to four decimals tell the two apart.
+    beside the word MISSED; up to six decimals tell the two apart.
     """
     return f"{distinct(ratio, goal, 2)}×"
 

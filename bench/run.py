@@ -64,8 +64,9 @@ def _brokers(sizes: Sizes, workdir: Path, database_url: str, env: dict[str, str]
         return brokers.measure(sizes, workdir, database_url, env=env)
     except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
         log.warning("brokers not measured: %s", exc)
-        raw["errors"].setdefault("brokers", []).append(f"not measured: {str(exc)[:300]}")
-        return {"reason": f"failed: {str(exc)[:300]}"}
+        why = str(exc)[:300]
+        raw["errors"].setdefault("brokers", []).append(f"not measured: {why}")
+        return {"reason": f"failed: {why}"}
 
 
 def _use_database(url: str) -> None:
