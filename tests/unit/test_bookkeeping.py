@@ -218,7 +218,8 @@ def test_a_128_row_slice_costs_the_same_few_statements_as_a_1_row_slice(tasks: t
     assert len(started_128) == len(started_1) == 1
     assert len(finished_128) == len(finished_1)
     assert len(started_128) + len(finished_128) <= 10
-    assert [s.split()[0] for s in finished_128] == ["BEGIN", "UPDATE", "COMMIT"]
+    # One statement each way, autocommitted: no BEGIN/COMMIT round trips.
+    assert [s.split()[0] for s in started_128 + finished_128] == ["UPDATE", "UPDATE"]
 
 
 def test_a_500_row_slice_ends_in_one_transaction_of_128_row_updates(tasks: type[Task]) -> None:
@@ -230,6 +231,40 @@ def test_a_500_row_slice_ends_in_one_transaction_of_128_row_updates(tasks: type[
     # ceil(500 / ROWS_PER_STATEMENT) UPDATEs: a CASE's work grows with the
     # square of its rows, so they are not all in one.
     assert verbs == ["BEGIN", "UPDATE", "UPDATE", "UPDATE", "UPDATE", "COMMIT"]
+
+
+def test_a_2000_row_start_is_one_transaction_of_900_key_updates(tasks: type[Task]) -> None:
+    started, _ = slice_statements(tasks, 2000)
+
+    assert [s.split()[0] for s in started] == ["BEGIN", "UPDATE", "UPDATE", "UPDATE", "COMMIT"]
+    # The captured SQL has its parameters filled in: count the keys.
+    assert [s.count("'task-") for s in started[1:-1]] == [900, 900, 200]
+
+
+@pytest.fixture
+def old_sqlite_limit(tasks: type[Task]) -> Iterator[int]:
+    """The connection held to an old SQLite's parameter limit (999 before 3.32)."""
+    import sqlite3
+
+    from django.db import connection
+
+    connection.ensure_connection()
+    connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    try:
+        yield 999
+    finally:
+        connection.close()  # the next connection has the build's own limit
+
+
+def test_statements_fit_an_old_sqlites_999_parameters(tasks: type[Task], old_sqlite_limit: int) -> None:
+    # 128 rows of 9 parameters would be 1,152: "too many SQL variables".
+    started, finished = slice_statements(tasks, 1000)
+
+    # The captured SQL has its parameters filled in: count the keys.
+    assert [s.count("'task-") for s in started if s.startswith("UPDATE")] == [900, 100]
+    finishing = [s.count("'task-") for s in finished if s.startswith("UPDATE")]
+    # 111 rows of 9 parameters each (999 // 9), each key five times: four CASEs and the IN.
+    assert finishing == [111 * 5] * 9 + [1 * 5], finishing
 
 
 # --- retries -------------------------------------------------------------------------------
