@@ -200,3 +200,26 @@ def test_sqlite_file_is_the_one_the_harness_configured(amworker_stack: Stack) ->
     assert path.is_file()
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'Tasks'").fetchone()[0]
+
+
+def test_a_batch_of_2000_tasks_writes_every_row_in_chunks(backend: Backend) -> None:
+    # Slices this large take several statements each way (900 keys a start,
+    # 128 rows an end, fewer where the parameter limit is lower): every row
+    # must still get its own result, on every backend.
+    built = Batch("exitcode_v0.0", Encoding.JSON)
+    codes = {built.add(str(3 if i % 7 == 0 else 0)): 3 if i % 7 == 0 else 0 for i in range(2000)}
+    job = str(uuid.uuid4())
+    backend.insert(built, job=job)
+    answered = run(backend.stack, built, timeout=120)
+    assert exit_codes(answered) == codes
+
+    with backend.cursor() as cur:
+        cur.execute(
+            f"SELECT {backend.q('exitCode')}, {backend.q('stdOut')}, COUNT(*) FROM {backend.q('Tasks')} "
+            f"WHERE {backend.q('jobuuid')} = {backend.param} AND {backend.q('startTime')} IS NOT NULL "
+            f"AND {backend.q('endTime')} >= {backend.q('startTime')} AND {backend.q('client')} = {backend.param} "
+            f"GROUP BY {backend.q('exitCode')}, {backend.q('stdOut')} ORDER BY {backend.q('exitCode')}",
+            (job, backend.worker))
+        written = [tuple(row) for row in cur.fetchall()]
+    failed = sum(1 for code in codes.values() if code)
+    assert written == [(0, "exiting with 0\n", 2000 - failed), (3, "exiting with 3\n", failed)]
