@@ -213,12 +213,13 @@ def test_a_batch_of_2000_tasks_writes_every_row_in_chunks(backend: Backend) -> N
     answered = run(backend.stack, built, timeout=120)
     assert exit_codes(answered) == codes
 
+    q, p = backend.q, backend.param
     with backend.cursor() as cur:
         cur.execute(
-            f"SELECT {backend.q('exitCode')}, {backend.q('stdOut')}, COUNT(*) FROM {backend.q('Tasks')} "
-            f"WHERE {backend.q('jobuuid')} = {backend.param} AND {backend.q('startTime')} IS NOT NULL "
-            f"AND {backend.q('endTime')} >= {backend.q('startTime')} AND {backend.q('client')} = {backend.param} "
-            f"GROUP BY {backend.q('exitCode')}, {backend.q('stdOut')} ORDER BY {backend.q('exitCode')}",
+            f"SELECT {q('exitCode')}, {q('stdOut')}, COUNT(*) FROM {q('Tasks')} "
+            f"WHERE {q('jobuuid')} = {p} AND {q('startTime')} IS NOT NULL "
+            f"AND {q('endTime')} >= {q('startTime')} AND {q('client')} = {p} "
+            f"GROUP BY {q('exitCode')}, {q('stdOut')} ORDER BY {q('exitCode')}",
             (job, backend.worker))
         written = [tuple(row) for row in cur.fetchall()]
     failed = sum(1 for code in codes.values() if code)
