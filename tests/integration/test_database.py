@@ -224,3 +224,18 @@ def test_a_batch_of_2000_tasks_writes_every_row_in_chunks(backend: Backend) -> N
         written = [tuple(row) for row in cur.fetchall()]
     failed = sum(1 for code in codes.values() if code)
     assert written == [(0, "exiting with 0\n", 2000 - failed), (3, "exiting with 3\n", failed)]
+
+
+def test_output_with_a_nul_character_is_stored_on_every_backend(backend: Backend) -> None:
+    # PostgreSQL refuses NUL in text; a tool's binary output can hold one.
+    built = Batch("echo_v0.0", Encoding.JSON)
+    task_id = built.add('"binary\x00output"')
+    # The row's own arguments without the NUL: PostgreSQL would refuse the insert.
+    recorded = {task_id: {**built.tasks[task_id], "arguments": "binary output"}}
+    backend.insert(Batch(built.function, built.encoding, recorded), job=str(uuid.uuid4()))
+    answered = run(backend.stack, built)
+    assert answered[task_id]["stdout"] == "echo_v0.0 binary\x00output\n"  # the answer is untouched
+    row = backend.row(task_id)
+    assert row is not None and row["exitCode"] == 0
+    stored = "\N{REPLACEMENT CHARACTER}" if backend.name == "postgres" else "\x00"
+    assert row["stdOut"] == f"echo_v0.0 binary{stored}output\n"

@@ -211,6 +211,19 @@ def slice_statements(tasks: type[Task], size: int) -> tuple[list[str], list[str]
     return started, finished
 
 
+def sqlite_parameter_limit() -> int:
+    import sqlite3
+
+    return sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+
+#: The statement counts below assume 128 ending rows fit one statement
+#: (1,152 parameters); an SQLite built before 3.32 takes 999.
+modern_sqlite = pytest.mark.skipif(sqlite_parameter_limit() < 128 * 9,
+                                   reason="this SQLite takes fewer than 1,152 parameters")
+
+
+@modern_sqlite
 def test_a_128_row_slice_costs_the_same_few_statements_as_a_1_row_slice(tasks: type[Task]) -> None:
     started_1, finished_1 = slice_statements(tasks, 1)
     started_128, finished_128 = slice_statements(tasks, 128)
@@ -222,6 +235,7 @@ def test_a_128_row_slice_costs_the_same_few_statements_as_a_1_row_slice(tasks: t
     assert [s.split()[0] for s in started_128 + finished_128] == ["UPDATE", "UPDATE"]
 
 
+@modern_sqlite
 def test_a_500_row_slice_ends_in_one_transaction_of_128_row_updates(tasks: type[Task]) -> None:
     started, finished = slice_statements(tasks, 500)
 
@@ -233,6 +247,7 @@ def test_a_500_row_slice_ends_in_one_transaction_of_128_row_updates(tasks: type[
     assert verbs == ["BEGIN", "UPDATE", "UPDATE", "UPDATE", "UPDATE", "COMMIT"]
 
 
+@modern_sqlite
 def test_a_2000_row_start_is_one_transaction_of_900_key_updates(tasks: type[Task]) -> None:
     started, _ = slice_statements(tasks, 2000)
 
@@ -265,6 +280,66 @@ def test_statements_fit_an_old_sqlites_999_parameters(tasks: type[Task], old_sql
     finishing = [s.count("'task-") for s in finished if s.startswith("UPDATE")]
     # 111 rows of 9 parameters each (999 // 9), each key five times: four CASEs and the IN.
     assert finishing == [111 * 5] * 9 + [1 * 5], finishing
+
+
+def test_an_end_is_cut_by_the_size_of_its_output_too(tasks: type[Task]) -> None:
+    from worker.pool.bookkeeping import TEXT_PER_STATEMENT
+
+    uuids = insert(tasks, 10)
+    big = "x" * (TEXT_PER_STATEMENT // 3)  # three rows a statement at most
+    huge = "y" * (TEXT_PER_STATEMENT + 1)  # more than one statement's worth: alone
+    results = [result(u, stdout=big, stderr="") for u in uuids[:8]]
+    results += [result(uuids[8], stdout=huge, stderr=""), result(uuids[9], stdout="small", stderr="")]
+    statements = count_statements(lambda: mark_finished(results, capture_output=True, policy=ONCE))
+
+    updates = [s for s in statements if s.startswith("UPDATE")]
+    assert [sum(s.count(f"'{u}'") > 0 for u in uuids) for s in updates] == [3, 3, 2, 1, 1]
+    assert [s.split()[0] for s in statements if not s.startswith(BOUND)][0] == "BEGIN"
+    assert [len(row(tasks, u)["stdout"]) for u in uuids] == [len(big)] * 8 + [len(huge), 5]
+
+
+def test_an_end_without_captured_output_is_cut_only_by_failed_tasks_stderr(tasks: type[Task]) -> None:
+    from worker.pool.bookkeeping import TEXT_PER_STATEMENT
+
+    uuids = insert(tasks, 4)
+    big = "z" * (TEXT_PER_STATEMENT // 2 + 1)
+    # Successes' output is not written without capture, so it does not count.
+    results = [result(uuids[0], stdout=big, stderr=big), result(uuids[1], stdout=big, stderr=big),
+               result(uuids[2], 1, stderr=big), result(uuids[3], 1, stderr=big)]
+    statements = count_statements(lambda: mark_finished(results, capture_output=False, policy=ONCE))
+
+    assert len([s for s in statements if s.startswith("UPDATE")]) == 2
+    assert [row(tasks, u)["stderror"] for u in uuids] == [None, None, big, big]
+
+
+def test_a_failing_chunk_rolls_the_whole_write_back_and_the_retry_writes_every_row(
+    tasks: type[Task], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.db import OperationalError
+
+    from worker.pool import bookkeeping
+
+    uuids = insert(tasks, 2000)
+    built: list[int] = []
+    seen: list[int] = []
+    real = bookkeeping._start_statement
+
+    def second_chunk_fails_once(connection: Any, keys: Any, values: Any) -> tuple[str, list[Any]]:
+        built.append(len(keys))
+        if len(built) == 2:
+            raise OperationalError("database is locked")
+        if len(built) == 3:
+            # The retry's first chunk: the failed attempt's first chunk was rolled back.
+            seen.append(tasks.objects.filter(starttime=T0).count())
+        return real(connection, keys, values)
+
+    monkeypatch.setattr(bookkeeping, "_start_statement", second_chunk_fails_once)
+    retry = RetryPolicy(attempts=2, backoff=Backoff(first=0, factor=1, maximum=0))
+
+    assert mark_started(uuids, when=T0, client="c", policy=retry) == 2000
+    assert built == [900, 900, 900, 900, 200]
+    assert seen == [0]
+    assert tasks.objects.filter(starttime=T0, client="c").count() == 2000
 
 
 # --- retries -------------------------------------------------------------------------------
@@ -400,6 +475,20 @@ def test_with_retries_does_not_retry_other_errors(django_sqlite: object) -> None
     assert action.calls == 1 and pauses == []
 
 
+@pytest.mark.parametrize("name", ["DataError", "IntegrityError", "ProgrammingError", "NotSupportedError"])
+def test_with_retries_gives_up_at_once_on_an_error_no_retry_can_fix(
+    django_sqlite: object, name: str
+) -> None:
+    import django.db
+
+    action = Flaky(1, getattr(django.db, name)("the statement itself is refused"))
+    clock = FakeClock()
+
+    with pytest.raises(DatabaseUnavailable, match=f"{name}: the statement itself is refused"):
+        with_retries(action, what="test", policy=RetryPolicy(wait=30), sleep=clock.sleep, clock=clock)
+    assert action.calls == 1 and clock.pauses == []
+
+
 def test_with_retries_reconnects_after_a_failure(tasks: type[Task]) -> None:
     from django.db import OperationalError, connection
 
@@ -417,3 +506,16 @@ def test_with_retries_reconnects_after_a_failure(tasks: type[Task]) -> None:
     assert with_retries(action, what="test", policy=POLICY, sleep=lambda _s: None) == 1
     # The failed connection was closed before the retry, which opened a fresh one.
     assert calls[0] is first and calls[1] is not first and calls[1] is not None
+
+
+REPLACED = "\N{REPLACEMENT CHARACTER}"
+
+
+@pytest.mark.parametrize(("vendor", "stored"), [("postgresql", f"a{REPLACED}b{REPLACED}"),
+                                                ("mysql", f"a\x00b{REPLACED}"),
+                                                ("sqlite", f"a\x00b{REPLACED}")])
+def test_storable_text_drops_nul_only_where_the_database_refuses_it(vendor: str, stored: str) -> None:
+    from worker.pool.bookkeeping import storable_text
+
+    assert storable_text("a\x00b\ud800", vendor) == stored
+    assert storable_text(b"a\x00b\xff", vendor) == stored

@@ -94,3 +94,21 @@ def test_missing_rows_are_not_an_error(tasks: type[Task]) -> None:
     job.update_task_status()
     assert job.get_exit_code() == 1
     assert not tasks.objects.filter(pk="no-such-task").exists()
+
+
+def test_marking_more_jobs_than_sqlites_oldest_parameter_limit_marks_every_row(
+    tasks: type[Task],
+) -> None:
+    import sqlite3
+
+    from django.db import connection
+
+    jobs = jobs_with_rows(tasks, 2500)
+    connection.ensure_connection()
+    # An SQLite built before 3.32 takes 999 parameters a statement.
+    connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    try:
+        Job.bulk_mark_failed(jobs, "refused")
+    finally:
+        connection.close()  # the next connection has the build's own limit
+    assert tasks.objects.filter(exitcode=1, stderror="refused").count() == 2500

@@ -13,28 +13,39 @@ only when one is called.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from worker.codec.records import sanitize_text
-from worker.pool.bookkeeping import RetryPolicy, with_retries
+from worker.pool.bookkeeping import KEYS_PER_STATEMENT, RetryPolicy, storable_text, with_retries
 
 
 def update_rows(uuids: Sequence[str], what: str, **columns: Any) -> int | None:
-    """``UPDATE Tasks SET … WHERE taskUUID IN (uuids)``, retried; rows matched or ``None``."""
+    """``UPDATE Tasks SET … WHERE taskUUID IN (uuids)``, retried; rows matched or ``None``.
+
+    In statements of at most ``KEYS_PER_STATEMENT`` keys, together in one
+    transaction: Django splits no ``IN`` list (Oracle's apart), and a script
+    marking a whole large batch would pass SQLite's parameter limit.
+    """
+    from django.db import connection, transaction
+
     from worker.models import Task
 
     if not uuids:
         return 0
-    for name in ("stdout", "stderror"):
-        if isinstance(columns.get(name), str):
-            columns[name] = sanitize_text(columns[name])
-    return with_retries(
-        lambda: Task.objects.filter(pk__in=list(uuids)).update(**columns),
-        what=what,
-        policy=RetryPolicy(),
-    )
+    keys = list(uuids)
+
+    def write() -> int:
+        for name in ("stdout", "stderror"):
+            if isinstance(columns.get(name), str):
+                columns[name] = storable_text(columns[name], connection.vendor)
+        size = KEYS_PER_STATEMENT - len(columns)
+        chunks = [keys[start:start + size] for start in range(0, len(keys), size)]
+        with transaction.atomic() if len(chunks) > 1 else contextlib.nullcontext():
+            return sum(Task.objects.filter(pk__in=chunk).update(**columns) for chunk in chunks)
+
+    return with_retries(write, what=what, policy=RetryPolicy())
 
 
 def capture_output() -> bool:

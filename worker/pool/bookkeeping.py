@@ -2,15 +2,17 @@
 
 The controller is the source of truth for results (it gets them over
 Gearman); the ``Tasks`` rows are bookkeeping for the dashboard. So a failed
-write is retried with backoff for a bounded time (``AMWORKER_DATABASE_WAIT``)
+write is retried with backoff for a bounded time (``AMWORKER_DATABASE_WAIT``;
+an error in the statement itself is not retried)
 and then raises :class:`DatabaseUnavailable`; the runtime decides what that
 means (before the script: its tasks fail with the cause; after it: logged,
 the script's result stands).
 
-A slice costs a constant number of statements whatever its size (up to
-``ROWS_PER_STATEMENT`` tasks): one UPDATE for the start and one CASE-based
-UPDATE for the end. A larger slice writes each in one transaction. Both statements are built by
-hand: Django's query building cost more than the database's work.
+A slice of up to ``ROWS_PER_STATEMENT`` tasks costs one UPDATE for the start
+and one CASE-based UPDATE for the end, unless the parameter limit or the
+output's size cuts them (see :func:`_fitted`, ``TEXT_PER_STATEMENT``); a
+larger slice writes each end in one transaction. Both statements are built
+by hand: Django's query building cost more than the database's work.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ T = TypeVar("T")
 
 
 class DatabaseUnavailable(Exception):
-    """A write was given up: the database stayed locked or unreachable for the whole wait."""
+    """A write was given up.
+
+    Either the database stayed locked or unreachable for the whole wait, or
+    it refused the write with an error no retry can fix (bad data, bad SQL).
+    """
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,9 @@ def with_retries(
     """Run ``action``; on a database error reconnect, wait and retry until ``policy.wait``.
 
     Returns the action's value; raises :class:`DatabaseUnavailable` once the
-    wait is spent (or the attempts are), after logging it.
+    wait is spent (or the attempts are), after logging it. An error that says
+    the statement itself is wrong (``FATAL_ERRORS``) is given up at once: a
+    retry would send the same statement and only hold the slice for the wait.
     """
     from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 
@@ -91,6 +99,8 @@ def with_retries(
             connection.close()
             close_old_connections()
             left = deadline - clock()
+            if _is_fatal(exc):
+                left = 0
             if left <= 0 or (policy.attempts is not None and attempt >= policy.attempts):
                 spent = clock() - began
                 log.error("giving up on %s after %d attempt(s) in %.1fs: %s",
@@ -103,6 +113,18 @@ def with_retries(
             log.warning("%s failed (attempt %d, %.1fs of %gs left), retrying in %.1fs: %s",
                         what, attempt, left, policy.wait, pause, exc)
             sleep(pause)
+
+
+def _is_fatal(exc: Exception) -> bool:
+    """Whether ``exc`` says the statement is wrong, not that the database is away or busy.
+
+    Locks, deadlocks, lost connections and restarts are ``OperationalError``
+    or ``InterfaceError`` on every backend (a deadlock too: PyMySQL, MySQLdb
+    and psycopg all raise it as one), and are worth a retry.
+    """
+    from django.db import DataError, IntegrityError, NotSupportedError, ProgrammingError
+
+    return isinstance(exc, DataError | IntegrityError | NotSupportedError | ProgrammingError)
 
 
 def mark_started(
@@ -118,7 +140,7 @@ def mark_started(
     def write() -> int:
         values = [connection.ops.adapt_datetimefield_value(when), client]
         size = _fitted(connection, KEYS_PER_STATEMENT, per_item=1, fixed=len(values))
-        return _in_chunks(connection, keys, size,
+        return _in_chunks(connection, _chunked(keys, size),
                           lambda chunk: _start_statement(connection, chunk, values))
 
     return with_retries(
@@ -139,9 +161,15 @@ def mark_finished(
     if not results:
         return 0
 
+    def text_of(row: TaskResult) -> int:
+        if capture_output:
+            return len(row.stdout) + len(row.stderr)
+        return len(row.stderr) if row.exit_code else 0
+
     def write() -> int:
         size = _fitted(connection, ROWS_PER_STATEMENT, per_item=PARAMS_PER_FINISHED_ROW, fixed=0)
-        return _in_chunks(connection, results, size,
+        chunks = _chunked(results, size, weight=text_of, budget=TEXT_PER_STATEMENT)
+        return _in_chunks(connection, chunks,
                           lambda chunk: _finish_statement(connection, chunk, capture_output))
 
     return with_retries(
@@ -152,28 +180,53 @@ def mark_finished(
 def _fitted(connection: BaseDatabaseWrapper, preferred: int, *, per_item: int, fixed: int) -> int:
     """``preferred``, or fewer items if a statement of that many would pass the parameter limit.
 
-    SQLite's limit is a build option: 999 before 3.32 (still shipped by some
-    LTS distributions), 32,766 or more since; ask the open connection rather
-    than trust Django's conservative 999 for all of them.
+    SQLite's limit is a build option (999 by default before 3.32, 32,766
+    since; many distributions raise it): the open connection is asked, where
+    Django assumes 999 for every build. A backend without ``getlimit`` (a
+    third-party SQLite driver) keeps Django's figure.
     """
     limit = connection.features.max_query_params
     if connection.vendor == "sqlite":
         import sqlite3
 
         connection.ensure_connection()
-        limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        getlimit = getattr(connection.connection, "getlimit", None)
+        if getlimit is not None:
+            limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     if limit is None:
         return preferred
     return max(1, min(preferred, (limit - fixed) // per_item))
 
 
+def _chunked(
+    items: Sequence[T], size: int, *, weight: Callable[[T], int] | None = None, budget: int = 0
+) -> list[Sequence[T]]:
+    """``items`` in runs of at most ``size``, and (given ``weight``) at most ``budget`` in weight.
+
+    An item heavier than the budget is a run of its own: it is written, in a
+    statement that holds nothing else.
+    """
+    if weight is None:
+        return [items[start:start + size] for start in range(0, len(items), size)]
+    runs: list[Sequence[T]] = []
+    start, carried = 0, 0
+    for index, item in enumerate(items):
+        heavy = weight(item)
+        if index > start and (index - start == size or carried + heavy > budget):
+            runs.append(items[start:index])
+            start, carried = index, 0
+        carried += heavy
+    if start < len(items):
+        runs.append(items[start:])
+    return runs
+
+
 def _in_chunks(
     connection: BaseDatabaseWrapper,
-    items: Sequence[T],
-    size: int,
+    chunks: Sequence[Sequence[T]],
     statement: Callable[[Sequence[T]], tuple[str, list[Any]]],
 ) -> int:
-    """Run ``statement`` over ``items`` in chunks of ``size``; the rows it updated.
+    """Run ``statement`` over each chunk; the rows it updated.
 
     More than one chunk runs in one transaction, so a retry never finds the
     slice half written; a single chunk is one autocommitted statement, which
@@ -184,13 +237,13 @@ def _in_chunks(
     def run() -> int:
         updated = 0
         with connection.cursor() as cursor:
-            for start in range(0, len(items), size):
-                sql, params = statement(items[start:start + size])
+            for chunk in chunks:
+                sql, params = statement(chunk)
                 cursor.execute(sql, params)
                 updated += max(cursor.rowcount, 0)
         return updated
 
-    if len(items) <= size:
+    if len(chunks) <= 1:
         return run()
     with transaction.atomic():
         return run()
@@ -205,11 +258,17 @@ def _in_chunks(
 ROWS_PER_STATEMENT = 128
 #: At most: key and value for each of four CASEs, and the key in ``IN``.
 PARAMS_PER_FINISHED_ROW = 9
+#: Characters of output in one end UPDATE (a single larger row still goes,
+#: alone). MySQL's client libraries put the values into the statement, and
+#: MariaDB refuses a statement over ``max_allowed_packet`` (16 MiB by
+#: default, 4 MiB on older servers): 128 rows of 200 KB output would be 25 MB.
+#: A character is at most 4 bytes of UTF-8, and escaping at most doubles a byte.
+TEXT_PER_STATEMENT = 512 * 1024
 
 #: Keys in one start UPDATE (two more parameters: the time and the client).
-#: Django's ``filter(pk__in=…).update()`` spent 1.2 ms on a 128-row slice
-#: building its query, against 0.4 ms for this hand-built one. Django does
-#: not split a long ``IN`` on any backend but Oracle; this bound does.
+#: A 128-row start took 0.73 ms through Django's ``filter(pk__in=…).update()``
+#: and 0.35 ms hand-built (SQLite, medians). Django does not split a long
+#: ``IN`` on any backend but Oracle; this bound does.
 KEYS_PER_STATEMENT = 900
 
 
@@ -240,6 +299,7 @@ def _finish_statement(
 
     quote = connection.ops.quote_name
     adapt_time = connection.ops.adapt_datetimefield_value
+    vendor = connection.vendor
     failed = [row for row in rows if row.exit_code]
     # (column, rows it is written for, value): every column is one CASE.
     columns: list[tuple[str, Sequence[TaskResult], Callable[[TaskResult], Any]]] = [
@@ -248,13 +308,13 @@ def _finish_statement(
     ]
     if capture_output:
         columns += [
-            ("stdout", rows, lambda r: sanitize_text(r.stdout)),
-            ("stderror", rows, lambda r: sanitize_text(r.stderr)),
+            ("stdout", rows, lambda r: storable_text(r.stdout, vendor)),
+            ("stderror", rows, lambda r: storable_text(r.stderr, vendor)),
         ]
     elif failed:
         # Like the stock worker: without capture, a failed task's stderr is
         # still kept, since it is the only record of why it failed.
-        columns.append(("stderror", failed, lambda r: sanitize_text(r.stderr)))
+        columns.append(("stderror", failed, lambda r: storable_text(r.stderr, vendor)))
     key = quote(_column(Task._meta.pk))
     sets: list[str] = []
     params: list[Any] = []
@@ -270,6 +330,20 @@ def _finish_statement(
     params += [row.uuid for row in rows]
     keys = ", ".join(["%s"] * len(rows))
     return f"UPDATE {quote(Task._meta.db_table)} SET {', '.join(sets)} WHERE {key} IN ({keys})", params
+
+
+def storable_text(text: str | bytes, vendor: str) -> str:
+    """``text`` as the database ``vendor`` can store it: UTF-8-clean, and no NUL on PostgreSQL.
+
+    PostgreSQL refuses a NUL character in any text column ("text fields
+    cannot contain NUL"), and a tool's binary output can hold one: it becomes
+    U+FFFD there, as undecodable bytes do. MySQL and SQLite store it as it is,
+    as the stock worker's rows do.
+    """
+    clean = sanitize_text(text)
+    if vendor == "postgresql" and "\x00" in clean:
+        return clean.replace("\x00", "\ufffd")
+    return clean
 
 
 def _column(field: Field[Any, Any] | ForeignObjectRel | None) -> str:
