@@ -239,3 +239,20 @@ def test_output_with_a_nul_character_is_stored_on_every_backend(backend: Backend
     assert row is not None and row["exitCode"] == 0
     stored = "\N{REPLACEMENT CHARACTER}" if backend.name == "postgres" else "\x00"
     assert row["stdOut"] == f"echo_v0.0 binary{stored}output\n"
+
+
+def test_a_slice_with_more_output_than_one_statement_may_carry_is_stored_whole(backend: Backend) -> None:
+    # 24 MiB of output in one slice: as one statement, MariaDB refused it
+    # (max_allowed_packet, 16 MiB by default: "server has gone away").
+    built = Batch("bigoutput_v0.0", Encoding.JSON)
+    tasks = [built.add("1") for _ in range(24)]
+    job = str(uuid.uuid4())
+    backend.insert(built, job=job)
+    answered = run(backend.stack, built, timeout=120)
+    assert exit_codes(answered) == dict.fromkeys(tasks, 0)
+
+    q, p = backend.q, backend.param
+    with backend.cursor() as cur:
+        cur.execute(f"SELECT LENGTH({q('stdOut')}), COUNT(*) FROM {q('Tasks')} WHERE {q('jobuuid')} = {p} "
+                    f"AND {q('exitCode')} = 0 GROUP BY LENGTH({q('stdOut')})", (job,))
+        assert [tuple(row) for row in cur.fetchall()] == [(1024 * 1024, 24)]
