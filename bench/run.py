@@ -39,9 +39,7 @@ def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL,
                             modules_file=systems.MODULES_FILE, env=env) as stack:
             _use_database(stack.env["AMWORKER_DATABASE_URL"])
             raw["machine"] = describe(stack.redis)
-            _floor(stack, sizes, raw)
-            _inprocess(stack, sizes, raw)
-            _amworker(stack, sizes, raw)
+            _side_by_side(stack, sizes, raw, workdir)
             stock_run.measure(stack, sizes, raw, am_src, _w3_sizes(sizes))
             raw["w6"] = _statements(sizes, stack.env, workdir, mariadb_url)
             database_url = stack.env["AMWORKER_DATABASE_URL"]
@@ -82,55 +80,107 @@ def _note(raw: dict[str, Any], system: str, measured: workloads.Measured) -> lis
     return measured.values
 
 
-def _floor(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
-    log.info("floor: %d process(es)", systems.cores())
-    procs = systems.start_baseline(stack, "floor", systems.cores())
-    workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores(), tasks=4)
-    raw.setdefault("w1", {})["floor"] = _note(raw, "floor", workloads.w1_latency(
-        stack.server, sizes, rows=False))
-    with memory.Sampler(_roots("floor", procs)) as sampler:
-        raw.setdefault("w2", {})["floor"] = _note(raw, "floor", workloads.w2_throughput(
-            stack.server, sizes, rows=False))
-    raw.setdefault("w9", {})["floor"] = sampler.result()
-    _w8(stack, sizes, raw, "floor", rows=False)
-    systems.stop(procs)
+@dataclasses.dataclass
+class _Turn:
+    """One system of the side-by-side part: where to send its batches, what to sample."""
+
+    name: str
+    server: str
+    rows: bool  # whether its batches get Tasks rows (the floor writes none)
+    roots: dict[str, int]  # W9's process-tree roots
+    peak: dict[str, Any] | None = None  # W9: the sample of highest PSS over its W2 rounds
+
+    def keep(self, sampled: dict[str, Any]) -> None:
+        """Keep the higher-PSS of the peak so far and ``sampled``; count every sample."""
+        samples = sampled["samples"] + (self.peak["samples"] if self.peak else 0)
+        if self.peak is None or sampled["pss_mb"] > self.peak["pss_mb"]:
+            self.peak = sampled
+        self.peak = {**self.peak, "samples": samples}
 
 
-def _inprocess(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
-    log.info("in-process: %d process(es)", systems.cores())
-    procs = systems.start_baseline(stack, "inprocess", systems.cores())
-    workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores(), tasks=4)
-    raw["w1"]["inprocess"] = _note(raw, "inprocess", workloads.w1_latency(
-        stack.server, sizes, rows=True))
-    with memory.Sampler(_roots("inprocess", procs)) as sampler:
-        raw["w2"]["inprocess"] = _note(raw, "inprocess", workloads.w2_throughput(
-            stack.server, sizes, rows=True))
-    raw["w9"]["inprocess"] = sampler.result()
-    _w8(stack, sizes, raw, "inprocess", rows=True)
+def _side_by_side(stack: services.Stack, sizes: Sizes, raw: dict[str, Any], workdir: Path) -> None:
+    """Floor, in-process and amworker, all running: W1 and W2 by turns, then the rest of each.
+
+    Each baseline answers on a gearmand of its own, so all three stay
+    registered and W1's runs and W2's rounds go to them in turn (the order
+    rotating). A slower minute of a shared host then slows every system's
+    share of it, not only whichever system it happened to fall on: the same
+    code measured 13 ms and 24 ms on W1 a few minutes apart here.
+    """
+    cores = systems.cores()
+    log.info("floor, in-process (%d process(es) each) and amworker (shim and a Celery worker "
+             "of %d pool process(es)): W1 and W2 by turns", cores, cores)
+    floor_gearmand, floor_port = services.start_gearmand(workdir)
+    inprocess_gearmand, inprocess_port = services.start_gearmand(workdir)
+    try:
+        floor = systems.start_baseline(stack, "floor", cores, gearman_port=floor_port)
+        inprocess = systems.start_baseline(stack, "inprocess", cores, gearman_port=inprocess_port)
+        pool = stack.celery_worker("bench-pool", concurrency=cores)
+        shim = stack.shim(functions=len(systems.FUNCTIONS))
+        turns = [
+            _Turn("floor", f"127.0.0.1:{floor_port}", False, _roots("floor", floor)),
+            _Turn("inprocess", f"127.0.0.1:{inprocess_port}", True, _roots("inprocess", inprocess)),
+            _Turn("amworker", stack.server, True, {"shim": shim.pid, "celery": pool.pid}),
+        ]
+        _by_turns(turns, sizes, raw)
+        log.info("floor: W8")
+        _w8(turns[0].server, sizes, raw, "floor", rows=False)
+        systems.stop(floor)
+        log.info("in-process: W8, W3, W5")
+        _inprocess_rest(turns[1].server, inprocess, sizes, raw)
+        systems.stop(inprocess)
+        log.info("amworker: W8, W3, W5, W4")
+        _amworker_rest(stack, pool, shim, sizes, raw)
+    finally:
+        floor_gearmand.kill()
+        inprocess_gearmand.kill()
+
+
+def _by_turns(turns: list[_Turn], sizes: Sizes, raw: dict[str, Any]) -> None:
+    """W1's runs and W2's rounds (W9 sampled in them), system after system, the order rotating."""
+    one_run = dataclasses.replace(sizes, w1_runs=1)
+    one_round = dataclasses.replace(sizes, w2_rounds=1)
+    for turn in turns:
+        workloads.warm_up(turn.server, NOOP, "x", batches=systems.cores() * 2, tasks=4)
+        raw.setdefault("w1", {})[turn.name] = []
+        raw.setdefault("w2", {})[turn.name] = []
+    for run in range(sizes.w1_runs):
+        for turn in _rotated(turns, run):
+            raw["w1"][turn.name] += _note(raw, turn.name, workloads.w1_latency(
+                turn.server, one_run, rows=turn.rows))
+    for run in range(sizes.w2_rounds):
+        for turn in _rotated(turns, run):
+            with memory.Sampler(turn.roots) as sampler:
+                raw["w2"][turn.name] += _note(raw, turn.name, workloads.w2_throughput(
+                    turn.server, one_round, rows=turn.rows))
+            turn.keep(sampler.result())
+    for turn in turns:
+        raw.setdefault("w9", {})[turn.name] = turn.peak
+
+
+def _rotated(turns: list[_Turn], run: int) -> list[_Turn]:
+    """``turns`` starting at ``run`` modulo their number: no system always goes first."""
+    start = run % len(turns)
+    return turns[start:] + turns[:start]
+
+
+def _inprocess_rest(server: str, procs: list[services.Proc], sizes: Sizes,
+                    raw: dict[str, Any]) -> None:
+    _w8(server, sizes, raw, "inprocess", rows=True)
     for key, mib in _w3_sizes(sizes):
         raw.setdefault(key, {})["inprocess"] = _note(raw, "inprocess", workloads.w3_batch_seconds(
-            stack.server, SHA256, sizes, mib))
-    w5 = workloads.w5_large_outputs(stack.server, sizes)
+            server, SHA256, sizes, mib))
+    w5 = workloads.w5_large_outputs(server, sizes)
     raw.setdefault("w5", {})["inprocess"] = {
         "seconds": _note(raw, "inprocess", w5)[0],
         "rss_mb": max(systems.peak_rss_mb(p.pid) for p in procs),
         "intact": not w5.errors,
     }
-    systems.stop(procs)
 
 
-def _amworker(stack: services.Stack, sizes: Sizes, raw: dict[str, Any]) -> None:
-    log.info("amworker: shim and a Celery worker of %d pool process(es)", systems.cores())
-    pool = stack.celery_worker("bench-pool", concurrency=systems.cores())
-    shim = stack.shim(functions=len(systems.FUNCTIONS))
-    workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores() * 2, tasks=4)
-    raw["w1"]["amworker"] = _note(raw, "amworker", workloads.w1_latency(
-        stack.server, sizes, rows=True))
-    with memory.Sampler({"shim": shim.pid, "celery": pool.pid}) as sampler:
-        raw["w2"]["amworker"] = _note(raw, "amworker", workloads.w2_throughput(
-            stack.server, sizes, rows=True))
-    raw["w9"]["amworker"] = sampler.result()
-    _w8(stack, sizes, raw, "amworker", rows=True)
+def _amworker_rest(stack: services.Stack, pool: services.Proc, shim: services.Proc, sizes: Sizes,
+                   raw: dict[str, Any]) -> None:
+    _w8(stack.server, sizes, raw, "amworker", rows=True)
     for key, mib in _w3_sizes(sizes):
         raw[key]["amworker_split"] = _note(raw, "amworker", workloads.w3_batch_seconds(
             stack.server, SHA256, sizes, mib))
@@ -158,9 +208,8 @@ def _roots(kind: str, procs: list[services.Proc]) -> dict[str, int]:
     return {f"{kind}-{i}": p.pid for i, p in enumerate(procs)}
 
 
-def _w8(stack: services.Stack, sizes: Sizes, raw: dict[str, Any], system: str, *,
-        rows: bool) -> None:
-    curve, errors = scale.w8_batch_sizes(stack.server, sizes, rows=rows)
+def _w8(server: str, sizes: Sizes, raw: dict[str, Any], system: str, *, rows: bool) -> None:
+    curve, errors = scale.w8_batch_sizes(server, sizes, rows=rows)
     raw.setdefault("w8", {})[system] = curve
     raw["errors"].setdefault(system, []).extend(errors[:20])
 

@@ -29,9 +29,15 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-def start_baseline(stack: Stack, kind: str, processes: int) -> list[Proc]:
-    """``processes`` baseline workers (``floor`` or ``inprocess``), registered and waiting."""
-    argv = [sys.executable, "-m", "bench.baselines", kind, "--server", stack.server]
+def start_baseline(stack: Stack, kind: str, processes: int, *,
+                   gearman_port: int | None = None) -> list[Proc]:
+    """``processes`` baseline workers (``floor`` or ``inprocess``), registered and waiting.
+
+    On the stack's gearmand, or on the one at ``gearman_port``: a system of
+    its own lets the bench take turns between systems batch by batch.
+    """
+    port = gearman_port or stack.gearman_port
+    argv = [sys.executable, "-m", "bench.baselines", kind, "--server", f"127.0.0.1:{port}"]
     for function in FUNCTIONS:
         argv += ["--function", function]
     procs = [spawn(f"{kind}-{i}", argv, env=stack.env, workdir=stack.workdir)
@@ -42,7 +48,7 @@ def start_baseline(stack: Stack, kind: str, processes: int) -> list[Proc]:
         dead = [p for p in procs if not p.alive()]
         if dead:
             raise RuntimeError(f"{dead[0].name} died:\n{dead[0].output()}")
-        status = gearman_status(stack.gearman_port)
+        status = gearman_status(port)
         return all(status.get(f, (0, 0, 0))[2] >= processes for f in FUNCTIONS)
 
     wait_until(registered, timeout=60, what=f"{processes} {kind} worker(s)", interval=0.1)
