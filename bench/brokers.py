@@ -1,4 +1,4 @@
-"""W1 and W2 of amworker with Redis, then RabbitMQ, as the broker.
+"""W1 and W2 of amworker with Redis and with RabbitMQ as the broker, by turns.
 
 ``make bench`` runs this after the other workloads (the "Brokers" section of
 ``latest.md``); ``python -m bench.brokers`` runs it alone, printing one
@@ -6,7 +6,8 @@ Markdown table of medians and writing the raw numbers as JSON.
 
 Each broker gets a stack of its own (a private gearmand and Redis, results
 and coordination in both runs) on one database, with the same bench scripts
-and worker size; only ``AMWORKER_BROKER_URL`` changes. RabbitMQ is the
+and worker size; only ``AMWORKER_BROKER_URL`` changes. Both stacks run at
+once, and W1's runs and W2's rounds go to them by turns. RabbitMQ is the
 machine's own (127.0.0.1:5672, guest/guest), in a private virtual host (see
 harness/services.py).
 """
@@ -14,6 +15,8 @@ harness/services.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -61,13 +64,16 @@ def measure(sizes: Sizes, workdir: Path, database_url: str,
         config = workdir / "amworker-brokers.toml"
         config.write_text(systems.CONFIG_TOML)
         env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10"}
-    for broker in BROKERS:
-        run_dir = workdir / f"broker-{broker}"
-        run_dir.mkdir()
-        with services.stack(run_dir, scripts=systems.SCRIPTS_PACKAGE,
-                            modules_file=systems.MODULES_FILE, env=env,
-                            database_url=database_url, broker=broker) as stack:
-            _measure(stack, broker, sizes, raw)
+    with contextlib.ExitStack() as stacks:
+        deployed = {}
+        for broker in BROKERS:
+            run_dir = workdir / f"broker-{broker}"
+            run_dir.mkdir()
+            deployed[broker] = stacks.enter_context(services.stack(
+                run_dir, scripts=systems.SCRIPTS_PACKAGE, modules_file=systems.MODULES_FILE,
+                env=env, database_url=database_url, broker=broker))
+            _start(deployed[broker], broker)
+        _by_turns(deployed, sizes, raw)
     return raw
 
 
@@ -78,16 +84,31 @@ def _use_database(url: str) -> None:
     database.ensure_schema()
 
 
-def _measure(stack: services.Stack, broker: str, sizes: Sizes, raw: dict[str, Any]) -> None:
+def _start(stack: services.Stack, broker: str) -> None:
     log.info("%s: shim and a Celery worker of %d pool process(es)", broker, systems.cores())
     stack.celery_worker(f"bench-{broker}", concurrency=systems.cores())
     stack.shim(functions=len(systems.FUNCTIONS))
     workloads.warm_up(stack.server, NOOP, "x", batches=systems.cores() * 2, tasks=4)
-    w1 = workloads.w1_latency(stack.server, sizes, rows=True)
-    w2 = workloads.w2_throughput(stack.server, sizes, rows=True)
-    raw["w1"][broker] = w1.values
-    raw["w2"][broker] = w2.values
-    raw["errors"][broker] = (w1.errors + w2.errors)[:20]
+
+
+def _by_turns(deployed: dict[str, services.Stack], sizes: Sizes, raw: dict[str, Any]) -> None:
+    """W1's runs and W2's rounds, broker after broker, the order rotating: a slow minute hits both."""
+    one_run = dataclasses.replace(sizes, w1_runs=1)
+    one_round = dataclasses.replace(sizes, w2_rounds=1)
+    for broker in deployed:
+        raw["w1"][broker], raw["w2"][broker], raw["errors"][broker] = [], [], []
+    for turn in range(sizes.w1_runs):
+        for broker in workloads.rotated(list(deployed), turn):
+            _note(raw, broker, "w1", workloads.w1_latency(deployed[broker].server, one_run, rows=True))
+    for turn in range(sizes.w2_rounds):
+        for broker in workloads.rotated(list(deployed), turn):
+            _note(raw, broker, "w2", workloads.w2_throughput(deployed[broker].server, one_round,
+                                                             rows=True))
+
+
+def _note(raw: dict[str, Any], broker: str, workload: str, measured: workloads.Measured) -> None:
+    raw[workload][broker] += measured.values
+    raw["errors"][broker] = (raw["errors"][broker] + measured.errors)[:20]
 
 
 def table(raw: dict[str, Any]) -> str:

