@@ -30,6 +30,7 @@ from typing import Any
 from bench import systems, workloads
 from bench.sizes import SIZES, Sizes
 from bench.systems import NOOP
+from bench.turns import rotated
 from harness import services
 
 log = logging.getLogger("bench.brokers")
@@ -65,7 +66,7 @@ def measure(sizes: Sizes, workdir: Path, database_url: str,
         config.write_text(systems.CONFIG_TOML)
         env = {"AMWORKER_CONFIG_FILE": str(config), "AMWORKER_LEASE_SECONDS": "10"}
     with contextlib.ExitStack() as stacks:
-        deployed = {}
+        deployed: dict[str, services.Stack] = {}
         for broker in BROKERS:
             run_dir = workdir / f"broker-{broker}"
             run_dir.mkdir()
@@ -92,16 +93,16 @@ def _start(stack: services.Stack, broker: str) -> None:
 
 
 def _by_turns(deployed: dict[str, services.Stack], sizes: Sizes, raw: dict[str, Any]) -> None:
-    """W1's runs and W2's rounds, broker after broker, the order rotating: a slow minute hits both."""
+    """W1's runs and W2's rounds, broker after broker, the order changing: a slow minute hits both."""
     one_run = dataclasses.replace(sizes, w1_runs=1)
     one_round = dataclasses.replace(sizes, w2_rounds=1)
     for broker in deployed:
         raw["w1"][broker], raw["w2"][broker], raw["errors"][broker] = [], [], []
     for turn in range(sizes.w1_runs):
-        for broker in workloads.rotated(list(deployed), turn):
+        for broker in rotated(list(deployed), turn):
             _note(raw, broker, "w1", workloads.w1_latency(deployed[broker].server, one_run, rows=True))
     for turn in range(sizes.w2_rounds):
-        for broker in workloads.rotated(list(deployed), turn):
+        for broker in rotated(list(deployed), turn):
             _note(raw, broker, "w2", workloads.w2_throughput(deployed[broker].server, one_round,
                                                              rows=True))
 

@@ -212,7 +212,7 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         "(WAL, `synchronous=NORMAL`) whose `Tasks` rows are inserted before each batch is "
         "submitted, as the controller does. floor and in-process each answer on a gearmand of "
         "their own, so all three systems stay up together: W1's runs and W2's rounds go to "
-        "floor, in-process and amworker by turns, the order rotating each time, and a slower "
+        "floor, in-process and amworker by turns, in every order in turn, and a slower "
         "minute of the shared host falls on all three alike. The other workloads run system "
         "after system.",
         "- Every batch is submitted by `worker.cli.gearman_client.GearmanClient` (`submit_many` "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -13,6 +14,7 @@ from bench import brokers, memory, scale, statements, stock_run, systems, w7, wo
 from bench.machine import describe
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256, SHA256_SINGLE
+from bench.turns import rotated
 from harness import services
 
 log = logging.getLogger("bench")
@@ -57,7 +59,7 @@ def _brokers(sizes: Sizes, workdir: Path, database_url: str, env: dict[str, str]
     It runs after every other workload but W7: a failure of its own (rabbitmqctl
     refused, a broker that went away) is recorded and may not lose the rest.
     """
-    log.info("brokers: amworker's W1 and W2 on Redis, then on RabbitMQ")
+    log.info("brokers: amworker's W1 and W2 on Redis and on RabbitMQ, by turns")
     try:
         return brokers.measure(sizes, workdir, database_url, env=env)
     except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
@@ -75,8 +77,13 @@ def _use_database(url: str) -> None:
     database.ensure_schema()
 
 
+#: Errors kept per system: the first ones say what went wrong.
+ERRORS_KEPT = 20
+
+
 def _note(raw: dict[str, Any], system: str, measured: workloads.Measured) -> list[float]:
-    raw["errors"].setdefault(system, []).extend(measured.errors[:20])
+    errors = raw["errors"].setdefault(system, [])
+    errors.extend(measured.errors[:max(0, ERRORS_KEPT - len(errors))])
     return measured.values
 
 
@@ -103,16 +110,16 @@ def _side_by_side(stack: services.Stack, sizes: Sizes, raw: dict[str, Any], work
 
     Each baseline answers on a gearmand of its own, so all three stay
     registered and W1's runs and W2's rounds go to them in turn (the order
-    rotating). A slower minute of a shared host then slows every system's
+    changing each time). A slower minute of a shared host then slows every system's
     share of it, not only whichever system it happened to fall on: the same
     code measured 13 ms and 24 ms on W1 a few minutes apart here.
     """
     cores = systems.cores()
     log.info("floor, in-process (%d process(es) each) and amworker (shim and a Celery worker "
              "of %d pool process(es)): W1 and W2 by turns", cores, cores)
-    floor_gearmand, floor_port = services.start_gearmand(workdir)
-    inprocess_gearmand, inprocess_port = services.start_gearmand(workdir)
-    try:
+    with contextlib.ExitStack() as gearmands:
+        floor_port = _own_gearmand(gearmands, workdir)
+        inprocess_port = _own_gearmand(gearmands, workdir)
         floor = systems.start_baseline(stack, "floor", cores, gearman_port=floor_port)
         inprocess = systems.start_baseline(stack, "inprocess", cores, gearman_port=inprocess_port)
         pool = stack.celery_worker("bench-pool", concurrency=cores)
@@ -131,25 +138,29 @@ def _side_by_side(stack: services.Stack, sizes: Sizes, raw: dict[str, Any], work
         systems.stop(inprocess)
         log.info("amworker: W8, W3, W5, W4")
         _amworker_rest(stack, pool, shim, sizes, raw)
-    finally:
-        floor_gearmand.kill()
-        inprocess_gearmand.kill()
+
+
+def _own_gearmand(gearmands: contextlib.ExitStack, workdir: Path) -> int:
+    """Start a gearmand that ``gearmands`` kills on the way out; its port."""
+    proc, port = services.start_gearmand(workdir)
+    gearmands.callback(proc.kill)
+    return port
 
 
 def _by_turns(turns: list[_Turn], sizes: Sizes, raw: dict[str, Any]) -> None:
-    """W1's runs and W2's rounds (W9 sampled in them), system after system, the order rotating."""
+    """W1's runs and W2's rounds (W9 sampled in them), system after system (:func:`rotated`)."""
     one_run = dataclasses.replace(sizes, w1_runs=1)
     one_round = dataclasses.replace(sizes, w2_rounds=1)
     for turn in turns:
         workloads.warm_up(turn.server, NOOP, "x", batches=systems.cores() * 2, tasks=4)
         raw.setdefault("w1", {})[turn.name] = []
         raw.setdefault("w2", {})[turn.name] = []
-    for run in range(sizes.w1_runs):
-        for turn in workloads.rotated(turns, run):
+    for number in range(sizes.w1_runs):
+        for turn in rotated(turns, number):
             raw["w1"][turn.name] += _note(raw, turn.name, workloads.w1_latency(
                 turn.server, one_run, rows=turn.rows))
-    for run in range(sizes.w2_rounds):
-        for turn in workloads.rotated(turns, run):
+    for number in range(sizes.w2_rounds):
+        for turn in rotated(turns, number):
             with memory.Sampler(turn.roots) as sampler:
                 raw["w2"][turn.name] += _note(raw, turn.name, workloads.w2_throughput(
                     turn.server, one_round, rows=turn.rows))

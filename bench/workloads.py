@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from bench import payloads
 from bench.payloads import BenchBatch
@@ -19,8 +18,6 @@ from bench.scripts.big_output import expected_output
 from bench.sizes import Sizes
 from bench.systems import BIG_OUTPUT, NOOP
 from worker.cli.gearman_client import GearmanClient
-
-T = TypeVar("T")
 
 #: Generous: a wedged system fails the bench instead of hanging it.
 TIMEOUT_SECONDS = 300.0
@@ -58,12 +55,6 @@ def warm_up(server: str, function: str, arguments: str, *, batches: int, tasks: 
     for _ in range(2):
         submit(server, [payloads.make_batch(function, tasks, arguments) for _ in range(batches)],
                rows=False)
-
-
-def rotated(items: Sequence[T], turn: int) -> list[T]:
-    """``items`` starting at ``turn`` modulo their number: taking turns, no one always goes first."""
-    start = turn % len(items)
-    return [*items[start:], *items[:start]]
 
 
 def w1_latency(server: str, sizes: Sizes, *, rows: bool) -> Measured:

@@ -247,7 +247,6 @@ def test_a_500_row_slice_ends_in_one_transaction_of_128_row_updates(tasks: type[
     assert verbs == ["BEGIN", "UPDATE", "UPDATE", "UPDATE", "UPDATE", "COMMIT"]
 
 
-@modern_sqlite
 def test_a_2000_row_start_is_one_transaction_of_900_key_updates(tasks: type[Task]) -> None:
     started, _ = slice_statements(tasks, 2000)
 
@@ -515,7 +514,7 @@ REPLACED = "\N{REPLACEMENT CHARACTER}"
                                                 ("mysql", f"a\x00b{REPLACED}"),
                                                 ("sqlite", f"a\x00b{REPLACED}")])
 def test_storable_text_drops_nul_only_where_the_database_refuses_it(vendor: str, stored: str) -> None:
-    from worker.pool.bookkeeping import storable_text
+    from worker.codec.records import storable_text
 
     assert storable_text("a\x00b\ud800", vendor) == stored
     assert storable_text(b"a\x00b\xff", vendor) == stored

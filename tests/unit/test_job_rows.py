@@ -102,13 +102,25 @@ def test_marking_more_jobs_than_sqlites_oldest_parameter_limit_marks_every_row(
     import sqlite3
 
     from django.db import connection
+    from django.db.backends.signals import connection_created
+    from django.test.utils import CaptureQueriesContext
 
     jobs = jobs_with_rows(tasks, 2500)
-    connection.ensure_connection()
-    # An SQLite built before 3.32 takes 999 parameters a statement.
-    connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    def old_sqlite(connection: Any, **_: object) -> None:
+        # An SQLite built before 3.32 takes 999 parameters a statement; held
+        # on every connection, so a retry on a fresh one meets it too.
+        connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    connection.close()
+    connection_created.connect(old_sqlite)
     try:
-        Job.bulk_mark_failed(jobs, "refused")
+        with CaptureQueriesContext(connection) as captured:
+            Job.bulk_mark_failed(jobs, "refused")
     finally:
+        connection_created.disconnect(old_sqlite)
         connection.close()  # the next connection has the build's own limit
     assert tasks.objects.filter(exitcode=1, stderror="refused").count() == 2500
+    updates = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("UPDATE")]
+    # The captured SQL has its parameters filled in: count the keys.
+    assert [sql.count("'task-") for sql in updates] == [897, 897, 706]

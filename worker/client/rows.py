@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from worker.pool.bookkeeping import KEYS_PER_STATEMENT, RetryPolicy, storable_text, with_retries
+from worker.codec.records import storable_text
+from worker.pool.bookkeeping import KEYS_PER_STATEMENT, RetryPolicy, with_retries
 
 
 def update_rows(uuids: Sequence[str], what: str, **columns: Any) -> int | None:
@@ -35,11 +36,11 @@ def update_rows(uuids: Sequence[str], what: str, **columns: Any) -> int | None:
     if not uuids:
         return 0
     keys = list(uuids)
+    for name in ("stdout", "stderror"):
+        if isinstance(columns.get(name), str):
+            columns[name] = storable_text(columns[name], connection.vendor)
 
     def write() -> int:
-        for name in ("stdout", "stderror"):
-            if isinstance(columns.get(name), str):
-                columns[name] = storable_text(columns[name], connection.vendor)
         size = KEYS_PER_STATEMENT - len(columns)
         chunks = [keys[start:start + size] for start in range(0, len(keys), size)]
         with transaction.atomic() if len(chunks) > 1 else contextlib.nullcontext():

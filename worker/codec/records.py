@@ -182,6 +182,20 @@ def sanitize_text(text: str | bytes) -> str:
     return text
 
 
+def storable_text(text: str | bytes, vendor: str) -> str:
+    """``text`` as the database ``vendor`` can store it: UTF-8-clean, and no NUL on PostgreSQL.
+
+    PostgreSQL refuses a NUL character in any text column ("text fields
+    cannot contain NUL"), and a tool's binary output can hold one: it becomes
+    U+FFFD there, as undecodable bytes do. MySQL and SQLite store it as it is,
+    as the stock worker's rows do.
+    """
+    clean = sanitize_text(text)
+    if vendor == "postgresql" and "\x00" in clean:
+        return clean.replace("\x00", "\ufffd")
+    return clean
+
+
 def _as_utc(moment: datetime) -> datetime:
     """Return ``moment`` as an aware UTC datetime (naive means UTC already)."""
     if moment.utcoffset() is None:

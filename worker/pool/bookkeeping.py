@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from worker.backoff import Backoff
-from worker.codec.records import TaskResult, sanitize_text
+from worker.codec.records import TaskResult, storable_text
 from worker.config import DEFAULT_DATABASE_WAIT_SECONDS
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def with_retries(
 
     Returns the action's value; raises :class:`DatabaseUnavailable` once the
     wait is spent (or the attempts are), after logging it. An error that says
-    the statement itself is wrong (``FATAL_ERRORS``) is given up at once: a
+    the statement itself is wrong (:func:`_is_fatal`) is given up at once: a
     retry would send the same statement and only hold the slice for the wait.
     """
     from django.db import DatabaseError, InterfaceError, close_old_connections, connection
@@ -100,7 +100,10 @@ def with_retries(
             close_old_connections()
             left = deadline - clock()
             if _is_fatal(exc):
-                left = 0
+                log.error("giving up on %s: the database refused it: %s", what, exc)
+                raise DatabaseUnavailable(
+                    f"{what} refused by the database (not retried): {type(exc).__name__}: {exc}"
+                ) from exc
             if left <= 0 or (policy.attempts is not None and attempt >= policy.attempts):
                 spent = clock() - began
                 log.error("giving up on %s after %d attempt(s) in %.1fs: %s",
@@ -151,7 +154,7 @@ def mark_started(
 def mark_finished(
     results: Sequence[TaskResult], *, capture_output: bool, policy: RetryPolicy
 ) -> int:
-    """Write end time, exit code and (if captured) output of every row at once.
+    """Write end time, exit code and (if captured) output of every row: few statements, one transaction.
 
     Rows that do not exist (a smoke test, a task the controller never
     recorded) are simply not matched: that is not an error.
@@ -262,7 +265,10 @@ PARAMS_PER_FINISHED_ROW = 9
 #: alone). MySQL's client libraries put the values into the statement, and
 #: MariaDB refuses a statement over ``max_allowed_packet`` (16 MiB by
 #: default, 4 MiB on older servers): 128 rows of 200 KB output would be 25 MB.
-#: A character is at most 4 bytes of UTF-8, and escaping at most doubles a byte.
+#: A character is at most 4 bytes of UTF-8; the characters escaping doubles
+#: (quotes, backslashes, NUL, newlines) are 1-byte ASCII, so a statement stays
+#: under about 2 MiB. A single row past the packet limit still fails, as it
+#: does for the stock worker, which writes each task's row alone.
 TEXT_PER_STATEMENT = 512 * 1024
 
 #: Keys in one start UPDATE (two more parameters: the time and the client).
@@ -330,20 +336,6 @@ def _finish_statement(
     params += [row.uuid for row in rows]
     keys = ", ".join(["%s"] * len(rows))
     return f"UPDATE {quote(Task._meta.db_table)} SET {', '.join(sets)} WHERE {key} IN ({keys})", params
-
-
-def storable_text(text: str | bytes, vendor: str) -> str:
-    """``text`` as the database ``vendor`` can store it: UTF-8-clean, and no NUL on PostgreSQL.
-
-    PostgreSQL refuses a NUL character in any text column ("text fields
-    cannot contain NUL"), and a tool's binary output can hold one: it becomes
-    U+FFFD there, as undecodable bytes do. MySQL and SQLite store it as it is,
-    as the stock worker's rows do.
-    """
-    clean = sanitize_text(text)
-    if vendor == "postgresql" and "\x00" in clean:
-        return clean.replace("\x00", "\ufffd")
-    return clean
 
 
 def _column(field: Field[Any, Any] | ForeignObjectRel | None) -> str:
