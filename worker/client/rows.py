@@ -13,23 +13,29 @@ only when one is called.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from worker.codec.records import storable_text
-from worker.pool.bookkeeping import KEYS_PER_STATEMENT, RetryPolicy, with_retries
+from worker.pool.bookkeeping import (
+    KEYS_PER_STATEMENT,
+    RetryPolicy,
+    chunked,
+    fitted,
+    with_retries,
+    write_in_chunks,
+)
 
 
 def update_rows(uuids: Sequence[str], what: str, **columns: Any) -> int | None:
     """``UPDATE Tasks SET … WHERE taskUUID IN (uuids)``, retried; rows matched or ``None``.
 
-    In statements of at most ``KEYS_PER_STATEMENT`` keys, together in one
-    transaction: Django splits no ``IN`` list (Oracle's apart), and a script
-    marking a whole large batch would pass SQLite's parameter limit.
+    Cut into statements the way the runtime's own writes are (Django splits
+    no ``IN`` list but Oracle's, and a script marking a whole large batch
+    would pass SQLite's parameter limit), several in one transaction.
     """
-    from django.db import connection, transaction
+    from django.db import connection
 
     from worker.models import Task
 
@@ -41,10 +47,10 @@ def update_rows(uuids: Sequence[str], what: str, **columns: Any) -> int | None:
             columns[name] = storable_text(columns[name], connection.vendor)
 
     def write() -> int:
-        size = KEYS_PER_STATEMENT - len(columns)
-        chunks = [keys[start:start + size] for start in range(0, len(keys), size)]
-        with transaction.atomic() if len(chunks) > 1 else contextlib.nullcontext():
-            return sum(Task.objects.filter(pk__in=chunk).update(**columns) for chunk in chunks)
+        # The columns take parameters too: keys and values stay within 900.
+        size = fitted(connection, KEYS_PER_STATEMENT - len(columns), per_item=1, fixed=len(columns))
+        return write_in_chunks(chunked(keys, size),
+                               lambda chunk: Task.objects.filter(pk__in=chunk).update(**columns))
 
     return with_retries(write, what=what, policy=RetryPolicy())
 

@@ -10,7 +10,7 @@ the script's result stands).
 
 A slice of up to ``ROWS_PER_STATEMENT`` tasks costs one UPDATE for the start
 and one CASE-based UPDATE for the end, unless the parameter limit or the
-output's size cuts them (see :func:`_fitted`, ``TEXT_PER_STATEMENT``); a
+output's size cuts them (see :func:`fitted`, ``TEXT_PER_STATEMENT``); a
 larger slice writes each end in one transaction. Both statements are built
 by hand: Django's query building cost more than the database's work.
 """
@@ -142,9 +142,11 @@ def mark_started(
 
     def write() -> int:
         values = [connection.ops.adapt_datetimefield_value(when), client]
-        size = _fitted(connection, KEYS_PER_STATEMENT, per_item=1, fixed=len(values))
-        return _in_chunks(connection, _chunked(keys, size),
-                          lambda chunk: _start_statement(connection, chunk, values))
+        size = fitted(connection, KEYS_PER_STATEMENT, per_item=1, fixed=len(values))
+        def start(chunk: Sequence[str]) -> int:
+            return _execute(connection, _start_statement(connection, chunk, values))
+
+        return write_in_chunks(chunked(keys, size), start)
 
     return with_retries(
         write, what=f"recording the start of {len(keys)} task(s)", policy=policy
@@ -170,17 +172,19 @@ def mark_finished(
         return len(row.stderr) if row.exit_code else 0
 
     def write() -> int:
-        size = _fitted(connection, ROWS_PER_STATEMENT, per_item=PARAMS_PER_FINISHED_ROW, fixed=0)
-        chunks = _chunked(results, size, weight=text_of, budget=TEXT_PER_STATEMENT)
-        return _in_chunks(connection, chunks,
-                          lambda chunk: _finish_statement(connection, chunk, capture_output))
+        size = fitted(connection, ROWS_PER_STATEMENT, per_item=PARAMS_PER_FINISHED_ROW, fixed=0)
+        chunks = chunked(results, size, weight=text_of, budget=TEXT_PER_STATEMENT)
+        def finish(chunk: Sequence[TaskResult]) -> int:
+            return _execute(connection, _finish_statement(connection, chunk, capture_output))
+
+        return write_in_chunks(chunks, finish)
 
     return with_retries(
         write, what=f"recording the end of {len(results)} task(s)", policy=policy
     )
 
 
-def _fitted(connection: BaseDatabaseWrapper, preferred: int, *, per_item: int, fixed: int) -> int:
+def fitted(connection: BaseDatabaseWrapper, preferred: int, *, per_item: int, fixed: int) -> int:
     """``preferred``, or fewer items if a statement of that many would pass the parameter limit.
 
     SQLite's limit is a build option (999 by default before 3.32, 32,766
@@ -201,7 +205,7 @@ def _fitted(connection: BaseDatabaseWrapper, preferred: int, *, per_item: int, f
     return max(1, min(preferred, (limit - fixed) // per_item))
 
 
-def _chunked(
+def chunked(
     items: Sequence[T], size: int, *, weight: Callable[[T], int] | None = None, budget: int = 0
 ) -> list[Sequence[T]]:
     """``items`` in runs of at most ``size``, and (given ``weight``) at most ``budget`` in weight.
@@ -224,40 +228,35 @@ def _chunked(
     return runs
 
 
-def _in_chunks(
-    connection: BaseDatabaseWrapper,
-    chunks: Sequence[Sequence[T]],
-    statement: Callable[[Sequence[T]], tuple[str, list[Any]]],
-) -> int:
-    """Run ``statement`` over each chunk; the rows it updated.
+def write_in_chunks(chunks: Sequence[Sequence[T]], write: Callable[[Sequence[T]], int]) -> int:
+    """``write`` each chunk; the rows they updated, summed.
 
     More than one chunk runs in one transaction, so a retry never finds the
-    slice half written; a single chunk is one autocommitted statement, which
+    write half done; a single chunk is one autocommitted statement, which
     spares the BEGIN and COMMIT round trips.
     """
     from django.db import transaction
 
-    def run() -> int:
-        updated = 0
-        with connection.cursor() as cursor:
-            for chunk in chunks:
-                sql, params = statement(chunk)
-                cursor.execute(sql, params)
-                updated += max(cursor.rowcount, 0)
-        return updated
-
     if len(chunks) <= 1:
-        return run()
+        return sum(write(chunk) for chunk in chunks)
     with transaction.atomic():
-        return run()
+        return sum(write(chunk) for chunk in chunks)
+
+
+def _execute(connection: BaseDatabaseWrapper, statement: tuple[str, list[Any]]) -> int:
+    """Run one hand-built statement; the rows it updated."""
+    with connection.cursor() as cursor:
+        cursor.execute(*statement)
+        return max(int(cursor.rowcount), 0)
 
 
 #: Rows written by one UPDATE: a whole 128-task batch in one statement where
-#: the parameter limit allows (9 parameters a row; an SQLite older than 3.32
-#: takes 111 rows a statement). Not more: the database tries a row's ``CASE`` branches one by one, so a
-#: statement's work grows with the square of its rows. On SQLite, with output
-#: captured, the end of a 10,000-task slice took 425-580 ms in chunks of 500
-#: and 195-215 ms in chunks of 128 (64: 175 ms, for twice the statements).
+#: the parameter limit allows (9 parameters a row; an SQLite built with the
+#: old limit of 999 takes 111 rows a statement). Not more: the database tries
+#: a row's ``CASE`` branches one by one, so a statement's work grows with
+#: the square of its rows. On SQLite, with output captured, the end of a
+#: 10,000-task slice took 425-580 ms in chunks of 500 and 195-215 ms in
+#: chunks of 128 (64: 175 ms, for twice the statements).
 ROWS_PER_STATEMENT = 128
 #: At most: key and value for each of four CASEs, and the key in ``IN``.
 PARAMS_PER_FINISHED_ROW = 9
@@ -318,8 +317,10 @@ def _finish_statement(
             ("stderror", rows, lambda r: storable_text(r.stderr, vendor)),
         ]
     elif failed:
-        # Like the stock worker: without capture, a failed task's stderr is
-        # still kept, since it is the only record of why it failed.
+        # Without capture, a failed task's stderr is still kept: it is the
+        # only record of why it failed. The stock worker's per-task write
+        # stores output only with capture on; its bulk_mark_failed stores a
+        # failed batch's message in stdError whatever the setting.
         columns.append(("stderror", failed, lambda r: storable_text(r.stderr, vendor)))
     key = quote(_column(Task._meta.pk))
     sets: list[str] = []
