@@ -30,7 +30,7 @@ from typing import Any
 from bench import systems, workloads
 from bench.sizes import SIZES, Sizes
 from bench.systems import NOOP
-from bench.turns import rotated
+from bench.turns import take_turns
 from harness import services
 
 log = logging.getLogger("bench.brokers")
@@ -98,13 +98,10 @@ def _by_turns(deployed: dict[str, services.Stack], sizes: Sizes, raw: dict[str, 
     one_round = dataclasses.replace(sizes, w2_rounds=1)
     for broker in deployed:
         raw["w1"][broker], raw["w2"][broker], raw["errors"][broker] = [], [], []
-    for turn in range(sizes.w1_runs):
-        for broker in rotated(list(deployed), turn):
-            _note(raw, broker, "w1", workloads.w1_latency(deployed[broker].server, one_run, rows=True))
-    for turn in range(sizes.w2_rounds):
-        for broker in rotated(list(deployed), turn):
-            _note(raw, broker, "w2", workloads.w2_throughput(deployed[broker].server, one_round,
-                                                             rows=True))
+    take_turns(list(deployed), sizes.w1_runs, lambda broker: _note(
+        raw, broker, "w1", workloads.w1_latency(deployed[broker].server, one_run, rows=True)))
+    take_turns(list(deployed), sizes.w2_rounds, lambda broker: _note(
+        raw, broker, "w2", workloads.w2_throughput(deployed[broker].server, one_round, rows=True)))
 
 
 def _note(raw: dict[str, Any], broker: str, workload: str, measured: workloads.Measured) -> None:

@@ -14,7 +14,7 @@ from bench import brokers, memory, scale, statements, stock_run, systems, w7, wo
 from bench.machine import describe
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256, SHA256_SINGLE
-from bench.turns import rotated
+from bench.turns import take_turns
 from harness import services
 
 log = logging.getLogger("bench")
@@ -148,23 +148,26 @@ def _own_gearmand(gearmands: contextlib.ExitStack, workdir: Path) -> int:
 
 
 def _by_turns(turns: list[_Turn], sizes: Sizes, raw: dict[str, Any]) -> None:
-    """W1's runs and W2's rounds (W9 sampled in them), system after system (:func:`rotated`)."""
+    """W1's runs and W2's rounds (W9 sampled in them), system after system (:func:`take_turns`)."""
     one_run = dataclasses.replace(sizes, w1_runs=1)
     one_round = dataclasses.replace(sizes, w2_rounds=1)
     for turn in turns:
         workloads.warm_up(turn.server, NOOP, "x", batches=systems.cores() * 2, tasks=4)
         raw.setdefault("w1", {})[turn.name] = []
         raw.setdefault("w2", {})[turn.name] = []
-    for number in range(sizes.w1_runs):
-        for turn in rotated(turns, number):
-            raw["w1"][turn.name] += _note(raw, turn.name, workloads.w1_latency(
-                turn.server, one_run, rows=turn.rows))
-    for number in range(sizes.w2_rounds):
-        for turn in rotated(turns, number):
-            with memory.Sampler(turn.roots) as sampler:
-                raw["w2"][turn.name] += _note(raw, turn.name, workloads.w2_throughput(
-                    turn.server, one_round, rows=turn.rows))
-            turn.keep(sampler.result())
+
+    def w1(turn: _Turn) -> None:
+        raw["w1"][turn.name] += _note(raw, turn.name, workloads.w1_latency(
+            turn.server, one_run, rows=turn.rows))
+
+    def w2(turn: _Turn) -> None:
+        with memory.Sampler(turn.roots) as sampler:
+            raw["w2"][turn.name] += _note(raw, turn.name, workloads.w2_throughput(
+                turn.server, one_round, rows=turn.rows))
+        turn.keep(sampler.result())
+
+    take_turns(turns, sizes.w1_runs, w1)
+    take_turns(turns, sizes.w2_rounds, w2)
     for turn in turns:
         raw.setdefault("w9", {})[turn.name] = turn.peak
 

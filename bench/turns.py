@@ -8,7 +8,7 @@ whichever happened to have that minute to itself.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,3 +24,10 @@ def rotated(items: Sequence[T], turn: int) -> list[T]:
     """
     orders = list(itertools.permutations(items))
     return list(orders[turn % len(orders)])
+
+
+def take_turns(items: Sequence[T], rounds: int, measure: Callable[[T], None]) -> None:
+    """``measure`` every item once a round, for ``rounds`` rounds, in :func:`rotated`'s orders."""
+    for number in range(rounds):
+        for item in rotated(items, number):
+            measure(item)

@@ -25,3 +25,13 @@ def test_each_system_goes_first_and_follows_each_other_equally_often(systems: li
     pairs = Counter(pair for order in turns[:cycle] for pair in zip(order, order[1:], strict=False))
     assert len(pairs) == len(systems) * (len(systems) - 1)
     assert len(set(pairs.values())) == 1
+
+
+def test_take_turns_measures_every_system_once_a_round_in_the_rotated_orders() -> None:
+    from bench.turns import take_turns
+
+    seen: list[str] = []
+    take_turns(["a", "b", "c"], 8, seen.append)
+
+    assert seen == [system for number in range(8) for system in rotated(["a", "b", "c"], number)]
+    assert Counter(seen) == {"a": 8, "b": 8, "c": 8}
