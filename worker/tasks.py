@@ -133,15 +133,14 @@ def collect(self: Task[..., dict[str, object]], function: str, batch: str,
     once). A slice that failed never gets here (the shim assembles those
     batches itself, see worker.batch.settling). A slice without a readable
     envelope raises :class:`~worker.contract.records.RecordError`, unless the
-    shim has answered the batch already (its answer record exists): a lane
-    that polls between the last slice and this callback finds every slice
-    finished, answers from them and tidies their envelopes away. Nothing is
-    left to combine then, and nothing is wrong.
+    shim has answered the batch already (its answer record exists): the
+    lane wakes on every slice's result, so it usually answers from the
+    slices and tidies their envelopes away before this runs. Nothing is left
+    to combine then, and nothing is wrong.
     """
     message = CollectMessage.from_kwargs({"function": function, "batch": batch, "slices": slices})
     backend: Any = self.app.backend  # the key-value backend: celery-types declares no mget
-    # One MGET for the slices' envelopes, not a round trip each: this runs
-    # between the last slice and the shim's answer. In chunks: a message
+    # One MGET for the slices' envelopes, not a round trip each. In chunks: a message
     # naming a huge number of slices must not become one command that holds
     # Redis (and one reply) for all of them at once.
     names = [backend.get_key_for_task(slice_id) for slice_id in message.slices]

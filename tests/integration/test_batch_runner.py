@@ -8,6 +8,7 @@ fault (a bug inside settling) to check the cause the controller is told.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -23,10 +24,11 @@ from amqp.exceptions import NotAllowed
 from celery import Celery
 
 from harness.controller import make_tasks
-from harness.services import ROOT, start_redis
+from harness.services import ROOT, start_redis, wait_until
 from worker.batch.answers import Settlement
 from worker.batch.dispatch import Dispatch, SliceRef
 from worker.batch.runner import ANSWER_SLOTS, BatchRunner
+from worker.batch.service import use_send_only_backend
 from worker.batch.watcher import ResultWatcher
 from worker.celery import celery_config
 from worker.codec.records import Encoding, TaskResult
@@ -35,6 +37,7 @@ from worker.config import Settings
 from worker.contract import keys
 from worker.contract.keys import SCRIPT_HEADER
 from worker.contract.results import failed_results, utcnow
+from worker.contract.slices import SliceEnvelope, encode_results
 from worker.errors import DecodeError
 from worker.scripts.registry import load_registry
 
@@ -52,15 +55,30 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 @pytest.fixture
 def runner(redis_port: int, tmp_path: Path) -> Iterator[BatchRunner]:
+    with _runner(redis_port, tmp_path, lease_seconds=1) as built:
+        yield built
+
+
+@pytest.fixture
+def slow_polling_runner(redis_port: int, tmp_path: Path) -> Iterator[BatchRunner]:
+    """A runner whose lanes check a waiting batch only every 5 s unless woken."""
+    with _runner(redis_port, tmp_path, lease_seconds=30) as built:
+        yield built
+
+
+@contextlib.contextmanager
+def _runner(redis_port: int, tmp_path: Path, *, lease_seconds: int) -> Iterator[BatchRunner]:
     url = f"redis://127.0.0.1:{redis_port}/0"
     settings = Settings.from_env({
         "AMWORKER_BROKER_URL": url, "AMWORKER_RESULT_BACKEND": url,
         "AMWORKER_MODULES_FILE": str(ROOT / "tests/fixture_scripts/modules.ini"),
         "AMWORKER_CLIENT_SCRIPTS_PACKAGE": "tests.fixture_scripts",
-        "AMWORKER_SHARED_DIRECTORY": f"{tmp_path}/", "AMWORKER_LEASE_SECONDS": "1",
+        "AMWORKER_SHARED_DIRECTORY": f"{tmp_path}/",
+        "AMWORKER_LEASE_SECONDS": str(lease_seconds),
     })
     app = Celery("runner-test")
     app.conf.update(celery_config(settings))
+    use_send_only_backend(app, url)  # as the shim's app
     client = redis.Redis.from_url(url, socket_timeout=10)
     watcher = ResultWatcher(client, prefix=keys.result_prefix(app.backend))
     watcher.start()
@@ -402,3 +420,72 @@ def test_a_batch_answered_while_this_lane_looked_is_not_sent_again(runner: Batch
     assert settlement.failed[task_id].stdout == "ran once"
     assert runner.redis.llen(queue) == 0, "the batch was sent again"
     assert not runner.redis.exists(keys.plan_key(token))
+
+
+def test_the_last_slice_to_finish_answers_the_batch_without_the_chord_callback(
+        slow_polling_runner: BatchRunner) -> None:
+    # No Celery worker: the test stores each slice's results as a worker
+    # does and never runs the chord callback. The lane must answer once the
+    # last slice's result is stored, woken by it, not at its next 5 s check.
+    runner = slow_polling_runner
+    entry = runner.registry.get("sliced_v0.0")
+    assert entry is not None and entry.slices_wanted() == 4
+    tasks = make_tasks(["a", "b", "c", "d", "e", "f"])
+    payload = _payload(tasks)
+    batch = decode_request(payload)
+    token = keys.batch_token("sliced_v0.0", str(uuid.uuid4()), payload, tasks)
+    queue = str(entry.options.queue)
+    runner.redis.delete(queue)
+    settled: list[Settlement] = []
+    lane = threading.Thread(target=lambda: settled.append(runner.settle("sliced_v0.0", token, batch)))
+    lane.start()
+    wait_until(lambda: runner.redis.llen(queue) == 4, timeout=10, what="the four slices to be sent")
+    messages = [json.loads(raw) for raw in runner.redis.lrange(queue, 0, -1)]
+    for message in messages:
+        slice_id = message["headers"]["id"]
+        _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        done = [TaskResult(uuid=job["uuid"], exit_code=0, finished_at=utcnow(),
+                           stdout=f"ran {job['uuid']}\n", stderr="") for job in kwargs["jobs"]]
+        runner.redis.set(keys.outcome_key(slice_id), encode_results(done))
+        # As Celery's Redis backend stores a result: the key, then the same
+        # meta published on the channel named like it.
+        envelope = SliceEnvelope(index=kwargs["index"], count=kwargs["count"], tasks=len(done))
+        meta = json.dumps({"status": "SUCCESS", "result": envelope.to_json(), "task_id": slice_id})
+        runner.redis.set(runner.settler.result_prefix + slice_id, meta)
+        runner.redis.publish(runner.settler.result_prefix + slice_id, meta)
+    last_stored = time.monotonic()
+
+    lane.join(timeout=30)
+
+    assert settled, "the lane never answered"
+    woke_after = time.monotonic() - last_stored
+    assert woke_after < 2.5, f"answered {woke_after:.1f}s after the last slice: at a poll, not woken"
+    assert not runner.redis.exists(runner.settler.result_prefix + keys.collect_id(token))
+    found = runner.assemble(batch, settled[0])
+    assert {r.uuid: r.stdout for r in found} == {u: f"ran {u}\n" for u in tasks}
+
+
+def test_slices_found_finished_before_the_callback_keep_the_results_read_with_the_check(
+        runner: BatchRunner) -> None:
+    # The check reads the final envelope with the slices' small results; when
+    # the callback has not run but every slice has, those results are used,
+    # not fetched again.
+    entry = runner.registry.get("sliced_v0.0")
+    assert entry is not None
+    token = f"sliced_v0.0:{uuid.uuid4()}:digest"
+    ids = [keys.slice_id(token, i, 2) for i in range(2)]
+    dispatch = Dispatch(token=token, count=2, dispatched_at=time.time(),
+                        slices=(SliceRef(ids[0], ("t1",)), SliceRef(ids[1], ("t2",))))
+    runner.redis.set(keys.plan_key(token), json.dumps({"count": 2, "at": time.time(), "sent": True}))
+    for slice_id, task_id in zip(ids, ("t1", "t2"), strict=True):
+        done = [TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ok\n", stderr="")]
+        runner.redis.set(keys.outcome_key(slice_id), encode_results(done))
+        runner.redis.set(runner.settler.result_prefix + slice_id, json.dumps(
+            {"status": "SUCCESS", "result": SliceEnvelope(index=0, count=2, tasks=1).to_json()}))
+
+    settlement = runner.settler.settled(entry, dispatch, {"t1": True, "t2": True})
+
+    assert settlement is not None
+    assert [ref.task_id for ref in settlement.finished] == ids
+    assert set(settlement.prefetched) == set(ids)
+    assert {u: r.stdout for u, r in runner.settler.fetch(settlement).items()} == {"t1": "ok\n", "t2": "ok\n"}

@@ -13,7 +13,13 @@ from collections.abc import Callable
 import pytest
 from celery import Celery
 
-from worker.batch.dispatch import PLAN_UNLESS_ANSWERED, AnsweredMeanwhile, Dispatcher, decode_plan
+from worker.batch.dispatch import (
+    PLAN_UNLESS_ANSWERED,
+    WAKE_ON_SLICES_UP_TO,
+    AnsweredMeanwhile,
+    Dispatcher,
+    decode_plan,
+)
 from worker.config import FunctionOptions, Settings
 from worker.contract import keys
 from worker.contract.plan import JobSpec, PlanRecord
@@ -105,3 +111,22 @@ def test_a_batch_answered_meanwhile_is_not_planned_again() -> None:
     with pytest.raises(AnsweredMeanwhile):
         _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS)
     assert keys.plan_key(TOKEN) not in client.kept
+
+
+@pytest.mark.parametrize("wanted", [1, 2, 4, WAKE_ON_SLICES_UP_TO, WAKE_ON_SLICES_UP_TO + 1])
+def test_every_slice_and_the_final_result_wake_the_lane(wanted: int) -> None:
+    entry = ScriptEntry(function="echo_v0.0", module_name="echo_args",
+                        options=FunctionOptions(slices=wanted))
+    specs = [JobSpec(uuid=f"t{i}", argv=(), wants_output=True) for i in range(wanted)]
+    dispatch, _parts, _fresh = _dispatcher(_Redis()).plan_slices(entry, TOKEN, specs)
+
+    slices = [ref.task_id for ref in dispatch.slices]
+    assert len(slices) == wanted
+    if wanted == 1:
+        # One slice is its own final result: nothing else to wait for.
+        assert dispatch.wake_ids == (slices[0],) == (dispatch.done_id,)
+    elif wanted > WAKE_ON_SLICES_UP_TO:
+        # A look per slice would read every slice's keys each time.
+        assert dispatch.wake_ids == (keys.collect_id(TOKEN),)
+    else:
+        assert dispatch.wake_ids == (*slices, keys.collect_id(TOKEN))

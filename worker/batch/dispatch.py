@@ -71,6 +71,12 @@ class AnsweredMeanwhile(Exception):
         self.record = record
 
 
+#: The most slices whose every result wakes the batch's lane (see
+#: ``Dispatch.wake_ids``): a slice per core of a big host, and at most 16
+#: looks of 16 slices' keys each.
+WAKE_ON_SLICES_UP_TO = 16
+
+
 @dataclass(frozen=True)
 class SliceRef:
     """One dispatched slice as the waiting side sees it."""
@@ -92,6 +98,22 @@ class Dispatch:
     def done_id(self) -> str:
         """The Celery id whose stored result answers the batch."""
         return keys.collect_id(self.token) if self.count > 1 else self.slices[0].task_id
+
+    @property
+    def wake_ids(self) -> tuple[str, ...]:
+        """The Celery ids whose stored results are worth a look: every slice's and the final one.
+
+        The last slice to finish settles the batch: the shim answers from
+        the slices' own results then, instead of waiting for the chord
+        callback's trip through the broker and a pool process (6-7 ms of a
+        32 MiB W3 batch's 180 here, in a Redis MONITOR timeline). Each look
+        reads every slice's keys, so a batch of more than
+        :data:`WAKE_ON_SLICES_UP_TO` slices waits for the callback alone:
+        a look per slice would cost it the square of its slices.
+        """
+        if self.count == 1 or self.count > WAKE_ON_SLICES_UP_TO:
+            return (self.done_id,)
+        return (*(ref.task_id for ref in self.slices), self.done_id)
 
 
 class Dispatcher:

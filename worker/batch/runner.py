@@ -277,7 +277,7 @@ class BatchRunner:
         try:
             dispatch, parts, fresh = self.dispatcher.plan_slices(entry, token, specs)
             # Listen before sending: a fast slice must not finish unheard.
-            with self.watcher.watching([dispatch.done_id]) as event:
+            with self.watcher.watching(dispatch.wake_ids) as event:
                 if fresh:
                     self.dispatcher.send(entry, dispatch, parts)
                 return self._wait(entry, dispatch, specs, event, check_first=not fresh)
@@ -305,12 +305,13 @@ class BatchRunner:
         *,
         check_first: bool,
     ) -> Settlement:
-        """Sleep on ``event`` (set when the batch's result is stored) and check.
+        """Sleep on ``event`` (set when a slice's or the batch's result is stored) and check.
 
-        Only the batch's final result wakes a lane: it is stored once every
-        slice has reported, success or failure. Slices that never report (a
-        whole worker died, a slice was given up) are found by the check that
-        runs at least every ``interval`` seconds.
+        Each slice's result wakes the lane (``Dispatch.wake_ids``): once the
+        last one is stored, the check finds every slice finished and the
+        batch is answered without waiting for the chord callback. Slices that
+        never report (a whole worker died, a slice was given up) are found by
+        the check that runs at least every ``interval`` seconds.
         """
         wants = {s.uuid: s.wants_output for s in specs}
         interval = max(0.2, min(self.settings.lease_seconds, 5.0))

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -238,7 +238,12 @@ class Settler:
         for ref, verdict in zip(dispatch.slices, verdicts, strict=True):
             if isinstance(verdict, GiveUp) and ref.task_id not in given_up:
                 given_up[ref.task_id] = self._give_up(entry, ref, verdict)
-        return tally(dispatch.slices, verdicts, given_up, wants)
+        settlement = tally(dispatch.slices, verdicts, given_up, wants)
+        if settlement is None or not snapshot.prefetched:
+            return settlement
+        finished = {ref.task_id for ref in settlement.finished}
+        return replace(settlement, prefetched={
+            task_id: head for task_id, head in snapshot.prefetched.items() if task_id in finished})
 
     def _read(self, dispatch: Dispatch) -> Snapshot:
         """One poll's reads, noting Redis's failures and stalls in :attr:`trouble`."""
@@ -261,7 +266,10 @@ class Settler:
         self.trouble.answered(started)
         states = tuple(SliceState(_decode(meta), _decode(claim), lease is not None)
                        for meta, claim, lease in zip(metas, claims, leases, strict=True))
-        return Snapshot(delivered=False, states=states, planned=planned, answered=answered)
+        # The heads read with the final envelope are kept: a slice found
+        # finished now stored its results before its envelope, and once.
+        return Snapshot(delivered=False, states=states, planned=planned, answered=answered,
+                        prefetched=prefetched)
 
     def _read_final(self, dispatch: Dispatch) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
         """The final envelope and, read in the same round trip, the slices' small results.
