@@ -35,6 +35,7 @@ from celery import Celery
 from harness.controller import make_tasks
 from harness.services import ROOT
 from tests.integration.clocks import FakeClock, Lane, Polls
+from worker.batch.answers import answer_record_settlement
 from worker.batch.dispatch import Dispatch, SliceRef
 from worker.batch.runner import BatchRunner
 from worker.batch.settling import PREFETCH_BYTES
@@ -369,3 +370,50 @@ def test_big_results_are_left_for_the_answer_slot(shim: Shim) -> None:
     shim.redis.delete(keys.outcome_key(ref.task_id))
     lost = shim.runner.settler.fetch(settlement)[task_id]
     assert lost.exit_code == 1 and "gone from Redis" in lost.stderr
+
+
+def _store_in_parts(shim: Shim, batch: Batch) -> dict[str, str]:
+    """Store the batch's results as a worker does when they exceed one Redis value
+    (cut at 1 KiB here, where the real cut is 64 MiB); their stdout by task."""
+    outputs = {task_id: f"{task_id} " + "\x01" * 200 for task_id in batch.tasks}
+    shim.worker.store_outcome(batch.slice_id, FUNCTION, [
+        TaskResult(uuid=task_id, exit_code=0, finished_at=shim.clock.utc(), stdout=stdout, stderr="")
+        for task_id, stdout in outputs.items()], part_chars=1024)
+    assert shim.redis.llen(keys.outcome_more_key(batch.slice_id)) >= 2, "not stored in parts"
+    return outputs
+
+
+def test_results_too_big_for_one_redis_value_are_stored_in_parts_and_answered_whole(
+        shim: Shim) -> None:
+    # Redis refuses a value over 512 MB, and a slice's output can be more:
+    # before, the whole slice's results were lost with the write.
+    batch = shim.submit(*["x"] * 6)
+    shim.claim(batch)
+    outputs = _store_in_parts(shim, batch)
+    shim.runner.app.backend.store_result(batch.slice_id, {"index": 0, "count": 1, "tasks": 6},
+                                         "SUCCESS")
+
+    results = batch.lane.results()
+
+    assert {task_id: r["stdout"] for task_id, r in results.items()} == outputs
+    # Kept for a re-delivery as long as the first part, and read back whole from the record.
+    more_ttl = shim.redis.ttl(keys.outcome_more_key(batch.slice_id))
+    assert 0 < more_ttl <= lifetimes.redelivery_grace(shim.runner.settings, None)
+    record = shim.redis.get(keys.answer_key(batch.token))
+    assert record is not None
+    found = shim.runner.settler.fetch(answer_record_settlement(record))
+    assert {task_id: r.stdout for task_id, r in found.items()} == outputs
+
+
+def test_a_part_gone_from_redis_fails_the_slices_tasks_with_the_cause(shim: Shim) -> None:
+    batch = shim.submit(*["x"] * 6)
+    shim.claim(batch)
+    _store_in_parts(shim, batch)
+    shim.redis.delete(keys.outcome_more_key(batch.slice_id))  # evicted
+    shim.runner.app.backend.store_result(batch.slice_id, {"index": 0, "count": 1, "tasks": 6},
+                                         "SUCCESS")
+
+    results = batch.lane.results()
+
+    assert {r["exitCode"] for r in results.values()} == {1}
+    assert all("more part(s) expected, 0 found" in str(r["stderror"]) for r in results.values())

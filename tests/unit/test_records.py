@@ -24,7 +24,9 @@ from worker.contract.slices import (
     CollectMessage,
     SliceEnvelope,
     SliceMessage,
+    decode_outcome,
     decode_results,
+    encode_result_parts,
     encode_results,
     results_from_json,
 )
@@ -244,6 +246,55 @@ def test_stored_results_round_trip() -> None:
 def test_malformed_stored_results_are_a_record_error(raw: str, message: str) -> None:
     with pytest.raises(RecordError, match=message):
         decode_results(raw)
+
+
+def test_results_that_fit_one_value_are_stored_as_they_always_were() -> None:
+    (only,) = encode_result_parts(RESULTS)
+    assert only == encode_results(RESULTS)
+    assert decode_outcome(only) == (RESULTS, 0)
+
+
+def _outputs(*sizes: int) -> list[TaskResult]:
+    return [TaskResult(uuid=f"t{i}", exit_code=0, finished_at=WHEN, stdout="\x01" * size, stderr="")
+            for i, size in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("sizes", [(100,) * 12, (5, 900, 5, 5), (900,), (300, 300, 300)],
+                         ids=["many small", "one big among small", "one big alone", "each near the cut"])
+def test_results_too_big_for_one_value_are_cut_between_results(sizes: tuple[int, ...]) -> None:
+    # Each \x01 takes six characters of JSON: binary output is the worst case.
+    results = _outputs(*sizes)
+    part_chars = 2000
+    first, *rest = encode_result_parts(results, part_chars)
+
+    head, more = decode_outcome(first)
+    assert more == len(rest)
+    assert (more > 0) == (len(results) > 1), "every case but one result alone must be cut"
+    assert head + [r for part in rest for r in decode_results(part)] == results
+    one_result = {len(encode_results(results[i:i + 1])) for i in range(len(results))}
+    stored = json.loads(first)
+    head_list = stored["results"] if more else stored
+    for part in [json.dumps(head_list), *rest]:
+        # At most the cut, unless the part is a single result that is bigger alone.
+        assert len(part) <= part_chars or len(part) in one_result
+
+
+def test_results_at_the_cut_are_one_part_and_one_more_character_makes_two() -> None:
+    results = _outputs(100, 100)
+    whole = len(encode_results(results))
+    assert len(encode_result_parts(results, whole)) == 1
+    assert len(encode_result_parts(results, whole - 1)) == 2
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ('{"parts": 1, "results": []}', "'parts' must be at least 2"),
+    ('{"parts": "3", "results": []}', "'parts' must be int"),
+    ('{"parts": 2}', "expected a list of results, got NoneType"),
+    ('{"results": []}', "'parts'"),
+])
+def test_a_malformed_first_part_is_a_record_error(raw: str, message: str) -> None:
+    with pytest.raises(RecordError, match=message):
+        decode_outcome(raw)
 
 
 def test_results_name_where_they_were_read() -> None:

@@ -392,6 +392,8 @@ class BatchRunner:
             pipe.set(keys.answer_key(token), answer_record(settlement, self.now()), ex=record_ttl)
             for task_id in ids:
                 pipe.expire(keys.outcome_key(task_id), grace)
+                # Rarely there (results too big for one value); a no-op otherwise.
+                pipe.expire(keys.outcome_more_key(task_id), grace)
             meta = self.settler.result_prefix
             pipe.delete(keys.plan_key(token), meta + keys.collect_id(token),
                         *(meta + i for i in ids), *(keys.lease_key(i) for i in ids))

@@ -36,7 +36,7 @@ from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
 from worker.contract.plan import PlanRecord
 from worker.contract.records import RecordError
 from worker.contract.results import failed_results
-from worker.contract.slices import SliceEnvelope, decode_results
+from worker.contract.slices import SliceEnvelope, decode_outcome, decode_results
 from worker.errors import Cause, reason
 from worker.scripts.registry import ScriptEntry
 
@@ -314,10 +314,9 @@ class Settler:
         try:
             if raw is None:
                 raw = self.redis.get(keys.outcome_key(ref.task_id))
+            results = self._stored_results(ref, raw) if raw is not None else self._inline_results(ref)
         except redis.RedisError as exc:
             return self._lost(ref, reason(Cause.BROKER_LOST, f"cannot fetch the slice's results: {exc}"))
-        try:
-            results = decode_results(raw) if raw is not None else self._inline_results(ref)
         except RecordError as exc:
             return self._lost(ref, reason(Cause.INTERNAL,
                                           f"the slice's stored results are unreadable: {exc}"))
@@ -326,6 +325,17 @@ class Settler:
                 Cause.BROKER_LOST, "the slice finished but its results are gone from Redis "
                 "(evicted? check maxmemory-policy)"))
         return {r.uuid: r for r in results}
+
+    def _stored_results(self, ref: SliceRef, first: bytes | str) -> list[TaskResult]:
+        """The results under the slice's own key, and the parts that follow (rarely any)."""
+        results, more = decode_outcome(first)
+        if more:
+            parts = self.redis.lrange(keys.outcome_more_key(ref.task_id), 0, -1)
+            if len(parts) != more:
+                raise RecordError(f"stored results: {more} more part(s) expected, {len(parts)} found "
+                                  "(evicted? check maxmemory-policy)")
+            results += [result for part in parts for result in decode_results(part)]
+        return results
 
     def _inline_results(self, ref: SliceRef) -> list[TaskResult] | None:
         """Results a worker of an older amworker left inside Celery's result, if any.

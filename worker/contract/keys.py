@@ -81,6 +81,15 @@ def outcome_key(task_id: str) -> str:
     return f"{PREFIX}:outcome:{task_id}"
 
 
+def outcome_more_key(task_id: str) -> str:
+    """The rest of a slice's results when they need more than one Redis value: a list of parts.
+
+    Only results over ``slices.OUTCOME_PART_CHARS`` have it; the shim looks
+    for it only when ``outcome_key`` lacks some of the slice's tasks.
+    """
+    return f"{outcome_key(task_id)}:more"
+
+
 @runtime_checkable
 class ResultKeys(Protocol):
     """The part of a Celery result backend that names where a task's result is stored.

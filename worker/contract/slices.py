@@ -8,7 +8,8 @@
   the output: a result is also published on pub/sub, where a large one would
   overflow the shim's client output buffer.
 * :func:`encode_results` / :func:`decode_results`: the slice's results, kept
-  under their own key (``keys.outcome_key``) and fetched once by the shim.
+  under their own key (``keys.outcome_key``) and fetched once by the shim;
+  :func:`encode_result_parts` cuts results too big for one Redis value.
 * :class:`CollectMessage` / :class:`CollectEnvelope`: the same for the chord
   callback that wakes the shim once every slice reported.
 
@@ -172,15 +173,68 @@ class CollectEnvelope:
                    tasks=records.count(envelope, "tasks", what))
 
 
+#: The most characters of a slice's stored results in one Redis value.
+#: Redis refuses a value over 512 MB (``proto-max-bulk-len``), and a slice's
+#: output can exceed that: 8 MiB per stream per job by default, up to six
+#: characters of JSON per byte of binary output, 128 jobs. Beyond this the
+#: results go in parts (:func:`encode_result_parts`).
+OUTCOME_PART_CHARS = 64 * 1024 * 1024
+
+
 def encode_results(results: Sequence[TaskResult]) -> str:
     """A slice's results as stored under ``keys.outcome_key`` (and in answer records)."""
     stamps = Timestamps()
     return json.dumps([r.to_json(stamps) for r in results])
 
 
+def encode_result_parts(results: Sequence[TaskResult], part_chars: int = OUTCOME_PART_CHARS) -> list[str]:
+    """A slice's results as stored: the value of ``keys.outcome_key``, then any more parts.
+
+    Almost always one part, the text of :func:`encode_results`. Results that
+    take more than ``part_chars`` characters are cut, between results, into
+    parts of about that much at most; a single bigger result is a part of its
+    own (one job's output is bounded far below Redis's limit). The first part
+    then says how many parts there are (``{"parts": n, "results": [...]}``),
+    so the shim knows to read the rest (``keys.outcome_more_key``); each
+    other part is a list for :func:`decode_results`. :func:`decode_outcome`
+    reads the first part.
+    """
+    whole = encode_results(results)
+    if len(whole) <= part_chars:
+        return [whole]
+    stamps = Timestamps()
+    parts: list[str] = []
+    items: list[str] = []
+    size = 2
+    for result in results:
+        item = json.dumps(result.to_json(stamps))
+        # Two characters of brackets per part, two of separator per item.
+        if items and size + len(item) + 2 > part_chars:
+            parts.append("[" + ", ".join(items) + "]")
+            items, size = [], 2
+        items.append(item)
+        size += len(item) + 2
+    parts.append("[" + ", ".join(items) + "]")
+    if len(parts) == 1:
+        # One result, bigger alone than a part: nothing to cut.
+        return parts
+    return [f'{{"parts": {len(parts)}, "results": {parts[0]}}}', *parts[1:]]
+
+
 def decode_results(raw: bytes | str) -> list[TaskResult]:
     """Inverse of :func:`encode_results`; raises :class:`~worker.contract.records.RecordError`."""
     return results_from_json(records.loads(raw, "stored results"), "stored results")
+
+
+def decode_outcome(raw: bytes | str) -> tuple[list[TaskResult], int]:
+    """The first part of stored results (:func:`encode_result_parts`): its results, and
+    how many more parts follow; raises :class:`~worker.contract.records.RecordError`."""
+    what = "stored results"
+    data = records.loads(raw, what)
+    if isinstance(data, dict):
+        more = records.count(data, "parts", what, minimum=2) - 1
+        return results_from_json(data.get("results"), what), more
+    return results_from_json(data, what), 0
 
 
 def results_from_json(items: object, what: str = "stored results") -> list[TaskResult]:

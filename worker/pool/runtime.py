@@ -32,7 +32,7 @@ from worker.config import Settings, current_settings
 from worker.contract import keys, lifetimes
 from worker.contract.plan import JobSpec
 from worker.contract.results import fail_tasks, utcnow
-from worker.contract.slices import encode_results
+from worker.contract.slices import OUTCOME_PART_CHARS, encode_result_parts
 from worker.pool import bookkeeping
 from worker.pool import metrics as worker_metrics
 from worker.pool.bookkeeping import RetryPolicy
@@ -95,14 +95,17 @@ class WorkerRuntime:
 
     def store_outcome(self, task_id: str, function: str, results: Sequence[TaskResult], *,
                       sleep: Callable[[float], None] = time.sleep,
-                      clock: Callable[[], float] = time.monotonic) -> None:
+                      clock: Callable[[], float] = time.monotonic,
+                      part_chars: int = OUTCOME_PART_CHARS) -> None:
         """Keep the slice's results under its own key, for the shim to fetch once.
 
         Celery's result for the slice is only a small envelope: a result is
         also published on pub/sub, where a large one (captured output) would
         overflow the shim's client output buffer and cut its connection.
+        Results too big for one Redis value go in parts (``part_chars``
+        characters at most, see :func:`encode_result_parts`).
         """
-        body = encode_results(results)
+        first, *rest = encode_result_parts(results, part_chars)
         # The script has run: losing its results to a Redis blip would answer
         # a finished script "worker lost". Retried for one lease TTL, the time
         # a shim allows a lease to lapse while Redis is away (the lease is
@@ -114,7 +117,7 @@ class WorkerRuntime:
         while True:
             attempt += 1
             try:
-                self.redis.set(keys.outcome_key(task_id), body, ex=self._key_ttl(function))
+                self._write_outcome(task_id, first, rest, self._key_ttl(function))
                 return
             except redis.RedisError as exc:
                 left = deadline - clock()
@@ -127,6 +130,22 @@ class WorkerRuntime:
                 log.warning("slice %s: storing its results failed (attempt %d), retrying in "
                             "%.1fs: %s", task_id, attempt, pause, exc)
                 sleep(pause)
+
+    def _write_outcome(self, task_id: str, first: str, rest: Sequence[str], ttl: int) -> None:
+        if not rest:
+            self.redis.set(keys.outcome_key(task_id), first, ex=ttl)
+            return
+        more = keys.outcome_more_key(task_id)
+        # One transaction, so a retry after a failed attempt starts from an
+        # empty list; one part per RPUSH, so no command carries more than a
+        # part (Redis also bounds a client's unread input, at 1 GB).
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.outcome_key(task_id), first, ex=ttl)
+        pipe.delete(more)
+        for part in rest:
+            pipe.rpush(more, part)
+        pipe.expire(more, ttl)
+        pipe.execute()
 
     def _key_ttl(self, function: str) -> int:
         return lifetimes.key_ttl(self.settings, self.settings.options_for(function).time_limit)
