@@ -252,7 +252,8 @@ def _w9_rounds(raw: dict[str, Any]) -> str:
     rounds = raw["sizes"].get("w9_rounds")
     if rounds is None:
         return "its W2 rounds"
-    return (f"{rounds} W2 rounds of its own (by turns too; their throughput is not kept: "
+    return (f"{rounds} W2 rounds of its own (by turns among floor, in-process and amworker, "
+            "after its W2 for the stock worker; their throughput is not kept: "
             "the sampling slows what it samples)")
 
 

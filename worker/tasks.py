@@ -11,8 +11,10 @@ cause.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
@@ -34,6 +36,8 @@ from worker.logs import batch_context
 # imports it, so it loads none of the pool's code.
 from worker.pool import advertise, metrics  # noqa: F401, I001
 from worker.pool.runtime import WorkerRuntime, node_name
+
+log = logging.getLogger(__name__)
 
 
 class SliceTask(Task[..., dict[str, Any]]):
@@ -121,8 +125,42 @@ def require_task_id(task_id: str | None) -> str:
 #: a message naming thousands still costs Redis only bounded commands).
 MGET_CHUNK = 512
 
+#: Drop the chord callback's stored result if the batch's answer is recorded.
+#: KEYS: the answer record, the callback's result.
+DROP_IF_ANSWERED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DEL', KEYS[2]) end
+return 0
+"""
 
-@app.task(bind=True, name=COLLECT)
+
+class CollectTask(Task[..., dict[str, object]]):
+    """The chord callback's class: it drops its own result once the batch is answered.
+
+    The shim's lane usually answers from the slices before the callback runs
+    (it wakes on each slice's result) and deletes the batch's envelopes with
+    the answer, so the callback's result, stored after, would outlive the
+    batch by ``result_expires`` (hours), one per batch of several slices.
+    Celery stores the result before ``on_success``: with the answer record
+    there, the lane's deletion has passed and this one removes it; without
+    it, the lane's deletion is still to come. Either way none is left.
+    """
+
+    def on_success(self, retval: dict[str, object], task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> None:
+        batch = kwargs.get("batch")
+        if not isinstance(batch, str):
+            return
+        backend: Any = self.app.backend
+        try:
+            backend.client.eval(DROP_IF_ANSWERED, 2, keys.answer_key(batch),
+                                backend.get_key_for_task(task_id))
+        except redis.RedisError as exc:
+            # Nothing is wrong with the batch: the result only lives longer.
+            log.warning("batch %s: the chord callback's result is kept until it expires: %s",
+                        batch, exc)
+
+
+@app.task(bind=True, base=CollectTask, name=COLLECT)
 def collect(self: Task[..., dict[str, object]], function: str, batch: str,
             slices: list[str]) -> dict[str, object]:
     """Chord callback: one small "all slices reported" result for the shim to wake on.

@@ -489,3 +489,29 @@ def test_slices_found_finished_before_the_callback_keep_the_results_read_with_th
     assert [ref.task_id for ref in settlement.finished] == ids
     assert set(settlement.prefetched) == set(ids)
     assert {u: r.stdout for u, r in runner.settler.fetch(settlement).items()} == {"t1": "ok\n", "t2": "ok\n"}
+
+
+def test_results_read_with_the_check_are_kept_only_for_finished_slices(runner: BatchRunner) -> None:
+    # Slice 2's pool process died after storing results (a WorkerLostError):
+    # the check read them with the rest, but only a finished slice's count.
+    entry = runner.registry.get("sliced_v0.0")
+    assert entry is not None
+    token = f"sliced_v0.0:{uuid.uuid4()}:digest"
+    ids = [keys.slice_id(token, i, 2) for i in range(2)]
+    dispatch = Dispatch(token=token, count=2, dispatched_at=time.time(),
+                        slices=(SliceRef(ids[0], ("t1",)), SliceRef(ids[1], ("t2",))))
+    runner.redis.set(keys.plan_key(token), json.dumps({"count": 2, "at": time.time(), "sent": True}))
+    for slice_id, task_id in zip(ids, ("t1", "t2"), strict=True):
+        done = [TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ok\n", stderr="")]
+        runner.redis.set(keys.outcome_key(slice_id), encode_results(done))
+    runner.redis.set(runner.settler.result_prefix + ids[0], json.dumps(
+        {"status": "SUCCESS", "result": SliceEnvelope(index=0, count=2, tasks=1).to_json()}))
+    runner.redis.set(runner.settler.result_prefix + ids[1], json.dumps({"status": "FAILURE", "result": {
+        "exc_type": "WorkerLostError", "exc_message": ["Worker exited prematurely: signal 9 (SIGKILL)."]}}))
+
+    settlement = runner.settler.settled(entry, dispatch, {"t1": True, "t2": True})
+
+    assert settlement is not None
+    assert [ref.task_id for ref in settlement.finished] == [ids[0]]
+    assert set(settlement.prefetched) == {ids[0]}
+    assert settlement.failed["t2"].stderr.startswith("amworker: worker lost: ")

@@ -34,11 +34,18 @@ if "gone" in sys.argv:
     client.delete(app.backend.get_key_for_task(ids[1]))
 if "answered" in sys.argv:
     client.set(keys.answer_key(token), json.dumps({"at": 1.0, "slices": ids, "failed": []}))
+kwargs = {"function": "sliced_v0.0", "batch": token, "slices": ids}
 try:
-    found = collect.run(function="sliced_v0.0", batch=token, slices=ids)
+    found = collect.run(**kwargs)
 except Exception as exc:
     found = {"raised": type(exc).__name__, "why": str(exc)}
 found["mget_calls"] = client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
+if "stored" in sys.argv:
+    # What Celery does after the body returns: store the result, then on_success.
+    collect_id = keys.collect_id(token)
+    app.backend.store_result(collect_id, dict(found), "SUCCESS")
+    collect.on_success(dict(found), collect_id, (), kwargs)
+    found["kept"] = bool(client.exists(app.backend.get_key_for_task(collect_id)))
 print(json.dumps(found))
 """
 
@@ -69,6 +76,18 @@ def test_a_message_naming_many_slices_reads_them_in_bounded_commands(
 def test_a_slice_envelope_missing_before_the_answer_is_an_error(redis_url: str, tmp_path: Path) -> None:
     found = _collect(redis_url, tmp_path, "missing", "gone")
     assert found["raised"] == "RecordError", found
+
+
+@pytest.mark.parametrize(("case", "flags", "kept"), [
+    ("drop-answered", ("gone", "answered"), False), ("drop-pending", (), True),
+], ids=["answered first", "not answered yet"])
+def test_the_callbacks_result_is_dropped_only_once_the_batch_is_answered(
+        redis_url: str, tmp_path: Path, case: str, flags: tuple[str, ...], kept: bool) -> None:
+    # Answered first (the lane woke on the last slice): the lane dropped the
+    # batch's envelopes before this result was stored, so it drops its own.
+    # Not answered yet: the lane's answer will drop it.
+    found = _collect(redis_url, tmp_path, case, *flags, "stored")
+    assert found["kept"] is kept, found
 
 
 def test_envelopes_the_shim_tidied_away_after_answering_are_no_error(

@@ -279,6 +279,22 @@ def test_results_too_big_for_one_value_are_cut_between_results(sizes: tuple[int,
         assert len(part) <= part_chars or len(part) in one_result
 
 
+@given(outputs=st.lists(st.text(max_size=300), min_size=1, max_size=12),
+       part_chars=st.integers(min_value=50, max_value=5000))
+def test_parts_of_any_output_read_back_as_the_results_in_order(outputs: list[str], part_chars: int) -> None:
+    # Any text, control and astral characters included: the cheap bound that
+    # skips the cutting must never let a part pass the cut unnoticed.
+    results = [TaskResult(uuid=f"t{i}", exit_code=0, finished_at=WHEN, stdout=out, stderr="")
+               for i, out in enumerate(outputs)]
+    first, *rest = encode_result_parts(results, part_chars)
+    head, more = decode_outcome(first)
+    assert more == len(rest)
+    assert head + [r for part in rest for r in decode_results(part)] == [
+        TaskResult.from_json(r.to_json()) for r in results]
+    if len(encode_results(results)) <= part_chars:
+        assert first == encode_results(results)
+
+
 def test_results_at_the_cut_are_one_part_and_one_more_character_makes_two() -> None:
     results = _outputs(100, 100)
     whole = len(encode_results(results))

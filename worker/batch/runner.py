@@ -6,10 +6,12 @@ takes the Gearman function, ``unique`` and payload and returns the bytes of a
 the shim answers with ``WORK_FAIL``).
 
 Every task UUID that arrives gets a result, always: the script's own, or exit
-code 1 with the cause in stderr. The chord callback combines the slices on the
-happy path; when a slice is lost (its process or its whole worker died, its
-time limit passed, the broker went away) the chord never fires, so the runner
-assembles the answer itself from what each slice reached.
+code 1 with the cause in stderr. The answer is assembled from each slice's
+stored results: on the happy path as soon as the last slice reports (or the
+chord callback does, for a batch of more than 16 slices); when a slice is
+lost (its process or its whole worker died, its time limit passed, the broker
+went away) the chord never fires, and the runner answers from what each slice
+reached.
 
 Sending the slices (once, however often the batch arrives) is
 :mod:`worker.batch.dispatch`; deciding what each slice came to is

@@ -326,15 +326,23 @@ class Settler:
                 "(evicted? check maxmemory-policy)"))
         return {r.uuid: r for r in results}
 
-    def _stored_results(self, ref: SliceRef, first: bytes | str) -> list[TaskResult]:
-        """The results under the slice's own key, and the parts that follow (rarely any)."""
+    def _stored_results(self, ref: SliceRef, first: bytes | str) -> list[TaskResult] | None:
+        """The results under the slice's own key and the parts it names (rarely any);
+        ``None`` if a part is gone."""
         results, more = decode_outcome(first)
-        if more:
-            parts = self.redis.lrange(keys.outcome_more_key(ref.task_id), 0, -1)
-            if len(parts) != more:
-                raise RecordError(f"stored results: {more} more part(s) expected, {len(parts)} found "
-                                  "(evicted? check maxmemory-policy)")
-            results += [result for part in parts for result in decode_results(part)]
+        if not more:
+            return results
+        key = keys.outcome_more_key(ref.task_id)
+        # Counted first: a first part naming parts that are not there costs
+        # one command, whatever number it names.
+        if self.redis.llen(key) != more:
+            return None
+        for index in range(more):
+            # One part at a time: each is decoded and let go before the next is read.
+            part = self.redis.lindex(key, index)
+            if part is None:
+                return None
+            results += decode_results(part)
         return results
 
     def _inline_results(self, ref: SliceRef) -> list[TaskResult] | None:

@@ -84,8 +84,8 @@ def outcome_key(task_id: str) -> str:
 def outcome_more_key(task_id: str) -> str:
     """The rest of a slice's results when they need more than one Redis value: a list of parts.
 
-    Only results over ``slices.OUTCOME_PART_CHARS`` have it; the shim looks
-    for it only when ``outcome_key`` lacks some of the slice's tasks.
+    Only results over ``slices.OUTCOME_PART_CHARS`` have it; the shim reads
+    it only when the first part, under ``outcome_key``, names more parts.
     """
     return f"{outcome_key(task_id)}:more"
 

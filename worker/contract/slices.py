@@ -11,7 +11,8 @@
   under their own key (``keys.outcome_key``) and fetched once by the shim;
   :func:`encode_result_parts` cuts results too big for one Redis value.
 * :class:`CollectMessage` / :class:`CollectEnvelope`: the same for the chord
-  callback that wakes the shim once every slice reported.
+  callback, which says every slice reported (the shim usually has its
+  answer by then: it wakes on each slice's result).
 
 Every ``from_json`` raises :class:`~worker.contract.records.RecordError`.
 """
@@ -177,8 +178,16 @@ class CollectEnvelope:
 #: Redis refuses a value over 512 MB (``proto-max-bulk-len``), and a slice's
 #: output can exceed that: 8 MiB per stream per job by default, up to six
 #: characters of JSON per byte of binary output, 128 jobs. Beyond this the
-#: results go in parts (:func:`encode_result_parts`).
-OUTCOME_PART_CHARS = 64 * 1024 * 1024
+#: results go in parts (:func:`encode_result_parts`). Half the limit: a
+#: shim of an earlier release, which reads one value only, still reads every
+#: slice that one value could hold before (the JSON is ASCII: a character is
+#: a byte).
+OUTCOME_PART_CHARS = 256 * 1024 * 1024
+#: JSON characters one character of output may take at most (a character
+#: outside the BMP is two ``\uXXXX`` escapes), and a result takes besides its
+#: output and UUID (its keys, exit code and time): a bound on the encoded size.
+_JSON_CHARS_PER_CHAR = 12
+_JSON_CHARS_PER_RESULT = 256
 
 
 def encode_results(results: Sequence[TaskResult]) -> str:
@@ -199,21 +208,25 @@ def encode_result_parts(results: Sequence[TaskResult], part_chars: int = OUTCOME
     other part is a list for :func:`decode_results`. :func:`decode_outcome`
     reads the first part.
     """
-    whole = encode_results(results)
-    if len(whole) <= part_chars:
-        return [whole]
+    bound = sum(_JSON_CHARS_PER_RESULT + len(r.uuid)
+                + _JSON_CHARS_PER_CHAR * (len(r.stdout) + len(r.stderr)) for r in results)
+    if bound <= part_chars:
+        # Almost every slice: one part for certain, encoded in one call.
+        return [encode_results(results)]
+    # Each result encoded once, and the parts built as they go: the text is
+    # held once, not also as one whole to be cut.
     stamps = Timestamps()
     parts: list[str] = []
     items: list[str] = []
-    size = 2
+    size = 2  # the brackets
     for result in results:
         item = json.dumps(result.to_json(stamps))
-        # Two characters of brackets per part, two of separator per item.
-        if items and size + len(item) + 2 > part_chars:
+        if items and size + 2 + len(item) > part_chars:  # 2: the separator
             parts.append("[" + ", ".join(items) + "]")
             items, size = [], 2
+        size += len(item) + (2 if items else 0)
         items.append(item)
-        size += len(item) + 2
+    # The same text as encode_results: json.dumps separates items with ", ".
     parts.append("[" + ", ".join(items) + "]")
     if len(parts) == 1:
         # One result, bigger alone than a part: nothing to cut.

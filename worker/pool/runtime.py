@@ -132,20 +132,18 @@ class WorkerRuntime:
                 sleep(pause)
 
     def _write_outcome(self, task_id: str, first: str, rest: Sequence[str], ttl: int) -> None:
-        if not rest:
-            self.redis.set(keys.outcome_key(task_id), first, ex=ttl)
-            return
-        more = keys.outcome_more_key(task_id)
-        # One transaction, so a retry after a failed attempt starts from an
-        # empty list; one part per RPUSH, so no command carries more than a
-        # part (Redis also bounds a client's unread input, at 1 GB).
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.outcome_key(task_id), first, ex=ttl)
-        pipe.delete(more)
-        for part in rest:
-            pipe.rpush(more, part)
-        pipe.expire(more, ttl)
-        pipe.execute()
+        if rest:
+            # One command a part, never a transaction: Redis 7.4 and later
+            # count the commands a MULTI queues against the client's input
+            # limit (client-query-buffer-limit, 1 GB), and a slice's parts
+            # can pass it. The first part, which names the others, goes last,
+            # and a retry starts again from an empty list.
+            more = keys.outcome_more_key(task_id)
+            self.redis.delete(more)
+            for part in rest:
+                self.redis.rpush(more, part)
+            self.redis.expire(more, ttl)
+        self.redis.set(keys.outcome_key(task_id), first, ex=ttl)
 
     def _key_ttl(self, function: str) -> int:
         return lifetimes.key_ttl(self.settings, self.settings.options_for(function).time_limit)
