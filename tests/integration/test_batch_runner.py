@@ -39,7 +39,7 @@ from worker.contract.keys import SCRIPT_HEADER
 from worker.contract.results import failed_results, utcnow
 from worker.contract.slices import SliceEnvelope, encode_results
 from worker.errors import DecodeError
-from worker.scripts.registry import load_registry
+from worker.scripts.registry import ScriptEntry, load_registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -470,18 +470,9 @@ def test_slices_found_finished_before_the_callback_keep_the_results_read_with_th
     # The check reads the final envelope with the slices' small results; when
     # the callback has not run but every slice has, those results are used,
     # not fetched again.
-    entry = runner.registry.get("sliced_v0.0")
-    assert entry is not None
-    token = f"sliced_v0.0:{uuid.uuid4()}:digest"
-    ids = [keys.slice_id(token, i, 2) for i in range(2)]
-    dispatch = Dispatch(token=token, count=2, dispatched_at=time.time(),
-                        slices=(SliceRef(ids[0], ("t1",)), SliceRef(ids[1], ("t2",))))
-    runner.redis.set(keys.plan_key(token), json.dumps({"count": 2, "at": time.time(), "sent": True}))
-    for slice_id, task_id in zip(ids, ("t1", "t2"), strict=True):
-        done = [TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ok\n", stderr="")]
-        runner.redis.set(keys.outcome_key(slice_id), encode_results(done))
-        runner.redis.set(runner.settler.result_prefix + slice_id, json.dumps(
-            {"status": "SUCCESS", "result": SliceEnvelope(index=0, count=2, tasks=1).to_json()}))
+    entry, dispatch, ids = _two_slices_with_stored_results(runner)
+    for slice_id in ids:
+        _store_success(runner, slice_id)
 
     settlement = runner.settler.settled(entry, dispatch, {"t1": True, "t2": True})
 
@@ -494,6 +485,21 @@ def test_slices_found_finished_before_the_callback_keep_the_results_read_with_th
 def test_results_read_with_the_check_are_kept_only_for_finished_slices(runner: BatchRunner) -> None:
     # Slice 2's pool process died after storing results (a WorkerLostError):
     # the check read them with the rest, but only a finished slice's count.
+    entry, dispatch, ids = _two_slices_with_stored_results(runner)
+    _store_success(runner, ids[0])
+    runner.redis.set(runner.settler.result_prefix + ids[1], json.dumps({"status": "FAILURE", "result": {
+        "exc_type": "WorkerLostError", "exc_message": ["Worker exited prematurely: signal 9 (SIGKILL)."]}}))
+
+    settlement = runner.settler.settled(entry, dispatch, {"t1": True, "t2": True})
+
+    assert settlement is not None
+    assert [ref.task_id for ref in settlement.finished] == [ids[0]]
+    assert set(settlement.prefetched) == {ids[0]}
+    assert settlement.failed["t2"].stderr.startswith("amworker: worker lost: ")
+
+
+def _two_slices_with_stored_results(runner: BatchRunner) -> tuple[ScriptEntry, Dispatch, list[str]]:
+    """A dispatched batch of two slices (tasks t1, t2) whose results are stored, no envelope yet."""
     entry = runner.registry.get("sliced_v0.0")
     assert entry is not None
     token = f"sliced_v0.0:{uuid.uuid4()}:digest"
@@ -504,14 +510,10 @@ def test_results_read_with_the_check_are_kept_only_for_finished_slices(runner: B
     for slice_id, task_id in zip(ids, ("t1", "t2"), strict=True):
         done = [TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ok\n", stderr="")]
         runner.redis.set(keys.outcome_key(slice_id), encode_results(done))
-    runner.redis.set(runner.settler.result_prefix + ids[0], json.dumps(
+    return entry, dispatch, ids
+
+
+def _store_success(runner: BatchRunner, slice_id: str) -> None:
+    """The slice's SUCCESS envelope, as Celery stores it (not published: nobody waits here)."""
+    runner.redis.set(runner.settler.result_prefix + slice_id, json.dumps(
         {"status": "SUCCESS", "result": SliceEnvelope(index=0, count=2, tasks=1).to_json()}))
-    runner.redis.set(runner.settler.result_prefix + ids[1], json.dumps({"status": "FAILURE", "result": {
-        "exc_type": "WorkerLostError", "exc_message": ["Worker exited prematurely: signal 9 (SIGKILL)."]}}))
-
-    settlement = runner.settler.settled(entry, dispatch, {"t1": True, "t2": True})
-
-    assert settlement is not None
-    assert [ref.task_id for ref in settlement.finished] == [ids[0]]
-    assert set(settlement.prefetched) == {ids[0]}
-    assert settlement.failed["t2"].stderr.startswith("amworker: worker lost: ")
