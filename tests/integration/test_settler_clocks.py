@@ -424,3 +424,20 @@ def test_a_part_gone_from_redis_fails_the_slices_tasks_with_the_cause(shim: Shim
     assert {r["exitCode"] for r in results.values()} == {1}
     assert all(str(r["stderror"]).startswith("amworker: broker lost: the slice finished but its "
                                              "results are gone from Redis") for r in results.values())
+
+
+def test_a_first_part_naming_absurd_parts_costs_one_command(shim: Shim) -> None:
+    # Worst input: a corrupt or hostile first part naming a billion parts.
+    # The shim counts the list once and reads none of it.
+    batch = shim.submit("x")
+    shim.claim(batch)
+    shim.redis.set(keys.outcome_key(batch.slice_id), '{"parts": 1000000000, "results": []}')
+    shim.redis.rpush(keys.outcome_more_key(batch.slice_id), "[]")
+    shim.redis.config_resetstat()
+    shim.runner.app.backend.store_result(batch.slice_id, {"index": 0, "count": 1, "tasks": 1},
+                                         "SUCCESS")
+
+    assert batch.stderr().startswith("amworker: broker lost: the slice finished but its results "
+                                     "are gone from Redis")
+    calls = {name: stats["calls"] for name, stats in shim.redis.info("commandstats").items()}
+    assert calls.get("cmdstat_llen") == 1 and "cmdstat_lindex" not in calls, calls

@@ -178,10 +178,10 @@ class CollectEnvelope:
 #: Redis refuses a value over 512 MB (``proto-max-bulk-len``), and a slice's
 #: output can exceed that: 8 MiB per stream per job by default, up to six
 #: characters of JSON per byte of binary output, 128 jobs. Beyond this the
-#: results go in parts (:func:`encode_result_parts`). Half the limit: a
-#: shim of an earlier release, which reads one value only, still reads every
-#: slice that one value could hold before (the JSON is ASCII: a character is
-#: a byte).
+#: results go in parts (:func:`encode_result_parts`). Half the limit (the
+#: JSON is ASCII: a character is a byte), so a part stays well under it; a
+#: shim of an earlier release reads one value only, and so cannot read a
+#: slice stored in parts (docs/operations.md: upgrade shims first).
 OUTCOME_PART_CHARS = 256 * 1024 * 1024
 #: JSON characters one character of output may take at most (a character
 #: outside the BMP is two ``\uXXXX`` escapes), and a result takes besides its
