@@ -129,8 +129,8 @@ def test_mixed_exit_codes_in_one_batch(broker_stack: Stack, encoding: Encoding) 
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_four_slices_run_on_separate_pool_processes(broker_stack: Stack,
-                                                    encoding: Encoding) -> None:
+def test_four_slices_keep_payload_order_and_one_process_each(broker_stack: Stack,
+                                                             encoding: Encoding) -> None:
     built = batch("sliced_v0.0", encoding, [f"job-{i}" for i in range(10)])
     answered = run(broker_stack, built)
     assert exit_codes(answered) == dict.fromkeys(built.tasks, 0)
@@ -145,7 +145,11 @@ def test_four_slices_run_on_separate_pool_processes(broker_stack: Stack,
     # Jobs of one slice share a process; runs of equal pid mark the 4 slices.
     slices = [pids[0:3], pids[3:6], pids[6:8], pids[8:10]]
     assert all(len(set(s)) == 1 for s in slices), pids
-    assert len(set(pids)) >= 2, f"all 4 slices ran in one pool process: {pids}"
+    # Which pool process takes which slice is Celery's choice: slices this
+    # short can all land on one process that is idle again before the next
+    # arrives. That slices do run side by side in separate processes is
+    # shown by test_slices_really_run_at_the_same_time, which cannot pass
+    # otherwise.
 
 
 def test_slices_really_run_at_the_same_time(broker_stack: Stack) -> None:

@@ -7,6 +7,7 @@ runner plugs in); gearmand, the controller's client and the wire are real.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections import Counter
@@ -84,7 +85,10 @@ class Proxy:
         """Close every relayed connection at once, both ends."""
         for inner, outer in self.pairs:
             for sock in (inner, outer):
-                sock.shutdown(socket.SHUT_RDWR)
+                # A side whose peer already hung up (the shim stopping, say)
+                # is not connected any more; closing it is all that is left.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
         self.pairs.clear()
 
