@@ -59,7 +59,8 @@ def accepts(port: int) -> bool:
 
 def gearman_admin(port: int, command: str) -> list[str]:
     """The lines gearmand answers to an admin ``command``, without the closing ``.`` line."""
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+    # Generous: a loaded CI host can keep gearmand from answering for seconds.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(f"{command}\n".encode())
         data = b""
         while not data.endswith(b".\n"):

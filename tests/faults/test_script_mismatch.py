@@ -48,6 +48,9 @@ def test_a_worker_with_another_modules_file_refuses_the_slice_and_check_says_so(
     # A function both map alike still runs.
     same = make_tasks(["x"])
     assert submit(faststack.server, "sliced_v0.0", same).exit_code(next(iter(same))) == 0
+    node = f"other@{socket.gethostname()}"
+    wait_until(lambda: faststack.redis.exists(advertise.key(node)) == 1, timeout=30,
+               what="the worker to advertise its scripts")
 
     check = subprocess.run([sys.executable, "-m", "worker.cli", "check"], env=faststack.env,
                            cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -65,6 +65,8 @@ class Proxy:
         self.target = target
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
+        # The accept thread adds pairs while the test thread cuts them.
+        self.lock = threading.Lock()
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
@@ -76,21 +78,27 @@ class Proxy:
             except OSError:
                 return
             outer = socket.create_connection(("127.0.0.1", self.target))
-            self.pairs.append((inner, outer))
-            self.accepted += 1
+            with self.lock:
+                self.pairs.append((inner, outer))
+                self.accepted += 1
             for a, b in ((inner, outer), (outer, inner)):
                 threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
 
     def cut(self) -> None:
-        """Close every relayed connection at once, both ends."""
-        for inner, outer in self.pairs:
+        """Close every relayed connection at once, both ends.
+
+        Only those made so far: a reconnection accepted meanwhile is the
+        next connection, not one to cut.
+        """
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for inner, outer in pairs:
             for sock in (inner, outer):
                 # A side whose peer already hung up (the shim stopping, say)
                 # is not connected any more; closing it is all that is left.
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
-        self.pairs.clear()
 
     def close(self) -> None:
         self.listener.close()
