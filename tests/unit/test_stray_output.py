@@ -112,6 +112,25 @@ def test_bounded_counts_what_it_does_not_log(caplog: pytest.LogCaptureFixture) -
     assert any("were not logged" in r.getMessage() for r in caplog.records)
 
 
+def test_a_reader_starved_past_the_drain_time_still_logs_what_the_pipe_holds(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reader first runs after the drain time is already over (no CPU for
+    # it on a loaded host), and a writer that escaped the slice still holds
+    # the pipe open: what is in the pipe is logged, and the reader ends.
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(stray_output, "DRAIN_SECONDS", 0.0)
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"the slice's last line\n")
+    out = StrayOutput({read_end: (stray_output.STDOUT_LOGGER, logging.INFO)}, 64 * 1024)
+    out.stop()
+    try:
+        out.run()
+    finally:
+        os.close(write_end)
+    assert ("amworker.stdout", logging.INFO, "the slice's last line") in records(caplog)
+
+
 def test_a_slice_off_the_main_thread_leaves_the_descriptors_alone() -> None:
     seen: list[object] = []
     before = os.fstat(1).st_ino

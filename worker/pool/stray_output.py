@@ -40,6 +40,8 @@ LINE_BYTES = 4096
 RECORD_COST = 128
 #: How long the reader keeps draining after the slice, for data still in the pipes.
 DRAIN_SECONDS = 2.0
+#: One read: a Linux pipe's default capacity, so one read empties a full pipe.
+PIPE_READ_BYTES = 65536
 
 STDOUT_LOGGER = logging.getLogger("amworker.stdout")
 STDERR_LOGGER = logging.getLogger("amworker.stderr")
@@ -61,17 +63,26 @@ class StrayOutput:
         open_fds = set(self._pipes)
         try:
             while open_fds and not self._drained():
-                ready, _, _ = select.select(list(open_fds), [], [], 0.1)
-                for fd in ready:
-                    data = os.read(fd, 65536)
-                    if data:
-                        self.feed(fd, data)
-                    else:
-                        open_fds.discard(fd)
+                self._read_ready(open_fds, 0.1)
+            # Drain time ran out: what the slice wrote is still in the pipes
+            # if this thread got no CPU meanwhile (a loaded host). One pass
+            # of a pipe's capacity takes it and no more, so a writer that
+            # escaped the slice still cannot keep the reader.
+            self._read_ready(open_fds, 0.0)
         finally:
             for fd in self._pipes:
                 self._flush(fd)
                 os.close(fd)
+
+    def _read_ready(self, open_fds: set[int], timeout: float) -> None:
+        """One read of each pipe that has data within ``timeout``; a pipe at EOF leaves ``open_fds``."""
+        ready, _, _ = select.select(list(open_fds), [], [], timeout)
+        for fd in ready:
+            data = os.read(fd, PIPE_READ_BYTES)
+            if data:
+                self.feed(fd, data)
+            else:
+                open_fds.discard(fd)
 
     def stop(self) -> None:
         """The slice is over: drain what is left, then end."""
