@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import brokers, memory, scale, statements, stock_run, systems, w7, workloads
+from bench import brokers, ceiling, memory, scale, statements, stock_run, systems, w7, workloads
 from bench.machine import describe
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256, SHA256_SINGLE
@@ -195,6 +195,9 @@ def _amworker_rest(stack: services.Stack, pool: services.Proc, shim: services.Pr
                    raw: dict[str, Any]) -> None:
     _w8(stack.server, sizes, raw, "amworker", rows=True)
     for key, mib in _w3_sizes(sizes):
+        log.info("W3 at %d MiB: the host's ceiling (bare processes), then amworker", mib)
+        raw[key]["ceiling"] = ceiling.measure(jobs=sizes.w3_tasks, mebibytes=mib,
+                                              runs=sizes.w3_runs, processes=systems.cores())
         raw[key]["amworker_split"] = _note(raw, "amworker", workloads.w3_batch_seconds(
             stack.server, SHA256, sizes, mib))
         raw[key]["amworker_single"] = _note(raw, "amworker", workloads.w3_batch_seconds(

@@ -58,3 +58,28 @@ def test_a_large_bar_next_to_its_target_and_odd_values_stay_readable() -> None:
     assert bar_text(999.7, None) == "1,000"
     assert bar_text(1e-300, None) == "0.000000"
     assert [bar_text(v, None) for v in (0.0, -2.5, float("inf"))] == ["0.00", "-2.50", "inf"]
+
+
+def _w3_raw(ceiling: dict[str, list[float]] | None) -> dict[str, object]:
+    w3: dict[str, object] = {"amworker_split": [0.2], "amworker_single": [0.36], "inprocess": [0.35]}
+    if ceiling is not None:
+        w3["ceiling"] = ceiling
+    return {"sizes": {"w3_tasks": 16, "w3_runs": 1}, "errors": {}, "w3": w3,
+            "w4": {"one_worker": [0.36], "two_workers": [0.19]}}
+
+
+def test_w3_and_w4_show_the_hosts_ceiling_beside_their_speedup() -> None:
+    raw = _w3_raw({"one": [0.35, 0.36, 0.40], "split": [0.18, 0.2, 0.19]})
+
+    w3, w4 = report._w3(raw, "w3", 32), report._w4(raw, "w4", 32)
+
+    # Medians: 0.36 s in one bare process, 0.19 s in two.
+    assert w3.floor == w4.floor == "1.89× ceiling: bare processes, no worker (0.19 s vs 0.36 s)"
+    assert w3.ratio.startswith("1.75× faster than in-process")
+
+
+def test_a_run_without_the_ceiling_still_renders() -> None:
+    # Runs recorded before the ceiling was measured are re-rendered from JSON.
+    raw = _w3_raw(None)
+
+    assert report._w3(raw, "w3", 32).floor == report._w4(raw, "w4", 32).floor == "—"

@@ -1,0 +1,53 @@
+"""W3's ceiling: the same SHA-256 work in bare processes, with no worker at all.
+
+W3 asks how much faster a batch runs in one slice per core than in one
+slice. No design can beat what the host itself gives two processes hashing
+side by side: on a VM whose cores are shared, that is less than 2. This
+measures it in the same run, next to W3, with W3's own work (the loop of
+``bench/scripts/sha256_burn.py``): the whole batch in one process against
+the batch cut into one contiguous share per process, all processes started
+beforehand, one measurement after the other, by turns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import time
+
+#: Hashed in pieces this big, as the bench script does.
+CHUNK = 1024 * 1024
+
+
+def burn(mebibytes: int, jobs: int) -> float:
+    """Hash ``mebibytes`` MiB for each of ``jobs`` jobs, as W3's script does; seconds taken."""
+    started = time.perf_counter()
+    for job in range(jobs):
+        digest = hashlib.sha256()
+        piece = str(job).encode().ljust(CHUNK, b"\0")
+        for _ in range(mebibytes):
+            digest.update(piece)
+        digest.hexdigest()
+    return time.perf_counter() - started
+
+
+def shares(jobs: int, processes: int) -> list[int]:
+    """How many of ``jobs`` each process takes: contiguous, as even as can be (like slices)."""
+    base, extra = divmod(jobs, processes)
+    return [base + (1 if i < extra else 0) for i in range(processes) if base or i < extra]
+
+
+def measure(*, jobs: int, mebibytes: int, runs: int, processes: int) -> dict[str, list[float]]:
+    """Seconds for the batch in one process (``one``) and shared out (``split``), ``runs`` each."""
+    result: dict[str, list[float]] = {"one": [], "split": []}
+    split = shares(jobs, processes)
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        pool.starmap(burn, [(1, 1)] * processes, chunksize=1)  # every process up and warm
+        for _ in range(runs):
+            started = time.perf_counter()
+            pool.apply(burn, (mebibytes, jobs))
+            result["one"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            pool.starmap(burn, [(mebibytes, share) for share in split], chunksize=1)
+            result["split"].append(time.perf_counter() - started)
+    return result
