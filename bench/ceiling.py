@@ -5,8 +5,8 @@ slice. No design can beat what the host itself gives two processes hashing
 side by side: on a VM whose cores are shared, that is less than 2. This
 measures it in the same run, next to W3, with W3's own work (the loop of
 ``bench/scripts/sha256_burn.py``): the whole batch in one process against
-the batch cut into one contiguous share per process, all processes started
-beforehand, one measurement after the other, by turns.
+the batch shared out, one share per process, as slices are; all processes
+started beforehand, one measurement after the other, by turns.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def burn(mebibytes: int, jobs: int) -> float:
 
 
 def shares(jobs: int, processes: int) -> list[int]:
-    """How many of ``jobs`` each process takes: contiguous, as even as can be (like slices)."""
+    """How many of ``jobs`` each process takes: as even as can be, as slices are cut."""
     base, extra = divmod(jobs, processes)
     return [base + (1 if i < extra else 0) for i in range(processes) if base or i < extra]
 
@@ -42,7 +42,9 @@ def measure(*, jobs: int, mebibytes: int, runs: int, processes: int) -> dict[str
     result: dict[str, list[float]] = {"one": [], "split": []}
     split = shares(jobs, processes)
     with multiprocessing.get_context("fork").Pool(processes) as pool:
-        pool.starmap(burn, [(1, 1)] * processes, chunksize=1)  # every process up and warm
+        # The pool forked every process already; a first call takes the
+        # pool's own start-up (its task queue, its first result) out of the runs.
+        pool.starmap(burn, [(1, 1)] * processes, chunksize=1)
         for _ in range(runs):
             started = time.perf_counter()
             pool.apply(burn, (mebibytes, jobs))

@@ -263,8 +263,9 @@ def test_the_memo_attack_is_refused_at_once_and_the_shim_stays_small(faststack: 
     # The acceptance bound (1 s), on the shim's own work: the old
     # shim burned seconds of CPU on this payload, and on a loaded CI host the
     # wall clock also counts the time gearmand and the shim wait for a core.
+    # The wall clock still catches a refusal that waits idle (a poll, a lease).
     assert cpu < 1.0, f"the shim spent {cpu:.2f} s of CPU on it"
-    assert seconds < 10.0, f"answered in {seconds:.2f} s"
+    assert seconds < 3.0, f"answered in {seconds:.2f} s"
     peak = peak_rss_kib(shim.pid)
     assert peak < 100 * 1024, f"shim peak RSS {peak} KiB"
     # Nothing of it reached the workers, and the shim still serves.

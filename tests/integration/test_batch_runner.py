@@ -82,10 +82,10 @@ def _runner(redis_port: int, tmp_path: Path, *, lease_seconds: int) -> Iterator[
     client = redis.Redis.from_url(url, socket_timeout=10)
     watcher = ResultWatcher(client, prefix=keys.result_prefix(app.backend))
     watcher.start()
-    # A result stored before the watcher has subscribed wakes nobody, and a
-    # test timing a wake-up would read the 5 s poll instead.
-    assert watcher.connected.wait(10), "the result watcher never subscribed"
     try:
+        # A result stored before the watcher has subscribed wakes nobody, and
+        # a test timing a wake-up would read the 5 s poll instead.
+        assert watcher.connected.wait(10), "the result watcher never sent its subscription"
         yield BatchRunner(settings=settings, registry=load_registry(settings), app=app,
                           client=client, watcher=watcher)
     finally:

@@ -22,4 +22,3 @@ def test_measure_times_every_run_in_one_process_and_shared_out() -> None:
     assert set(measured) == {"one", "split"}
     assert len(measured["one"]) == len(measured["split"]) == 3
     assert all(seconds > 0 for seconds in measured["one"] + measured["split"])
-

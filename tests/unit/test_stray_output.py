@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
@@ -129,6 +130,26 @@ def test_a_reader_starved_past_the_drain_time_still_logs_what_the_pipe_holds(
     finally:
         os.close(write_end)
     assert ("amworker.stdout", logging.INFO, "the slice's last line") in records(caplog)
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETPIPE_SZ"), reason="pipe sizes are Linux's")
+def test_a_starved_reader_empties_a_pipe_bigger_than_one_read(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pipe can hold more than one read takes (64 KiB pages, or a pipe
+    # enlarged): the reads after the drain time go on until it is empty.
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(stray_output, "DRAIN_SECONDS", 0.0)
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 256 * 1024)
+    line = b"x" * 1023 + b"\n"
+    os.write(write_end, line * 200)  # 200 KiB: three reads and more
+    os.close(write_end)
+    out = StrayOutput({read_end: (stray_output.STDOUT_LOGGER, logging.INFO)}, 1024 * 1024)
+    out.stop()
+    out.run()
+    logged = [m for n, _, m in records(caplog) if n == "amworker.stdout"]
+    assert len(logged) == 200 and out.dropped == 0
 
 
 def test_a_slice_off_the_main_thread_leaves_the_descriptors_alone() -> None:

@@ -40,8 +40,11 @@ LINE_BYTES = 4096
 RECORD_COST = 128
 #: How long the reader keeps draining after the slice, for data still in the pipes.
 DRAIN_SECONDS = 2.0
-#: One read: a Linux pipe's default capacity, so one read empties a full pipe.
+#: One read of a pipe (a Linux pipe holds 16 pages: 64 KiB with 4 KiB pages).
 PIPE_READ_BYTES = 65536
+#: Reads per pipe once the drain time is over: 1 MiB, a full pipe even with
+#: 64 KiB pages, and a bound on what an escaped writer can add meanwhile.
+FINAL_READS = 16
 
 STDOUT_LOGGER = logging.getLogger("amworker.stdout")
 STDERR_LOGGER = logging.getLogger("amworker.stderr")
@@ -65,24 +68,32 @@ class StrayOutput:
             while open_fds and not self._drained():
                 self._read_ready(open_fds, 0.1)
             # Drain time ran out: what the slice wrote is still in the pipes
-            # if this thread got no CPU meanwhile (a loaded host). One pass
-            # of a pipe's capacity takes it and no more, so a writer that
-            # escaped the slice still cannot keep the reader.
-            self._read_ready(open_fds, 0.0)
+            # if this thread got no CPU meanwhile (a loaded host). A bounded
+            # number of reads takes what a full pipe holds, and no more, so a
+            # writer that escaped the slice still cannot keep the reader.
+            for _ in range(FINAL_READS):
+                if not self._read_ready(open_fds, 0.0):
+                    break
         finally:
             for fd in self._pipes:
                 self._flush(fd)
                 os.close(fd)
 
-    def _read_ready(self, open_fds: set[int], timeout: float) -> None:
-        """One read of each pipe that has data within ``timeout``; a pipe at EOF leaves ``open_fds``."""
+    def _read_ready(self, open_fds: set[int], timeout: float) -> bool:
+        """One read of each pipe that has data within ``timeout``; True if any data came.
+
+        A pipe at EOF leaves ``open_fds``.
+        """
         ready, _, _ = select.select(list(open_fds), [], [], timeout)
+        got = False
         for fd in ready:
             data = os.read(fd, PIPE_READ_BYTES)
             if data:
                 self.feed(fd, data)
+                got = True
             else:
                 open_fds.discard(fd)
+        return got
 
     def stop(self) -> None:
         """The slice is over: drain what is left, then end."""
