@@ -113,6 +113,14 @@ def test_bounded_counts_what_it_does_not_log(caplog: pytest.LogCaptureFixture) -
     assert any("were not logged" in r.getMessage() for r in caplog.records)
 
 
+def starved_reader(monkeypatch: pytest.MonkeyPatch, read_end: int, limit: int) -> StrayOutput:
+    """A reader of ``read_end`` whose slice is over and whose drain time already ran out."""
+    monkeypatch.setattr(stray_output, "DRAIN_SECONDS", 0.0)
+    out = StrayOutput({read_end: (stray_output.STDOUT_LOGGER, logging.INFO)}, limit)
+    out.stop()
+    return out
+
+
 def test_a_reader_starved_past_the_drain_time_still_logs_what_the_pipe_holds(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -120,11 +128,9 @@ def test_a_reader_starved_past_the_drain_time_still_logs_what_the_pipe_holds(
     # it on a loaded host), and a writer that escaped the slice still holds
     # the pipe open: what is in the pipe is logged, and the reader ends.
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(stray_output, "DRAIN_SECONDS", 0.0)
     read_end, write_end = os.pipe()
     os.write(write_end, b"the slice's last line\n")
-    out = StrayOutput({read_end: (stray_output.STDOUT_LOGGER, logging.INFO)}, 64 * 1024)
-    out.stop()
+    out = starved_reader(monkeypatch, read_end, 64 * 1024)
     try:
         out.run()
     finally:
@@ -139,14 +145,12 @@ def test_a_starved_reader_empties_a_pipe_bigger_than_one_read(
     # A pipe can hold more than one read takes (64 KiB pages, or a pipe
     # enlarged): the reads after the drain time go on until it is empty.
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(stray_output, "DRAIN_SECONDS", 0.0)
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 256 * 1024)
     line = b"x" * 1023 + b"\n"
     os.write(write_end, line * 200)  # 200 KiB: three reads and more
     os.close(write_end)
-    out = StrayOutput({read_end: (stray_output.STDOUT_LOGGER, logging.INFO)}, 1024 * 1024)
-    out.stop()
+    out = starved_reader(monkeypatch, read_end, 1024 * 1024)
     out.run()
     logged = [m for n, _, m in records(caplog) if n == "amworker.stdout"]
     assert len(logged) == 200 and out.dropped == 0
