@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from harness import procstat
 from harness.services import Proc, Stack, gearman_status, spawn, wait_until
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -63,7 +64,4 @@ def stop(procs: list[Proc]) -> None:
 
 def peak_rss_mb(pid: int) -> float:
     """Peak resident set size of a process (``VmHWM``), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmHWM")
+    return procstat.peak_rss_kib(pid) / 1024

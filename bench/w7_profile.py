@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from bench import memory, w7, w7_a3m
 from bench.sizes import SIZES
+from harness.procstat import cpu_seconds
 from harness.services import ROOT, Stack
 
 log = logging.getLogger("bench")
@@ -112,12 +112,6 @@ def _pids(deployed: Stack, system: str) -> tuple[dict[str, int], dict[str, int]]
     children = {f"pool process {i + 1}": pid for i, pid in
                 enumerate(sorted(p for p in memory.tree([pool]) if p != pool))}
     return children, {"shim": procs["shim"], "celery main": pool, **children}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _names() -> list[str]:

@@ -17,7 +17,7 @@ def peak_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
-    raise AssertionError(f"no VmHWM for pid {pid}")
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM")
 
 
 def reset_peak_rss(pid: int) -> int:
