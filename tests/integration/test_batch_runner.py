@@ -14,9 +14,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -29,6 +30,7 @@ from worker.batch.answers import Settlement
 from worker.batch.dispatch import Dispatch, SliceRef
 from worker.batch.runner import ANSWER_SLOTS, BatchRunner
 from worker.batch.service import use_send_only_backend
+from worker.batch.settling import PREFETCH_BYTES, PREFETCH_MIN_SHARE
 from worker.batch.watcher import ResultWatcher
 from worker.celery import celery_config
 from worker.codec.records import Encoding, TaskResult
@@ -39,6 +41,7 @@ from worker.contract.keys import SCRIPT_HEADER
 from worker.contract.results import failed_results, utcnow
 from worker.contract.slices import SliceEnvelope, encode_results
 from worker.errors import DecodeError
+from worker.pool.runtime import WorkerRuntime
 from worker.scripts.registry import ScriptEntry, load_registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -80,7 +83,7 @@ def _runner(redis_port: int, tmp_path: Path, *, lease_seconds: int) -> Iterator[
     app.conf.update(celery_config(settings))
     use_send_only_backend(app, url)  # as the shim's app
     client = redis.Redis.from_url(url, socket_timeout=10)
-    watcher = ResultWatcher(client, prefix=keys.result_prefix(app.backend))
+    watcher = ResultWatcher(client, prefixes=keys.wake_prefixes(app.backend))
     watcher.start()
     try:
         # A result stored before the watcher has subscribed wakes nobody, and
@@ -427,10 +430,51 @@ def test_a_batch_answered_while_this_lane_looked_is_not_sent_again(runner: Batch
 
 def test_the_last_slice_to_finish_answers_the_batch_without_the_chord_callback(
         slow_polling_runner: BatchRunner) -> None:
-    # No Celery worker: the test stores each slice's results as a worker
-    # does and never runs the chord callback. The lane must answer once the
-    # last slice's result is stored, woken by it, not at its next 5 s check.
+    # No Celery worker: the test stores each slice's results and Celery's
+    # result as a worker of the previous release did (no note on the outcome
+    # channel), and never runs the chord callback. The lane must answer once
+    # the last slice's result is stored, woken by it, not at its next 5 s check.
     runner = slow_polling_runner
+
+    def store(slice_id: str, kwargs: dict[str, Any], done: list[TaskResult]) -> None:
+        runner.redis.set(keys.outcome_key(slice_id), encode_results(done))
+        # As Celery's Redis backend stores a result: the key, then the same
+        # meta published on the channel named like it.
+        envelope = SliceEnvelope(index=kwargs["index"], count=kwargs["count"], tasks=len(done))
+        meta = json.dumps({"status": "SUCCESS", "result": envelope.to_json(), "task_id": slice_id})
+        runner.redis.set(runner.settler.result_prefix + slice_id, meta)
+        runner.redis.publish(runner.settler.result_prefix + slice_id, meta)
+
+    token = _four_slices_answered_when_stored(runner, store)
+
+    assert not runner.redis.exists(runner.settler.result_prefix + keys.collect_id(token))
+
+
+def test_stored_results_answer_the_batch_before_celery_stores_anything(
+        slow_polling_runner: BatchRunner) -> None:
+    # The pool's own write (WorkerRuntime.store_outcome) announces the
+    # results it stores: the lane wakes on that and answers from them alone,
+    # without waiting for Celery to store the slices' results (a millisecond
+    # or two later in a worker), which this test never does.
+    runner = slow_polling_runner
+    pool = WorkerRuntime(settings=runner.settings, registry=runner.registry, redis=runner.redis)
+
+    def store(slice_id: str, _kwargs: dict[str, Any], done: list[TaskResult]) -> None:
+        pool.store_outcome(slice_id, "sliced_v0.0", done)
+
+    token = _four_slices_answered_when_stored(runner, store)
+
+    ids = [keys.slice_id(token, i, 4) for i in range(4)]
+    assert not any(runner.redis.exists(runner.settler.result_prefix + i) for i in ids)
+
+
+def _four_slices_answered_when_stored(
+        runner: BatchRunner, store: Callable[[str, dict[str, Any], list[TaskResult]], None]) -> str:
+    """Answer a batch of four slices whose results ``store`` stores, as a worker would, one by one.
+
+    Asserts that the lane answered within 2.5 s of the last (woken, not at
+    its 5 s check) with every slice's results; returns the batch's token.
+    """
     entry = runner.registry.get("sliced_v0.0")
     assert entry is not None and entry.slices_wanted() == 4
     tasks = make_tasks(["a", "b", "c", "d", "e", "f"])
@@ -445,17 +489,10 @@ def test_the_last_slice_to_finish_answers_the_batch_without_the_chord_callback(
     wait_until(lambda: runner.redis.llen(queue) == 4, timeout=10, what="the four slices to be sent")
     messages = [json.loads(raw) for raw in runner.redis.lrange(queue, 0, -1)]
     for message in messages:
-        slice_id = message["headers"]["id"]
         _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         done = [TaskResult(uuid=job["uuid"], exit_code=0, finished_at=utcnow(),
                            stdout=f"ran {job['uuid']}\n", stderr="") for job in kwargs["jobs"]]
-        runner.redis.set(keys.outcome_key(slice_id), encode_results(done))
-        # As Celery's Redis backend stores a result: the key, then the same
-        # meta published on the channel named like it.
-        envelope = SliceEnvelope(index=kwargs["index"], count=kwargs["count"], tasks=len(done))
-        meta = json.dumps({"status": "SUCCESS", "result": envelope.to_json(), "task_id": slice_id})
-        runner.redis.set(runner.settler.result_prefix + slice_id, meta)
-        runner.redis.publish(runner.settler.result_prefix + slice_id, meta)
+        store(message["headers"]["id"], kwargs, done)
     last_stored = time.monotonic()
 
     lane.join(timeout=30)
@@ -463,9 +500,9 @@ def test_the_last_slice_to_finish_answers_the_batch_without_the_chord_callback(
     assert settled, "the lane never answered"
     woke_after = time.monotonic() - last_stored
     assert woke_after < 2.5, f"answered {woke_after:.1f}s after the last slice: at a poll, not woken"
-    assert not runner.redis.exists(runner.settler.result_prefix + keys.collect_id(token))
     found = runner.assemble(batch, settled[0])
     assert {r.uuid: r.stdout for r in found} == {u: f"ran {u}\n" for u in tasks}
+    return token
 
 
 def test_slices_found_finished_before_the_callback_keep_the_results_read_with_the_check(
@@ -485,11 +522,46 @@ def test_slices_found_finished_before_the_callback_keep_the_results_read_with_th
     assert {u: r.stdout for u, r in runner.settler.fetch(settlement).items()} == {"t1": "ok\n", "t2": "ok\n"}
 
 
-def test_results_read_with_the_check_are_kept_only_for_finished_slices(runner: BatchRunner) -> None:
-    # Slice 2's pool process died after storing results (a WorkerLostError):
-    # the check read them with the rest, but only a finished slice's count.
+def test_a_slice_whose_results_are_stored_is_finished_whatever_celery_says_after(
+        runner: BatchRunner) -> None:
+    # Slice 2's pool process died after storing its results (Celery reports
+    # a WorkerLostError): the script ran to the end, so its results are the
+    # answer, not "worker lost".
     entry, dispatch, ids = _two_slices_with_stored_results(runner)
-    _store_success(runner, ids[0])
+    runner.redis.set(runner.settler.result_prefix + ids[1], json.dumps({"status": "FAILURE", "result": {
+        "exc_type": "WorkerLostError", "exc_message": ["Worker exited prematurely: signal 9 (SIGKILL)."]}}))
+
+    settlement = runner.settler.settled(entry, dispatch, {"t1": True, "t2": True})
+
+    assert settlement is not None
+    assert [ref.task_id for ref in settlement.finished] == ids and settlement.failed == {}
+    assert set(settlement.prefetched) == set(ids)
+    assert {u: r.stdout for u, r in runner.settler.fetch(settlement).items()} == {"t1": "ok\n", "t2": "ok\n"}
+
+
+def test_a_batch_waits_for_the_slices_whose_results_are_not_stored(runner: BatchRunner) -> None:
+    entry, dispatch, ids = _two_slices_with_stored_results(runner)
+    held = runner.redis.get(keys.outcome_key(ids[1]))
+    runner.redis.delete(keys.outcome_key(ids[1]))
+    _running(runner, ids[1])
+    wants = {"t1": True, "t2": True}
+
+    assert runner.settler.settled(entry, dispatch, wants) is None
+    assert held is not None
+    runner.redis.set(keys.outcome_key(ids[1]), held)
+    settlement = runner.settler.settled(entry, dispatch, wants)
+    assert settlement is not None and [ref.task_id for ref in settlement.finished] == ids
+
+
+def test_a_slice_still_leased_is_finished_by_its_stored_results_beside_a_lost_one(
+        runner: BatchRunner) -> None:
+    # Slice 1 stored its results and still holds its lease, with no result
+    # from Celery yet; slice 2's pool process died before storing any.
+    # Slice 1 is finished by its results alone (read with the check), and
+    # only slice 2's task is failed.
+    entry, dispatch, ids = _two_slices_with_stored_results(runner)
+    _running(runner, ids[0])
+    runner.redis.delete(keys.outcome_key(ids[1]))
     runner.redis.set(runner.settler.result_prefix + ids[1], json.dumps({"status": "FAILURE", "result": {
         "exc_type": "WorkerLostError", "exc_message": ["Worker exited prematurely: signal 9 (SIGKILL)."]}}))
 
@@ -498,22 +570,63 @@ def test_results_read_with_the_check_are_kept_only_for_finished_slices(runner: B
     assert settlement is not None
     assert [ref.task_id for ref in settlement.finished] == [ids[0]]
     assert set(settlement.prefetched) == {ids[0]}
+    assert set(settlement.failed) == {"t2"}
     assert settlement.failed["t2"].stderr.startswith("amworker: worker lost: ")
+    assert runner.settler.fetch(settlement)["t1"].stdout == "ok\n"
+
+
+def test_a_batch_of_more_slices_than_heads_are_read_for_settles_on_stored_results(
+        runner: BatchRunner) -> None:
+    # 17 slices: a check reads no heads (a share of the prefetch would be
+    # under its minimum), so whether each slice stored its results is asked
+    # with the slices' other keys. All stored, the last still leased, no
+    # envelope anywhere: finished, and fetched in the answer slot.
+    entry, dispatch, ids = _slices_with_stored_results(runner, 17)
+    assert PREFETCH_BYTES // 17 < PREFETCH_MIN_SHARE
+    _running(runner, ids[-1])
+    wants = {f"t{i + 1}": True for i in range(17)}
+
+    settlement = runner.settler.settled(entry, dispatch, wants)
+
+    assert settlement is not None and settlement.failed == {} and settlement.prefetched == {}
+    assert [ref.task_id for ref in settlement.finished] == ids
+    assert {r.stdout for r in runner.settler.fetch(settlement).values()} == {"ok\n"}
+    # One slice not stored, still running: the batch waits.
+    runner.redis.delete(keys.outcome_key(ids[-1]))
+    assert runner.settler.settled(entry, dispatch, wants) is None
 
 
 def _two_slices_with_stored_results(runner: BatchRunner) -> tuple[ScriptEntry, Dispatch, list[str]]:
     """A dispatched batch of two slices (tasks t1, t2) whose results are stored, no envelope yet."""
+    return _slices_with_stored_results(runner, 2)
+
+
+def _slices_with_stored_results(runner: BatchRunner,
+                                count: int) -> tuple[ScriptEntry, Dispatch, list[str]]:
+    """A dispatched batch of ``count`` slices (task tN in slice N) whose results are stored.
+
+    No envelope yet, and stored without the pool's note on the outcome
+    channel: nobody waits here.
+    """
     entry = runner.registry.get("sliced_v0.0")
     assert entry is not None
     token = f"sliced_v0.0:{uuid.uuid4()}:digest"
-    ids = [keys.slice_id(token, i, 2) for i in range(2)]
-    dispatch = Dispatch(token=token, count=2, dispatched_at=time.time(),
-                        slices=(SliceRef(ids[0], ("t1",)), SliceRef(ids[1], ("t2",))))
-    runner.redis.set(keys.plan_key(token), json.dumps({"count": 2, "at": time.time(), "sent": True}))
-    for slice_id, task_id in zip(ids, ("t1", "t2"), strict=True):
+    ids = [keys.slice_id(token, i, count) for i in range(count)]
+    tasks = [f"t{i + 1}" for i in range(count)]
+    dispatch = Dispatch(token=token, count=count, dispatched_at=time.time(),
+                        slices=tuple(SliceRef(i, (t,)) for i, t in zip(ids, tasks, strict=True)))
+    runner.redis.set(keys.plan_key(token), json.dumps({"count": count, "at": time.time(), "sent": True}))
+    for slice_id, task_id in zip(ids, tasks, strict=True):
         done = [TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ok\n", stderr="")]
         runner.redis.set(keys.outcome_key(slice_id), encode_results(done))
     return entry, dispatch, ids
+
+
+def _running(runner: BatchRunner, slice_id: str) -> None:
+    """Slice ``slice_id`` as its worker keeps it while it runs: claimed and leased."""
+    claim = json.dumps({"worker": "w1@host", "pid": 7, "at": utcnow().isoformat()})
+    runner.redis.set(keys.claim_key(slice_id), claim)
+    runner.redis.set(keys.lease_key(slice_id), "7")
 
 
 def _store_success(runner: BatchRunner, slice_id: str) -> None:

@@ -157,7 +157,7 @@ def shim(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
         return real_revoke(task_id, **options)
 
     monkeypatch.setattr(app.control, "revoke", revoke)
-    watcher = ResultWatcher(client, prefix=keys.result_prefix(app.backend))
+    watcher = ResultWatcher(client, prefixes=keys.wake_prefixes(app.backend))
     watcher.start()
     assert watcher.connected.wait(10), "the result watcher never subscribed"
     registry = load_registry(settings)
@@ -264,12 +264,10 @@ def test_a_finished_slice_settles_with_its_scripts_results(shim: Shim) -> None:
     shim.claim(batch)
     (task_id,) = batch.tasks
     finished_at = shim.clock.utc()
+    # The pool's own write announces the results: the watcher wakes the
+    # lane, no deadline involved, and Celery's envelope is not waited for.
     shim.worker.store_outcome(batch.slice_id, FUNCTION, [TaskResult(
         uuid=task_id, exit_code=0, finished_at=finished_at, stdout="ran once", stderr="")])
-    # Celery's envelope, stored (and published) by the real backend: the
-    # watcher wakes the lane, no deadline involved.
-    shim.runner.app.backend.store_result(batch.slice_id, {"index": 0, "count": 1, "tasks": 1},
-                                         "SUCCESS")
 
     results = batch.lane.results()
 
@@ -395,9 +393,10 @@ def test_results_too_big_for_one_redis_value_are_stored_in_parts_and_answered_wh
     # before, the whole slice's results were lost with the write.
     batch = shim.submit(*["x"] * 6)
     shim.claim(batch)
-    outputs = _store_in_parts(shim, batch)
-    shim.runner.app.backend.store_result(batch.slice_id, {"index": 0, "count": 1, "tasks": 6},
-                                         "SUCCESS")
+    # The stored results wake the lane: no check (nor its answer record's
+    # MULTI) until the helper has read Redis's command counts.
+    with shim.polls.held():
+        outputs = _store_in_parts(shim, batch)
 
     results = batch.lane.results()
 
@@ -414,10 +413,10 @@ def test_results_too_big_for_one_redis_value_are_stored_in_parts_and_answered_wh
 def test_a_part_gone_from_redis_fails_the_slices_tasks_with_the_cause(shim: Shim) -> None:
     batch = shim.submit(*["x"] * 6)
     shim.claim(batch)
-    _store_in_parts(shim, batch)
-    shim.redis.delete(keys.outcome_more_key(batch.slice_id))  # evicted
-    shim.runner.app.backend.store_result(batch.slice_id, {"index": 0, "count": 1, "tasks": 6},
-                                         "SUCCESS")
+    # The stored results wake the lane: it reads them only after the eviction.
+    with shim.polls.held():
+        _store_in_parts(shim, batch)
+        shim.redis.delete(keys.outcome_more_key(batch.slice_id))  # evicted
 
     results = batch.lane.results()
 
@@ -431,11 +430,12 @@ def test_a_first_part_naming_absurd_parts_costs_one_command(shim: Shim) -> None:
     # The shim counts the list once and reads none of it.
     batch = shim.submit("x")
     shim.claim(batch)
-    shim.redis.set(keys.outcome_key(batch.slice_id), '{"parts": 1000000000, "results": []}')
-    shim.redis.rpush(keys.outcome_more_key(batch.slice_id), "[]")
-    shim.redis.config_resetstat()
-    shim.runner.app.backend.store_result(batch.slice_id, {"index": 0, "count": 1, "tasks": 1},
-                                         "SUCCESS")
+    # Stored results settle the slice at the lane's next check (0.2 s at
+    # most): none before the counters reset.
+    with shim.polls.held():
+        shim.redis.set(keys.outcome_key(batch.slice_id), '{"parts": 1000000000, "results": []}')
+        shim.redis.rpush(keys.outcome_more_key(batch.slice_id), "[]")
+        shim.redis.config_resetstat()
 
     assert batch.stderr().startswith("amworker: broker lost: the slice finished but its results "
                                      "are gone from Redis")

@@ -78,12 +78,22 @@ class Gives:
 
 
 def row(row_id: str, meta: Mapping[str, Any] | None, claim: Mapping[str, Any] | None, leased: bool,
-        deadlines: Deadlines, expected: Verdict | Gives) -> Any:
+        deadlines: Deadlines, expected: Verdict | Gives, *, stored: bool = False) -> Any:
     """One row of the table, shown by ``row_id`` in pytest's output."""
-    return pytest.param(SliceState(meta, claim, leased), deadlines, expected, id=row_id)
+    return pytest.param(SliceState(meta, claim, leased, stored), deadlines, expected, id=row_id)
 
 
 TABLE = [
+    # -- stored results decide first: the script ran, whatever Celery says after ---------
+    row("stored-before-celerys-result", None, CLAIM, True, when(), FINISHED, stored=True),
+    row("stored-then-the-pool-process-died", failure("WorkerLostError", "signal 9 (SIGKILL)"),
+        CLAIM, False, when(), FINISHED, stored=True),
+    row("stored-then-the-hard-time-limit", failure("TimeLimitExceeded", "150"), CLAIM, False,
+        when(LONG_AFTER), FINISHED, stored=True),
+    row("stored-after-the-shim-gave-up", None, ABANDONED, False, when(LONG_AFTER), FINISHED,
+        stored=True),
+    row("stored-after-redis-lost-the-state", None, None, False, when(LONG_AFTER, lost_at=STARTED),
+        FINISHED, stored=True),
     # -- Celery's stored result decides first ---------------------------------------
     row("success", meta("SUCCESS", index=0), CLAIM, False, when(), FINISHED),
     row("success-unclaimed-long-after-every-deadline", meta("SUCCESS"), None, False,

@@ -49,19 +49,41 @@ def test_the_planned_script_is_read_from_the_message_header() -> None:
 
 
 class _FlakyRedis:
-    """Fails ``failures`` SETs with a connection error, then keeps what it is given."""
+    """Fails ``failures`` round trips with a connection error, then keeps what it is given."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.kept: dict[str, str] = {}
+        self.published: list[tuple[str, str]] = []
         self.attempts = 0
 
-    def set(self, key: str, value: str, ex: int | None = None) -> bool:
-        self.attempts += 1
-        if self.attempts <= self.failures:
+    def pipeline(self, transaction: bool = True) -> _FlakyPipeline:
+        return _FlakyPipeline(self)
+
+    def exists(self, key: str) -> int:
+        return int(key in self.kept)
+
+
+class _FlakyPipeline:
+    """Buffers SETs and PUBLISHes; ``execute`` is one round trip of its client."""
+
+    def __init__(self, client: _FlakyRedis) -> None:
+        self.client = client
+        self.sets: list[tuple[str, str]] = []
+        self.publishes: list[tuple[str, str]] = []
+
+    def set(self, key: str, value: str, ex: int | None = None) -> None:
+        self.sets.append((key, value))
+
+    def publish(self, channel: str, message: str) -> None:
+        self.publishes.append((channel, message))
+
+    def execute(self) -> None:
+        self.client.attempts += 1
+        if self.client.attempts <= self.client.failures:
             raise redis.ConnectionError("Connection reset by peer")
-        self.kept[key] = value
-        return True
+        self.client.kept.update(self.sets)
+        self.client.published += self.publishes
 
 
 class _Clock:
@@ -90,8 +112,80 @@ def test_a_redis_blip_after_the_script_ran_does_not_lose_its_results() -> None:
 
     assert json.loads(client.kept[keys.outcome_key("s1")])[0]["uuid"] == "t1"
     assert client.attempts == 4
+    # Announced once, with the write that stored them (the shim's lane wakes on it).
+    assert client.published == [(keys.outcome_key("s1"), keys.OUTCOME_STORED)]
     # Backing off, never past the lease TTL (3 beats of 10 s).
     assert clock.pauses == sorted(clock.pauses) and sum(clock.pauses) <= 30
+
+
+class _ReplyLostRedis:
+    """Carries out every command; the first final write's reply is lost (a connection reset)."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.lists: dict[str, list[str]] = {}
+        self.writes: list[str] = []
+        self.published: list[str] = []
+        self.replies_lost = 0
+
+    def exists(self, key: str) -> int:
+        return int(key in self.strings or key in self.lists)
+
+    def delete(self, key: str) -> None:
+        self.writes.append(f"DEL {key}")
+        self.lists.pop(key, None)
+
+    def rpush(self, key: str, value: str) -> None:
+        self.writes.append(f"RPUSH {key}")
+        self.lists.setdefault(key, []).append(value)
+
+    def expire(self, key: str, ttl: int) -> None:
+        self.writes.append(f"EXPIRE {key}")
+
+    def pipeline(self, transaction: bool = True) -> _ReplyLostPipeline:
+        return _ReplyLostPipeline(self)
+
+
+class _ReplyLostPipeline:
+    def __init__(self, client: _ReplyLostRedis) -> None:
+        self.client = client
+        self.commands: list[tuple[str, str, str]] = []
+
+    def set(self, key: str, value: str, ex: int | None = None) -> None:
+        self.commands.append(("SET", key, value))
+
+    def publish(self, channel: str, message: str) -> None:
+        self.commands.append(("PUBLISH", channel, message))
+
+    def execute(self) -> None:
+        for name, key, value in self.commands:
+            self.client.writes.append(f"{name} {key}")
+            if name == "SET":
+                self.client.strings[key] = value
+            else:
+                self.client.published.append(key)
+        if not self.client.replies_lost:
+            self.client.replies_lost += 1
+            raise redis.ConnectionError("Connection reset by peer")
+
+
+def test_a_retry_after_a_lost_reply_leaves_the_stored_parts_alone() -> None:
+    # The final write (first part and note) reached Redis, its reply did not.
+    # A lane woken by the note may be reading the parts: the retry must not
+    # empty their list and push them again, or the lane finds parts missing
+    # and answers a finished script's tasks "results gone".
+    client, clock = _ReplyLostRedis(), _Clock()
+    results = failed_results([f"t{n}" for n in range(6)], "x" * 300)
+
+    _runtime(client).store_outcome("s1", "echo_v0.0", results, sleep=clock.sleep,  # type: ignore[arg-type]
+                                   clock=lambda: clock.now, part_chars=1024)
+
+    more = keys.outcome_more_key("s1")
+    assert client.replies_lost == 1 and len(clock.pauses) == 1
+    assert client.writes.count(f"DEL {more}") == 1, client.writes
+    assert client.writes.count(f"SET {keys.outcome_key('s1')}") == 1
+    assert client.published == [keys.outcome_key("s1")]
+    assert len(client.lists[more]) >= 2
 
 
 def test_results_not_stored_within_a_lease_ttl_raise_and_are_logged(

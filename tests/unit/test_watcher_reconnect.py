@@ -28,7 +28,7 @@ class ScriptedPubSub:
         self.subscribes = subscribes
         self.closed = False
 
-    def psubscribe(self, pattern: str) -> None:
+    def psubscribe(self, *patterns: str) -> None:
         if not self.subscribes:
             raise redis.ConnectionError("connection refused")
 
@@ -73,7 +73,7 @@ class RecordingStop:
 def run_watcher(script: list[bool], monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], ScriptedClient]:
     monkeypatch.setattr(watcher_module, "RECONNECT", EXACT)
     client = ScriptedClient(script)
-    watcher = ResultWatcher(client, prefix="celery-task-meta-")  # type: ignore[arg-type]
+    watcher = ResultWatcher(client, prefixes=["celery-task-meta-"])  # type: ignore[arg-type]
     stop = RecordingStop(limit=len(script))
     watcher._stopping = stop  # type: ignore[assignment]
     watcher._run()

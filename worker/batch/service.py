@@ -96,7 +96,7 @@ def build_shim(settings: Settings, registry: Registry | None = None) -> tuple[Ge
         socket_timeout=30,
         socket_keepalive=True,
     )
-    watcher = ResultWatcher(client, prefix=keys.result_prefix(app.backend))
+    watcher = ResultWatcher(client, prefixes=keys.wake_prefixes(app.backend))
     metrics = ShimMetrics() if settings.metrics_port is not None else None
     runner = BatchRunner(settings=settings, registry=registry, app=app, client=client,
                          watcher=watcher, observer=metrics)

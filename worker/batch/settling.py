@@ -1,13 +1,17 @@
 """Settling a dispatched batch: what each of its slices came to.
 
-A slice that stored its result is settled by it. A slice that never will
+A slice that stored its results is settled by them, whatever Celery says
+of it afterwards (its own result comes a moment later, or a pool process
+that died just after is reported lost: the script's results are still
+true). A slice that never will
 (its pool process or its whole worker died, its time limit passed, no worker
 took it, Redis lost it) is given up: its tasks fail with the cause in stderr,
 and an abandoned claim, plus a revoke where it may still be queued or
 running, makes sure it can never start later.
 
-Settling reads only small keys (Celery's envelopes, claims, leases); the
-slices' results are fetched once, afterwards, by :meth:`Settler.fetch`. What
+Settling reads only small keys (Celery's envelopes, claims, leases) and
+the head of each slice's results; the slices' results are fetched once,
+afterwards, by :meth:`Settler.fetch`, unless the heads held them whole. What
 one slice came to is the pure function :func:`decide`, and what the batch
 came to the pure :func:`tally`; :class:`Settler` reads Redis before them and
 carries out a give-up after.
@@ -74,6 +78,8 @@ class SliceState:
     meta: Mapping[str, Any] | None
     claim: Mapping[str, Any] | None
     leased: bool
+    #: Its results are stored (under ``keys.outcome_key``): it finished.
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ class Deadlines:
 def decide(state: SliceState, when: Deadlines) -> Verdict:
     """What one slice came to: ``PENDING``, ``FINISHED`` or a :class:`GiveUp`."""
     status = state.meta.get("status") if state.meta else None
-    if status == "SUCCESS":
+    if state.stored or status == "SUCCESS":
         return FINISHED
     if status == "FAILURE" and state.meta is not None:
         return GiveUp(_failure_reason(state.meta), revoke=False)
@@ -173,7 +179,8 @@ class BrokerTrouble:
 class Snapshot:
     """What one poll read of a dispatched batch from Redis, decoded (small keys only)."""
 
-    #: The batch's final envelope (the chord callback's, or the only slice's) says success.
+    #: Every slice's results are stored, or the batch's final envelope (the
+    #: chord callback's, or the only slice's) says success.
     delivered: bool
     #: Each slice's state, in slice order (empty when ``delivered``).
     states: tuple[SliceState, ...] = ()
@@ -182,6 +189,23 @@ class Snapshot:
     answered: bytes | None = None
     #: Slices' stored results read with the final envelope (small ones), by slice id.
     prefetched: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FinalRead:
+    """The first read of a poll: the batch's final envelope and its slices' heads."""
+
+    envelope: dict[str, Any] | None
+    #: Slices' stored results small enough to be read whole, by slice id.
+    small: dict[str, bytes]
+    #: Ids of the slices whose results are stored; ``None`` if no head was read.
+    stored: set[str] | None
+
+    def delivered(self, dispatch: Dispatch) -> bool:
+        """Every slice stored its results, or the final envelope says success."""
+        if self.stored is not None and len(self.stored) == dispatch.count:
+            return True
+        return self.envelope is not None and self.envelope.get("status") == "SUCCESS"
 
 
 class Settler:
@@ -217,8 +241,9 @@ class Settler:
                 given_up: dict[str, dict[str, TaskResult]] | None = None) -> Settlement | None:
         """The batch's settlement if every slice has come to something, else ``None``.
 
-        The final envelope (the chord callback's, or the only slice's) is read
-        first and alone; the slices' state only when that did not deliver.
+        The final envelope (the chord callback's, or the only slice's) and
+        the head of each slice's results are read first; the slices' other
+        keys only when that did not deliver.
         ``given_up`` holds, across one wait's polls, the results of the slices
         already given up, by slice id: a slice killed for its time limit
         keeps its worker's claim, so without it every poll would revoke the
@@ -239,47 +264,55 @@ class Settler:
             if isinstance(verdict, GiveUp) and ref.task_id not in given_up:
                 given_up[ref.task_id] = self._give_up(entry, ref, verdict)
         settlement = tally(dispatch.slices, verdicts, given_up, wants)
-        if settlement is None or not snapshot.prefetched:
-            return settlement
-        finished = {ref.task_id for ref in settlement.finished}
-        return replace(settlement, prefetched={
-            task_id: head for task_id, head in snapshot.prefetched.items() if task_id in finished})
+        if settlement is None:
+            return None
+        # Every slice read with a head stored its results, so it finished.
+        return replace(settlement, prefetched=snapshot.prefetched)
 
     def _read(self, dispatch: Dispatch) -> Snapshot:
         """One poll's reads, noting Redis's failures and stalls in :attr:`trouble`."""
         started = self.now()
         try:
-            delivered, prefetched = self._read_final(dispatch)
-            if delivered and delivered.get("status") == "SUCCESS":
+            final = self._read_final(dispatch)
+            if final.delivered(dispatch):
                 self.trouble.answered(started)
-                return Snapshot(delivered=True, prefetched=prefetched)
+                return Snapshot(delivered=True, prefetched=final.small)
             pipe = self.redis.pipeline(transaction=False)
             pipe.mget([self.result_prefix + s.task_id for s in dispatch.slices])
             pipe.mget([keys.claim_key(s.task_id) for s in dispatch.slices])
             pipe.mget([keys.lease_key(s.task_id) for s in dispatch.slices])
             pipe.get(keys.plan_key(dispatch.token))
             pipe.get(keys.answer_key(dispatch.token))
-            metas, claims, leases, planned, answered = pipe.execute()
+            if final.stored is None:
+                # No heads were read (too many slices): whether each stored
+                # its results is asked here, one small reply each.
+                for ref in dispatch.slices:
+                    pipe.exists(keys.outcome_key(ref.task_id))
+            metas, claims, leases, planned, answered, *exist = pipe.execute()
         except redis.RedisError:
             self.trouble.failed()
             raise
         self.trouble.answered(started)
-        states = tuple(SliceState(_decode(meta), _decode(claim), lease is not None)
-                       for meta, claim, lease in zip(metas, claims, leases, strict=True))
-        # The heads read with the final envelope are kept: a slice found
-        # finished now stored its results before its envelope, and once.
+        stored = final.stored if final.stored is not None else {
+            ref.task_id for ref, found in zip(dispatch.slices, exist, strict=True) if found}
+        read = zip(dispatch.slices, metas, claims, leases, strict=True)
+        states = tuple(SliceState(_decode(meta), _decode(claim), lease is not None, ref.task_id in stored)
+                       for ref, meta, claim, lease in read)
+        # The heads read with the final envelope are kept: results are
+        # stored once, and only by a slice that finished.
         return Snapshot(delivered=False, states=states, planned=planned, answered=answered,
-                        prefetched=prefetched)
+                        prefetched=final.small)
 
-    def _read_final(self, dispatch: Dispatch) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
-        """The final envelope and, read in the same round trip, the slices' small results.
+    def _read_final(self, dispatch: Dispatch) -> FinalRead:
+        """The final envelope, and the head of each slice's results, in one round trip.
 
         A worker stores a slice's results before its envelope, and the chord
         callback runs after every slice's: an envelope that says success
         finds them all stored. Each slice gets an equal share of
         :data:`PREFETCH_BYTES` and only that much is read: a waiting lane
         holds no answer slot, so it must not hold a big output (those are
-        fetched in a slot, as before).
+        fetched in a slot). A batch cut into so many slices that a share is
+        below :data:`PREFETCH_MIN_SHARE` reads no heads.
         """
         share = PREFETCH_BYTES // max(1, dispatch.count)
         pipe = self.redis.pipeline(transaction=False)
@@ -288,9 +321,11 @@ class Settler:
             for ref in dispatch.slices:
                 pipe.getrange(keys.outcome_key(ref.task_id), 0, share - 1)
         meta, *heads = pipe.execute()
-        small = {ref.task_id: head for ref, head in zip(dispatch.slices, heads, strict=False)
-                 if 0 < len(head) < share}
-        return _decode(meta), small
+        if not heads:
+            return FinalRead(_decode(meta), {}, None)
+        read = list(zip(dispatch.slices, heads, strict=True))
+        small = {ref.task_id: head for ref, head in read if 0 < len(head) < share}
+        return FinalRead(_decode(meta), small, stored={ref.task_id for ref, head in read if head})
 
     def _deadlines(self, entry: ScriptEntry, dispatch: Dispatch, planned: bytes | None) -> Deadlines:
         """What this poll judges the batch's slices against."""

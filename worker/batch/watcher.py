@@ -8,9 +8,11 @@ of these ids changes, or when a lease lapses".
 
 So the shim has exactly one thread that owns one pub/sub connection. The
 Redis backend publishes every stored result on a channel named like its key
-(``celery-task-meta-<id>``); the watcher pattern-subscribes to amworker's ids
-once and sets the :class:`threading.Event` of whichever batch registered the
-id. Batch threads never touch the pub/sub connection. A waiter always checks
+(``celery-task-meta-<id>``), and a slice publishes on the channel named like
+its outcome key once its results are stored (``amworker:outcome:<id>``,
+usually a millisecond or two before Celery's); the watcher
+pattern-subscribes to both once and sets the :class:`threading.Event` of
+whichever batch registered the id. Batch threads never touch the pub/sub connection. A waiter always checks
 the stored state after registering and after every wake-up, so a message
 missed while Redis was away costs at most one check interval, never a hang.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import redis
 
@@ -32,14 +34,15 @@ log = logging.getLogger(__name__)
 class ResultWatcher:
     """One pub/sub listener fanning out "result stored" to registered waiters.
 
-    ``prefix`` is Celery's key (and channel) prefix for task results
-    (``keys.result_prefix(app.backend)``); a channel is the prefix and a task id.
+    ``prefixes`` are the channel prefixes to listen on: Celery's key (and
+    channel) prefix for task results (``keys.result_prefix(app.backend)``)
+    and :data:`keys.OUTCOME_PREFIX`; a channel is a prefix and a task id.
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, *, prefixes: Sequence[str]) -> None:
         self._client = client
-        self._prefix = prefix
-        self._pattern = prefix + "*"
+        self._prefixes = tuple(prefixes)
+        self._patterns = [prefix + "*" for prefix in self._prefixes]
         self._lock = threading.Lock()
         self._waiters: dict[str, set[threading.Event]] = {}
         self._stopping = threading.Event()
@@ -107,7 +110,7 @@ class ResultWatcher:
     def _listen(self) -> None:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py: unannotated
         try:
-            pubsub.psubscribe(self._pattern)
+            pubsub.psubscribe(*self._patterns)
             self.connected.set()
             self._wake_all()
             while not self._stopping.is_set():
@@ -119,10 +122,19 @@ class ResultWatcher:
                 channel = message["channel"]
                 if isinstance(channel, bytes):
                     channel = channel.decode("utf-8", "replace")
-                self._wake(channel[len(self._prefix):])
+                task_id = self._task_id(channel)
+                if task_id is not None:
+                    self._wake(task_id)
         finally:
             with contextlib.suppress(redis.RedisError, OSError):
                 pubsub.close()
+
+    def _task_id(self, channel: str) -> str | None:
+        """The task id a channel names, or ``None`` if it is none of ours."""
+        for prefix in self._prefixes:
+            if channel.startswith(prefix):
+                return channel[len(prefix):]
+        return None
 
 
 #: States Celery stores on the way to a result; nobody waits for them.

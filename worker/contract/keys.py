@@ -76,9 +76,21 @@ def answer_key(token: str) -> str:
     return f"{PREFIX}:answer:{token}"
 
 
+#: Prefix of :func:`outcome_key`: the channel a slice publishes on once its
+#: results are stored is named like the key, as Celery names its result channels.
+OUTCOME_PREFIX = f"{PREFIX}:outcome:"
+#: What a slice publishes there (the shim's watcher only needs the channel).
+OUTCOME_STORED = "stored"
+
+
 def outcome_key(task_id: str) -> str:
-    """A finished slice's results, stored by the slice (never sent over pub/sub)."""
-    return f"{PREFIX}:outcome:{task_id}"
+    """A finished slice's results, stored by the slice (never sent over pub/sub).
+
+    Its presence is what makes the slice finished: the shim answers from it
+    (see worker.batch.settling), and the slice publishes a short note on the
+    channel of the same name once it is stored.
+    """
+    return OUTCOME_PREFIX + task_id
 
 
 def outcome_more_key(task_id: str) -> str:
@@ -133,6 +145,15 @@ def result_prefix(backend: object) -> str:
     if not key.endswith(_PROBE_ID):
         raise ValueError(f"Celery's result key {key!r} does not end with the task id")
     return key.removesuffix(_PROBE_ID)
+
+
+def wake_prefixes(backend: object) -> tuple[str, str]:
+    """The prefixes of the channels a stored result is announced on: Celery's and a slice's own.
+
+    Celery publishes every result it stores on its key's channel; a slice
+    publishes on its outcome key's channel once its results are stored.
+    """
+    return result_prefix(backend), OUTCOME_PREFIX
 
 
 #: Message header naming the script entry a slice was planned for (a header,

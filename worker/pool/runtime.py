@@ -117,6 +117,12 @@ class WorkerRuntime:
         while True:
             attempt += 1
             try:
+                if attempt > 1 and self.redis.exists(keys.outcome_key(task_id)):
+                    # The last attempt's final write reached Redis and only
+                    # its reply was lost. The first part goes last, so every
+                    # part is there, and a lane may be reading them already:
+                    # writing the parts again would empty their list under it.
+                    return
                 self._write_outcome(task_id, first, rest, self._key_ttl(function))
                 return
             except redis.RedisError as exc:
@@ -143,7 +149,14 @@ class WorkerRuntime:
             for part in rest:
                 self.redis.rpush(more, part)
             self.redis.expire(more, ttl)
-        self.redis.set(keys.outcome_key(task_id), first, ex=ttl)
+        # The note on the channel named like the key wakes the waiting lane
+        # now, not when Celery has stored the slice's own result (1-2 ms
+        # later, and the lane would then need a second read): stored results
+        # are all a lane needs. One round trip for both.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.outcome_key(task_id), first, ex=ttl)
+        pipe.publish(keys.outcome_key(task_id), keys.OUTCOME_STORED)
+        pipe.execute()
 
     def _key_ttl(self, function: str) -> int:
         return lifetimes.key_ttl(self.settings, self.settings.options_for(function).time_limit)
