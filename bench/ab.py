@@ -9,10 +9,11 @@ instance ``git worktree add /tmp/base main``; both run in this interpreter's
 environment, so a change of dependencies is not what this compares.
 
 Workloads, as in ``make bench``: ``w1`` (one 128-task no-op batch at a time,
-five a turn), ``w2`` (16 such batches in flight, one round a turn) and
-``w3`` (16 tasks hashing 32 MiB each, cut in two slices and in one, the
-speedup being their ratio; three of each kind back to back a turn, the
-first not kept). Results are printed; nothing is written.
+five a turn), ``w2`` (16 such batches in flight, one round a turn), ``w3``
+(16 tasks hashing 32 MiB each, cut in two slices and in one, the speedup
+being their ratio; three of each kind back to back a turn, the first not
+kept) and ``w5`` (the shim's peak RSS through 64 batches of big outputs, a
+fresh shim a turn). Results are printed; nothing is written.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import dataclasses
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class Side:
 
     name: str
     stack: services.Stack
+    #: The side's shim (W5 replaces it with a fresh one each turn).
+    shim: services.Proc | None = None
     measured: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -48,22 +51,28 @@ class Side:
         self.errors += errors
 
 
-def _w1(server: str, sizes: Sizes) -> tuple[dict[str, list[float]], list[str]]:
-    measured = workloads.w1_latency(server, dataclasses.replace(sizes, w1_runs=5), rows=True)
+#: What one turn of a workload adds to a side: numbers by measure, and errors.
+Turn = tuple[dict[str, list[float]], list[str]]
+
+
+def _w1(side: Side, sizes: Sizes) -> Turn:
+    measured = workloads.w1_latency(side.stack.server, dataclasses.replace(sizes, w1_runs=5), rows=True)
     return {"W1 latency (ms)": [v * 1000 for v in measured.values]}, measured.errors
 
 
-def _w2(server: str, sizes: Sizes) -> tuple[dict[str, list[float]], list[str]]:
-    measured = workloads.w2_throughput(server, dataclasses.replace(sizes, w2_rounds=1), rows=True)
+def _w2(side: Side, sizes: Sizes) -> Turn:
+    measured = workloads.w2_throughput(side.stack.server, dataclasses.replace(sizes, w2_rounds=1),
+                                       rows=True)
     return {"W2 throughput (tasks/s)": measured.values}, measured.errors
 
 
-def _w3(server: str, sizes: Sizes) -> tuple[dict[str, list[float]], list[str]]:
+def _w3(side: Side, sizes: Sizes) -> Turn:
     # As in make bench, each kind's batches run back to back, so each pays
     # the tail of one of its own kind (the chord's bookkeeping runs on after
     # the answer, into the next batch): the first of a run pays the other
     # kind's tail, and is not kept.
     three = dataclasses.replace(sizes, w3_runs=3)
+    server = side.stack.server
     split = workloads.w3_runs(server, systems.SHA256, three, sizes.w3_mebibytes)
     single = workloads.w3_runs(server, systems.SHA256_SINGLE, three, sizes.w3_mebibytes)
     return ({"W3 two slices (ms)": [v * 1000 for v in split.values[1:]],
@@ -71,7 +80,17 @@ def _w3(server: str, sizes: Sizes) -> tuple[dict[str, list[float]], list[str]]:
             split.errors + single.errors)
 
 
-WORKLOADS = {"w1": _w1, "w2": _w2, "w3": _w3}
+def _w5(side: Side, sizes: Sizes) -> Turn:
+    # As in make bench: a fresh shim each turn, so its peak is this turn's.
+    if side.shim is not None:
+        systems.stop([side.shim])
+    side.shim = side.stack.shim(functions=len(systems.FUNCTIONS))
+    workloads.warm_up(side.stack.server, systems.NOOP, "x", batches=systems.cores() * 2, tasks=4)
+    measured = workloads.w5_large_outputs(side.stack.server, sizes)
+    return {"W5 shim peak RSS (MB)": [systems.peak_rss_mb(side.shim.pid)]}, measured.errors
+
+
+WORKLOADS: dict[str, Callable[[Side, Sizes], Turn]] = {"w1": _w1, "w2": _w2, "w3": _w3, "w5": _w5}
 
 
 @contextlib.contextmanager
@@ -85,16 +104,15 @@ def _side(name: str, root: Path, workdir: Path, database_url: str) -> Iterator[S
     with services.stack(workdir, scripts=systems.SCRIPTS_PACKAGE, modules_file=systems.MODULES_FILE,
                         env=env, database_url=database_url) as stack:
         stack.use_checkout(root)
-        started = [stack.celery_worker("bench-pool", concurrency=systems.cores()),
-                   stack.shim(functions=len(systems.FUNCTIONS))]
-        for proc in started:
+        shim = stack.shim(functions=len(systems.FUNCTIONS))
+        for proc in (stack.celery_worker("bench-pool", concurrency=systems.cores()), shim):
             # A process's working directory is the first place it imports from.
             if Path(f"/proc/{proc.pid}/cwd").resolve() != root:
                 raise RuntimeError(f"{name}: {proc.name} does not run in {root}")
         workloads.warm_up(stack.server, systems.NOOP, "x", batches=systems.cores() * 2, tasks=4)
         for function in (systems.SHA256, systems.SHA256_SINGLE):
             workloads.warm_up(stack.server, function, "1", batches=1, tasks=FULL.w3_tasks)
-        yield Side(name, stack)
+        yield Side(name, stack, shim)
 
 
 def compare(base: Path, workload: str, rounds: int) -> list[Side]:
@@ -107,7 +125,7 @@ def compare(base: Path, workload: str, rounds: int) -> list[Side]:
         payloads.use_database(database_url)
         with (_side("base", base.resolve(), Path(tmp) / "base", database_url) as before,
               _side("this", services.ROOT, Path(tmp) / "this", database_url) as after):
-            take_turns([before, after], rounds, lambda side: side.keep(*run(side.stack.server, FULL)))
+            take_turns([before, after], rounds, lambda side: side.keep(*run(side, FULL)))
             return [before, after]
 
 

@@ -15,9 +15,9 @@ NO_STACK: Any = None
 
 
 def test_each_measure_shows_both_medians_and_this_against_the_base() -> None:
-    base = Side("base", NO_STACK, {"W3 two slices (ms)": [170.0, 180.0, 160.0],
+    base = Side("base", NO_STACK, measured={"W3 two slices (ms)": [170.0, 180.0, 160.0],
                                    "W3 one slice (ms)": [340.0]})
-    this = Side("this", NO_STACK, {"W3 two slices (ms)": [150.0, 140.0, 160.0],
+    this = Side("this", NO_STACK, measured={"W3 two slices (ms)": [150.0, 140.0, 160.0],
                                    "W3 one slice (ms)": [330.0]})
 
     lines = report([base, this]).splitlines()
@@ -27,8 +27,8 @@ def test_each_measure_shows_both_medians_and_this_against_the_base() -> None:
 
 
 def test_a_side_that_measured_nothing_reads_as_a_dash_and_its_errors_follow() -> None:
-    base = Side("base", NO_STACK, {"W1 latency (ms)": [14.0, 12.0]})
-    this = Side("this", NO_STACK, {}, ["W1: 3 of 128 tasks without a result"])
+    base = Side("base", NO_STACK, measured={"W1 latency (ms)": [14.0, 12.0]})
+    this = Side("this", NO_STACK, errors=["W1: 3 of 128 tasks without a result"])
 
     lines = report([base, this]).splitlines()
 
