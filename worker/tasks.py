@@ -180,8 +180,8 @@ def collect(self: Task[..., dict[str, object]], function: str, batch: str,
     batches itself, see worker.batch.settling). A slice without a readable
     envelope raises :class:`~worker.contract.records.RecordError`, unless the
     shim has answered the batch already (its answer record exists): the
-    lane wakes on every slice's result, so it usually answers from the
-    slices and tidies their envelopes away before this runs. Nothing is left
+    lane wakes on every slice's stored results, so it usually answers from
+    them and tidies the envelopes away before this runs. Nothing is left
     to combine then, and nothing is wrong.
     """
     message = CollectMessage.from_kwargs({"function": function, "batch": batch, "slices": slices})

@@ -12,9 +12,10 @@ Redis backend publishes every stored result on a channel named like its key
 its outcome key once its results are stored (``amworker:outcome:<id>``,
 usually a millisecond or two before Celery's); the watcher
 pattern-subscribes to both once and sets the :class:`threading.Event` of
-whichever batch registered the id. Batch threads never touch the pub/sub connection. A waiter always checks
-the stored state after registering and after every wake-up, so a message
-missed while Redis was away costs at most one check interval, never a hang.
+whichever batch registered the id. Batch threads never touch the pub/sub
+connection. A waiter always checks the stored state after registering and
+after every wake-up, so a message missed while Redis was away costs at most
+one check interval, never a hang.
 """
 
 from __future__ import annotations

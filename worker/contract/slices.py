@@ -12,7 +12,7 @@
   :func:`encode_result_parts` cuts results too big for one Redis value.
 * :class:`CollectMessage` / :class:`CollectEnvelope`: the same for the chord
   callback, which says every slice reported (the shim usually has its
-  answer by then: it wakes on each slice's result).
+  answer by then: it wakes on each slice's stored results).
 
 Every ``from_json`` raises :class:`~worker.contract.records.RecordError`.
 """
