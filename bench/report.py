@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import brokers, report_more
+from bench import brokers, cpu, report_more
 from bench.report_more import Row, bar_text, stock_measured, times
 
 #: The systems W1 and W2 measure, in table and chart order.
@@ -208,6 +208,19 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
         brokers.table(raw.get("brokers", {"reason": "not measured in this run"})),
         "",
     ]
+    if raw.get("w2_cpu"):
+        parts += [
+            "## W2's CPU, by process",
+            "",
+            f"CPU time each system's processes spent in W2's timed rounds, per batch of "
+            f"{raw['sizes']['w2_tasks']} no-op tasks (`bench/cpu.py`: `/proc/<pid>/stat`, pool "
+            "processes that were recycled included). With all of W2's batches in flight the "
+            "cores are busy, so throughput follows this. gearmand, Redis and the bench's own "
+            "client (which submits the batches and inserts their rows) are not counted.",
+            "",
+            cpu.table(raw["w2_cpu"]),
+            "",
+        ]
     errors = {k: v for k, v in raw["errors"].items() if v}
     errors.update({f"amworker on {broker}": v
                    for broker, v in raw.get("brokers", {}).get("errors", {}).items() if v})

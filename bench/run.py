@@ -9,7 +9,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import brokers, ceiling, memory, payloads, scale, statements, stock_run, systems, w7, workloads
+from bench import (
+    brokers,
+    ceiling,
+    cpu,
+    memory,
+    payloads,
+    scale,
+    statements,
+    stock_run,
+    systems,
+    w7,
+    workloads,
+)
 from bench.machine import describe
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256, SHA256_SINGLE
@@ -87,6 +99,10 @@ class _Turn:
     rows: bool  # whether its batches get Tasks rows (the floor writes none)
     roots: dict[str, int]  # W9's process-tree roots
     peak: dict[str, Any] | None = None  # W9: the sample of highest PSS over its sampled rounds
+    meter: cpu.Meter = dataclasses.field(init=False)  # W2's timed rounds: CPU by process
+
+    def __post_init__(self) -> None:
+        self.meter = cpu.Meter(self.roots)
 
     def keep(self, sampled: dict[str, Any]) -> None:
         """Keep the higher-PSS of the peak so far and ``sampled``; count every sample."""
@@ -152,8 +168,9 @@ def _by_turns(turns: list[_Turn], sizes: Sizes, raw: dict[str, Any]) -> None:
             turn.server, one_run, rows=turn.rows))
 
     def w2(turn: _Turn) -> None:
-        raw["w2"][turn.name] += _note(raw, turn.name, workloads.w2_throughput(
-            turn.server, one_round, rows=turn.rows))
+        with turn.meter.measuring(sizes.w2_batches):
+            measured = workloads.w2_throughput(turn.server, one_round, rows=turn.rows)
+        raw["w2"][turn.name] += _note(raw, turn.name, measured)
 
     def w9(turn: _Turn) -> None:
         # The sampler's reads slow what they sample: these rounds' throughput is not kept.
@@ -166,6 +183,7 @@ def _by_turns(turns: list[_Turn], sizes: Sizes, raw: dict[str, Any]) -> None:
     take_turns(turns, sizes.w9_rounds, w9)
     for turn in turns:
         raw.setdefault("w9", {})[turn.name] = turn.peak
+        raw.setdefault("w2_cpu", {})[turn.name] = turn.meter.result()
 
 
 def _inprocess_rest(server: str, procs: list[services.Proc], sizes: Sizes,

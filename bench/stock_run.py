@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench import memory, scale, stock, systems, workloads
+from bench import cpu, memory, scale, stock, systems, workloads
 from bench.sizes import Sizes
 from bench.systems import NOOP, SHA256
 from harness.services import Stack
@@ -38,8 +38,11 @@ def measure(stack: Stack, sizes: Sizes, raw: dict[str, Any], am_src: Path | None
     workloads.warm_up(stack.server, NOOP, "x", batches=1, tasks=4)
     w1 = workloads.w1_latency(stack.server, sizes, rows=True)
     raw["w1"]["stock"] = w1.values
-    w2 = workloads.w2_throughput(stack.server, sizes, rows=True)
+    meter = cpu.Meter({"stock": proc.pid})
+    with meter.measuring(sizes.w2_batches * sizes.w2_rounds):
+        w2 = workloads.w2_throughput(stack.server, sizes, rows=True)
     raw["w2"]["stock"] = w2.values
+    raw.setdefault("w2_cpu", {})["stock"] = meter.result()
     # W9 in rounds of its own, as for the other systems (bench.run._by_turns).
     with memory.Sampler({"stock": proc.pid}) as sampler:
         w9 = workloads.w2_throughput(stack.server, dataclasses.replace(

