@@ -85,13 +85,18 @@ def per_batch_ms(entry: dict[str, Any]) -> dict[str, float]:
     return {key: 1000 * value / batches for key, value in entry["seconds"].items() if value > 0}
 
 
-#: What each role is called in the table.
+#: What each role is called in the table, in the order a batch meets them.
 NAMES = {"shim": "shim", "celery": "Celery main", "celery child": "pool processes",
          "inprocess": "workers", "floor": "workers", "stock": "main process",
          "stock child": "its children"}
 
 #: Systems in table order, and what the table calls them.
 SYSTEMS = {"amworker": "amworker", "inprocess": "in-process", "floor": "floor", "stock": "stock"}
+
+
+def _in_path_order(key: str) -> tuple[int, str]:
+    order = list(NAMES)
+    return (order.index(key) if key in NAMES else len(order), key)
 
 
 def table(raw: dict[str, Any]) -> str:
@@ -105,7 +110,8 @@ def table(raw: dict[str, Any]) -> str:
         if name not in measured:
             continue
         total = sum(measured[name].values())
-        parts = ", ".join(f"{NAMES.get(key, key)} {ms:.2f} ms" for key, ms in measured[name].items())
+        roles = sorted(measured[name], key=_in_path_order)
+        parts = ", ".join(f"{NAMES.get(key, key)} {measured[name][key]:.2f} ms" for key in roles)
         versus = f"{total / base:.2f}×" if base and name != "inprocess" else "—"
         lines.append(f"| {label} | {total:.2f} ms | {parts or '—'} | {versus} |")
     return "\n".join(lines)
