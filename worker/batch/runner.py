@@ -79,7 +79,12 @@ class AnswerSlots:
 
 
 #: Lanes that may hold a fetched answer at once (see :class:`AnswerSlots`).
-ANSWER_SLOTS = 4
+#: Decoding and encoding hold the GIL, so more slots would not answer
+#: faster; two still let one lane's fetch wait on Redis while another
+#: encodes. Two instead of four kept W2's throughput (14,886 against 13,738
+#: tasks/s, 16 rounds each by turns) and, with the fixed mmap threshold
+#: (service.tune_malloc), lowered W5's worst shim from 59.6 to 56.0 MB.
+ANSWER_SLOTS = 2
 
 
 class BatchRunner:
