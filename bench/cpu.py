@@ -1,17 +1,18 @@
 """W2's CPU, by process: what each process of a system spends on a batch.
 
 W2 says how many tasks a second a system answers. With all of W2's batches
-in flight the host's cores are busy, so that rate follows the CPU a system
-spends per batch; this splits that CPU by process (amworker's shim, Celery's
+in flight the cores are busy, so the CPU a system spends per batch bounds
+its throughput; this splits that CPU by process (amworker's shim, Celery's
 main process and its pool processes; each baseline's workers; the stock
-worker and its children), measured over the same timed rounds. A miss can
-then be read as where the time goes, in the run that reports it.
+worker and its children), over the same timed rounds. A miss can then be
+read as where the time goes, in the run that reports it.
 
-The kernel's accounting in ``/proc/<pid>/stat`` counts in clock ticks (10 ms
-here); summed over every round of every batch, that step is well under 1 %
-of what is measured. A process that exits during a round (a recycled pool
-process) still counts: once waited for, its time moves to its parent's
-"children" time, which is read too.
+The kernel reports CPU time in clock ticks (1/100 s on Linux), so each
+round's difference is off by up to a tick or two per process; summed over
+W2's rounds that is 1-2 % of what amworker's or in-process's processes
+spend, and more of the floor's, which spend little. A process that exits
+during a round (a recycled pool process) still counts: once waited for, its
+time is in its parent's "children" time, which is read too.
 """
 
 from __future__ import annotations
@@ -23,34 +24,68 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import memory
+from bench.report_more import LABELS, SYSTEMS
 from harness import procstat
 
-#: A descendant's role: its tree's role and this suffix (as W9 names them).
+#: A descendant's share is named after its tree's label with this suffix (as W9 names them).
 CHILD = " child"
 
+#: Times a tree is read again when one of its processes was waited for mid-read.
+READ_ATTEMPTS = 5
 
-def role(label: str) -> str:
-    """A process's label without its index, so a baseline's workers add up: ``inprocess-1``."""
-    return re.sub(r"-\d+$", "", label)
+
+def role(key: str) -> str:
+    """A reading's key without a baseline worker's index: ``inprocess-1 child`` -> ``inprocess child``."""
+    label, child = (key[: -len(CHILD)], CHILD) if key.endswith(CHILD) else (key, "")
+    return re.sub(r"-\d+$", "", label) + child
 
 
 def read(roots: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far by role: each root's own, and all its descendants' (``<role> child``).
+    """CPU seconds so far of each root (by label) and of all its descendants (``<label> child``).
 
-    A process that is gone by the time it is read is left out; :meth:`Meter.measuring`
-    keeps only roles read both before and after.
+    A root that is gone is left out; :meth:`Meter.measuring` keeps only the
+    keys read both before and after.
     """
     found: dict[str, float] = {}
     for label, root in roots.items():
-        name = role(label)
-        for pid in memory.tree([root]):
-            key = name if pid == root else name + CHILD
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                found[key] = found.get(key, 0.0) + procstat.cpu_seconds(pid)
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                reaped = procstat.reaped_children_cpu_seconds(pid)
-                found[name + CHILD] = found.get(name + CHILD, 0.0) + reaped
+        reading = _read_tree(root)
+        if reading is not None:
+            found[label], found[label + CHILD] = reading
     return found
+
+
+def _read_tree(root: int) -> tuple[float, float] | None:
+    """The root's own CPU seconds and its descendants', alive or waited for.
+
+    A process waited for while its tree is read would be missed (its parent
+    read before, itself read after it was gone). The tree is read parents
+    first, then every process's waited-for time again: if one moved, the
+    tree is read anew.
+    """
+    reading = None
+    for _ in range(READ_ATTEMPTS):
+        pids = memory.tree([root])  # each parent before its children
+        times = {pid: _times(pid) for pid in pids}
+        if times[root] is None:
+            return None
+        own, _ = times[root]
+        descendants = sum(t[0] for pid, t in times.items() if t is not None and pid != root)
+        reaped = sum(t[1] for t in times.values() if t is not None)
+        reading = own, descendants + reaped
+        if all(_reaped(pid) == (t[1] if t else None) for pid, t in times.items()):
+            return reading
+    return reading  # still moving: as good as a single read
+
+
+def _times(pid: int) -> tuple[float, float] | None:
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return procstat.cpu_times(pid)
+    return None
+
+
+def _reaped(pid: int) -> float | None:
+    times = _times(pid)
+    return None if times is None else times[1]
 
 
 @dataclass
@@ -58,6 +93,7 @@ class Meter:
     """The CPU a system's processes spent over the rounds measured, and how many batches."""
 
     roots: dict[str, int]
+    #: By reading key (root label, and ``<label> child``).
     seconds: dict[str, float] = field(default_factory=dict)
     batches: int = 0
 
@@ -72,9 +108,12 @@ class Meter:
         self.batches += batches
 
     def result(self) -> dict[str, Any]:
-        """JSON-safe: batches measured and CPU seconds by role."""
+        """JSON-safe: batches measured and CPU seconds by role (a baseline's workers added up)."""
+        by_role: dict[str, float] = {}
+        for key, value in self.seconds.items():
+            by_role[role(key)] = by_role.get(role(key), 0.0) + value
         return {"batches": self.batches,
-                "seconds": {key: round(value, 3) for key, value in sorted(self.seconds.items())}}
+                "seconds": {key: round(value, 3) for key, value in sorted(by_role.items())}}
 
 
 def per_batch_ms(entry: dict[str, Any]) -> dict[str, float]:
@@ -90,9 +129,6 @@ NAMES = {"shim": "shim", "celery": "Celery main", "celery child": "pool processe
          "inprocess": "workers", "floor": "workers", "stock": "main process",
          "stock child": "its children"}
 
-#: Systems in table order, and what the table calls them.
-SYSTEMS = {"amworker": "amworker", "inprocess": "in-process", "floor": "floor", "stock": "stock"}
-
 
 def _in_path_order(key: str) -> tuple[int, str]:
     order = list(NAMES)
@@ -101,17 +137,14 @@ def _in_path_order(key: str) -> tuple[int, str]:
 
 def table(raw: dict[str, Any]) -> str:
     """Markdown: each system's CPU per batch during W2, in all and by process."""
-    measured = {name: per_batch_ms(entry) for name, entry in raw.items()
-                if name in SYSTEMS and entry["batches"]}
+    measured = {name: per_batch_ms(raw[name]) for name in SYSTEMS
+                if name in raw and raw[name]["batches"]}
     base = sum(measured.get("inprocess", {}).values())
     lines = ["| system | CPU per batch, all its processes | by process | vs in-process |",
              "|---|---|---|---|"]
-    for name, label in SYSTEMS.items():
-        if name not in measured:
-            continue
-        total = sum(measured[name].values())
-        roles = sorted(measured[name], key=_in_path_order)
-        parts = ", ".join(f"{NAMES.get(key, key)} {measured[name][key]:.2f} ms" for key in roles)
-        versus = f"{total / base:.2f}×" if base and name != "inprocess" else "—"
-        lines.append(f"| {label} | {total:.2f} ms | {parts or '—'} | {versus} |")
+    for name, spent in measured.items():
+        parts = ", ".join(f"{NAMES.get(key, key)} {spent[key]:.1f} ms"
+                          for key in sorted(spent, key=_in_path_order))
+        versus = f"{sum(spent.values()) / base:.2f}×" if base and name != "inprocess" else "—"
+        lines.append(f"| {LABELS[name]} | {sum(spent.values()):.1f} ms | {parts or '—'} | {versus} |")
     return "\n".join(lines)

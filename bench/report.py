@@ -215,8 +215,9 @@ def markdown(raw: dict[str, Any], found: list[Row], chart: str, command: str) ->
             f"CPU time each system's processes spent in W2's timed rounds, per batch of "
             f"{raw['sizes']['w2_tasks']} no-op tasks (`bench/cpu.py`: `/proc/<pid>/stat`, pool "
             "processes that were recycled included). With all of W2's batches in flight the "
-            "cores are busy, so throughput follows this. gearmand, Redis and the bench's own "
-            "client (which submits the batches and inserts their rows) are not counted.",
+            "cores are busy, so the CPU a system spends per batch bounds its throughput. "
+            "gearmand, Redis and the bench's own client (which submits the batches and inserts "
+            "their rows) are not counted.",
             "",
             cpu.table(raw["w2_cpu"]),
             "",

@@ -97,7 +97,7 @@ class _Turn:
     name: str
     server: str
     rows: bool  # whether its batches get Tasks rows (the floor writes none)
-    roots: dict[str, int]  # W9's process-tree roots
+    roots: dict[str, int]  # the process trees W9 samples and W2's CPU is read from
     peak: dict[str, Any] | None = None  # W9: the sample of highest PSS over its sampled rounds
     meter: cpu.Meter = dataclasses.field(init=False)  # W2's timed rounds: CPU by process
 

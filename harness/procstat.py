@@ -28,20 +28,18 @@ def reset_peak_rss(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process so far, all its threads."""
-    fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_times(pid)[0]
 
 
-def reaped_children_cpu_seconds(pid: int) -> float:
-    """User and system CPU time of the process's children that exited and were waited for.
+def cpu_times(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process so far, and of its children that exited and were waited for.
 
-    A child's own reaped children are in it too: the kernel adds them up the
-    tree as each one is waited for.
+    Both from one read of ``/proc/<pid>/stat``, so a child waited for in
+    between is never in both or neither. A child's own reaped children are
+    in its share: the kernel adds them up the tree as each one is waited for.
     """
-    fields = _stat_fields(pid)
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """``/proc/<pid>/stat`` after the command name (which may hold spaces and parentheses)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3 of proc(5), so utime (14),
+    # stime (15), cutime (16) and cstime (17) are 11 to 14 here.
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick

@@ -9,6 +9,7 @@ calls, with and without :func:`worker.batch.service.tune_malloc`.
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -57,8 +58,11 @@ print(resident_kib() - before - 100 * len(kept))
 
 
 def resident_after_free_kib(mode: str) -> int:
+    # glibc reads its own tunables from the environment: none may decide for it.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
-                          timeout=30, check=True)
+                          timeout=30, check=True, env=env)
     return int(done.stdout)
 
 

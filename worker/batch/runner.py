@@ -81,9 +81,7 @@ class AnswerSlots:
 #: Lanes that may hold a fetched answer at once (see :class:`AnswerSlots`).
 #: Decoding and encoding hold the GIL, so more slots would not answer
 #: faster; two still let one lane's fetch wait on Redis while another
-#: encodes. Two instead of four kept W2's throughput (14,886 against 13,738
-#: tasks/s, 16 rounds each by turns) and, with the fixed mmap threshold
-#: (service.tune_malloc), lowered W5's worst shim from 59.6 to 56.0 MB.
+#: encodes (measured in bench/analysis.md, round twelve).
 ANSWER_SLOTS = 2
 
 

@@ -130,14 +130,14 @@ def tune_malloc(arenas: int = 2) -> None:
       handle answers of similar size in turn, so a few shared arenas serve
       them as well.
     - Big blocks: glibc maps a block of 128 KiB or more on its own and
-      unmaps it when freed, but each time it frees one it raises that
-      threshold to the block's size. After the first answer of a megabyte,
-      every later one came from the heap, where its freed pieces stayed
-      resident between answers. Fixing the threshold at its default keeps
-      every answer-sized buffer (the Redis reply, the decoded results, the
-      encoded answer) mapped and given back: with two answer slots, W5's
-      shim peaked at 52.6-56.0 MB over 20 fresh shims, against 53.9-59.6
-      MB before, by turns on one host.
+      unmaps it when freed, but on freeing one it raises the threshold to
+      that block's size (up to 32 MiB). After the first answer of a
+      megabyte, later answer-sized buffers came from the heap, and their
+      freed pieces stayed resident between answers. Fixed at its default,
+      the threshold keeps every buffer of 128 KiB or more (the Redis reply
+      holding a slice's results, the JSON text decoded from it, the encoded
+      answer) mapped on its own and given back when freed. Measured in
+      bench/analysis.md, round twelve.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
