@@ -66,9 +66,10 @@ def _read_tree(root: int) -> tuple[float, float] | None:
     for _ in range(READ_ATTEMPTS):
         pids = memory.tree([root])  # each parent before its children
         times = {pid: _times(pid) for pid in pids}
-        if times[root] is None:
+        root_times = times[root]
+        if root_times is None:
             return None
-        own, _ = times[root]
+        own = root_times[0]
         descendants = sum(t[0] for pid, t in times.items() if t is not None and pid != root)
         reaped = sum(t[1] for t in times.values() if t is not None)
         reading = own, descendants + reaped
