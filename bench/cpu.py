@@ -65,27 +65,36 @@ def _read_tree(root: int) -> tuple[float, float] | None:
     reading = None
     for _ in range(READ_ATTEMPTS):
         pids = memory.tree([root])  # each parent before its children
-        times = {pid: _times(pid) for pid in pids}
-        root_times = times[root]
-        if root_times is None:
+        times = _times(pids)
+        if times[root] is None:
             return None
-        own = root_times[0]
-        descendants = sum(t[0] for pid, t in times.items() if t is not None and pid != root)
-        reaped = sum(t[1] for t in times.values() if t is not None)
-        reading = own, descendants + reaped
-        if all(_reaped(pid) == (t[1] if t else None) for pid, t in times.items()):
+        reading = _sum(times, root)
+        if [_reaped(t) for t in _times(pids).values()] == [_reaped(t) for t in times.values()]:
             return reading
     return reading  # still moving: as good as a single read
 
 
-def _times(pid: int) -> tuple[float, float] | None:
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        return procstat.cpu_times(pid)
-    return None
+Times = dict[int, tuple[float, float] | None]
 
 
-def _reaped(pid: int) -> float | None:
-    times = _times(pid)
+def _times(pids: list[int]) -> Times:
+    """Each process's own and waited-for CPU seconds; None for one that is gone."""
+    found: Times = {}
+    for pid in pids:
+        found[pid] = None
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            found[pid] = procstat.cpu_times(pid)
+    return found
+
+
+def _sum(times: Times, root: int) -> tuple[float, float]:
+    """The root's own seconds, and its descendants' (alive, and every process's waited-for)."""
+    own = sum(t[0] for pid, t in times.items() if t is not None and pid == root)
+    rest = sum(t[0] for pid, t in times.items() if t is not None and pid != root)
+    return own, rest + sum(t[1] for t in times.values() if t is not None)
+
+
+def _reaped(times: tuple[float, float] | None) -> float | None:
     return None if times is None else times[1]
 
 
@@ -131,9 +140,12 @@ NAMES = {"shim": "shim", "celery": "Celery main", "celery child": "pool processe
          "stock child": "its children"}
 
 
+#: Each named role's place in the table; others follow, by name.
+_ORDER = {key: place for place, key in enumerate(NAMES)}
+
+
 def _in_path_order(key: str) -> tuple[int, str]:
-    order = list(NAMES)
-    return (order.index(key) if key in NAMES else len(order), key)
+    return _ORDER.get(key, len(_ORDER)), key
 
 
 def table(raw: dict[str, Any]) -> str:
