@@ -77,6 +77,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # PUBLISH before its script could start (bench/results/roundtrips.md).
         "task_track_started": False,
         "worker_send_task_events": True,
+        # Published in batches (worker.pool.events), not one publish per slice.
+        "worker_consumer": "worker.pool.events:BatchingEventsConsumer",
         "task_send_sent_event": True,
         # So stored results hold no argv or kwargs: only status and the small
         # envelope a slice returns (its results have their own key).

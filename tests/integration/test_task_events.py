@@ -1,0 +1,132 @@
+"""A real worker publishes its task events a few at a time, and every one arrives.
+
+What Flower shows comes from these events (test_flower.py checks it shows
+them); here the raw publishes on the broker's event channel are read. The
+worker flushes its buffered events on a timer (worker.pool.events), so two
+publishes are at least ``FLUSH_SECONDS`` apart: a batch's fifteen events
+arrive in a handful of publishes, not one each.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from harness.services import Stack, stack, wait_until
+from tests.integration.ops import run_batch, write_modules
+from worker.pool.events import FLUSH_SECONDS
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+WORKER_EVENTS = ("task-received", "task-started", "task-succeeded")
+#: How a slice ends, as the worker reports it.
+ENDINGS = ("task-succeeded", "task-failed")
+
+
+class EventTap:
+    """Every publish on the broker's event channels, with when it arrived."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.publishes: list[tuple[float, list[dict[str, Any]]]] = []
+        # Kept: redis-py closes a client's connections, the pub/sub one too,
+        # when the client is collected.
+        self._client = client
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub.psubscribe("*celeryev*")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._pubsub.get_message(timeout=0.1)
+            if message is not None and message["type"] == "pmessage":
+                self.publishes.append((time.monotonic(), _events(message["data"])))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._pubsub.close()
+
+
+def _events(data: bytes) -> list[dict[str, Any]]:
+    """The events in one kombu message: a list for grouped ones, else one."""
+    envelope = json.loads(data)
+    body = envelope["body"]
+    if envelope.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    decoded = json.loads(body)
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
+@pytest.fixture
+def deployed(tmp_path: Path) -> Iterator[Stack]:
+    modules = write_modules(tmp_path / "modules.ini", {"sliced_v0.0": "sliced"})
+    with stack(tmp_path, modules_file=modules) as running:
+        running.celery_worker("events-it", concurrency=2)
+        running.shim(functions=1)
+        yield running
+
+
+def _worker_events(tap: EventTap) -> list[tuple[float, list[dict[str, Any]]]]:
+    """The tap's publishes that carry the worker's task events, with only those."""
+    kinds = {*WORKER_EVENTS, *ENDINGS}
+    return [(at, [e for e in events if e.get("type") in kinds])
+            for at, events in list(tap.publishes)
+            if any(e.get("type") in kinds for e in events)]
+
+
+def _seen(tap: EventTap) -> set[tuple[str, str]]:
+    """(task id, event type) of every worker event the tap has read."""
+    return {(e["uuid"], e["type"]) for _, events in _worker_events(tap) for e in events}
+
+
+def test_a_batchs_task_events_all_arrive_in_few_publishes(deployed: Stack) -> None:
+    tap = EventTap(deployed.redis)
+    try:
+        results = run_batch(deployed.server, "sliced_v0.0", tasks=8)
+        assert [r.exit_code for r in results] == [0] * 8
+        # Four slices and the chord's callback, each received, started and succeeded.
+        wait_until(lambda: len(_seen(tap)) >= 15, timeout=30, what="the worker's 15 task events",
+                   interval=0.05)
+    finally:
+        tap.close()
+    publishes = _worker_events(tap)
+    tasks = {uuid for uuid, _ in _seen(tap)}
+    assert sorted(uuid.rsplit(":", 1)[1] for uuid in tasks) == [
+        "collect", *(f"slice-{i}-of-4" for i in range(1, 5))], tasks
+    assert _seen(tap) == {(uuid, kind) for uuid in tasks for kind in WORKER_EVENTS}
+    # Flushes are more than FLUSH_SECONDS apart; allow the tap 20 ms of jitter.
+    span = publishes[-1][0] - publishes[0][0]
+    assert len(publishes) <= (span + 0.02) / FLUSH_SECONDS + 1, (len(publishes), span)
+    assert len(publishes) < 15, len(publishes)
+
+
+def test_events_waiting_for_the_timer_are_published_when_the_worker_stops(deployed: Stack) -> None:
+    tap = EventTap(deployed.redis)
+    try:
+        results = run_batch(deployed.server, "sliced_v0.0", tasks=8)
+        # The batch is answered once the last slice stored its results: how
+        # its slices ended is still in the worker, waiting for the timer.
+        # (The harness stops the worker's whole process group, so a slice
+        # whose pool process had not yet reported to Celery ends as failed,
+        # worker lost: an ending all the same.)
+        worker = next(p for p in deployed.procs if p.name.startswith("events-it"))
+        assert worker.stop() == 0, worker.output()[-3000:]
+        assert [r.exit_code for r in results] == [0] * 8
+
+        def ended() -> set[str]:
+            return {uuid.rsplit(":", 1)[1] for uuid, kind in _seen(tap) if kind in ENDINGS}
+
+        wait_until(lambda: ended() >= {f"slice-{i}-of-4" for i in range(1, 5)}, timeout=10,
+                   what=f"how every slice ended: {sorted(_seen(tap))}", interval=0.05)
+    finally:
+        tap.close()
