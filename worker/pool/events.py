@@ -6,18 +6,24 @@ the end of every turn of its event loop, which on a busy worker is one
 broker round trip per event: a third of the main process's CPU on W2
 (bench/analysis.md, round thirteen). Here the first event buffered starts a
 timer and the events buffered meanwhile go out with it, in one publish:
-what Flower shows is late by at most :data:`FLUSH_SECONDS`.
+Flower shows them about :data:`FLUSH_SECONDS` later than it would have.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from celery.worker.consumer import Consumer
 
-#: The longest a task event waits in the worker before it is published.
+#: How long the first task event buffered waits for others before they are published.
 FLUSH_SECONDS = 0.05
+
+
+class TimerEntry(Protocol):
+    """What the event loop's ``call_later`` returns (kombu's timer ``Entry``)."""
+
+    canceled: bool
 
 
 class FlushTimer:
@@ -25,25 +31,26 @@ class FlushTimer:
 
     ``call_later(delay, callback)`` is the event loop's timer. Requests made
     while a flush is pending join it; the next request after it ran starts a
-    new one, so flushes are always more than ``delay`` apart.
+    new one, so the timer's flushes are always more than ``delay`` apart. A
+    pending timer that was cancelled (the consumer cancels its connection's
+    timers when the connection is lost) is started again, never waited on.
     """
 
-    def __init__(self, call_later: Callable[[float, Callable[[], None]], Any],
+    def __init__(self, call_later: Callable[[float, Callable[[], None]], TimerEntry],
                  flush: Callable[[], None], delay: float = FLUSH_SECONDS) -> None:
         self._call_later = call_later
         self._flush = flush
         self._delay = delay
-        self._pending = False
+        self._pending: TimerEntry | None = None
 
     def request(self) -> None:
         """Flush within ``delay`` seconds (joining a pending flush if there is one)."""
-        if not self._pending:
-            self._pending = True
-            self._call_later(self._delay, self._fire)
+        if self._pending is None or self._pending.canceled:
+            self._pending = self._call_later(self._delay, self._fire)
 
     def _fire(self) -> None:
         # Cleared first: an event buffered by the flush itself schedules the next.
-        self._pending = False
+        self._pending = None
         self._flush()
 
 
@@ -52,10 +59,12 @@ class BatchingEventsConsumer(Consumer):
 
     Selected by the ``worker_consumer`` setting (worker.celery). Celery still
     flushes at once when its buffer holds 24 events, and only a worker with
-    an event loop buffers at all (the prefork pool has one).
+    an event loop buffers at all (the prefork pool has one). Whatever waits
+    for the timer is flushed before the event dispatcher is replaced (a lost
+    broker connection) or closed (shutdown), as Celery's own flush would have.
     """
 
-    # Celery's, left out of celery-types' stub.
+    # Celery's own attribute and method, which celery-types' stub leaves out.
     hub: Any
     _flush_events: Callable[[], None]
 
@@ -68,7 +77,13 @@ class BatchingEventsConsumer(Consumer):
         if self._events_timer is not None:
             self._events_timer.request()
 
+    def on_close(self) -> None:
+        # The connection was lost and the consumer restarts: Events.start
+        # closes this dispatcher and carries over only what failed to publish.
+        self._flush_events()
+        super().on_close()
+
     def shutdown(self) -> None:
-        # What waits for the timer goes out before the dispatcher is closed.
+        # Events.shutdown closes the dispatcher next; the timer may never fire.
         self._flush_events()
         super().shutdown()
