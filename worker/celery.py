@@ -77,7 +77,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # PUBLISH before its script could start (bench/results/roundtrips.md).
         "task_track_started": False,
         "worker_send_task_events": True,
-        # Published in batches (worker.pool.events), not one publish per slice.
+        # Published a few at a time on a short timer (worker.pool.events), not
+        # one broker round trip per event.
         "worker_consumer": "worker.pool.events:BatchingEventsConsumer",
         "task_send_sent_event": True,
         # So stored results hold no argv or kwargs: only status and the small
