@@ -4,8 +4,10 @@ What Flower shows comes from these events (test_flower.py checks it shows
 them); here the raw publishes on the broker's event channel are read. The
 worker flushes its buffered events on a timer (worker.pool.events), so its
 publishes are more than ``FLUSH_SECONDS`` apart: a batch's fifteen events
-arrive in a handful of publishes, not one each. A worker stopped right after
-a batch still publishes how each slice ended.
+arrive in a handful of publishes, not one each. A flood of events (one
+slice per task) is still published in groups no bigger than Celery's own
+buffer. A worker stopped right after a batch still publishes how each slice
+ended.
 """
 
 from __future__ import annotations
@@ -68,10 +70,26 @@ def _events(data: bytes) -> list[dict[str, Any]]:
     return decoded if isinstance(decoded, list) else [decoded]
 
 
+#: Celery's event buffer: it publishes at once when this many are waiting.
+CELERY_BUFFER_LIMIT = 24
+
+
 @pytest.fixture
 def deployed(tmp_path: Path) -> Iterator[Stack]:
     modules = write_modules(tmp_path / "modules.ini", {"sliced_v0.0": "sliced"})
     with stack(tmp_path, modules_file=modules) as running:
+        running.celery_worker("events-it", concurrency=2)
+        running.shim(functions=1)
+        yield running
+
+
+@pytest.fixture
+def flooding(tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose ``sliced_v0.0`` batches are cut into one slice per task."""
+    modules = write_modules(tmp_path / "modules.ini", {"sliced_v0.0": "sliced"})
+    config = tmp_path / "amworker.toml"
+    config.write_text('[functions."sliced_v0.0"]\nslices = 64\n', encoding="utf-8")
+    with stack(tmp_path, modules_file=modules, env={"AMWORKER_CONFIG_FILE": str(config)}) as running:
         running.celery_worker("events-it", concurrency=2)
         running.shim(functions=1)
         yield running
@@ -134,3 +152,24 @@ def test_events_waiting_for_the_timer_are_published_when_the_worker_stops(deploy
                    what=f"how every slice ended: {sorted(_seen(tap))}", interval=0.05)
     finally:
         tap.close()
+
+
+def test_a_flood_of_events_is_published_in_bounded_groups_and_all_arrive(flooding: Stack) -> None:
+    # The worst a batch can do to the timer: 64 one-task slices and the
+    # chord's callback, 195 events as fast as the worker can take them. What
+    # waits is bounded by Celery's buffer (it publishes at once when full),
+    # not by how many events come within the timer's 50 ms.
+    tap = EventTap(flooding.redis)
+    try:
+        results = run_batch(flooding.server, "sliced_v0.0", tasks=64)
+        assert [r.exit_code for r in results] == [0] * 64
+        wait_until(lambda: len(_seen(tap)) >= 65 * 3, timeout=60,
+                   what="the worker's 195 task events", interval=0.05)
+    finally:
+        tap.close()
+    tasks = {uuid for uuid, _ in _seen(tap)}
+    assert len(tasks) == 65, len(tasks)
+    assert _seen(tap) == {(uuid, kind) for uuid in tasks for kind in WORKER_EVENTS}
+    sizes = [len(events) for events in _worker_events(tap)]
+    assert max(sizes) <= CELERY_BUFFER_LIMIT, sizes
+    assert len(sizes) < 65 * 3, len(sizes)
