@@ -1,7 +1,7 @@
 """The Celery tasks: thin, like a web view. Decode, call the logic, return.
 
 * ``amworker.run_slice`` runs one slice of a batch (see worker.pool.runtime).
-* ``amworker.collect`` is the chord callback that combines the slices.
+* ``amworker.collect`` is the chord callback: "every slice reported".
 
 Script failures are results (exit codes), never Celery task failures. The
 only failures Celery sees are the ones that end a pool process: worker lost
@@ -59,11 +59,11 @@ def _drop_script(client: redis.Redis) -> Script:
 class DropsAnsweredResult(Task[..., dict[str, Any]]):
     """A task whose stored result is dropped, once Celery stores it, if the batch is answered.
 
-    The shim's lane usually answers a batch before Celery stores the
-    slices' results and the chord callback's (a slice's stored outcome
-    wakes it), and deletes the batch's envelopes with the answer: one stored
-    after would outlive the batch by ``result_expires`` (hours), for every
-    slice and batch. Celery stores the result before ``on_success``: with
+    The shim's lane usually answers a batch before Celery stores the chord
+    callback's result (the slices' stored outcomes wake it), and deletes
+    the batch's envelopes with the answer: one stored after would outlive
+    the batch by ``result_expires`` (hours), for every batch of more than
+    one slice. Celery stores the result before ``on_success``: with
     the answer record there, the lane's deletion has passed and this one
     removes it; without it, the lane's deletion is still to come. Either
     way none is left.
@@ -83,7 +83,7 @@ class DropsAnsweredResult(Task[..., dict[str, Any]]):
                         batch, task_id, exc)
 
 
-class SliceTask(DropsAnsweredResult):
+class SliceTask(Task[..., dict[str, object]]):
     """Base class holding the per-process :class:`WorkerRuntime`."""
 
     _runtime: WorkerRuntime | None = None
@@ -96,7 +96,15 @@ class SliceTask(DropsAnsweredResult):
         return SliceTask._runtime
 
 
-@app.task(bind=True, base=SliceTask, name=RUN_SLICE)
+# No result stored on success: the shim reads the slice's results under
+# their own key, and Celery's copy (a GET of the old one, a SETEX and a
+# PUBLISH in the pool process, then a script to drop it once the batch was
+# answered) woke nobody: three round trips a slice, W2 1.05x the throughput
+# (bench/analysis.md, round fourteen). A failure Celery decides (the pool
+# process died, the hard time limit) is still stored: it is how the shim
+# learns the cause at once.
+@app.task(bind=True, base=SliceTask, name=RUN_SLICE, ignore_result=True,
+          store_errors_even_if_ignored=True)
 def run_slice(
     self: SliceTask,
     function: str,
@@ -110,8 +118,9 @@ def run_slice(
 
     The parameters are :class:`~worker.contract.slices.SliceMessage`'s
     fields. The results are stored under the slice's own key (see
-    :meth:`WorkerRuntime.store_outcome`); Celery's result is a small
-    :class:`~worker.contract.slices.SliceEnvelope`. The script entry the shim
+    :meth:`WorkerRuntime.store_outcome`); the small
+    :class:`~worker.contract.slices.SliceEnvelope` returned goes to the task
+    events (Flower) and the chord's counter, not to the result store. The script entry the shim
     planned for comes in a message header (``keys.SCRIPT_HEADER``);
     ``script`` is where a shim of the previous release put it.
     """
@@ -164,45 +173,21 @@ def require_task_id(task_id: str | None) -> str:
     return task_id
 
 
-#: Envelopes the chord callback reads per MGET (a chord has a few slices;
-#: a message naming thousands still costs Redis only bounded commands).
-MGET_CHUNK = 512
-
 @app.task(bind=True, base=DropsAnsweredResult, name=COLLECT)
 def collect(self: Task[..., dict[str, object]], function: str, batch: str,
             slices: list[str]) -> dict[str, object]:
-    """Chord callback: one small "all slices reported" result for the shim to wake on.
+    """Chord callback: one small "every slice reported" result, for Flower and the shim.
 
     The parameters are :class:`~worker.contract.slices.CollectMessage`'s
-    fields. The chord fires only once every slice reported success; the
-    results themselves stay under each slice's own key (the shim fetches them
-    once). A slice that failed never gets here (the shim assembles those
-    batches itself, see worker.batch.settling). A slice without a readable
-    envelope raises :class:`~worker.contract.records.RecordError`, unless the
-    shim has answered the batch already (its answer record exists): the
-    lane wakes on every slice's stored results, so it usually answers from
-    them and tidies the envelopes away before this runs. Nothing is left
-    to combine then, and nothing is wrong.
+    fields. Celery runs it only once every slice has reported success, so
+    it reads nothing: the slices' results stay under their own keys (the
+    shim fetches them once, usually before this runs), and no slice stores
+    a Celery result for it to read (:func:`run_slice`). The shim wakes on
+    this result only for a batch of more than
+    ``worker.batch.dispatch.WAKE_ON_SLICES_UP_TO`` slices. A slice that
+    failed never gets here (the shim assembles those batches itself, see
+    worker.batch.settling).
     """
     message = CollectMessage.from_kwargs({"function": function, "batch": batch, "slices": slices})
-    backend: Any = self.app.backend  # the key-value backend: celery-types declares no mget
-    # One MGET for the slices' envelopes, not a round trip each. In chunks: a message
-    # naming a huge number of slices must not become one command that holds
-    # Redis (and one reply) for all of them at once.
-    names = [backend.get_key_for_task(slice_id) for slice_id in message.slices]
-    stored = [raw for start in range(0, len(names), MGET_CHUNK)
-              for raw in backend.mget(names[start:start + MGET_CHUNK])]
-    if None in stored and backend.client.exists(keys.answer_key(message.batch)):
-        stored = [raw for raw in stored if raw is not None]
-    tasks = sum(SliceEnvelope.from_json(_stored_result(backend, raw)).tasks for raw in stored)
-    return CollectEnvelope(function=message.function, batch=message.batch, slices=len(message.slices),
-                           tasks=tasks).to_json()
-
-
-def _stored_result(backend: Any, raw: bytes | None) -> object:
-    """A slice's stored result (its envelope), or ``None`` if nothing is stored.
-
-    ``None`` is not an envelope, so the caller's decoding says the slice's
-    envelope is unreadable.
-    """
-    return None if raw is None else backend.decode_result(raw).get("result")
+    return CollectEnvelope(function=message.function, batch=message.batch,
+                           slices=len(message.slices)).to_json()

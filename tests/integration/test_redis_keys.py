@@ -109,10 +109,8 @@ def test_answered_batches_leave_only_short_lived_keys(deployed: Stack, tmp_path:
         # callback: an empty queue proves nothing until Celery has dropped
         # each chord's bookkeeping (it keeps only the ".c" marker once the
         # callback is published).
-        # The same goes for each slice's own Celery result: stored a moment
-        # after its outcome answered the batch, it is dropped by the slice
-        # right after (DropsAnsweredResult); one that stays is a leak, and
-        # this wait fails on it.
+        # A slice stores no Celery result of its own on success (run_slice's
+        # ignore_result); one found here is a leak, and this wait fails on it.
         chords = [k for k in client.scan_iter(match="celery-taskset-meta-*", count=1000)
                   if not k.endswith(b".c")]
         slices = any(client.scan_iter(match="celery-task-meta-*:slice-*", count=1000))

@@ -324,12 +324,10 @@ def _finished(shim: Shim, *outputs: str) -> tuple[Dispatch, list[str]]:
         slice_id = keys.slice_id(token, index, count)
         shim.worker.store_outcome(slice_id, FUNCTION, [TaskResult(
             uuid=task_id, exit_code=0, finished_at=shim.clock.utc(), stdout=stdout, stderr="")])
-        shim.runner.app.backend.store_result(
-            slice_id, {"index": index, "count": count, "tasks": 1}, "SUCCESS")
         refs.append(SliceRef(slice_id, (task_id,)))
     if count > 1:
         shim.runner.app.backend.store_result(keys.collect_id(token), {
-            "function": FUNCTION, "batch": token, "slices": count, "tasks": count}, "SUCCESS")
+            "function": FUNCTION, "batch": token, "slices": count}, "SUCCESS")
     return Dispatch(token=token, count=count, dispatched_at=shim.clock(), slices=tuple(refs)), \
         list(task_ids)
 

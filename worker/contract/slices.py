@@ -4,9 +4,11 @@
   keyword arguments). Its fields are the task's parameters; a unit test
   fails if the two drift apart, since nothing else checks a message sent by
   name against the task that receives it.
-* :class:`SliceEnvelope`: Celery's stored result of a slice. Small, whatever
-  the output: a result is also published on pub/sub, where a large one would
-  overflow the shim's client output buffer.
+* :class:`SliceEnvelope`: what a slice task returns. Small, whatever the
+  output: it goes into the task events and the chord's counter. A worker of
+  this release stores none in Celery's result store; one of an older release
+  stored it, and published it on pub/sub, where a large one would overflow
+  the shim's client output buffer.
 * :func:`encode_results` / :func:`decode_results`: the slice's results, kept
   under their own key (``keys.outcome_key``) and fetched once by the shim;
   :func:`encode_result_parts` cuts results too big for one Redis value.
@@ -92,7 +94,12 @@ class SliceMessage:
 
 @dataclass(frozen=True)
 class SliceEnvelope:
-    """Celery's stored result of a slice: which slice it was, and how many tasks ran."""
+    """What a slice task returns: which slice it was, and how many tasks ran.
+
+    Stored as the slice's Celery result only by a worker of an older release
+    (this one stores none on success, see ``worker.tasks.run_slice``); the
+    shim still reads such a one, with results inline from an older one yet.
+    """
 
     index: int
     count: int
@@ -152,26 +159,28 @@ class CollectMessage:
 
 @dataclass(frozen=True)
 class CollectEnvelope:
-    """The chord callback's stored result: "every slice reported", and how many tasks."""
+    """The chord callback's stored result: "every slice of the batch reported"."""
 
     function: str
     batch: str
     slices: int
-    tasks: int
 
     def to_json(self) -> dict[str, object]:
         """JSON-safe form (Celery's JSON result serializer)."""
-        return {"function": self.function, "batch": self.batch, "slices": self.slices, "tasks": self.tasks}
+        return {"function": self.function, "batch": self.batch, "slices": self.slices}
 
     @classmethod
     def from_json(cls, data: object) -> CollectEnvelope:
-        """Inverse of :meth:`to_json`; raises :class:`~worker.contract.records.RecordError`."""
+        """Inverse of :meth:`to_json`; raises :class:`~worker.contract.records.RecordError`.
+
+        A callback of an earlier release also said how many tasks there
+        were (``tasks``); that is ignored.
+        """
         what = "collect envelope"
         envelope = records.mapping(data, what)
         return cls(function=records.field(envelope, "function", str, what),
                    batch=records.field(envelope, "batch", str, what),
-                   slices=records.count(envelope, "slices", what),
-                   tasks=records.count(envelope, "tasks", what))
+                   slices=records.count(envelope, "slices", what))
 
 
 #: The most characters of a slice's stored results in one Redis value.
