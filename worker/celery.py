@@ -81,10 +81,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # one broker round trip per event.
         "worker_consumer": "worker.pool.events:BatchingEventsConsumer",
         "task_send_sent_event": True,
-        # So stored results hold no argv or kwargs: only status and the small
-        # envelope a slice returns (its results have their own key).
+        # So stored results hold no argv or kwargs: only a status with the
+        # callback's small envelope or a failure (a slice that succeeded
+        # stores none; its results have their own key).
         "result_extended": False,
-        # Celery's envelopes live as long as the slowest function's slice can
+        # Celery's results live as long as the slowest function's slice can
         # matter (queue wait + time limit + grace, worker.contract.lifetimes); the shim
         # deletes a batch's envelopes once it is answered.
         "result_expires": lifetimes.longest_key_ttl(settings),

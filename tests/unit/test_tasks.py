@@ -198,3 +198,13 @@ def test_results_not_stored_within_a_lease_ttl_raise_and_are_logged(
 
     assert 30 <= clock.now <= 31
     assert any("not stored" in r.getMessage() for r in caplog.records)
+
+
+def test_a_slice_stores_no_celery_result_on_success_but_the_callback_and_failures_do() -> None:
+    # The shim answers from a slice's own stored results; Celery's copy of a
+    # success woke nobody (tests/integration/test_celery_results.py). A
+    # failure Celery decides is how the shim learns its cause at once, and
+    # the callback's result is what wakes a lane past 16 slices.
+    assert tasks.run_slice.ignore_result is True
+    assert tasks.run_slice.store_errors_even_if_ignored is True
+    assert tasks.collect.ignore_result is False

@@ -1,9 +1,8 @@
 """Settling a dispatched batch: what each of its slices came to.
 
 A slice that stored its results is settled by them, whatever Celery says
-of it afterwards (its own result comes a moment later, or a pool process
-that died just after is reported lost: the script's results are still
-true). A slice that never will
+of it afterwards (a pool process that died just after is reported lost:
+the script's results are still true). A slice that never will
 (its pool process or its whole worker died, its time limit passed, no worker
 took it, Redis lost it) is given up: its tasks fail with the cause in stderr,
 and an abandoned claim, plus a revoke where it may still be queued or

@@ -9,8 +9,9 @@ of these ids changes, or when a lease lapses".
 So the shim has exactly one thread that owns one pub/sub connection. The
 Redis backend publishes every stored result on a channel named like its key
 (``celery-task-meta-<id>``), and a slice publishes on the channel named like
-its outcome key once its results are stored (``amworker:outcome:<id>``,
-usually a millisecond or two before Celery's); the watcher
+its outcome key once its results are stored (``amworker:outcome:<id>``;
+Celery stores a result of its own only for the chord callback and for a
+slice that failed in Celery); the watcher
 pattern-subscribes to both once and sets the :class:`threading.Event` of
 whichever batch registered the id. Batch threads never touch the pub/sub
 connection. A waiter always checks the stored state after registering and

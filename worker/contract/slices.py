@@ -132,7 +132,7 @@ class SliceEnvelope:
 
 @dataclass(frozen=True)
 class CollectMessage:
-    """The chord callback's arguments: the slices whose envelopes it combines.
+    """The chord callback's arguments: the batch and the slices that reported.
 
     The fields are :func:`worker.tasks.collect`'s parameters, by name.
     """

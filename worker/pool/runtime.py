@@ -99,9 +99,10 @@ class WorkerRuntime:
                       part_chars: int = OUTCOME_PART_CHARS) -> None:
         """Keep the slice's results under its own key, for the shim to fetch once.
 
-        Celery's result for the slice is only a small envelope: a result is
-        also published on pub/sub, where a large one (captured output) would
-        overflow the shim's client output buffer and cut its connection.
+        Celery stores no result for a slice that succeeded (its task has
+        ``ignore_result``); it would be published on pub/sub too, where a
+        large one (captured output) would overflow the shim's client output
+        buffer and cut its connection.
         Results too big for one Redis value go in parts (``part_chars``
         characters at most, see :func:`encode_result_parts`).
         """
@@ -149,10 +150,9 @@ class WorkerRuntime:
             for part in rest:
                 self.redis.rpush(more, part)
             self.redis.expire(more, ttl)
-        # The note on the channel named like the key wakes the waiting lane
-        # now, not when Celery has stored the slice's own result (1-2 ms
-        # later, and the lane would then need a second read): stored results
-        # are all a lane needs. One round trip for both.
+        # The note on the channel named like the key wakes the waiting lane:
+        # stored results are all a lane needs (Celery stores none for a
+        # slice that succeeded). One round trip for both.
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(keys.outcome_key(task_id), first, ex=ttl)
         pipe.publish(keys.outcome_key(task_id), keys.OUTCOME_STORED)
@@ -183,9 +183,10 @@ class WorkerRuntime:
         finally:
             stop.set()
             thread.join()
-            # The lease is left to expire, not deleted: Celery stores the
-            # slice's result only after this returns, and a shim that saw
-            # neither lease nor result would call the worker lost.
+            # The lease is left to expire, not deleted: the results were
+            # stored inside it, so a shim finds one or the other, and the
+            # shim's answer drops it. Deleting it here would be a round trip
+            # for nothing.
 
     def run_slice(self, function: str, specs: Sequence[JobSpec], *, client: str,
                   soft_limit_errors: tuple[type[BaseException], ...] = (),
