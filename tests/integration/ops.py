@@ -7,10 +7,12 @@ written here, so it does not depend on the shared test modules file.
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker.cli.submit import SmokeTask, submit
@@ -57,3 +59,33 @@ def run_batch(server: str, function: str, arguments: str = "", *, tasks: int = 1
                      timeout=timeout)
     assert results is not None, f"{function}: WORK_FAIL"
     return results
+
+
+class PubSubTap:
+    """Every message published on the channels matching ``pattern``, in Redis's order.
+
+    ``messages`` holds (channel, data) pairs, appended by a thread of its own
+    from the moment the tap is made until :meth:`close`.
+    """
+
+    def __init__(self, client: redis.Redis, pattern: str) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        # Kept: redis-py closes a client's connections, the pub/sub one too,
+        # when the client is collected.
+        self._client = client
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub.psubscribe(pattern)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._pubsub.get_message(timeout=0.1)
+            if message is not None and message["type"] == "pmessage":
+                self.messages.append((message["channel"].decode(), message["data"]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._pubsub.close()

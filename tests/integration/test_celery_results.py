@@ -10,7 +10,6 @@ published on its key's channel, which is what this reads.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,35 +17,22 @@ import pytest
 import redis
 
 from harness.services import Stack, stack, wait_until
-from tests.integration.ops import run_batch, write_modules
+from tests.integration.ops import PubSubTap, run_batch, write_modules
 from worker.contract import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
-class ResultTap:
+class ResultTap(PubSubTap):
     """The task ids of every result Celery publishes, in Redis's order."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
+        super().__init__(client, prefix + "*")
         self.prefix = prefix
-        self.ids: list[str] = []
-        self._client = client  # kept: collecting it would close the pub/sub connection
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self._pubsub.psubscribe(prefix + "*")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self._pubsub.get_message(timeout=0.1)
-            if message is not None and message["type"] == "pmessage":
-                self.ids.append(message["channel"].decode()[len(self.prefix):])
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._pubsub.close()
+    @property
+    def ids(self) -> list[str]:
+        return [channel[len(self.prefix):] for channel, _ in list(self.messages)]
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 import redis
 
 from harness.services import Stack, stack, wait_until
-from tests.integration.ops import run_batch, write_modules
+from tests.integration.ops import PubSubTap, run_batch, write_modules
 from worker.pool.events import FLUSH_SECONDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -34,30 +33,16 @@ WORKER_EVENTS = ("task-received", "task-started", "task-succeeded")
 ENDINGS = ("task-succeeded", "task-failed")
 
 
-class EventTap:
+class EventTap(PubSubTap):
     """The events of every publish on the broker's event channels, in order."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.publishes: list[list[dict[str, Any]]] = []
-        # Kept: redis-py closes a client's connections, the pub/sub one too,
-        # when the client is collected.
-        self._client = client
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self._pubsub.psubscribe("*celeryev*")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(client, "*celeryev*")
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self._pubsub.get_message(timeout=0.1)
-            if message is not None and message["type"] == "pmessage":
-                self.publishes.append(_events(message["data"]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._pubsub.close()
+    @property
+    def publishes(self) -> list[list[dict[str, Any]]]:
+        """Each publish's events, decoded."""
+        return [_events(data) for _, data in list(self.messages)]
 
 
 def _events(data: bytes) -> list[dict[str, Any]]:
