@@ -22,9 +22,10 @@ from redis.commands.core import Script
 
 from worker.celery import app
 from worker.contract import keys
-from worker.contract.keys import SCRIPT_HEADER
+from worker.contract.keys import RESULTS_HEADER, SCRIPT_HEADER
 from worker.contract.slices import (
     COLLECT,
+    READY_FORMAT,
     RUN_SLICE,
     CollectEnvelope,
     CollectMessage,
@@ -143,20 +144,26 @@ def run_slice(
             )
             # Inside the lease: a shim must never see this slice neither
             # leased nor finished.
-            self.runtime.store_outcome(task_id, message.function, results)
+            self.runtime.store_outcome(task_id, message.function, results,
+                                       answer_ready=header(self.request, RESULTS_HEADER) == READY_FORMAT)
     return SliceEnvelope(index=message.index, count=message.count, tasks=len(results)).to_json()
 
 
 def planned_script(request: Any) -> str | None:
-    """The script entry named in the slice's message header, if it has one.
+    """The script entry named in the slice's message header, if it has one."""
+    return header(request, SCRIPT_HEADER)
+
+
+def header(request: Any, name: str) -> str | None:
+    """A custom header of the slice's message, if it has it (a non-empty string).
 
     Celery puts a message's custom headers on the request as attributes (and
     in ``request.headers``); a message from an older shim has none.
     """
-    value = getattr(request, SCRIPT_HEADER, None)
+    value = getattr(request, name, None)
     if value is None:
         headers = getattr(request, "headers", None)
-        value = headers.get(SCRIPT_HEADER) if isinstance(headers, dict) else None
+        value = headers.get(name) if isinstance(headers, dict) else None
     return value if isinstance(value, str) and value else None
 
 

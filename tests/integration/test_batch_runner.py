@@ -198,7 +198,7 @@ def test_a_bug_while_waiting_is_an_internal_error_not_broker_lost(
 def _stderr_when_send_raises(runner: BatchRunner, monkeypatch: pytest.MonkeyPatch,
                              fault: Exception) -> str:
     """The stderr a one-task batch is answered with when sending its slice raises ``fault``."""
-    def failing(*_: object) -> None:
+    def failing(*_: object, **__: object) -> None:
         raise fault
 
     monkeypatch.setattr(runner.dispatcher, "send", failing)

@@ -22,7 +22,7 @@ from worker.config import Settings
 from worker.contract import keys, lifetimes, plan
 from worker.contract.plan import PlanRecord
 from worker.contract.records import RecordError
-from worker.contract.slices import COLLECT, RUN_SLICE, CollectMessage, SliceMessage
+from worker.contract.slices import COLLECT, READY_FORMAT, RUN_SLICE, CollectMessage, SliceMessage
 from worker.scripts.registry import ScriptEntry
 
 log = logging.getLogger(__name__)
@@ -174,15 +174,29 @@ class Dispatcher:
         log.info("%s batch %s: re-delivered; attaching to the work under way", entry.function, token)
         return earlier
 
-    def send(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
-        """Send the slices, then mark the plan as sent."""
-        self._send_chord(entry, dispatch, parts)
+    def send(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]], *,
+             answer_ready: bool = False) -> None:
+        """Send the slices, then mark the plan as sent.
+
+        ``answer_ready`` asks the workers to store each slice's results as
+        its part of a JSON answer (for a JSON request).
+        """
+        self._send_chord(entry, dispatch, parts, answer_ready)
         record = PlanRecord(count=dispatch.count, at=dispatch.dispatched_at, sent=True)
         self.redis.set(keys.plan_key(dispatch.token), record.encode(),
                        ex=lifetimes.key_ttl(self.settings, entry.options.time_limit))
 
-    def _send_chord(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]]) -> None:
+    def _send_chord(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]],
+                    answer_ready: bool) -> None:
         options = entry.options
+        # The entry planned for: a worker mapping the function to another
+        # module refuses the slice (script mismatch). Headers, not
+        # arguments: a worker of an older amworker (mid-upgrade) ignores
+        # them, where an unknown argument would fail every slice with a
+        # TypeError.
+        headers = {keys.SCRIPT_HEADER: entry.script}
+        if answer_ready:
+            headers[keys.RESULTS_HEADER] = READY_FORMAT
         # A slice still queued when the shim gives up on it (queue_wait) must
         # never start later, even after its abandoned claim expired: the
         # worker drops a message past its expiry unrun.
@@ -197,12 +211,7 @@ class Dispatcher:
                 RUN_SLICE,
                 kwargs=message.to_kwargs(),
                 task_id=ref.task_id,
-                # The entry planned for: a worker mapping the function to
-                # another module refuses the slice (script mismatch). A
-                # header, not an argument: a worker of an older amworker
-                # (mid-upgrade) ignores it, where an unknown argument would
-                # fail every slice with a TypeError.
-                headers={keys.SCRIPT_HEADER: entry.script},
+                headers=headers,
                 queue=options.queue,
                 time_limit=options.time_limit,
                 soft_time_limit=options.soft_time_limit,

@@ -42,14 +42,15 @@ from worker.batch.settling import BrokerTrouble, Settler
 from worker.batch.watcher import ResultWatcher
 from worker.codec.argv import Paths
 from worker.codec.limits import Limits
-from worker.codec.records import Batch, TaskResult, TaskSpec
-from worker.codec.wire import decode_request, encode_result
+from worker.codec.records import Batch, Encoding, TaskResult, TaskSpec
+from worker.codec.wire import decode_request, encode_result, join_json_answer
 from worker.config import Settings
 from worker.contract import keys, lifetimes, plan
 from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
 from worker.contract.records import RecordError
 from worker.contract.results import fail_tasks, failed_results, utcnow
-from worker.errors import REASON_PREFIX, Cause, DecodeError, reason
+from worker.contract.slices import ReadyResults, failed_by_amworker
+from worker.errors import Cause, DecodeError, reason
 from worker.scripts.registry import Registry, ScriptEntry
 
 log = logging.getLogger(__name__)
@@ -175,13 +176,24 @@ class BatchRunner:
             settlement = self._internal_error(function, token, batch, exc)
         with self.slots.held():
             try:
-                results = self.assemble(batch, settlement)
+                joined = None
+                if joinable(batch, settlement):
+                    settlement = self.settler.read_heads(settlement)
+                    joined = ready_answer(batch, settlement)
+                answer, ok = joined or self._encoded(batch, settlement)
             except Exception as exc:  # noqa: BLE001 - as above
                 settlement = self._internal_error(function, token, batch, exc)
-                results = self.assemble(batch, settlement)
-            answer = encode_result(results, batch.encoding)
-        record = functools.partial(self._record, function, unique, token, settlement)
-        return Reply(answer, then=record), not any(map(_failed_by_amworker, results))
+                answer, ok = self._encoded(batch, settlement)
+        # The record needs no results: what was read is let go before the
+        # answer is sent, not after.
+        record = functools.partial(self._record, function, unique, token,
+                                   dataclasses.replace(settlement, prefetched={}))
+        return Reply(answer, then=record), ok
+
+    def _encoded(self, batch: Batch, settlement: Settlement) -> tuple[bytes, bool]:
+        """The answer encoded from every result, and whether each is its script's own."""
+        results = self.assemble(batch, settlement)
+        return encode_result(results, batch.encoding), not any(map(failed_by_amworker, results))
 
     def _record(self, function: str, unique: str, token: str, settlement: Settlement) -> None:
         """Write the answer record, logging under the batch as its answer did."""
@@ -206,7 +218,7 @@ class BatchRunner:
         specs, refused = self._prepare(batch.tasks)
         if not specs:
             return Settlement(failed=refused)
-        settled = self._execute(entry, token, specs)
+        settled = self._execute(entry, token, specs, answer_ready=batch.encoding is Encoding.JSON)
         return dataclasses.replace(settled, failed={**refused, **settled.failed})
 
     def _look_up(self, token: str, batch: Batch) -> tuple[str, bytes | None]:
@@ -278,13 +290,14 @@ class BatchRunner:
 
     # -- dispatching -----------------------------------------------------------
 
-    def _execute(self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]) -> Settlement:
+    def _execute(self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec], *,
+                 answer_ready: bool = False) -> Settlement:
         try:
             dispatch, parts, fresh = self.dispatcher.plan_slices(entry, token, specs)
             # Listen before sending: a fast slice must not finish unheard.
             with self.watcher.watching(dispatch.wake_ids) as event:
                 if fresh:
-                    self.dispatcher.send(entry, dispatch, parts)
+                    self.dispatcher.send(entry, dispatch, parts, answer_ready=answer_ready)
                 return self._wait(entry, dispatch, specs, event, check_first=not fresh)
         except AnsweredMeanwhile as answered:
             log.info("%s batch %s: answered by another lane meanwhile; answering from its record",
@@ -408,6 +421,38 @@ class BatchRunner:
             log.warning("batch %s: answer not recorded for re-delivery: %s", token, exc)
 
 
-def _failed_by_amworker(result: TaskResult) -> bool:
-    """True for a task amworker failed itself (see :func:`reason`), not its script."""
-    return result.exit_code != 0 and (result.stderr or "").startswith(REASON_PREFIX)
+def joinable(batch: Batch, settlement: Settlement) -> bool:
+    """Whether the answer may be joined from the slices' parts (:func:`ready_answer`):
+    a JSON request, every task of which went to a slice that finished."""
+    return batch.encoding is Encoding.JSON and not settlement.failed and bool(settlement.finished)
+
+
+def ready_answer(batch: Batch, settlement: Settlement) -> tuple[bytes, bool] | None:
+    """A JSON answer joined from the slices' answer-ready parts, and whether every task is
+    its script's own; ``None`` unless every task has its part, in the request's order.
+
+    The common case: a JSON request whose every slice stored its results
+    answer-ready (``worker.contract.slices.encode_ready_results``). The
+    bytes are what :func:`~worker.codec.wire.encode_result` would make of
+    the same results. Anything else (a pickled request, a task refused or
+    failed by amworker, a slice lost or stored by an older worker) is
+    encoded result by result.
+    """
+    if not joinable(batch, settlement):
+        return None
+    readies = []
+    for ref in settlement.finished:
+        raw = settlement.prefetched.get(ref.task_id)
+        try:
+            ready = ReadyResults.parse(raw) if raw is not None else None
+        except RecordError:
+            return None  # fetched again and answered with the cause, result by result
+        if ready is None:
+            return None
+        readies.append(ready)
+    tasks = batch.tasks
+    if [u for r in readies for u in r.uuids] != [t.uuid for t in tasks]:
+        return None
+    if [w for r in readies for w in r.wants] != [t.wants_output for t in tasks]:
+        return None
+    return join_json_answer(r.part for r in readies), not any(r.by_amworker for r in readies)

@@ -334,6 +334,23 @@ class Settler:
             lease_ttl=lifetimes.lease_ttl(self.settings), queue=str(entry.options.queue),
             lost_at=self._state_lost_at(entry, dispatch, planned), trouble_at=self.trouble.last)
 
+    def read_heads(self, settlement: Settlement) -> Settlement:
+        """``settlement`` with the first stored value of every finished slice read, in one round trip.
+
+        Those the check read already are kept. A slice whose value is gone,
+        or a Redis error, leaves it to :meth:`fetch`, which says why per slice.
+        """
+        unread = [ref.task_id for ref in settlement.finished if ref.task_id not in settlement.prefetched]
+        if not unread:
+            return settlement
+        try:
+            values = self.redis.mget([keys.outcome_key(task_id) for task_id in unread])
+        except redis.RedisError:
+            return settlement
+        read = {task_id: value for task_id, value in zip(unread, values, strict=True)
+                if isinstance(value, bytes)}
+        return replace(settlement, prefetched={**settlement.prefetched, **read})
+
     def fetch(self, settlement: Settlement) -> dict[str, TaskResult]:
         """The settled batch's results: each finished slice's, fetched once, and the failed ones."""
         found: dict[str, TaskResult] = {}

@@ -116,6 +116,14 @@ def encode_result(results: Iterable[TaskResult], encoding: Encoding) -> bytes:
     want output. Text is sanitised here, so this never raises on text.
     """
     pickled = Encoding(encoding) is Encoding.PICKLE
+    document = {RESULTS_KEY: _task_results(results, pickled=pickled)}
+    if pickled:
+        return pickle.dumps(document, protocol=0)
+    return _json_bytes(document)
+
+
+def _task_results(results: Iterable[TaskResult], *, pickled: bool) -> dict[str, dict[str, object]]:
+    """The ``task_results`` mapping of an answer: each result as the controller reads it."""
     stamps = Timestamps()
     task_results: dict[str, dict[str, object]] = {}
     for result in results:
@@ -130,10 +138,32 @@ def encode_result(results: Iterable[TaskResult], encoding: Encoding) -> bytes:
             entry[STDERROR_KEY] = stderr
             entry[STDERR_KEY] = stderr
         task_results[result.uuid] = entry
-    document = {RESULTS_KEY: task_results}
-    if pickled:
-        return pickle.dumps(document, protocol=0)
-    return _json_bytes(document)
+    return task_results
+
+
+def json_answer_part(results: Iterable[TaskResult]) -> bytes | None:
+    """The members of a JSON answer's ``task_results`` object for ``results``, as UTF-8.
+
+    A pool process writes this beside a slice's results, so the shim can
+    answer a JSON request by joining the parts of its slices
+    (:func:`join_json_answer`) instead of decoding every result and encoding
+    it again. The joined bytes are exactly :func:`encode_result`'s. ``None``
+    when the part could not be sent as UTF-8 (a lone surrogate in a task
+    UUID): :func:`encode_result` escapes the whole answer to ASCII then, so
+    such a batch is answered the long way.
+    """
+    text = json.dumps(_task_results(results, pickled=False), ensure_ascii=False,
+                      separators=(",", ":"))
+    try:
+        return text[1:-1].encode("utf-8")  # the object's members, without its braces
+    except UnicodeEncodeError:
+        return None
+
+
+def join_json_answer(parts: Iterable[bytes]) -> bytes:
+    """A JSON answer from the UTF-8 :func:`json_answer_part` of each slice, in request order."""
+    members = b",".join(part for part in parts if part)  # an empty slice has no members
+    return b'{"' + RESULTS_KEY.encode() + b'":{' + members + b"}}"
 
 
 def encode_request(tasks: Mapping[str, Mapping[str, object]], encoding: Encoding) -> bytes:

@@ -159,3 +159,9 @@ def wake_prefixes(backend: object) -> tuple[str, str]:
 #: Message header naming the script entry a slice was planned for (a header,
 #: not an argument, so a worker of an older amworker ignores it).
 SCRIPT_HEADER = "amworker_script"
+#: Message header asking the worker to store the slice's results answer-ready
+#: (``worker.contract.slices.READY_FORMAT``). A header, so a worker of an older
+#: amworker ignores it and stores them as before; and a worker stores them so
+#: only when asked, so a shim of an older amworker is never handed a form it
+#: cannot read.
+RESULTS_HEADER = "amworker_results"

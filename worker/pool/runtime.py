@@ -32,7 +32,12 @@ from worker.config import Settings, current_settings
 from worker.contract import keys, lifetimes
 from worker.contract.plan import JobSpec
 from worker.contract.results import fail_tasks, utcnow
-from worker.contract.slices import OUTCOME_PART_CHARS, encode_result_parts
+from worker.contract.slices import (
+    OUTCOME_PART_CHARS,
+    encode_ready_results,
+    encode_result_parts,
+    fit_one_part,
+)
 from worker.pool import bookkeeping
 from worker.pool import metrics as worker_metrics
 from worker.pool.bookkeeping import RetryPolicy
@@ -94,6 +99,7 @@ class WorkerRuntime:
         return bool(claimed)
 
     def store_outcome(self, task_id: str, function: str, results: Sequence[TaskResult], *,
+                      answer_ready: bool = False,
                       sleep: Callable[[float], None] = time.sleep,
                       clock: Callable[[], float] = time.monotonic,
                       part_chars: int = OUTCOME_PART_CHARS) -> None:
@@ -105,8 +111,11 @@ class WorkerRuntime:
         buffer and cut its connection.
         Results too big for one Redis value go in parts (``part_chars``
         characters at most, see :func:`encode_result_parts`).
+        ``answer_ready`` (the shim asked, for a JSON request) stores them as
+        the slice's part of the answer instead (:func:`encode_ready_results`),
+        when they fit in one value.
         """
-        first, *rest = encode_result_parts(results, part_chars)
+        first, *rest = _stored_form(results, part_chars, answer_ready)
         # The script has run: losing its results to a Redis blip would answer
         # a finished script "worker lost". Retried for one lease TTL, the time
         # a shim allows a lease to lapse while Redis is away (the lease is
@@ -138,7 +147,8 @@ class WorkerRuntime:
                             "%.1fs: %s", task_id, attempt, pause, exc)
                 sleep(pause)
 
-    def _write_outcome(self, task_id: str, first: str, rest: Sequence[str], ttl: int) -> None:
+    def _write_outcome(self, task_id: str, first: str | bytes, rest: Sequence[str | bytes],
+                       ttl: int) -> None:
         if rest:
             # One command a part, never a transaction: Redis 7.4 and later
             # count the commands a MULTI queues against the client's input
@@ -338,3 +348,13 @@ def _prepare_worker(**_: Any) -> None:
 def _remove_multiproc_dir(**_: Any) -> None:
     if _made_multiproc_dir:
         shutil.rmtree(_made_multiproc_dir, ignore_errors=True)
+
+
+def _stored_form(results: Sequence[TaskResult], part_chars: int,
+                 answer_ready: bool) -> Sequence[str | bytes]:
+    """The values a slice's results are stored as: answer-ready if asked and they fit, else parts."""
+    if answer_ready and fit_one_part(results, part_chars):
+        ready = encode_ready_results(results)
+        if ready is not None and len(ready) <= part_chars:
+            return [ready]
+    return encode_result_parts(results, part_chars)
