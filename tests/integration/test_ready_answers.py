@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.services import Stack, stack
+from harness.services import Stack, free_port, stack
 from tests.integration.controller import ENCODINGS, batch, submit_raw
-from tests.integration.ops import write_modules
+from tests.integration.ops import scrape, value, write_modules
 from worker.codec.records import Encoding
 from worker.codec.wire import decode_result, encode_result
 from worker.contract import keys
@@ -26,14 +26,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, int]]:
     tmp = tmp_path_factory.mktemp("ready")
     modules = write_modules(tmp / "modules.ini", {"sliced_v0.0": "sliced", "badtext_v0.0": "bad_text",
                                                    "echo_v0.0": "echo_args"})
+    metrics_port = free_port()
     with stack(tmp, modules_file=modules) as running:
         running.celery_worker("ready-it", concurrency=2)
-        running.shim(functions=3)
-        yield running
+        running.shim(functions=3, extra={"AMWORKER_METRICS_PORT": str(metrics_port)})
+        yield running, metrics_port
 
 
 def stored_values(deployed: Stack, function: str, unique: str) -> list[bytes]:
@@ -53,13 +54,19 @@ def stored_values(deployed: Stack, function: str, unique: str) -> list[bytes]:
     ("echo_v0.0", 1, ["'tâche' \"quoted \\\" arg\" ✓ \U0001f600", ""]),
 ])
 def test_the_answer_is_the_stored_results_encoded_byte_for_byte(
-        deployed: Stack, encoding: Encoding, function: str, slices: int, arguments: list[str]) -> None:
+        deployed: tuple[Stack, int], encoding: Encoding, function: str, slices: int,
+        arguments: list[str]) -> None:
+    running, metrics_port = deployed
     built = batch(function, encoding, arguments)
     # One task that wants no output: its part carries none.
     built.add("quiet", wants_output=False)
-    outcome = submit_raw(deployed, function, built.payload(), unique=built.unique)
+    before = value(scrape(metrics_port), "amworker_answers_joined_total", function=function)
+    outcome = submit_raw(running, function, built.payload(), unique=built.unique)
     assert outcome.complete, outcome
-    stored = stored_values(deployed, function, built.unique)
+    joined = value(scrape(metrics_port), "amworker_answers_joined_total", function=function) - before
+    # Joined from the parts for a JSON request, encoded result by result for a pickled one.
+    assert joined == (1 if encoding is Encoding.JSON else 0)
+    stored = stored_values(running, function, built.unique)
     assert len(stored) == slices
     # Asked for (and stored) answer-ready only for a JSON request.
     assert [v.startswith(READY_MARK) for v in stored] == [encoding is Encoding.JSON] * slices

@@ -22,6 +22,7 @@ from worker.contract.slices import (
     decode_outcome,
     encode_ready_results,
     encode_result_parts,
+    failed_by_amworker,
 )
 from worker.errors import Cause, reason
 from worker.pool.runtime import _stored_form
@@ -87,7 +88,7 @@ def test_ready_results_read_back_with_their_index() -> None:
     assert ready.uuids == tuple(r.uuid for r in results)
     assert ready.wants == (True, True, True, False, False)
     assert ready.by_amworker == 0
-    assert ready.part == json_answer_part(results)
+    assert bytes(ready.part) == json_answer_part(results)
 
 
 def test_tasks_amworker_failed_are_counted_in_the_index() -> None:
@@ -120,12 +121,24 @@ def test_the_earlier_form_is_not_taken_for_the_ready_one() -> None:
     assert ReadyResults.parse(raw.encode()) is None
 
 
+PART_A = b'"a":{"exitCode":0,"finishedTimestamp":"2026-12-04T18:00:00+00:00"}'
+
+
 @pytest.mark.parametrize(("raw", "message"), [
     (READY_MARK + b"\n", "expected 3 lines"),
     (READY_MARK + b"\nnot json\n", "answer-ready results"),
-    (READY_MARK + b'\n{"tasks": ["a"], "wants": "", "by_amworker": 0}\n', "do not match"),
-    (READY_MARK + b'\n{"tasks": ["a"], "wants": "1"}\n', "by_amworker"),
-    (READY_MARK + b'\n{"tasks": [1], "wants": "1", "by_amworker": 0}\n', "do not match"),
+    (READY_MARK + b'\n{"tasks": ["a"], "wants": "", "by_amworker": 0}\n' + PART_A, "do not match"),
+    (READY_MARK + b'\n{"tasks": ["a"], "wants": "1"}\n' + PART_A, "by_amworker"),
+    (READY_MARK + b'\n{"tasks": [1], "wants": "1", "by_amworker": 0}\n' + PART_A, "do not match"),
+    (READY_MARK + b'\n{"tasks": ["a"], "wants": "x", "by_amworker": 0}\n' + PART_A, "do not match"),
+    (READY_MARK + b'\n{"tasks": ["a"], "wants": "1", "by_amworker": 2}\n' + PART_A, "failures"),
+    (READY_MARK + b'\n{"tasks": ["a"], "wants": "1", "by_amworker": 0, "quiet_reasons": {"a": 1}}\n'
+     + PART_A, "failures"),
+    (READY_MARK + b'\n{"tasks": ["a"], "wants": "1", "by_amworker": 0}\n', "not the index's tasks"),
+    (READY_MARK + b'\n{"tasks": ["a"], "wants": "1", "by_amworker": 0}\n' + PART_A[:-1],
+     "not the index's tasks"),
+    (READY_MARK + b'\n{"tasks": ["b"], "wants": "1", "by_amworker": 0}\n' + PART_A, "not the index's tasks"),
+    (READY_MARK + b'\n{"tasks": [], "wants": "", "by_amworker": 0}\n' + PART_A, "no tasks"),
 ])
 def test_a_malformed_ready_value_is_a_record_error(raw: bytes, message: str) -> None:
     with pytest.raises(RecordError, match=message):
@@ -136,8 +149,35 @@ def test_a_part_that_is_not_the_index_is_a_record_error() -> None:
     raw = encode_ready_results(results_of(2))
     assert raw is not None
     other = raw.replace(b'"task-1":', b'"task-9":')
+    assert ReadyResults.parse(other) is not None  # only the part's ends are checked when joining...
     with pytest.raises(RecordError, match="not the index's"):
-        decode_outcome(other)
+        decode_outcome(other)  # ...and all of it when decoded
+
+
+def test_an_empty_slice_reads_back_empty() -> None:
+    ready = ReadyResults.parse(encode_ready_results([]) or b"")
+    assert ready is not None and ready.uuids == () and bytes(ready.part) == b""
+    assert ready.results() == []
+
+
+def test_amworkers_reason_for_a_quiet_task_survives_decoding() -> None:
+    # A task that wants no output has none in the part; amworker's own
+    # reason is kept in the index, so the shim still tells it from a
+    # script's failure when it answers result by result.
+    lost = TaskResult(uuid="q", exit_code=1, finished_at=NOW, stderr=reason(Cause.WORKER_LOST, "gone"),
+                      wants_output=False)
+    script = TaskResult(uuid="s", exit_code=2, finished_at=NOW, stderr="its own", wants_output=False)
+    decoded, _ = decode_outcome(encode_ready_results([lost, script]) or b"")
+    assert [failed_by_amworker(r) for r in decoded] == [True, False]
+    assert decoded[0].stderr == lost.stderr and decoded[1].stderr == ""
+
+
+def test_a_text_value_is_read_as_its_bytes() -> None:
+    raw = encode_ready_results(results_of(2))
+    assert raw is not None
+    ready = ReadyResults.parse(raw.decode())
+    assert ready is not None and ready.uuids == ("task-0", "task-1")
+    assert ReadyResults.parse("[]") is None
 
 
 # -- what the pool stores -------------------------------------------------------

@@ -47,6 +47,9 @@ class BatchObserver(Protocol):
     def payload_refused(self, function: str) -> None:
         """A payload could not be decoded."""
 
+    def answer_joined(self, function: str) -> None:
+        """A JSON answer was joined from its slices' stored parts, not encoded result by result."""
+
 
 class NullObserver:
     """The observer when metrics are off: every report is dropped."""
@@ -58,6 +61,9 @@ class NullObserver:
         """Drop."""
 
     def payload_refused(self, function: str) -> None:
+        """Drop."""
+
+    def answer_joined(self, function: str) -> None:
         """Drop."""
 
 
@@ -87,6 +93,11 @@ class ShimMetrics:
         self.decode_failures = Counter("amworker_payload_decode_failures",
                                        "Payloads that could not be decoded (answered WORK_FAIL)",
                                        ["function"], registry=r)
+        self.joined = Counter(
+            "amworker_answers_joined",
+            "JSON answers joined from their slices' stored parts; the rest of the answered "
+            "batches were encoded result by result (pickled requests, amworker failures, "
+            "older workers)", ["function"], registry=r)
         self.gearman_up = Gauge("amworker_gearman_connected",
                                 "1 while the shim holds a connection to this gearmand, else 0",
                                 ["server"], registry=r)
@@ -105,6 +116,10 @@ class ShimMetrics:
     def payload_refused(self, function: str) -> None:
         """Count an undecodable payload."""
         self.decode_failures.labels(function).inc()
+
+    def answer_joined(self, function: str) -> None:
+        """Count an answer joined from its slices' parts."""
+        self.joined.labels(function).inc()
 
     def gearman_state(self, server: str, up: bool) -> None:
         """Record whether the shim is connected to ``server``."""

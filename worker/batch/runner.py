@@ -49,7 +49,7 @@ from worker.contract import keys, lifetimes, plan
 from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
 from worker.contract.records import RecordError
 from worker.contract.results import fail_tasks, failed_results, utcnow
-from worker.contract.slices import ReadyResults, failed_by_amworker
+from worker.contract.slices import READY_MARK, ReadyResults, failed_by_amworker
 from worker.errors import Cause, DecodeError, reason
 from worker.scripts.registry import Registry, ScriptEntry
 
@@ -176,10 +176,7 @@ class BatchRunner:
             settlement = self._internal_error(function, token, batch, exc)
         with self.slots.held():
             try:
-                joined = None
-                if joinable(batch, settlement):
-                    settlement = self.settler.read_heads(settlement)
-                    joined = ready_answer(batch, settlement)
+                joined = self._joined(function, batch, settlement)
                 answer, ok = joined or self._encoded(batch, settlement)
             except Exception as exc:  # noqa: BLE001 - as above
                 settlement = self._internal_error(function, token, batch, exc)
@@ -189,6 +186,21 @@ class BatchRunner:
         record = functools.partial(self._record, function, unique, token,
                                    dataclasses.replace(settlement, prefetched={}))
         return Reply(answer, then=record), ok
+
+    def _joined(self, function: str, batch: Batch, settlement: Settlement) -> tuple[bytes, bool] | None:
+        """The answer joined from the slices' parts (:func:`ready_answer`), if it can be.
+
+        The slices' values are all read at once only when none read already
+        rules it out, and let go again when it cannot: the answer the long
+        way then reads each slice as it decodes it.
+        """
+        if not joinable(batch, settlement) or not all(
+                ready_form(raw) for raw in settlement.prefetched.values()):
+            return None
+        joined = ready_answer(batch, self.settler.read_heads(settlement))
+        if joined is not None:
+            self.observer.answer_joined(function)
+        return joined
 
     def _encoded(self, batch: Batch, settlement: Settlement) -> tuple[bytes, bool]:
         """The answer encoded from every result, and whether each is its script's own."""
@@ -425,6 +437,11 @@ def joinable(batch: Batch, settlement: Settlement) -> bool:
     """Whether the answer may be joined from the slices' parts (:func:`ready_answer`):
     a JSON request, every task of which went to a slice that finished."""
     return batch.encoding is Encoding.JSON and not settlement.failed and bool(settlement.finished)
+
+
+def ready_form(raw: bytes) -> bool:
+    """Whether a slice's stored value (or its head) is in the answer-ready form."""
+    return raw.startswith(READY_MARK + b"\n")
 
 
 def ready_answer(batch: Batch, settlement: Settlement) -> tuple[bytes, bool] | None:

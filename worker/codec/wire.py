@@ -160,10 +160,23 @@ def json_answer_part(results: Iterable[TaskResult]) -> bytes | None:
         return None
 
 
-def join_json_answer(parts: Iterable[bytes]) -> bytes:
-    """A JSON answer from the UTF-8 :func:`json_answer_part` of each slice, in request order."""
-    members = b",".join(part for part in parts if part)  # an empty slice has no members
-    return b'{"' + RESULTS_KEY.encode() + b'":{' + members + b"}}"
+def join_json_answer(parts: Iterable[bytes | memoryview]) -> bytes:
+    """A JSON answer from the UTF-8 :func:`json_answer_part` of each slice, in request order.
+
+    One copy of the parts, whatever their number: they may be views of
+    large stored values.
+    """
+    pieces: list[bytes | memoryview] = [_ANSWER_HEAD]
+    for part in parts:
+        if part:  # an empty slice has no members
+            pieces += (part, b",")
+    if len(pieces) > 1:
+        pieces.pop()  # the last separator
+    pieces.append(b"}}")
+    return b"".join(pieces)
+
+
+_ANSWER_HEAD = b'{"' + RESULTS_KEY.encode() + b'":{'
 
 
 def encode_request(tasks: Mapping[str, Mapping[str, object]], encoding: Encoding) -> bytes:

@@ -297,6 +297,7 @@ def results_from_json(items: object, what: str = "stored results") -> list[TaskR
 READY_MARK = b"amworker-results/2"
 #: What a slice message's ``keys.RESULTS_HEADER`` says when the shim wants them so.
 READY_FORMAT = "2"
+_READY_HEAD = READY_MARK + b"\n"
 
 
 def encode_ready_results(results: Sequence[TaskResult]) -> bytes | None:
@@ -304,23 +305,26 @@ def encode_ready_results(results: Sequence[TaskResult]) -> bytes | None:
 
     Three lines: :data:`READY_MARK`; an ASCII JSON index (the task UUIDs in
     order, which of them want output, how many tasks amworker failed
-    itself); the slice's members of the answer's ``task_results``
+    itself, and amworker's reason for those that want no output, which the
+    part leaves out); the slice's members of the answer's ``task_results``
     (:func:`~worker.codec.wire.json_answer_part`), which no newline can be
     part of. The shim answers a JSON request by joining its slices' third
     lines, instead of decoding each result and encoding it again (about a
-    sixth of its CPU per batch, bench/analysis.md round fifteen). ``None``
+    fifth of its CPU per batch, bench/analysis.md round fifteen). ``None``
     when the part cannot be written as UTF-8; the caller stores
     :func:`encode_result_parts` then.
     """
     part = json_answer_part(results)
     if part is None:
         return None
+    failed = [r for r in results if failed_by_amworker(r)]
     index = json.dumps({
         "tasks": [r.uuid for r in results],
         "wants": "".join("1" if r.wants_output else "0" for r in results),
-        "by_amworker": sum(1 for r in results if failed_by_amworker(r)),
+        "by_amworker": len(failed),
+        "quiet_reasons": {r.uuid: r.stderr for r in failed if not r.wants_output},
     })
-    return b"%s\n%s\n%s" % (READY_MARK, index.encode("ascii"), part)
+    return b"%s%s\n%s" % (_READY_HEAD, index.encode("ascii"), part)
 
 
 def failed_by_amworker(result: TaskResult) -> bool:
@@ -338,47 +342,73 @@ class ReadyResults:
     wants: tuple[bool, ...]
     #: How many of them amworker failed itself.
     by_amworker: int
-    #: The slice's members of the JSON answer's ``task_results``, as UTF-8.
-    part: bytes
+    #: amworker's reason for each of those that wants no output, by task UUID.
+    quiet_reasons: Mapping[str, str]
+    #: The slice's members of the JSON answer's ``task_results``, as UTF-8: a
+    #: view of the stored value, not a copy.
+    part: memoryview
 
     @classmethod
     def parse(cls, raw: bytes | str) -> ReadyResults | None:
         """The stored value read, or ``None`` if it is not in this form.
 
         Raises :class:`~worker.contract.records.RecordError` if it has the
-        mark but not the rest.
+        mark but not the rest. The part is checked at its ends only (it
+        names the first task, and closes an object), not parsed.
         """
         if isinstance(raw, str):
+            if not raw.startswith(_READY_HEAD.decode()):
+                return None
             raw = raw.encode("utf-8", "surrogatepass")
-        if not raw.startswith(READY_MARK + b"\n"):
+        if not raw.startswith(_READY_HEAD):
             return None
         what = "answer-ready results"
-        lines = raw.split(b"\n", 2)
-        if len(lines) != 3:
-            raise RecordError(f"{what}: expected 3 lines, got {len(lines)}")
-        index = records.mapping(records.loads(lines[1], what), what)
+        end = raw.find(b"\n", len(_READY_HEAD))
+        if end < 0:
+            raise RecordError(f"{what}: expected 3 lines, got 2")
+        index = records.mapping(records.loads(raw[len(_READY_HEAD):end], what), what)
         uuids = records.field(index, "tasks", list, what)
         wants = records.field(index, "wants", str, what)
-        if len(wants) != len(uuids) or not all(isinstance(u, str) for u in uuids):
+        reasons = records.mapping(index.get("quiet_reasons", {}), f"{what}' quiet reasons")
+        if len(wants) != len(uuids) or not all(isinstance(u, str) for u in uuids) \
+                or wants.strip("01"):
             raise RecordError(f"{what}: the index's tasks and wants do not match")
-        return cls(uuids=tuple(uuids), wants=tuple(flag == "1" for flag in wants),
-                   by_amworker=records.count(index, "by_amworker", what), part=lines[2])
+        by_amworker = records.count(index, "by_amworker", what)
+        if by_amworker > len(uuids) or not all(isinstance(r, str) for r in reasons.values()):
+            raise RecordError(f"{what}: the index's failures do not match its tasks")
+        ready = cls(uuids=tuple(uuids), wants=tuple(flag == "1" for flag in wants),
+                    by_amworker=by_amworker, quiet_reasons={k: str(v) for k, v in reasons.items()},
+                    part=memoryview(raw)[end + 1:])
+        ready._check_ends()
+        return ready
+
+    def _check_ends(self) -> None:
+        """The part is empty for no tasks, else starts with the first one's key and closes."""
+        part = self.part
+        if not self.uuids:
+            if part:
+                raise RecordError("answer-ready results: a part for no tasks")
+            return
+        first = json.dumps(self.uuids[0], ensure_ascii=False).encode("utf-8", "surrogatepass") + b":{"
+        if bytes(part[:len(first)]) != first or bytes(part[-1:]) != b"}":
+            raise RecordError("answer-ready results: the part is not the index's tasks")
 
     def results(self) -> list[TaskResult]:
         """The results themselves, for an answer that is not just the slices' parts joined.
 
         The part holds what the controller is sent, so a task that wants no
-        output comes back with none (it is never sent any).
+        output comes back with none (it is never sent any), apart from
+        amworker's reason when amworker failed it.
         """
         what = "answer-ready results"
-        members = records.mapping(records.loads(b"{" + self.part + b"}", what), what)
+        members = records.mapping(records.loads(b"{" + bytes(self.part) + b"}", what), what)
         if list(members) != list(self.uuids):
             raise RecordError(f"{what}: the part's tasks are not the index's")
-        stored = [
-            {"uuid": uuid, "exit_code": entry.get(EXIT_CODE_KEY), "finished_at": entry.get(FINISHED_KEY),
-             "stdout": entry.get(STDOUT_KEY, ""), "stderr": entry.get(STDERR_KEY, ""),
-             "wants_output": wanted}
-            for (uuid, entry), wanted in zip(
-                ((u, records.mapping(e, what)) for u, e in members.items()), self.wants, strict=True)
-        ]
+        stored = []
+        for (uuid, entry), wanted in zip(members.items(), self.wants, strict=True):
+            entry = records.mapping(entry, what)
+            stderr = entry.get(STDERR_KEY, "") if wanted else self.quiet_reasons.get(uuid, "")
+            stored.append({"uuid": uuid, "exit_code": entry.get(EXIT_CODE_KEY),
+                           "finished_at": entry.get(FINISHED_KEY), "stdout": entry.get(STDOUT_KEY, ""),
+                           "stderr": stderr, "wants_output": wanted})
         return results_from_json(stored, what)
