@@ -8,6 +8,7 @@ however large the value was.
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from worker.batch.answers import answer_record_settlement
 from worker.codec.records import TaskResult, Timestamps
 from worker.contract.plan import JobSpec, PlanRecord
-from worker.contract.records import SHOWN_CHARS, RecordError
+from worker.contract.records import SHOWN_CHARS, RecordError, show
 from worker.contract.slices import (
     CollectEnvelope,
     CollectMessage,
@@ -135,6 +136,22 @@ def test_error_messages_stay_short_whatever_the_value(decode: Callable[[], objec
     with pytest.raises(RecordError) as caught:
         decode()
     assert len(str(caught.value)) < SHOWN_CHARS + 150
+
+
+@pytest.mark.parametrize("value", [b"\xff" * (32 << 20), "\x00" * (32 << 20),
+                                   memoryview(b"\xff" * (32 << 20)), bytearray(32 << 20)],
+                         ids=["bytes", "str", "memoryview", "bytearray"])
+def test_showing_a_huge_value_copies_only_what_is_shown(value: object) -> None:
+    # A stored value can be hundreds of megabytes; its whole repr (four
+    # characters a byte here) must not be built to show 80 of them.
+    tracemalloc.start()
+    try:
+        shown = show(value)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(shown) <= SHOWN_CHARS + 3 and shown.endswith("...")
+    assert peak < 64 * 1024
 
 
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),

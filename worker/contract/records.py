@@ -34,7 +34,16 @@ class RecordError(DecodeError):
 
 
 def show(value: object) -> str:
-    """``repr(value)``, cut to :data:`SHOWN_CHARS` so no message grows with the value."""
+    """``repr(value)``, cut to :data:`SHOWN_CHARS` so no message grows with the value.
+
+    Text and bytes are cut before ``repr``: a stored value can be hundreds
+    of megabytes, and its whole ``repr`` (up to four characters a byte)
+    would be made only to be thrown away.
+    """
+    if isinstance(value, str | bytes | bytearray):
+        value = value[:SHOWN_CHARS + 1]
+    elif isinstance(value, memoryview):
+        value = bytes(value[:SHOWN_CHARS + 1])
     text = repr(value)
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
 
