@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.batch.answers import Settlement
+from worker.batch.answers import Settlement, ready_answer
 from worker.batch.dispatch import SliceRef
-from worker.batch.runner import ready_answer
 from worker.codec.records import Batch, Encoding, TaskResult, TaskSpec
 from worker.codec.wire import encode_result, join_json_answer, json_answer_part
 from worker.contract.records import RecordError
@@ -265,3 +264,37 @@ def test_the_index_is_ascii_json() -> None:
     index = raw.split(b"\n")[1]
     assert index.isascii()
     assert json.loads(index)["tasks"] == ["tâche"]
+
+
+# -- the worst stored values ---------------------------------------------------------
+
+
+def test_the_part_is_a_view_of_the_stored_value_not_a_copy() -> None:
+    raw = encode_ready_results(results_of(3))
+    assert raw is not None
+    ready = ReadyResults.parse(raw)
+    assert ready is not None and ready.part.obj is raw
+
+
+def test_a_deeply_nested_index_is_a_record_error_not_a_recursion_error() -> None:
+    raw = READY_MARK + b"\n" + b"[" * 200_000 + b"]" * 200_000 + b"\n" + PART_A
+    with pytest.raises(RecordError, match="not JSON"):
+        ReadyResults.parse(raw)
+
+
+def test_a_huge_value_without_its_index_end_is_refused_with_a_short_message() -> None:
+    raw = READY_MARK + b"\n" + b"x" * (64 * 1024 * 1024)
+    with pytest.raises(RecordError) as refused:
+        ReadyResults.parse(raw)
+    assert len(str(refused.value)) < 300
+
+
+def test_a_huge_unreadable_part_is_refused_with_a_short_message() -> None:
+    # Ends that look right around 64 MiB that are not JSON: only decoding finds it.
+    raw = READY_MARK + b'\n{"tasks": ["a"], "wants": "1", "by_amworker": 0}\n"a":{' \
+        + b"\xff" * (64 * 1024 * 1024) + b"}"
+    ready = ReadyResults.parse(raw)
+    assert ready is not None
+    with pytest.raises(RecordError) as refused:
+        ready.results()
+    assert len(str(refused.value)) < 300

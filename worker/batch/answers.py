@@ -5,7 +5,8 @@ A :class:`Settlement` is small whatever the output: which slices finished
 itself. Once a lane has answered, the batch's *answer record*
 (``amworker:answer:<token>``) keeps a settlement in the same shape, so a
 re-delivery of the batch is answered again instead of run again (see
-docs/design.md, "What Redis keeps").
+docs/design.md, "What Redis keeps"). :func:`ready_answer` joins a JSON
+answer from the parts the slices stored answer-ready, when it can.
 
 Everything here is a pure codec: no Redis, no clock.
 """
@@ -19,9 +20,11 @@ from datetime import datetime
 from typing import Any
 
 from worker.batch.dispatch import SliceRef
-from worker.codec.records import TaskResult
+from worker.codec.records import Batch, Encoding, TaskResult
+from worker.codec.wire import join_json_answer
 from worker.contract import records
-from worker.contract.slices import results_from_json
+from worker.contract.records import RecordError
+from worker.contract.slices import ReadyResults, results_from_json
 from worker.errors import Cause, reason
 
 
@@ -95,3 +98,39 @@ def _when(at: Any) -> str:
         # A stored value years out of range: the record is still this batch's.
         return "?"
 
+
+def joinable(batch: Batch, settlement: Settlement) -> bool:
+    """Whether the answer may be joined from the slices' parts (:func:`ready_answer`):
+    a JSON request, every task of which went to a slice that finished."""
+    return batch.encoding is Encoding.JSON and not settlement.failed and bool(settlement.finished)
+
+
+def ready_answer(batch: Batch, settlement: Settlement) -> tuple[bytes, bool] | None:
+    """A JSON answer joined from the slices' answer-ready parts, and whether every task is
+    its script's own; ``None`` unless every task has its part, in the request's order.
+
+    The common case: a JSON request whose every slice stored its results
+    answer-ready (``worker.contract.slices.encode_ready_results``). The
+    bytes are what :func:`~worker.codec.wire.encode_result` would make of
+    the same results. Anything else (a pickled request, a task the shim
+    refused or gave up on, a slice stored in parts or by an older worker,
+    an unreadable value) is encoded result by result.
+    """
+    if not joinable(batch, settlement):
+        return None
+    readies = []
+    for ref in settlement.finished:
+        raw = settlement.prefetched.get(ref.task_id)
+        try:
+            ready = ReadyResults.parse(raw) if raw is not None else None
+        except RecordError:
+            return None  # fetched again and answered with the cause, result by result
+        if ready is None:
+            return None
+        readies.append(ready)
+    tasks = batch.tasks
+    if [u for r in readies for u in r.uuids] != [t.uuid for t in tasks]:
+        return None
+    if [w for r in readies for w in r.wants] != [t.wants_output for t in tasks]:
+        return None
+    return join_json_answer(r.part for r in readies), not any(r.by_amworker for r in readies)

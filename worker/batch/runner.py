@@ -33,7 +33,14 @@ import redis
 from celery import Celery
 
 from worker import logs
-from worker.batch.answers import Settlement, answer_record, answer_record_settlement, answers_tasks
+from worker.batch.answers import (
+    Settlement,
+    answer_record,
+    answer_record_settlement,
+    answers_tasks,
+    joinable,
+    ready_answer,
+)
 from worker.batch.dispatch import BROKER_ERRORS, AnsweredMeanwhile, Dispatch, Dispatcher
 from worker.batch.gearman_loop import Reply
 from worker.batch.intake import prepare_batch
@@ -43,13 +50,13 @@ from worker.batch.watcher import ResultWatcher
 from worker.codec.argv import Paths
 from worker.codec.limits import Limits
 from worker.codec.records import Batch, Encoding, TaskResult, TaskSpec
-from worker.codec.wire import decode_request, encode_result, join_json_answer
+from worker.codec.wire import decode_request, encode_result
 from worker.config import Settings
 from worker.contract import keys, lifetimes, plan
 from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
 from worker.contract.records import RecordError
 from worker.contract.results import fail_tasks, failed_results, utcnow
-from worker.contract.slices import READY_MARK, ReadyResults, failed_by_amworker
+from worker.contract.slices import failed_by_amworker, is_ready_form
 from worker.errors import Cause, DecodeError, reason
 from worker.scripts.registry import Registry, ScriptEntry
 
@@ -195,7 +202,7 @@ class BatchRunner:
         way then reads each slice as it decodes it.
         """
         if not joinable(batch, settlement) or not all(
-                ready_form(raw) for raw in settlement.prefetched.values()):
+                is_ready_form(raw) for raw in settlement.prefetched.values()):
             return None
         joined = ready_answer(batch, self.settler.read_heads(settlement))
         if joined is not None:
@@ -431,45 +438,3 @@ class BatchRunner:
         except redis.RedisError as exc:
             # Everything left has its own TTL; a re-delivery now re-attaches.
             log.warning("batch %s: answer not recorded for re-delivery: %s", token, exc)
-
-
-def joinable(batch: Batch, settlement: Settlement) -> bool:
-    """Whether the answer may be joined from the slices' parts (:func:`ready_answer`):
-    a JSON request, every task of which went to a slice that finished."""
-    return batch.encoding is Encoding.JSON and not settlement.failed and bool(settlement.finished)
-
-
-def ready_form(raw: bytes) -> bool:
-    """Whether a slice's stored value (or its head) is in the answer-ready form."""
-    return raw.startswith(READY_MARK + b"\n")
-
-
-def ready_answer(batch: Batch, settlement: Settlement) -> tuple[bytes, bool] | None:
-    """A JSON answer joined from the slices' answer-ready parts, and whether every task is
-    its script's own; ``None`` unless every task has its part, in the request's order.
-
-    The common case: a JSON request whose every slice stored its results
-    answer-ready (``worker.contract.slices.encode_ready_results``). The
-    bytes are what :func:`~worker.codec.wire.encode_result` would make of
-    the same results. Anything else (a pickled request, a task refused or
-    failed by amworker, a slice lost or stored by an older worker) is
-    encoded result by result.
-    """
-    if not joinable(batch, settlement):
-        return None
-    readies = []
-    for ref in settlement.finished:
-        raw = settlement.prefetched.get(ref.task_id)
-        try:
-            ready = ReadyResults.parse(raw) if raw is not None else None
-        except RecordError:
-            return None  # fetched again and answered with the cause, result by result
-        if ready is None:
-            return None
-        readies.append(ready)
-    tasks = batch.tasks
-    if [u for r in readies for u in r.uuids] != [t.uuid for t in tasks]:
-        return None
-    if [w for r in readies for w in r.wants] != [t.wants_output for t in tasks]:
-        return None
-    return join_json_answer(r.part for r in readies), not any(r.by_amworker for r in readies)

@@ -327,6 +327,11 @@ def encode_ready_results(results: Sequence[TaskResult]) -> bytes | None:
     return b"%s%s\n%s" % (_READY_HEAD, index.encode("ascii"), part)
 
 
+def is_ready_form(raw: bytes) -> bool:
+    """Whether a slice's stored value (or its head) is in :func:`encode_ready_results`' form."""
+    return raw.startswith(_READY_HEAD)
+
+
 def failed_by_amworker(result: TaskResult) -> bool:
     """True for a task amworker failed itself (see :func:`~worker.errors.reason`), not its script."""
     return result.exit_code != 0 and (result.stderr or "").startswith(REASON_PREFIX)
@@ -360,7 +365,7 @@ class ReadyResults:
             if not raw.startswith(_READY_HEAD.decode()):
                 return None
             raw = raw.encode("utf-8", "surrogatepass")
-        if not raw.startswith(_READY_HEAD):
+        if not is_ready_form(raw):
             return None
         what = "answer-ready results"
         end = raw.find(b"\n", len(_READY_HEAD))
