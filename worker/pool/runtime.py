@@ -8,6 +8,7 @@ process (after the fork, so no connection is shared between processes).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -16,7 +17,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +43,7 @@ from worker.pool import metrics as worker_metrics
 from worker.pool.bookkeeping import RetryPolicy
 from worker.pool.executor import build_jobs, job_results, run_script
 from worker.pool.job_metrics import JobMetrics
+from worker.pool.leases import LeaseKeeper
 from worker.scripts import imports as script_imports
 from worker.scripts.registry import Registry, load_registry
 
@@ -176,27 +177,23 @@ class WorkerRuntime:
 
     @contextlib.contextmanager
     def lease(self, task_id: str) -> Iterator[None]:
-        """Keep a lease alive while the slice runs; it lapses if this process dies."""
-        key = keys.lease_key(task_id)
-        ttl = self._lease_ttl()
-        stop = threading.Event()
+        """Keep a lease alive while the slice runs; it lapses if this process dies.
 
-        def beat() -> None:
-            while not stop.wait(self.settings.lease_seconds):
-                with contextlib.suppress(redis.RedisError):
-                    self.redis.set(key, os.getpid(), ex=ttl)
-
-        thread = threading.Thread(target=beat, name=f"lease {task_id}", daemon=True)
-        thread.start()
-        try:
+        The lease is left to expire afterwards, not deleted: the results were
+        stored inside it, so a shim finds one or the other, and the shim's
+        answer drops it. Deleting it here would be a round trip for nothing.
+        """
+        with self._leases.holding(keys.lease_key(task_id)):
             yield
-        finally:
-            stop.set()
-            thread.join()
-            # The lease is left to expire, not deleted: the results were
-            # stored inside it, so a shim finds one or the other, and the
-            # shim's answer drops it. Deleting it here would be a round trip
-            # for nothing.
+
+    @functools.cached_property
+    def _leases(self) -> LeaseKeeper:
+        ttl = self._lease_ttl()
+
+        def renew(key: str) -> None:
+            self.redis.set(key, os.getpid(), ex=ttl)
+
+        return LeaseKeeper(renew, self.settings.lease_seconds)
 
     def run_slice(self, function: str, specs: Sequence[JobSpec], *, client: str,
                   soft_limit_errors: tuple[type[BaseException], ...] = (),

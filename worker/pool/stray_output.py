@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
+import queue
 import select
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from worker import logs
@@ -180,9 +182,7 @@ def bounded(limit: int) -> Iterator[StrayOutput]:
     reader = StrayOutput({out_read: (STDOUT_LOGGER, logging.INFO),
                           err_read: (STDERR_LOGGER, logging.WARNING)}, limit)
     # The reader's records carry the slice's batch context, like the script's own.
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(reader.run,),
-                              name="stray output", daemon=True)
-    thread.start()
+    done = _READERS.run(functools.partial(contextvars.copy_context().run, reader.run))
     previous = sys.stdout, sys.stderr
     ours = _text(1), _text(2)
     sys.stdout, sys.stderr = ours
@@ -199,8 +199,62 @@ def bounded(limit: int) -> Iterator[StrayOutput]:
             os.dup2(copy, fd)  # closes this process's write end of the pipe
             os.close(copy)
         reader.stop()
-        thread.join(DRAIN_SECONDS + 1)
+        done.wait(DRAIN_SECONDS + 1)
         reader.report()
+
+
+class _Standby:
+    """The process's reader thread, parked between slices.
+
+    A pool process runs one slice at a time, so one thread reads every
+    slice's pipes in turn: starting and joining a thread per slice cost
+    about 0.15 ms of each slice's time. A reader still draining when the
+    next slice starts (a writer that escaped its slice holds a pipe open
+    for up to :data:`DRAIN_SECONDS`) is not waited for: that slice's reader
+    gets a thread of its own, as every slice's did before.
+    """
+
+    def __init__(self) -> None:
+        self._todo: queue.SimpleQueue[tuple[Callable[[], object], threading.Event]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._last: threading.Event | None = None
+
+    def run(self, work: Callable[[], object]) -> threading.Event:
+        """Start ``work`` on a reader thread; the event is set when it has returned."""
+        done = threading.Event()
+        if self._last is not None and not self._last.is_set() and self._parked():
+            threading.Thread(target=_run_then_set, args=(work, done), name="stray output",
+                             daemon=True).start()
+            return done
+        if not self._parked():
+            # A thread does not survive fork: each process starts its own.
+            self._todo = queue.SimpleQueue()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._serve, name="stray output", daemon=True)
+            self._thread.start()
+        self._last = done
+        self._todo.put((work, done))
+        return done
+
+    def _parked(self) -> bool:
+        return self._thread is not None and self._pid == os.getpid() and self._thread.is_alive()
+
+    def _serve(self) -> None:
+        while True:
+            _run_then_set(*self._todo.get())
+
+
+def _run_then_set(work: Callable[[], object], done: threading.Event) -> None:
+    try:
+        work()
+    except Exception:  # noqa: BLE001 - the reader thread serves the slices after this one
+        STDERR_LOGGER.exception("amworker: reading the slice's stray output failed")
+    finally:
+        done.set()
+
+
+_READERS = _Standby()
 
 
 def _text(fd: int) -> TextIO:
