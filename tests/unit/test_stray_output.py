@@ -174,36 +174,47 @@ def test_a_slice_off_the_main_thread_leaves_the_descriptors_alone() -> None:
         assert isinstance(out, StrayOutput) and os.fstat(1).st_ino != before
 
 
-def test_one_parked_thread_reads_every_slice_in_turn(caplog: pytest.LogCaptureFixture) -> None:
+def test_one_parked_thread_reads_every_slice_in_turn(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.INFO)
-    readers: set[int | None] = set()
+    standby = stray_output._Standby()
+    monkeypatch.setattr(stray_output, "_READERS", standby)
+    started = threading.Thread.start
+    threads: list[threading.Thread] = []
+
+    def counted(thread: threading.Thread) -> None:
+        threads.append(thread)
+        started(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
     for n in range(5):
         with stray_output.bounded(64 * 1024):
             os.write(1, f"slice {n}\n".encode())
-        readers |= {r.thread for r in caplog.records if r.getMessage() == f"slice {n}"}
-    assert len(readers) == 1 and threading.get_ident() not in readers
+    assert threads == [standby._thread] and threads[0].is_alive()
+    assert {r.thread for r in caplog.records if r.name == "amworker.stdout"} == {threads[0].ident}
     assert [m for n, _, m in records(caplog) if n == "amworker.stdout"] == [f"slice {n}" for n in range(5)]
 
 
 def test_a_reader_still_draining_does_not_hold_up_the_next_slices_reader() -> None:
     standby = stray_output._Standby()
     started, release = threading.Event(), threading.Event()
-    ran_on: list[str] = []
+    ran_on: list[threading.Thread] = []
 
     def stuck() -> None:
-        ran_on.append(threading.current_thread().name)
+        ran_on.append(threading.current_thread())
         started.set()
         assert release.wait(10)
 
     first = standby.run(stuck)
     assert started.wait(10)
-    second = standby.run(lambda: ran_on.append("second"))
+    second = standby.run(lambda: ran_on.append(threading.current_thread()))
     assert second.wait(10) and not first.is_set()
     release.set()
     assert first.wait(10)
-    third = standby.run(lambda: ran_on.append("third"))
+    third = standby.run(lambda: ran_on.append(threading.current_thread()))
     assert third.wait(10)
-    assert ran_on == ["stray output", "second", "third"]
+    parked = standby._thread
+    assert ran_on[0] is parked and ran_on[1] is not parked and ran_on[2] is parked
 
 
 def test_a_reader_that_fails_is_logged_and_the_thread_serves_the_next(
@@ -214,8 +225,8 @@ def test_a_reader_that_fails_is_logged_and_the_thread_serves_the_next(
         raise OSError("bad descriptor")
 
     assert standby.run(broken).wait(10)
-    after: list[int] = []
-    assert standby.run(lambda: after.append(threading.get_ident())).wait(10)
-    assert after and standby._thread is not None and after[0] == standby._thread.ident
+    after: list[threading.Thread] = []
+    assert standby.run(lambda: after.append(threading.current_thread())).wait(10)
+    assert after == [standby._thread]
     assert any("reading the slice's stray output failed" in r.getMessage() and r.exc_info
                for r in caplog.records)

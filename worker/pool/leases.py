@@ -1,10 +1,11 @@
-"""Keeping a running slice's lease alive, from one thread per pool process.
+"""Keeping running slices' leases alive, from one thread per pool process.
 
 A slice's lease (``keys.lease_key``) says "a live process runs this"; it is
 written with the claim and expires three beats later unless renewed, so a
-shim sees a slice whose process died as lost. A pool process runs one slice
-at a time, so one renewing thread, started on the process's first slice and
-parked in between, serves them all.
+shim sees a slice whose process died as lost. One renewing thread, started
+on the process's first slice and parked in between, serves every slice the
+process runs (one at a time in the prefork pool; several at once under a
+thread pool).
 
 A thread started and joined per slice cost about 0.15 ms of each slice's
 time on the critical path (the start handshake, then the join), for
@@ -14,23 +15,40 @@ renewals that a slice shorter than a beat never needs.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 
-class LeaseKeeper:
-    """Renews the lease of the slice under way every ``every`` seconds.
+@dataclass(eq=False)
+class _Held:
+    """One slice's lease while its block runs."""
 
-    ``renew(key)`` writes one lease; its errors are the caller's to handle
-    (a renewal that fails is tried again a beat later, and the lease's TTL
-    spans three beats). Renewal runs under the keeper's lock, so once
-    :meth:`holding` has returned, no renewal of its key is still in flight:
-    a finished slice's lease is never written again.
+    key: str
+    due: float
+    #: Set by the slice, without the keeper's lock, when its block ends: a
+    #: signal's exception (Celery's soft time limit) may interrupt the wait
+    #: for the lock, but never an attribute write.
+    over: bool = False
+    warned: bool = False
+    #: The slice's logging context (its batch), for the keeper's warnings.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+
+
+class LeaseKeeper:
+    """Renews the lease of each slice under way every ``every`` seconds.
+
+    ``renew(key)`` writes one lease; a renewal that fails is tried again a
+    beat later (a lease's TTL spans three beats). Renewals run under the
+    keeper's lock, and a slice's block, once over, waits for that lock: so
+    when :meth:`holding` has returned, no renewal of its key is in flight,
+    and its lease is never written again.
     """
 
     def __init__(self, renew: Callable[[str], None], every: float,
@@ -39,50 +57,62 @@ class LeaseKeeper:
         self._every = every
         self._clock = clock
         self._changed = threading.Condition()
-        self._key: str | None = None
-        self._due = 0.0
+        self._held: list[_Held] = []
         self._thread: threading.Thread | None = None
         self._pid = 0
+        # Slices of a thread pool may start at once: one thread for them all.
+        self._starting = threading.Lock()
 
     @contextlib.contextmanager
     def holding(self, key: str) -> Iterator[None]:
         """Renew ``key`` every beat while the block runs."""
         self._ensure_thread()
+        held = _Held(key, self._clock() + self._every)
         with self._changed:
-            self._key = key
-            self._due = self._clock() + self._every
+            self._held.append(held)
             self._changed.notify()
         try:
             yield
         finally:
-            with self._changed:
-                self._key = None
+            held.over = True
+            with self._changed:  # waits out a renewal of it under way
+                with contextlib.suppress(ValueError):
+                    self._held.remove(held)
 
     def _ensure_thread(self) -> None:
-        # A thread does not survive fork: a keeper copied into a new process
-        # starts its own there.
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-            return
-        self._pid = os.getpid()
+        with self._starting:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._start_thread()
+
+    def _start_thread(self) -> None:
+        if self._pid != os.getpid():
+            # Copied into a new process by fork: the parent's thread is not
+            # here, and its lock and waiters must not be either (the copied
+            # Condition would hand notifications to a thread that is gone).
+            self._changed = threading.Condition()
+            self._held = []
+            self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="lease keeper", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         with self._changed:
             while True:
-                if self._key is None:
-                    self._changed.wait()
-                    continue
-                wait = self._due - self._clock()
-                if wait > 0:
-                    self._changed.wait(wait)
-                    continue
-                self._beat(self._key)
-                self._due = self._clock() + self._every
+                self._held = [held for held in self._held if not held.over]
+                now = self._clock()
+                for held in self._held:
+                    if held.due <= now and not held.over:
+                        held.context.run(self._beat, held)
+                        held.due = self._clock() + self._every
+                soonest = min((held.due for held in self._held), default=None)
+                self._changed.wait(None if soonest is None else max(0.0, soonest - self._clock()))
 
-    def _beat(self, key: str) -> None:
+    def _beat(self, held: _Held) -> None:
         try:
-            self._renew(key)
+            self._renew(held.key)
         except Exception as exc:  # noqa: BLE001 - the keeper must outlive any one renewal
-            log.warning("could not renew the lease %s (trying again in %g s): %s",
-                        key, self._every, exc)
+            # Once per slice: during a Redis outage every beat would fail.
+            if not held.warned:
+                held.warned = True
+                log.warning("could not renew the lease %s (trying again every %g s): %s",
+                            held.key, self._every, exc)

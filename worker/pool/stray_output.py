@@ -233,6 +233,8 @@ class _Standby:
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._serve, name="stray output", daemon=True)
             self._thread.start()
+        # Before the put: should a signal's exception (a soft time limit)
+        # land between the two, later slices only get threads of their own.
         self._last = done
         self._todo.put((work, done))
         return done
@@ -248,7 +250,7 @@ class _Standby:
 def _run_then_set(work: Callable[[], object], done: threading.Event) -> None:
     try:
         work()
-    except Exception:  # noqa: BLE001 - the reader thread serves the slices after this one
+    except BaseException:  # noqa: BLE001 - the reader thread serves the slices after this one
         STDERR_LOGGER.exception("amworker: reading the slice's stray output failed")
     finally:
         done.set()
