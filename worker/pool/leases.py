@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from worker.pool.process_thread import ProcessThread
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ class LeaseKeeper:
         self._clock = clock
         self._changed = threading.Condition()
         self._held: list[_Held] = []
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._keeper = ProcessThread("lease keeper")
         # Slices of a thread pool may start at once: one thread for them all.
         self._starting = threading.Lock()
 
@@ -79,21 +79,21 @@ class LeaseKeeper:
                 with contextlib.suppress(ValueError):
                     self._held.remove(held)
 
+    @property
+    def _thread(self) -> threading.Thread | None:
+        return self._keeper.thread
+
     def _ensure_thread(self) -> None:
         with self._starting:
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._start_thread()
-
-    def _start_thread(self) -> None:
-        if self._pid != os.getpid():
-            # Copied into a new process by fork: the parent's thread is not
-            # here, and its lock and waiters must not be either (the copied
-            # Condition would hand notifications to a thread that is gone).
-            self._changed = threading.Condition()
-            self._held = []
-            self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="lease keeper", daemon=True)
-        self._thread.start()
+            if self._keeper.running():
+                return
+            if self._keeper.copied():
+                # The parent's lock and waiters must not be used here either:
+                # the copied Condition would hand notifications to a thread
+                # that is gone.
+                self._changed = threading.Condition()
+                self._held = []
+            self._keeper.start(self._run)
 
     def _run(self) -> None:
         with self._changed:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from worker import logs
+from worker.pool.process_thread import ProcessThread
 
 #: The longest piece of one line that becomes one log record.
 LINE_BYTES = 4096
@@ -216,31 +217,28 @@ class _Standby:
 
     def __init__(self) -> None:
         self._todo: queue.SimpleQueue[tuple[Callable[[], object], threading.Event]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._reader = ProcessThread("stray output")
         self._last: threading.Event | None = None
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        return self._reader.thread
 
     def run(self, work: Callable[[], object]) -> threading.Event:
         """Start ``work`` on a reader thread; the event is set when it has returned."""
         done = threading.Event()
-        if self._last is not None and not self._last.is_set() and self._parked():
+        if self._last is not None and not self._last.is_set() and self._reader.running():
             threading.Thread(target=_run_then_set, args=(work, done), name="stray output",
                              daemon=True).start()
             return done
-        if not self._parked():
-            # A thread does not survive fork: each process starts its own.
-            self._todo = queue.SimpleQueue()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._serve, name="stray output", daemon=True)
-            self._thread.start()
+        if not self._reader.running():
+            self._todo = queue.SimpleQueue()  # not the parent's, after a fork
+            self._reader.start(self._serve)
         # Before the put: should a signal's exception (a soft time limit)
         # land between the two, later slices only get threads of their own.
         self._last = done
         self._todo.put((work, done))
         return done
-
-    def _parked(self) -> bool:
-        return self._thread is not None and self._pid == os.getpid() and self._thread.is_alive()
 
     def _serve(self) -> None:
         while True:
