@@ -328,10 +328,98 @@ def test_an_older_shims_answer_for_other_tasks_is_a_reused_unique(runner: BatchR
     assert runner._look_up(token, decode_request(payload)) == (_legacy("echo_v0.0", unique), same)
 
 
+def test_an_older_shims_answer_for_other_tasks_does_not_stop_a_new_batch(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plan script leaves the old token's keys to the long look-up, which
+    # finds the old answer is another batch's; the batch is then planned
+    # and sent as new, once, rather than sent back to the look-up forever.
+    entry = runner.registry.get("echo_v0.0")
+    assert entry is not None
+    unique = str(uuid.uuid4())
+    earlier = failed_results(list(make_tasks(["x"])), "old batch")
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)),
+                     json.dumps([r.to_json() for r in earlier]))
+    tasks = make_tasks(["a"])
+    payload = _payload(tasks)
+    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
+    queue = str(entry.options.queue)
+    runner.redis.delete(queue)
+    sent: list[str] = []
+
+    def send(_entry: ScriptEntry, dispatch: Dispatch, *_: object, **__: object) -> None:
+        sent.append(dispatch.token)
+        raise RuntimeError("sent; not waited for in this test")
+
+    monkeypatch.setattr(runner.dispatcher, "send", send)
+    answer = runner.answer("echo_v0.0", unique, payload)
+
+    assert sent == [token]
+    assert answer is not None and set(decode_result(answer)) == set(tasks)
+    # Answered as the new batch it is, under its own token.
+    assert runner.redis.exists(keys.answer_key(token))
+
+
+def test_a_new_batch_costs_one_round_trip_before_it_is_sent(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Looking for an earlier answer (under either token) and recording the
+    # plan are one script: the batch's first and only round trip before its
+    # slices go to the broker.
+    tasks = make_tasks(["a"])
+    payload = _payload(tasks)
+    # Warm: the script is loaded into Redis once, with a round trip of its own.
+    runner.dispatcher._record_plan(keys=["warm:plan", "warm:answer"], args=["{}", 10])
+    commands: list[str] = []
+    real: Callable[..., Any] = redis.Redis.execute_command
+
+    def execute_command(client: redis.Redis, *args: Any, **options: Any) -> Any:
+        commands.append(str(args[0]))
+        return real(client, *args, **options)
+
+    def pipeline_execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> Any:
+        commands.append("pipeline")
+        raise AssertionError("a pipeline before the batch was sent")
+
+    def send(*_: object, **__: object) -> None:
+        raise RuntimeError("sent; not waited for in this test")
+
+    monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", pipeline_execute)
+    monkeypatch.setattr(runner.dispatcher, "send", send)
+
+    runner.settle("echo_v0.0", keys.batch_token("echo_v0.0", str(uuid.uuid4()), payload, tasks),
+                  decode_request(payload), looked_up=False)
+
+    assert commands == ["EVALSHA"]
+
+
+def test_a_batch_answered_before_is_answered_from_its_record_whatever_its_script_now(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The batch ran and was answered, but gearmand never read the answer; the
+    # shim came back without the script (a broken upgrade). Re-delivered, the
+    # batch is answered with what it did, not failed anew: "import failed"
+    # would tell the controller that files already moved never were.
+    tasks = make_tasks(["a"])
+    (task_id,) = tasks
+    payload = _payload(tasks)
+    unique = str(uuid.uuid4())
+    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
+    done = TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="moved", stderr="")
+    runner.redis.set(keys.answer_key(token), json.dumps(
+        {"at": time.time(), "slices": [], "failed": [done.to_json()]}))
+    monkeypatch.setattr(runner.registry, "get", lambda function: None)
+
+    answer = runner.answer("echo_v0.0", unique, payload)
+
+    assert answer is not None
+    assert decode_result(answer)[task_id]["stdout"] == "moved"
+    assert decode_result(answer)[task_id]["exitCode"] == 0
+
+
 def test_one_round_trip_finds_an_answer_under_either_token(
         runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The look-up is on every batch's path: the current token's answer, its
-    # plan and the old token's keys come back from one pipeline.
+    # The long look-up (an older shim's keys were found): the current
+    # token's answer, its plan and the old token's keys come back from one
+    # pipeline.
     tasks = make_tasks(["a"])
     payload = _payload(tasks)
     token = keys.batch_token("echo_v0.0", str(uuid.uuid4()), payload, tasks)

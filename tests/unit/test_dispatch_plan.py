@@ -14,10 +14,15 @@ import pytest
 from celery import Celery
 
 from worker.batch.dispatch import (
+    ANSWERED,
+    OLDER_KEYS,
     PLAN_UNLESS_ANSWERED,
+    PLANNED,
+    RECORDED,
     WAKE_ON_SLICES_UP_TO,
     AnsweredMeanwhile,
     Dispatcher,
+    LookUpFirst,
     decode_plan,
 )
 from worker.config import FunctionOptions, Settings
@@ -45,16 +50,19 @@ class _Redis:
     def get(self, key: str) -> bytes | None:
         return self.kept.get(key)
 
-    def register_script(self, script: str) -> Callable[..., bytes | int]:
+    def register_script(self, script: str) -> Callable[..., list[object]]:
         """The plan script's contract (its Lua runs against a real Redis in
-        tests/integration/test_batch_runner.py): the answer record, else SET NX."""
+        tests/integration/test_batch_runner.py): the answer record; else, given
+        an older shim's keys and none of the batch's own, nothing; else SET NX."""
         assert script == PLAN_UNLESS_ANSWERED
 
-        def run(keys: list[str], args: list[object]) -> bytes | int:
-            plan_key, answer_key = keys
+        def run(keys: list[str], args: list[object]) -> list[object]:
+            plan_key, answer_key, *older = keys
             if answer_key in self.kept:
-                return self.kept[answer_key]
-            return 1 if self.set(plan_key, str(args[0]), nx=True) else 0
+                return [ANSWERED, self.kept[answer_key]]
+            if plan_key not in self.kept and any(key in self.kept for key in older):
+                return [OLDER_KEYS]
+            return [RECORDED if self.set(plan_key, str(args[0]), nx=True) else PLANNED]
 
         return run
 
@@ -111,6 +119,32 @@ def test_a_batch_answered_meanwhile_is_not_planned_again() -> None:
     with pytest.raises(AnsweredMeanwhile):
         _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS)
     assert keys.plan_key(TOKEN) not in client.kept
+
+
+@pytest.mark.parametrize("older", ["plan", "answer"])
+def test_an_older_shims_keys_alone_are_left_to_the_runner(older: str) -> None:
+    client = _Redis()
+    legacy = keys.legacy_token(TOKEN)
+    key = keys.plan_key(legacy) if older == "plan" else keys.answer_key(legacy)
+    client.kept[key] = b"{}"
+
+    with pytest.raises(LookUpFirst):
+        _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS, older=legacy)
+    assert keys.plan_key(TOKEN) not in client.kept
+    # Looked up already (older not given): the batch is planned as new.
+    _dispatch, _parts, fresh = _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS)
+    assert fresh and keys.plan_key(TOKEN) in client.kept
+
+
+def test_a_batch_with_a_plan_of_its_own_ignores_an_older_shims_keys() -> None:
+    client = _Redis()
+    legacy = keys.legacy_token(TOKEN)
+    client.kept[keys.plan_key(legacy)] = b"{}"
+    client.kept[keys.plan_key(TOKEN)] = PlanRecord(count=3, at=5.0, sent=True).encode().encode()
+
+    dispatch, _parts, fresh = _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS, older=legacy)
+
+    assert not fresh and dispatch.count == 3
 
 
 @pytest.mark.parametrize("wanted", [1, 2, 4, WAKE_ON_SLICES_UP_TO, WAKE_ON_SLICES_UP_TO + 1])

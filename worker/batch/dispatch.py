@@ -46,29 +46,48 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-#: Record a batch's plan unless it was answered meanwhile, atomically: the
-#: answer record if there is one, else 1 if recorded, 0 if a plan was there.
-#: KEYS: plan, answer record; ARGV: the plan, its TTL in seconds.
+#: Record a batch's plan unless it was answered, atomically, in the one round
+#: trip a batch costs before its slices are sent. KEYS: plan, answer record,
+#: and (optionally) the plan and answer keys of the token an older shim gave
+#: the batch (keys.legacy_token); ARGV: the plan, its TTL in seconds.
+#: Returns ``{RECORDED}``, ``{PLANNED}`` (a plan was there), ``{ANSWERED,
+#: record}``, or ``{OLDER_KEYS}`` when the batch has no keys of its own but an
+#: older shim's keys exist: those need reading in Python (an old answer may
+#: belong to an earlier batch that reused the unique), so nothing is recorded.
 PLAN_UNLESS_ANSWERED = """
 local answered = redis.call('GET', KEYS[2])
-if answered then return answered end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
-return 0
+if answered then return {2, answered} end
+if KEYS[4] and redis.call('EXISTS', KEYS[1]) == 0
+    and redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then
+  return {3}
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return {0} end
+return {1}
 """
+RECORDED, PLANNED, ANSWERED, OLDER_KEYS = 0, 1, 2, 3
 
 
 class AnsweredMeanwhile(Exception):
-    """The batch was answered (by another lane) after this one looked for an answer.
+    """The batch was answered already: re-delivered after its answer, or by another lane meanwhile.
 
-    A lane that found no answer record goes on to record a plan; if the
-    lane answering the same batch wrote its record (and dropped the plan) in
-    between, a plain ``SET NX`` would succeed and send the batch again.
-    ``record`` is that answer record, read in the same step.
+    A plain ``SET NX`` of the plan would succeed once the lane answering the
+    same batch has written its record and dropped the plan, and send the
+    batch again. ``record`` is that answer record, read in the same step.
     """
 
     def __init__(self, token: str, record: bytes) -> None:
         super().__init__(token)
         self.record = record
+
+
+class LookUpFirst(Exception):
+    """The batch must be looked up the long way before it is answered (worker.batch.runner).
+
+    Raised when the batch has no keys under its token but has some under the
+    token an older shim gave it: mid-upgrade, that shim may have dispatched
+    or answered it, or a new batch may reuse the unique, and only reading
+    those keys tells. Nothing was recorded.
+    """
 
 
 #: The most slices whose every result wakes the batch's lane (see
@@ -134,7 +153,7 @@ class Dispatcher:
         self._record_plan = client.register_script(PLAN_UNLESS_ANSWERED)
 
     def plan_slices(
-        self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec]
+        self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec], *, older: str | None = None
     ) -> tuple[Dispatch, list[list[plan.JobSpec]], bool]:
         """The batch's slices, recorded on first arrival; True if they must be sent.
 
@@ -142,15 +161,21 @@ class Dispatcher:
         its slice count, so it computes the same ids and attaches to the work
         instead of sending it again. Raises :class:`AnsweredMeanwhile`, with
         the record, if the batch's answer record exists: it ran, and must not
-        be sent again.
+        be sent again. Given ``older``, the token an older shim gave the
+        batch, raises :class:`LookUpFirst` if the batch has no keys of its
+        own but that token has some.
         """
         record = PlanRecord(count=plan.slice_count(entry.slices_wanted(), len(specs)), at=self.now())
         ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit)
-        recorded = self._record_plan(keys=[keys.plan_key(token), keys.answer_key(token)],
-                                     args=[record.encode(), ttl])
-        if isinstance(recorded, bytes):
-            raise AnsweredMeanwhile(token, recorded)
-        if recorded == 0:
+        names = [keys.plan_key(token), keys.answer_key(token)]
+        if older is not None and older != token:
+            names += [keys.plan_key(older), keys.answer_key(older)]
+        outcome, *found = self._record_plan(keys=names, args=[record.encode(), ttl])
+        if outcome == ANSWERED:
+            raise AnsweredMeanwhile(token, found[0])
+        if outcome == OLDER_KEYS:
+            raise LookUpFirst(token)
+        if outcome == PLANNED:
             record = self._earlier_plan(entry, token, len(specs)) or record
         parts = plan.split(specs, record.count)
         slices = tuple(

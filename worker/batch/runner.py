@@ -41,7 +41,7 @@ from worker.batch.answers import (
     joinable,
     ready_answer,
 )
-from worker.batch.dispatch import BROKER_ERRORS, AnsweredMeanwhile, Dispatch, Dispatcher
+from worker.batch.dispatch import BROKER_ERRORS, AnsweredMeanwhile, Dispatch, Dispatcher, LookUpFirst
 from worker.batch.gearman_loop import Reply
 from worker.batch.intake import prepare_batch
 from worker.batch.metrics import BatchObserver, NullObserver
@@ -177,8 +177,11 @@ class BatchRunner:
             return Reply(None), False
         token = keys.batch_token(function, unique, payload, (t.uuid for t in batch.tasks))
         try:
-            token, earlier = self._look_up(token, batch)
-            settlement = self.settle(function, token, batch, earlier)
+            try:
+                settlement = self.settle(function, token, batch, looked_up=False)
+            except LookUpFirst:
+                token, earlier = self._look_up(token, batch)
+                settlement = self.settle(function, token, batch, earlier)
         except Exception as exc:  # noqa: BLE001 - the task UUIDs are known: answer each
             settlement = self._internal_error(function, token, batch, exc)
         with self.slots.held():
@@ -219,12 +222,19 @@ class BatchRunner:
         with logs.batch_context(function, unique or "-"):
             self._answered(function, token, settlement)
 
-    def settle(self, function: str, token: str, batch: Batch, earlier: bytes | None = None) -> Settlement:
+    def settle(self, function: str, token: str, batch: Batch, earlier: bytes | None = None, *,
+               looked_up: bool = True) -> Settlement:
         """Run (or attach to, or recall) the batch until every task has come to something.
 
         ``earlier`` is the batch's answer record if it was answered before
-        (see :meth:`_look_up`). Holds no answer slot and no results: what
-        comes back is small.
+        (see :meth:`_look_up`). Without that look-up first (``looked_up``
+        false, the common case), the round trip that records the batch's
+        plan finds its answer record instead (:class:`AnsweredMeanwhile`),
+        and :class:`LookUpFirst` is raised when the look-up is needed after
+        all: for an older shim's keys, or before answering without running
+        anything (an unknown script, every task refused), so that a batch
+        which ran before is answered as it was, never failed anew. Holds no
+        answer slot and no results: what comes back is small.
         """
         if earlier is not None:
             log.info("%s batch %s: re-delivered after it was answered; answering again",
@@ -232,18 +242,25 @@ class BatchRunner:
             return self._recalled(token, earlier)
         entry = self.registry.get(function)
         if entry is None or not entry.importable:
+            if not looked_up:
+                raise LookUpFirst(token)
             detail = entry.import_error if entry else f"no script is registered for {function!r}"
             return Settlement(failed=self._fail(batch.tasks, reason(Cause.IMPORT_FAILED, str(detail))))
         specs, refused = self._prepare(batch.tasks)
         if not specs:
+            if not looked_up:
+                raise LookUpFirst(token)
             return Settlement(failed=refused)
-        settled = self._execute(entry, token, specs, answer_ready=batch.encoding is Encoding.JSON)
+        older = None if looked_up else keys.legacy_token(token)
+        settled = self._execute(entry, token, specs, answer_ready=batch.encoding is Encoding.JSON,
+                                older=older)
         return dataclasses.replace(settled, failed={**refused, **settled.failed})
 
     def _look_up(self, token: str, batch: Batch) -> tuple[str, bytes | None]:
         """The token the batch goes by and its answer record if it was answered: one round trip.
 
-        A shim of an older amworker keyed a batch by ``function:unique``
+        Taken only when :class:`LookUpFirst` asks for it. A shim of an older
+        amworker keyed a batch by ``function:unique``
         alone (:func:`keys.legacy_token`). A batch it dispatched or answered,
         handed back to this shim by gearmand mid-upgrade, has neither plan nor
         answer under ``token``; its keys under the old token are attached to
@@ -310,18 +327,20 @@ class BatchRunner:
     # -- dispatching -----------------------------------------------------------
 
     def _execute(self, entry: ScriptEntry, token: str, specs: list[plan.JobSpec], *,
-                 answer_ready: bool = False) -> Settlement:
+                 answer_ready: bool = False, older: str | None = None) -> Settlement:
         try:
-            dispatch, parts, fresh = self.dispatcher.plan_slices(entry, token, specs)
+            dispatch, parts, fresh = self.dispatcher.plan_slices(entry, token, specs, older=older)
             # Listen before sending: a fast slice must not finish unheard.
             with self.watcher.watching(dispatch.wake_ids) as event:
                 if fresh:
                     self.dispatcher.send(entry, dispatch, parts, answer_ready=answer_ready)
                 return self._wait(entry, dispatch, specs, event, check_first=not fresh)
         except AnsweredMeanwhile as answered:
-            log.info("%s batch %s: answered by another lane meanwhile; answering from its record",
-                     entry.function, token)
+            log.info("%s batch %s: answered before (re-delivered, or answered by another lane "
+                     "meanwhile); answering again from its record", entry.function, token)
             return self._recalled(token, answered.record)
+        except LookUpFirst:
+            raise  # for the caller, which looks the batch up and settles it again
         except BROKER_ERRORS as exc:
             log.error("%s batch %s: cannot dispatch: %s", entry.function, token, exc)
             return Settlement(failed=self._fail(
