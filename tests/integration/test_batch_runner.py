@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import socket
 import threading
@@ -27,13 +28,13 @@ from celery import Celery
 from harness.controller import make_tasks
 from harness.services import ROOT, start_redis, wait_until
 from worker.batch.answers import Settlement
-from worker.batch.dispatch import Dispatch, SliceRef
+from worker.batch.dispatch import ANSWERED, OLDER_KEYS, PLANNED, RECORDED, Dispatch, SliceRef
 from worker.batch.runner import ANSWER_SLOTS, BatchRunner
 from worker.batch.service import use_send_only_backend
 from worker.batch.settling import PREFETCH_BYTES, PREFETCH_MIN_SHARE
 from worker.batch.watcher import ResultWatcher
 from worker.celery import celery_config
-from worker.codec.records import Encoding, TaskResult
+from worker.codec.records import Batch, Encoding, TaskResult
 from worker.codec.wire import decode_request, decode_result, encode_request
 from worker.config import Settings
 from worker.contract import keys
@@ -350,9 +351,20 @@ def test_an_older_shims_answer_for_other_tasks_does_not_stop_a_new_batch(
         sent.append(dispatch.token)
         raise RuntimeError("sent; not waited for in this test")
 
+    looked_up: list[str] = []
+    real_look_up = runner._look_up
+
+    def look_up(token: str, batch: Batch) -> tuple[str, bytes | None]:
+        looked_up.append(token)
+        return real_look_up(token, batch)
+
     monkeypatch.setattr(runner.dispatcher, "send", send)
+    monkeypatch.setattr(runner, "_look_up", look_up)
     answer = runner.answer("echo_v0.0", unique, payload)
 
+    # The old answer was read (once), found to be another batch's, and the
+    # batch was sent as new.
+    assert looked_up == [token]
     assert sent == [token]
     assert answer is not None and set(decode_result(answer)) == set(tasks)
     # Answered as the new batch it is, under its own token.
@@ -413,6 +425,121 @@ def test_a_batch_answered_before_is_answered_from_its_record_whatever_its_script
     assert answer is not None
     assert decode_result(answer)[task_id]["stdout"] == "moved"
     assert decode_result(answer)[task_id]["exitCode"] == 0
+
+
+def test_the_plan_script_against_a_real_redis(runner: BatchRunner) -> None:
+    script = runner.dispatcher._record_plan
+    plan, answer, old_plan, old_answer = (f"script-test:{uuid.uuid4()}:{n}" for n in range(4))
+    both = [plan, answer, old_plan, old_answer]
+
+    assert script(keys=[plan, answer], args=["first", 60]) == [RECORDED]
+    assert 0 < runner.redis.ttl(plan) <= 60
+    # The plan found is handed back in the same step, never read again later.
+    assert script(keys=[plan, answer], args=["second", 60]) == [PLANNED, b"first"]
+    # A plan of its own outranks an older shim's keys.
+    runner.redis.set(old_answer, "old")
+    assert script(keys=both, args=["second", 60]) == [PLANNED, b"first"]
+    runner.redis.delete(plan)
+    for older in (old_answer, old_plan):
+        runner.redis.delete(old_plan, old_answer)
+        runner.redis.set(older, "old")
+        assert script(keys=both, args=["new", 60]) == [OLDER_KEYS]
+        assert not runner.redis.exists(plan), "recorded a plan beside an older shim's keys"
+    runner.redis.set(answer, "record")
+    assert script(keys=both, args=["new", 60]) == [ANSWERED, b"record"]
+    assert not runner.redis.exists(plan)
+
+
+def _refuse_long_arguments(runner: BatchRunner) -> None:
+    """The shim came back with a lower argument limit (a changed setting)."""
+    runner.limits = dataclasses.replace(runner.limits, max_argument_bytes=100)
+
+
+@pytest.mark.parametrize("refused", ["some", "all"])
+def test_a_batch_answered_before_keeps_its_results_for_tasks_refused_now(
+        runner: BatchRunner, refused: str) -> None:
+    # The batch ran and was answered; gearmand never read the answer, and the
+    # shim restarted with a lower argument limit. Re-delivered, the tasks it
+    # now refuses ran then: they keep what they did, now and in the record.
+    names = ["x" * 300, "y" * 300] if refused == "all" else ["short", "x" * 300]
+    tasks = make_tasks(names)
+    payload = _payload(tasks)
+    unique = str(uuid.uuid4())
+    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
+    slice_id = keys.slice_id(token, 0, 1)
+    done = [TaskResult(uuid=t, exit_code=0, finished_at=utcnow(), stdout="moved", stderr="")
+            for t in tasks]
+    runner.redis.set(keys.outcome_key(slice_id), json.dumps([r.to_json() for r in done]), ex=1000)
+    runner.redis.set(keys.answer_key(token),
+                     json.dumps({"at": time.time(), "slices": [slice_id], "failed": []}))
+    _refuse_long_arguments(runner)
+
+    for _ in range(2):
+        answer = runner.answer("echo_v0.0", unique, payload)
+        assert answer is not None
+        assert {t: (r["exitCode"], r["stdout"]) for t, r in decode_result(answer).items()} == \
+            {t: (0, "moved") for t in tasks}
+
+
+def test_an_older_shims_batch_is_not_run_when_it_cannot_be_looked_up(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An older shim answered this very batch, and Redis fails the look-up:
+    # not knowing, the shim must not run the batch again.
+    tasks = make_tasks(["a"])
+    (task_id,) = tasks
+    unique = str(uuid.uuid4())
+    old = [TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="old", stderr="")]
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)), json.dumps([r.to_json() for r in old]))
+    sent: list[str] = []
+
+    def send(_entry: ScriptEntry, dispatch: Dispatch, *_: object, **__: object) -> None:
+        sent.append(dispatch.token)
+        raise RuntimeError("sent; not waited for in this test")
+
+    def look_up(*_: object) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(runner.dispatcher, "send", send)
+    monkeypatch.setattr(runner, "_look_up", look_up)
+    answer = runner.answer("echo_v0.0", unique, _payload(tasks))
+
+    assert sent == []
+    assert answer is not None
+    result = decode_result(answer)[task_id]
+    assert result["exitCode"] == 1
+    assert str(result["stderror"]).startswith("amworker: broker lost: cannot look the batch up in Redis")
+
+
+def test_a_plan_dropped_by_the_lane_that_answered_is_not_sent_again(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # This lane's script finds the other lane's plan; the other lane then
+    # answers (record written, plan dropped) before this one does anything
+    # more. Reading the plan again would find nothing and send the batch anew.
+    tasks = make_tasks(["a"])
+    (task_id,) = tasks
+    payload = _payload(tasks)
+    token = keys.batch_token("echo_v0.0", str(uuid.uuid4()), payload, tasks)
+    runner.redis.set(keys.plan_key(token), json.dumps({"count": 1, "at": time.time(), "sent": True}))
+    done = TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="ran once", stderr="")
+    script = runner.dispatcher._record_plan
+
+    def then_answered(**kwargs: Any) -> Any:
+        found = script(**kwargs)
+        pipe = runner.redis.pipeline(transaction=True)
+        pipe.set(keys.answer_key(token), json.dumps(
+            {"at": time.time(), "slices": [], "failed": [done.to_json()]}))
+        pipe.delete(keys.plan_key(token))
+        pipe.execute()
+        return found
+
+    sent: list[str] = []
+    monkeypatch.setattr(runner.dispatcher, "_record_plan", then_answered)
+    monkeypatch.setattr(runner.dispatcher, "send", lambda *_, **__: sent.append(token))
+
+    settlement = runner.settle("echo_v0.0", token, decode_request(payload), looked_up=False)
+
+    assert sent == []
+    assert settlement.failed[task_id].stdout == "ran once"
 
 
 def test_one_round_trip_finds_an_answer_under_either_token(

@@ -52,17 +52,20 @@ class _Redis:
 
     def register_script(self, script: str) -> Callable[..., list[object]]:
         """The plan script's contract (its Lua runs against a real Redis in
-        tests/integration/test_batch_runner.py): the answer record; else, given
-        an older shim's keys and none of the batch's own, nothing; else SET NX."""
+        tests/integration/test_batch_runner.py): the answer record; else the plan;
+        else, given an older shim's keys, nothing; else the plan is set."""
         assert script == PLAN_UNLESS_ANSWERED
 
         def run(keys: list[str], args: list[object]) -> list[object]:
             plan_key, answer_key, *older = keys
             if answer_key in self.kept:
                 return [ANSWERED, self.kept[answer_key]]
-            if plan_key not in self.kept and any(key in self.kept for key in older):
+            if plan_key in self.kept:
+                return [PLANNED, self.kept[plan_key]]
+            if any(key in self.kept for key in older):
                 return [OLDER_KEYS]
-            return [RECORDED if self.set(plan_key, str(args[0]), nx=True) else PLANNED]
+            self.set(plan_key, str(args[0]))
+            return [RECORDED]
 
         return run
 

@@ -46,23 +46,24 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-#: Record a batch's plan unless it was answered, atomically, in the one round
-#: trip a batch costs before its slices are sent. KEYS: plan, answer record,
-#: and (optionally) the plan and answer keys of the token an older shim gave
-#: the batch (keys.legacy_token); ARGV: the plan, its TTL in seconds.
-#: Returns ``{RECORDED}``, ``{PLANNED}`` (a plan was there), ``{ANSWERED,
-#: record}``, or ``{OLDER_KEYS}`` when the batch has no keys of its own but an
-#: older shim's keys exist: those need reading in Python (an old answer may
-#: belong to an earlier batch that reused the unique), so nothing is recorded.
+#: Record a batch's plan unless it was answered or planned, atomically, in the
+#: one round trip a batch costs before its slices are sent. KEYS: plan,
+#: answer record, and (optionally) the plan and answer keys of the token an
+#: older shim gave the batch (keys.legacy_token); ARGV: the plan, its TTL in
+#: seconds. Returns ``{RECORDED}``, ``{PLANNED, plan}`` (the plan found, read
+#: in the same step: a GET after it could find the plan already dropped by a
+#: lane that answered meanwhile), ``{ANSWERED, record}``, or ``{OLDER_KEYS}``
+#: when the batch has no keys of its own but an older shim's keys exist:
+#: those need reading in Python (an old answer may belong to an earlier batch
+#: that reused the unique), so nothing is recorded.
 PLAN_UNLESS_ANSWERED = """
 local answered = redis.call('GET', KEYS[2])
 if answered then return {2, answered} end
-if KEYS[4] and redis.call('EXISTS', KEYS[1]) == 0
-    and redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then
-  return {3}
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return {0} end
-return {1}
+local planned = redis.call('GET', KEYS[1])
+if planned then return {1, planned} end
+if KEYS[4] and redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then return {3} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return {0}
 """
 RECORDED, PLANNED, ANSWERED, OLDER_KEYS = 0, 1, 2, 3
 
@@ -176,7 +177,7 @@ class Dispatcher:
         if outcome == OLDER_KEYS:
             raise LookUpFirst(token)
         if outcome == PLANNED:
-            record = self._earlier_plan(entry, token, len(specs)) or record
+            record = self._earlier_plan(entry, token, len(specs), found[0]) or record
         parts = plan.split(specs, record.count)
         slices = tuple(
             SliceRef(keys.slice_id(token, i, len(parts)), tuple(s.uuid for s in part))
@@ -185,9 +186,9 @@ class Dispatcher:
         dispatch = Dispatch(token=token, count=len(parts), dispatched_at=record.at, slices=slices)
         return dispatch, parts, not record.sent
 
-    def _earlier_plan(self, entry: ScriptEntry, token: str, jobs: int) -> PlanRecord | None:
-        """The plan the batch's first arrival recorded, unless it is unreadable or absurd."""
-        earlier = load_plan(self.redis, token)
+    def _earlier_plan(self, entry: ScriptEntry, token: str, jobs: int, raw: bytes) -> PlanRecord | None:
+        """The plan the batch's first arrival recorded (``raw``), unless it is unreadable or absurd."""
+        earlier = decode_plan(raw)
         if earlier is None:
             return None
         # No batch was ever cut into more slices than a batch may have

@@ -177,11 +177,7 @@ class BatchRunner:
             return Reply(None), False
         token = keys.batch_token(function, unique, payload, (t.uuid for t in batch.tasks))
         try:
-            try:
-                settlement = self.settle(function, token, batch, looked_up=False)
-            except LookUpFirst:
-                token, earlier = self._look_up(token, batch)
-                settlement = self.settle(function, token, batch, earlier)
+            token, settlement = self._settle_arrival(function, token, batch)
         except Exception as exc:  # noqa: BLE001 - the task UUIDs are known: answer each
             settlement = self._internal_error(function, token, batch, exc)
         with self.slots.held():
@@ -222,6 +218,22 @@ class BatchRunner:
         with logs.batch_context(function, unique or "-"):
             self._answered(function, token, settlement)
 
+    def _settle_arrival(self, function: str, token: str, batch: Batch) -> tuple[str, Settlement]:
+        """The token the batch goes by, and its settlement (:meth:`settle`, then the look-up if asked)."""
+        try:
+            return token, self.settle(function, token, batch, looked_up=False)
+        except LookUpFirst:
+            pass  # looked up below, outside the handler: later tracebacks are not chained to it
+        try:
+            token, earlier = self._look_up(token, batch)
+        except redis.RedisError as exc:
+            # Not knowing whether an older shim ran the batch, it must not
+            # run now: the controller hears why, and gearmand may re-deliver.
+            log.error("%s batch %s: cannot look it up in Redis: %s", function, token, exc)
+            return token, Settlement(failed=self._fail(batch.tasks, reason(
+                Cause.BROKER_LOST, f"cannot look the batch up in Redis: {exc!r}")))
+        return token, self.settle(function, token, batch, earlier)
+
     def settle(self, function: str, token: str, batch: Batch, earlier: bytes | None = None, *,
                looked_up: bool = True) -> Settlement:
         """Run (or attach to, or recall) the batch until every task has come to something.
@@ -252,36 +264,37 @@ class BatchRunner:
                 raise LookUpFirst(token)
             return Settlement(failed=refused)
         older = None if looked_up else keys.legacy_token(token)
-        settled = self._execute(entry, token, specs, answer_ready=batch.encoding is Encoding.JSON,
-                                older=older)
+        try:
+            settled = self._execute(entry, token, specs, answer_ready=batch.encoding is Encoding.JSON,
+                                    older=older)
+        except AnsweredMeanwhile as answered:
+            # As it was answered: tasks refused now (a shim restarted with
+            # other limits) ran then, and keep the results they had.
+            log.info("%s batch %s: answered before (re-delivered, or answered by another lane "
+                     "meanwhile); answering again from its record", function, token)
+            return self._recalled(token, answered.record)
         return dataclasses.replace(settled, failed={**refused, **settled.failed})
 
     def _look_up(self, token: str, batch: Batch) -> tuple[str, bytes | None]:
         """The token the batch goes by and its answer record if it was answered: one round trip.
 
-        Taken only when :class:`LookUpFirst` asks for it. A shim of an older
-        amworker keyed a batch by ``function:unique``
-        alone (:func:`keys.legacy_token`). A batch it dispatched or answered,
-        handed back to this shim by gearmand mid-upgrade, has neither plan nor
-        answer under ``token``; its keys under the old token are attached to
-        instead of running it again. An old answer that lacks this batch's
-        tasks belongs to an earlier batch that reused the unique: a new batch.
+        Taken only when :class:`LookUpFirst` asks for it; raises redis-py's
+        error if Redis cannot be read. A shim of an older amworker keyed a
+        batch by ``function:unique`` alone (:func:`keys.legacy_token`). A
+        batch it dispatched or answered, handed back to this shim by gearmand
+        mid-upgrade, has neither plan nor answer under ``token``; its keys
+        under the old token are attached to instead of running it again. An
+        old answer that lacks this batch's tasks belongs to an earlier batch
+        that reused the unique: a new batch.
         """
         legacy = keys.legacy_token(token)
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.get(keys.answer_key(token))
-            if legacy != token:
-                pipe.exists(keys.plan_key(token))
-                pipe.get(keys.answer_key(legacy))
-                pipe.exists(keys.plan_key(legacy))
-            found = pipe.execute()
-        except redis.RedisError as exc:
-            # Not knowing costs nothing worse than a second run's attach:
-            # recording the plan still finds the work under way, or the
-            # answer record (dispatch.PLAN_UNLESS_ANSWERED).
-            log.warning("batch %s: cannot look for an earlier answer: %s", token, exc)
-            return token, None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.answer_key(token))
+        if legacy != token:
+            pipe.exists(keys.plan_key(token))
+            pipe.get(keys.answer_key(legacy))
+            pipe.exists(keys.plan_key(legacy))
+        found = pipe.execute()
         answered = found[0]
         if answered is not None or legacy == token:
             return token, answered
@@ -335,12 +348,8 @@ class BatchRunner:
                 if fresh:
                     self.dispatcher.send(entry, dispatch, parts, answer_ready=answer_ready)
                 return self._wait(entry, dispatch, specs, event, check_first=not fresh)
-        except AnsweredMeanwhile as answered:
-            log.info("%s batch %s: answered before (re-delivered, or answered by another lane "
-                     "meanwhile); answering again from its record", entry.function, token)
-            return self._recalled(token, answered.record)
-        except LookUpFirst:
-            raise  # for the caller, which looks the batch up and settles it again
+        except (AnsweredMeanwhile, LookUpFirst):
+            raise  # for settle, and the caller that looks the batch up and settles it again
         except BROKER_ERRORS as exc:
             log.error("%s batch %s: cannot dispatch: %s", entry.function, token, exc)
             return Settlement(failed=self._fail(
