@@ -313,14 +313,33 @@ def test_a_batch_dispatched_by_an_older_shim_is_attached_to(runner: BatchRunner)
     assert not runner.redis.exists(keys.plan_key(legacy))
 
 
-def test_an_older_shims_answer_for_other_tasks_is_a_reused_unique(runner: BatchRunner) -> None:
+def _reused_unique(runner: BatchRunner) -> tuple[str, dict[str, dict[str, object]], bytes, str]:
+    """A new batch whose unique an older shim's answer (for other tasks) still holds.
+
+    Returns the unique, the new batch's tasks, its payload and its token.
+    """
     unique = str(uuid.uuid4())
     earlier = failed_results(list(make_tasks(["x"])), "old batch")
     runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)),
                      json.dumps([r.to_json() for r in earlier]))
     tasks = make_tasks(["a"])
     payload = _payload(tasks)
-    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
+    return unique, tasks, payload, keys.batch_token("echo_v0.0", unique, payload, tasks)
+
+
+class _Sends:
+    """Stands in for ``Dispatcher.send``: notes each batch sent, then fails it (not waited for)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def __call__(self, _entry: ScriptEntry, dispatch: Dispatch, *_: object, **__: object) -> None:
+        self.tokens.append(dispatch.token)
+        raise RuntimeError("sent; not waited for in this test")
+
+
+def test_an_older_shims_answer_for_other_tasks_is_a_reused_unique(runner: BatchRunner) -> None:
+    unique, tasks, payload, token = _reused_unique(runner)
 
     assert runner._look_up(token, decode_request(payload)) == (token, None)
     # The same tasks under the old token: that batch, answered before.
@@ -334,23 +353,8 @@ def test_an_older_shims_answer_for_other_tasks_does_not_stop_a_new_batch(
     # The plan script leaves the old token's keys to the long look-up, which
     # finds the old answer is another batch's; the batch is then planned
     # and sent as new, once, rather than sent back to the look-up forever.
-    entry = runner.registry.get("echo_v0.0")
-    assert entry is not None
-    unique = str(uuid.uuid4())
-    earlier = failed_results(list(make_tasks(["x"])), "old batch")
-    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)),
-                     json.dumps([r.to_json() for r in earlier]))
-    tasks = make_tasks(["a"])
-    payload = _payload(tasks)
-    token = keys.batch_token("echo_v0.0", unique, payload, tasks)
-    queue = str(entry.options.queue)
-    runner.redis.delete(queue)
-    sent: list[str] = []
-
-    def send(_entry: ScriptEntry, dispatch: Dispatch, *_: object, **__: object) -> None:
-        sent.append(dispatch.token)
-        raise RuntimeError("sent; not waited for in this test")
-
+    unique, tasks, payload, token = _reused_unique(runner)
+    sent = _Sends()
     looked_up: list[str] = []
     real_look_up = runner._look_up
 
@@ -358,14 +362,14 @@ def test_an_older_shims_answer_for_other_tasks_does_not_stop_a_new_batch(
         looked_up.append(token)
         return real_look_up(token, batch)
 
-    monkeypatch.setattr(runner.dispatcher, "send", send)
+    monkeypatch.setattr(runner.dispatcher, "send", sent)
     monkeypatch.setattr(runner, "_look_up", look_up)
     answer = runner.answer("echo_v0.0", unique, payload)
 
     # The old answer was read (once), found to be another batch's, and the
     # batch was sent as new.
     assert looked_up == [token]
-    assert sent == [token]
+    assert sent.tokens == [token]
     assert answer is not None and set(decode_result(answer)) == set(tasks)
     # Answered as the new batch it is, under its own token.
     assert runner.redis.exists(keys.answer_key(token))
@@ -391,12 +395,9 @@ def test_a_new_batch_costs_one_round_trip_before_it_is_sent(
         commands.append("pipeline")
         raise AssertionError("a pipeline before the batch was sent")
 
-    def send(*_: object, **__: object) -> None:
-        raise RuntimeError("sent; not waited for in this test")
-
     monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
     monkeypatch.setattr(redis.client.Pipeline, "execute", pipeline_execute)
-    monkeypatch.setattr(runner.dispatcher, "send", send)
+    monkeypatch.setattr(runner.dispatcher, "send", _Sends())
 
     runner.settle("echo_v0.0", keys.batch_token("echo_v0.0", str(uuid.uuid4()), payload, tasks),
                   decode_request(payload), looked_up=False)
@@ -490,20 +491,16 @@ def test_an_older_shims_batch_is_not_run_when_it_cannot_be_looked_up(
     unique = str(uuid.uuid4())
     old = [TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="old", stderr="")]
     runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)), json.dumps([r.to_json() for r in old]))
-    sent: list[str] = []
-
-    def send(_entry: ScriptEntry, dispatch: Dispatch, *_: object, **__: object) -> None:
-        sent.append(dispatch.token)
-        raise RuntimeError("sent; not waited for in this test")
+    sent = _Sends()
 
     def look_up(*_: object) -> None:
         raise redis.ConnectionError("Redis went away")
 
-    monkeypatch.setattr(runner.dispatcher, "send", send)
+    monkeypatch.setattr(runner.dispatcher, "send", sent)
     monkeypatch.setattr(runner, "_look_up", look_up)
     answer = runner.answer("echo_v0.0", unique, _payload(tasks))
 
-    assert sent == []
+    assert sent.tokens == []
     assert answer is not None
     result = decode_result(answer)[task_id]
     assert result["exitCode"] == 1
@@ -532,13 +529,13 @@ def test_a_plan_dropped_by_the_lane_that_answered_is_not_sent_again(
         pipe.execute()
         return found
 
-    sent: list[str] = []
+    sent = _Sends()
     monkeypatch.setattr(runner.dispatcher, "_record_plan", then_answered)
-    monkeypatch.setattr(runner.dispatcher, "send", lambda *_, **__: sent.append(token))
+    monkeypatch.setattr(runner.dispatcher, "send", sent)
 
     settlement = runner.settle("echo_v0.0", token, decode_request(payload), looked_up=False)
 
-    assert sent == []
+    assert sent.tokens == []
     assert settlement.failed[task_id].stdout == "ran once"
 
 
