@@ -284,12 +284,34 @@ def test_a_batch_answered_by_an_older_shim_is_answered_from_its_keys(runner: Bat
            for t in tasks]
     runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)), json.dumps([r.to_json() for r in old]))
 
-    answer = runner.answer("echo_v0.0", unique, _payload(tasks))
+    for _ in range(2):  # and again, re-delivered once more
+        answer = runner.answer("echo_v0.0", unique, _payload(tasks))
 
-    assert answer is not None
-    results = decode_result(answer)
-    assert {t: (r["exitCode"], r["stdout"]) for t, r in results.items()} == \
-        {t: (0, f"old {t}") for t in tasks}
+        assert answer is not None
+        results = decode_result(answer)
+        assert {t: (r["exitCode"], r["stdout"]) for t, r in results.items()} == \
+            {t: (0, f"old {t}") for t in tasks}
+
+
+def test_a_unique_reused_after_an_older_shims_batch_was_answered_again_runs(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # This shim answered an older shim's batch again from its keys. The
+    # controller then reuses the unique for other tasks: a new batch, which
+    # must run, not be taken for the one answered ("answered before").
+    unique = str(uuid.uuid4())
+    first = make_tasks(["a"])
+    old = [TaskResult(uuid=t, exit_code=0, finished_at=utcnow(), stdout="old", stderr="")
+           for t in first]
+    runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)), json.dumps([r.to_json() for r in old]))
+    assert runner.answer("echo_v0.0", unique, _payload(first)) is not None
+    sent = _Sends()
+    monkeypatch.setattr(runner.dispatcher, "send", sent)
+    second = make_tasks(["b"])
+    payload = _payload(second)
+
+    runner.answer("echo_v0.0", unique, payload)
+
+    assert sent.tokens == [keys.batch_token("echo_v0.0", unique, payload, second)]
 
 
 def test_a_batch_dispatched_by_an_older_shim_is_attached_to(runner: BatchRunner) -> None:
@@ -308,9 +330,14 @@ def test_a_batch_dispatched_by_an_older_shim_is_attached_to(runner: BatchRunner)
 
     assert answer is not None
     assert decode_result(answer)[task_id]["stdout"] == "ran once"
-    # Answered under the old token, for a further re-delivery.
-    assert runner.redis.exists(keys.answer_key(legacy))
+    # Recorded under its own token, for a further re-delivery; the old plan dropped.
+    token = keys.batch_token("echo_v0.0", unique, _payload(tasks), tasks)
+    assert runner.redis.exists(keys.answer_key(token))
+    assert not runner.redis.exists(keys.answer_key(legacy))
     assert not runner.redis.exists(keys.plan_key(legacy))
+    again = runner.answer("echo_v0.0", unique, _payload(tasks))
+    assert again is not None
+    assert decode_result(again)[task_id]["stdout"] == "ran once"
 
 
 def _reused_unique(runner: BatchRunner) -> tuple[str, dict[str, dict[str, object]], bytes, str]:
@@ -485,26 +512,38 @@ def test_a_batch_answered_before_keeps_its_results_for_tasks_refused_now(
 def test_an_older_shims_batch_is_not_run_when_it_cannot_be_looked_up(
         runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     # An older shim answered this very batch, and Redis fails the look-up:
-    # not knowing, the shim must not run the batch again.
+    # not knowing, the shim must not run the batch again, nor record an
+    # answer that would keep a re-delivery from looking again.
     tasks = make_tasks(["a"])
     (task_id,) = tasks
     unique = str(uuid.uuid4())
+    payload = _payload(tasks)
     old = [TaskResult(uuid=task_id, exit_code=0, finished_at=utcnow(), stdout="old", stderr="")]
     runner.redis.set(keys.answer_key(_legacy("echo_v0.0", unique)), json.dumps([r.to_json() for r in old]))
     sent = _Sends()
+    real: Callable[..., Any] = redis.client.Pipeline.execute
 
-    def look_up(*_: object) -> None:
-        raise redis.ConnectionError("Redis went away")
+    def execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> Any:
+        if str(pipe.command_stack[0][0][0]) == "GET":  # the look-up, not the answer record
+            raise redis.ConnectionError("Redis went away")
+        return real(pipe, raise_on_error)
 
     monkeypatch.setattr(runner.dispatcher, "send", sent)
-    monkeypatch.setattr(runner, "_look_up", look_up)
-    answer = runner.answer("echo_v0.0", unique, _payload(tasks))
+    with monkeypatch.context() as redis_down:
+        redis_down.setattr(redis.client.Pipeline, "execute", execute)
+        answer = runner.answer("echo_v0.0", unique, payload)
 
     assert sent.tokens == []
     assert answer is not None
     result = decode_result(answer)[task_id]
     assert result["exitCode"] == 1
     assert str(result["stderror"]).startswith("amworker: broker lost: cannot look the batch up in Redis")
+    assert not runner.redis.exists(keys.answer_key(keys.batch_token("echo_v0.0", unique, payload, tasks)))
+    # Redis answers again: the re-delivery finds the older shim's answer.
+    again = runner.answer("echo_v0.0", unique, payload)
+    assert again is not None
+    assert decode_result(again)[task_id]["stdout"] == "old"
+    assert sent.tokens == []
 
 
 def test_a_plan_dropped_by_the_lane_that_answered_is_not_sent_again(

@@ -1,8 +1,9 @@
 """Unit tests of how the dispatcher records and reads back a batch's plan.
 
-The Redis stand-in keeps values as Redis does (``SET NX`` refuses to
-overwrite, ``GET`` returns bytes); the Celery app is never reached, since
-planning sends nothing.
+The Redis stand-in keeps values as bytes, as Redis does, and runs the plan
+script's contract over them; it has no other command, so planning reads
+nothing but what the script hands back. The Celery app is never reached,
+since planning sends nothing.
 """
 
 from __future__ import annotations
@@ -36,19 +37,10 @@ SPECS = [JobSpec(uuid=f"t{i}", argv=(), wants_output=True) for i in range(4)]
 
 
 class _Redis:
-    """``SET`` (with ``NX``) and ``GET`` over a dict, values kept as bytes."""
+    """The plan script over a dict, values kept as bytes."""
 
     def __init__(self) -> None:
         self.kept: dict[str, bytes] = {}
-
-    def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
-        if nx and key in self.kept:
-            return False
-        self.kept[key] = value.encode()
-        return True
-
-    def get(self, key: str) -> bytes | None:
-        return self.kept.get(key)
 
     def register_script(self, script: str) -> Callable[..., list[object]]:
         """The plan script's contract (its Lua runs against a real Redis in
@@ -64,7 +56,7 @@ class _Redis:
                 return [PLANNED, self.kept[plan_key]]
             if any(key in self.kept for key in older):
                 return [OLDER_KEYS]
-            self.set(plan_key, str(args[0]))
+            self.kept[plan_key] = str(args[0]).encode()
             return [RECORDED]
 
         return run

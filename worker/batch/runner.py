@@ -176,8 +176,9 @@ class BatchRunner:
                       function, unique or "-", exc)
             return Reply(None), False
         token = keys.batch_token(function, unique, payload, (t.uuid for t in batch.tasks))
+        planned_as: str | None = token
         try:
-            token, settlement = self._settle_arrival(function, token, batch)
+            settlement, planned_as = self._settle_arrival(function, token, batch)
         except Exception as exc:  # noqa: BLE001 - the task UUIDs are known: answer each
             settlement = self._internal_error(function, token, batch, exc)
         with self.slots.held():
@@ -187,9 +188,11 @@ class BatchRunner:
             except Exception as exc:  # noqa: BLE001 - as above
                 settlement = self._internal_error(function, token, batch, exc)
                 answer, ok = self._encoded(batch, settlement)
+        if planned_as is None:
+            return Reply(answer), ok
         # The record needs no results: what was read is let go before the
         # answer is sent, not after.
-        record = functools.partial(self._record, function, unique, token,
+        record = functools.partial(self._record, function, unique, token, planned_as,
                                    dataclasses.replace(settlement, prefetched={}))
         return Reply(answer, then=record), ok
 
@@ -213,26 +216,34 @@ class BatchRunner:
         results = self.assemble(batch, settlement)
         return encode_result(results, batch.encoding), not any(map(failed_by_amworker, results))
 
-    def _record(self, function: str, unique: str, token: str, settlement: Settlement) -> None:
+    def _record(self, function: str, unique: str, token: str, planned_as: str,
+                settlement: Settlement) -> None:
         """Write the answer record, logging under the batch as its answer did."""
         with logs.batch_context(function, unique or "-"):
-            self._answered(function, token, settlement)
+            self._answered(function, token, settlement, planned_as=planned_as)
 
-    def _settle_arrival(self, function: str, token: str, batch: Batch) -> tuple[str, Settlement]:
-        """The token the batch goes by, and its settlement (:meth:`settle`, then the look-up if asked)."""
+    def _settle_arrival(self, function: str, token: str, batch: Batch) -> tuple[Settlement, str | None]:
+        """The batch's settlement, and the token it was planned as.
+
+        :meth:`settle`, then the look-up if it asks for it. The token is an
+        older shim's when the batch was found under it
+        (:meth:`_look_up`); ``None`` when nothing may be recorded: the look-up
+        failed, and this lane neither ran the batch nor found its answer.
+        """
         try:
-            return token, self.settle(function, token, batch, looked_up=False)
+            return self.settle(function, token, batch, looked_up=False), token
         except LookUpFirst:
             pass  # looked up below, outside the handler: later tracebacks are not chained to it
         try:
-            token, earlier = self._look_up(token, batch)
+            planned_as, earlier = self._look_up(token, batch)
         except redis.RedisError as exc:
             # Not knowing whether an older shim ran the batch, it must not
-            # run now: the controller hears why, and gearmand may re-deliver.
+            # run now. Nothing is recorded either, so a re-delivery looks
+            # again once Redis answers.
             log.error("%s batch %s: cannot look it up in Redis: %s", function, token, exc)
-            return token, Settlement(failed=self._fail(batch.tasks, reason(
-                Cause.BROKER_LOST, f"cannot look the batch up in Redis: {exc!r}")))
-        return token, self.settle(function, token, batch, earlier)
+            return Settlement(failed=self._fail(batch.tasks, reason(
+                Cause.BROKER_LOST, f"cannot look the batch up in Redis: {exc!r}"))), None
+        return self.settle(function, planned_as, batch, earlier), planned_as
 
     def settle(self, function: str, token: str, batch: Batch, earlier: bytes | None = None, *,
                looked_up: bool = True) -> Settlement:
@@ -437,15 +448,22 @@ class BatchRunner:
                 Cause.INTERNAL, f"this batch was answered before, but its stored answer is "
                 f"unreadable ({exc}); it is not run again"))
 
-    def _answered(self, function: str, token: str, settlement: Settlement) -> None:
+    def _answered(self, function: str, token: str, settlement: Settlement, *,
+                  planned_as: str | None = None) -> None:
         """Keep what a re-delivery needs, briefly; drop the rest of the batch's keys.
 
         gearmand hands a job back only when the connection drops before it
-        read ``WORK_COMPLETE`` (docs/design.md). Kept: the answer record (small,
-        as long as a claim), and the slices' results for
-        :func:`lifetimes.redelivery_grace`. Dropped now: the plan, Celery's
-        envelopes and the leases.
+        read ``WORK_COMPLETE`` (docs/design.md). Kept: the answer record
+        (small, as long as a claim), and the slices' results for
+        :func:`lifetimes.redelivery_grace` (with each slice's Celery result,
+        where a worker of an older release left them). Dropped now: the
+        plan, the callback's result and the leases. The record always goes
+        under the batch's own ``token``, even for a batch an older shim
+        planned (``planned_as``, whose plan is dropped): a record under the
+        older token could not tell a later batch reusing the unique that it
+        is not that batch's.
         """
+        planned_as = planned_as or token
         entry = self.registry.get(function)
         record_ttl = lifetimes.key_ttl(self.settings, entry.options.time_limit if entry else None)
         grace = lifetimes.redelivery_grace(self.settings, entry.options.time_limit if entry else None)
@@ -455,13 +473,16 @@ class BatchRunner:
             # without the record that replaces them.
             pipe = self.redis.pipeline(transaction=True)
             pipe.set(keys.answer_key(token), answer_record(settlement, self.now()), ex=record_ttl)
+            meta = self.settler.result_prefix
             for task_id in ids:
                 pipe.expire(keys.outcome_key(task_id), grace)
-                # Rarely there (results too big for one value); a no-op otherwise.
+                # Rarely there (results too big for one value; a slice's
+                # results inline in its Celery result, from a worker of an
+                # older release); a no-op otherwise.
                 pipe.expire(keys.outcome_more_key(task_id), grace)
-            meta = self.settler.result_prefix
-            pipe.delete(keys.plan_key(token), meta + keys.collect_id(token),
-                        *(meta + i for i in ids), *(keys.lease_key(i) for i in ids))
+                pipe.expire(meta + task_id, grace)
+            pipe.delete(keys.plan_key(planned_as), meta + keys.collect_id(planned_as),
+                        *(keys.lease_key(i) for i in ids))
             pipe.execute()
         except redis.RedisError as exc:
             # Everything left has its own TTL; a re-delivery now re-attaches.
