@@ -256,7 +256,7 @@ class BatchRunner:
         and :class:`LookUpFirst` is raised when the look-up is needed after
         all: for an older shim's keys, or before answering without running
         anything (an unknown script, every task refused), so that a batch
-        which ran before is answered as it was, never failed anew. Holds no
+        answered before is answered as it was, never failed anew. Holds no
         answer slot and no results: what comes back is small.
         """
         if earlier is not None:
@@ -476,10 +476,11 @@ class BatchRunner:
             meta = self.settler.result_prefix
             for task_id in ids:
                 pipe.expire(keys.outcome_key(task_id), grace)
-                # Rarely there (results too big for one value; a slice's
-                # results inline in its Celery result, from a worker of an
-                # older release); a no-op otherwise.
+                # Rarely there (results too big for one value); a no-op otherwise.
                 pipe.expire(keys.outcome_more_key(task_id), grace)
+                # Usually absent too: Celery stores a slice's result only for
+                # a failure, or with the results in it (a worker of an older
+                # release), and then a re-delivery reads them there.
                 pipe.expire(meta + task_id, grace)
             pipe.delete(keys.plan_key(planned_as), meta + keys.collect_id(planned_as),
                         *(keys.lease_key(i) for i in ids))
