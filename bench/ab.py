@@ -12,8 +12,10 @@ Workloads, as in ``make bench``: ``w1`` (one 128-task no-op batch at a time,
 five a turn), ``w2`` (16 such batches in flight, one round a turn), ``w3``
 (16 tasks hashing 32 MiB each, cut in two slices and in one, the speedup
 being their ratio; three of each kind back to back a turn, the first not
-kept) and ``w5`` (the shim's peak RSS through 64 batches of big outputs, a
-fresh shim a turn). Results are printed; nothing is written.
+kept), ``w4`` (W3's turn on two Celery workers of concurrency 1 each, W4's
+stand-ins for two hosts: the one-slice batch runs on one of them) and
+``w5`` (the shim's peak RSS through 64 batches of big outputs, a fresh shim
+a turn). Results are printed; nothing is written.
 """
 
 from __future__ import annotations
@@ -90,12 +92,19 @@ def _w5(side: Side, sizes: Sizes) -> Turn:
     return {"W5 shim peak RSS (MB)": [systems.peak_rss_mb(side.shim.pid)]}, measured.errors
 
 
-WORKLOADS: dict[str, Callable[[Side, Sizes], Turn]] = {"w1": _w1, "w2": _w2, "w3": _w3, "w5": _w5}
+WORKLOADS: dict[str, Callable[[Side, Sizes], Turn]] = {"w1": _w1, "w2": _w2, "w3": _w3, "w4": _w3,
+                                                       "w5": _w5}
+#: Each side's Celery workers for a workload: (workers, concurrency each).
+WORKERS: dict[str, tuple[int, int]] = {"w4": (2, 1)}
 
 
 @contextlib.contextmanager
-def _side(name: str, root: Path, workdir: Path, database_url: str) -> Iterator[Side]:
-    """A stack running checkout ``root``'s shim and Celery worker, as ``make bench`` runs them."""
+def _side(name: str, root: Path, workdir: Path, database_url: str,
+          workers: tuple[int, int]) -> Iterator[Side]:
+    """A stack running checkout ``root``'s shim and Celery workers, as ``make bench`` runs them.
+
+    ``workers``: how many Celery workers, and the concurrency of each.
+    """
     workdir.mkdir()
     config = workdir / "amworker.toml"
     config.write_text(systems.CONFIG_TOML)
@@ -105,7 +114,9 @@ def _side(name: str, root: Path, workdir: Path, database_url: str) -> Iterator[S
                         env=env, database_url=database_url) as stack:
         stack.use_checkout(root)
         shim = stack.shim(functions=len(systems.FUNCTIONS))
-        for proc in (stack.celery_worker("bench-pool", concurrency=systems.cores()), shim):
+        count, concurrency = workers
+        pools = [stack.celery_worker(f"bench-pool-{i}", concurrency=concurrency) for i in range(count)]
+        for proc in (*pools, shim):
             # A process's working directory is the first place it imports from.
             if Path(f"/proc/{proc.pid}/cwd").resolve() != root:
                 raise RuntimeError(f"{name}: {proc.name} does not run in {root}")
@@ -123,8 +134,9 @@ def compare(base: Path, workload: str, rounds: int) -> list[Side]:
         # of every batch before it is sent, as the controller does.
         database_url = f"sqlite:///{tmp}/amworker.sqlite3"
         payloads.use_database(database_url)
-        with (_side("base", base.resolve(), Path(tmp) / "base", database_url) as before,
-              _side("this", services.ROOT, Path(tmp) / "this", database_url) as after):
+        workers = WORKERS.get(workload, (1, systems.cores()))
+        with (_side("base", base.resolve(), Path(tmp) / "base", database_url, workers) as before,
+              _side("this", services.ROOT, Path(tmp) / "this", database_url, workers) as after):
             take_turns([before, after], rounds, lambda side: side.keep(*run(side, FULL)))
             return [before, after]
 
