@@ -199,10 +199,23 @@ def _w9(raw: dict[str, Any]) -> Row:
         met = versus <= W9_RATIO
     else:
         cells["stock"] = stock_reason(raw)
+    ratio += "; " + _celery_floor(raw)
     return Row("W9", "memory of every process a system runs on the host, peak during W2 "
                "(PSS summed over the process tree; RSS of the same sample)",
                cells["amworker"], cells["inprocess"], cells["floor"], cells["stock"], ratio,
                f"amworker ≤ {W9_RATIO}× the stock worker's tree (PSS)", met)
+
+
+def _celery_floor(raw: dict[str, Any]) -> str:
+    """W9's Celery floor (bench.celery_floor): what Celery's prefork pool costs with no amworker in it."""
+    floor = raw.get("w9_celery")
+    if floor is None:
+        return "a bare Celery worker: not measured in this run"
+    text = (f"a bare Celery worker (prefork, {raw['machine']['cores']} pool processes, "
+            f"Redis, one task, no amworker or Django): PSS {floor['pss_mb']:.0f} MB")
+    if "stock" in raw["w9"]:
+        text += f", {floor['pss_mb'] / raw['w9']['stock']['pss_mb']:.2f}× stock"
+    return text
 
 
 def chart_w8(axis: Any, raw: dict[str, Any], colours: dict[str, str]) -> None:
@@ -237,6 +250,9 @@ def chart_w9(axis: Any, raw: dict[str, Any], colours: dict[str, str]) -> None:
     if "stock" in raw["w9"]:
         axis.axhline(W9_RATIO * raw["w9"]["stock"]["pss_mb"], color="#d62728", linestyle="--",
                      label=f"target: {W9_RATIO}× stock PSS")
+    if "w9_celery" in raw:
+        axis.axhline(raw["w9_celery"]["pss_mb"], color="#7f7f7f", linestyle=":",
+                     label="a bare Celery worker, PSS")
     axis.set_title("W9 memory of the process tree during W2 (MB)")
     axis.legend(fontsize=7)
 

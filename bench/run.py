@@ -12,6 +12,7 @@ from typing import Any
 from bench import (
     brokers,
     ceiling,
+    celery_floor,
     cpu,
     memory,
     payloads,
@@ -54,6 +55,7 @@ def run(sizes: Sizes, *, mariadb_url: str | None = DEFAULT_MARIADB_URL,
             raw["machine"] = describe(stack.redis)
             _side_by_side(stack, sizes, raw, workdir)
             stock_run.measure(stack, sizes, raw, am_src, _w3_sizes(sizes))
+            _celery_floor(stack, sizes, workdir, raw)
             raw["w6"] = _statements(sizes, stack.env, workdir, mariadb_url)
             database_url = stack.env["AMWORKER_DATABASE_URL"]
         raw["brokers"] = _brokers(sizes, workdir, database_url, env, raw)
@@ -78,6 +80,21 @@ def _brokers(sizes: Sizes, workdir: Path, database_url: str, env: dict[str, str]
         why = str(exc)[:300]
         raw["errors"].setdefault("brokers", []).append(f"not measured: {why}")
         return {"reason": f"failed: {why}"}
+
+
+def _celery_floor(stack: services.Stack, sizes: Sizes, workdir: Path, raw: dict[str, Any]) -> None:
+    """W9's Celery floor into ``raw["w9_celery"]``; a failure is recorded, not raised.
+
+    Context for W9, as the host's ceiling is for W3: the row says "not
+    measured" without it.
+    """
+    log.info("W9: a bare Celery worker's memory (%d pool processes, no amworker)", systems.cores())
+    try:
+        raw["w9_celery"] = celery_floor.measure(stack.redis_port, workdir, rounds=sizes.w9_rounds,
+                                                slices=sizes.w2_batches, jobs=sizes.w2_tasks)
+    except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
+        log.warning("W9: the bare Celery worker not measured: %s", exc)
+        raw["errors"].setdefault("celery_floor", []).append(f"not measured: {exc}"[:300])
 
 
 #: Errors kept per system: the first ones say what went wrong.

@@ -130,6 +130,18 @@ def test_memory_of_each_process_tree_is_sampled(results: tuple[dict[str, Any], s
     assert len(raw["w9"]["floor"]["processes"]) >= 2
 
 
+def test_a_bare_celery_worker_is_sampled_as_w9s_floor(results: tuple[dict[str, Any], str, Path]) -> None:
+    raw, table, _out = results
+    floor = raw["w9_celery"]
+    assert floor["samples"] >= 2
+    assert 0 < floor["pss_mb"] <= floor["rss_mb"]
+    roles = [p["role"] for p in floor["processes"]]
+    # Celery's main process and a pool process per core, as amworker's worker has.
+    assert roles.count("celery") == 1
+    assert roles.count("celery child") == int(raw["machine"]["cores"])
+    assert "a bare Celery worker (prefork" in table
+
+
 def test_w2_cpu_is_split_by_process(results: tuple[dict[str, Any], str, Path]) -> None:
     raw, _table, out = results
     sizes = raw["sizes"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import report
+from bench import report, report_more
 from bench.report_more import bar_text, times
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,3 +83,31 @@ def test_a_run_without_the_ceiling_still_renders() -> None:
     raw = _w3_raw(None)
 
     assert report._w3(raw, "w3", 32).floor == report._w4(raw, "w4", 32).floor == "—"
+
+
+def _w9_raw(*, stock: bool, celery: bool) -> dict[str, object]:
+    tree = {"pss_mb": 150.0, "rss_mb": 262.0, "samples": 9,
+            "processes": [{"role": "shim", "pss_mb": 39.0}, {"role": "celery", "pss_mb": 37.0}]}
+    w9: dict[str, object] = {"amworker": tree, "inprocess": {**tree, "pss_mb": 66.0}}
+    raw: dict[str, object] = {"machine": {"cores": "2"}, "w9": w9, "stock": {"measured": stock,
+                              "reason": "not measured in this run"}}
+    if stock:
+        w9["stock"] = {**tree, "pss_mb": 56.0}
+    if celery:
+        raw["w9_celery"] = {"pss_mb": 91.4, "rss_mb": 160.3, "samples": 9, "processes": []}
+    return raw
+
+
+def test_the_w9_row_sets_a_bare_celery_worker_beside_the_stock_tree() -> None:
+    row = report_more._w9(_w9_raw(stock=True, celery=True))
+
+    assert "2.68× stock (PSS)" in row.ratio
+    assert "a bare Celery worker (prefork, 2 pool processes" in row.ratio
+    assert "PSS 91 MB, 1.63× stock" in row.ratio
+
+
+def test_the_w9_row_says_when_the_bare_celery_worker_was_not_measured() -> None:
+    row = report_more._w9(_w9_raw(stock=False, celery=False))
+
+    assert "a bare Celery worker: not measured in this run" in row.ratio
+    assert "stock" not in row.ratio.split(";")[-1]
