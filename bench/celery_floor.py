@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
+
 from bench import memory, systems
 from harness.services import Proc, spawn, wait_until
 
@@ -47,8 +49,6 @@ def measure(redis_port: int, workdir: Path, *, rounds: int, slices: int, jobs: i
     """The floor's peak PSS and RSS over ``rounds`` of ``slices`` tasks of ``jobs`` jobs each."""
     url = f"redis://127.0.0.1:{redis_port}/{DATABASE}"
     (workdir / f"{MODULE}.py").write_text(APP_SOURCE)
-    from celery import Celery
-
     client = Celery(MODULE, broker=url, backend=url)
     client.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
     worker = _start(url, workdir)
@@ -74,7 +74,7 @@ def _start(url: str, workdir: Path) -> Proc:
     return spawn("celery-floor", argv, env=env, workdir=workdir, cwd=workdir)
 
 
-def _answers(client: Any, worker: Proc) -> bool:
+def _answers(client: Celery, worker: Proc) -> bool:
     if not worker.alive():
         raise RuntimeError(f"the bare Celery worker died:\n{worker.output()[-2000:]}")
     try:
@@ -84,7 +84,7 @@ def _answers(client: Any, worker: Proc) -> bool:
     return True
 
 
-def _round(client: Any, slices: int, jobs: int) -> None:
+def _round(client: Celery, slices: int, jobs: int) -> None:
     """``slices`` tasks in flight at once, each answered in full."""
     sent = []
     for _ in range(slices):
