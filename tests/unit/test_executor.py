@@ -86,7 +86,9 @@ def test_a_clean_run_leaves_the_scripts_results(clock: Clock) -> None:
 
     run_script(script, jobs, clock=clock)
 
-    assert script.seen is jobs
+    # The same Job objects, in a list of the script's own.
+    assert script.seen is not jobs
+    assert all(seen is job for seen, job in zip(script.seen, jobs, strict=True))
     assert [j.get_exit_code() for j in jobs] == [0, 2, 0]
     assert jobs[0].get_stdout() == "hello\n"
     assert jobs[1].get_stderr() == "bad input\n"
@@ -186,6 +188,76 @@ def test_soft_time_limit_fails_the_jobs_with_the_cause(clock: Clock) -> None:
         assert job.get_stderr().startswith("amworker: time limit: the slice exceeded its soft time limit")
         assert "SoftTimeLimitExceeded(300)" in job.get_stderr()
         assert job.get_stderr().endswith("\n")
+
+
+def test_a_soft_limit_inside_a_job_context_stops_the_slice(clock: Clock) -> None:
+    # Archivematica's scripts run each job inside its JobContext, which
+    # swallows an Exception to fail that job alone: the soft limit must still
+    # stop the slice, not let the script run on to the hard limit.
+    ran: list[str] = []
+
+    def body(jobs: list[Job]) -> None:
+        for job in jobs:
+            with job.JobContext():
+                ran.append(job.uuid)
+                if job is jobs[0]:
+                    raise SoftLimit("SoftTimeLimitExceeded(300)")
+                job.set_status(0)
+
+    jobs = make_jobs(2)
+
+    run_script(Script(body), jobs, clock=clock, soft_limit_errors=(SoftLimit,))
+
+    assert ran == [jobs[0].uuid]
+    assert [j.get_exit_code() for j in jobs] == [1, 1]
+    for job in jobs:
+        assert job.get_stderr().startswith("amworker: time limit: the slice exceeded its soft time limit")
+
+
+def test_a_job_context_still_fails_one_job_for_an_ordinary_exception(clock: Clock) -> None:
+    def body(jobs: list[Job]) -> None:
+        for job in jobs:
+            with job.JobContext():
+                if job is jobs[0]:
+                    raise ValueError("bad file")
+                job.set_status(0)
+
+    jobs = make_jobs(2)
+
+    run_script(Script(body), jobs, clock=clock, soft_limit_errors=(SoftLimit,))
+
+    assert [j.get_exit_code() for j in jobs] == [1, 0]
+    assert jobs[0].get_stderr().startswith("bad file")
+    assert jobs[1].get_stderr() == ""
+
+
+def test_a_script_that_empties_its_job_list_still_returns_every_result(clock: Clock) -> None:
+    def body(jobs: list[Job]) -> None:
+        while jobs:
+            job = jobs.pop(0)
+            job.write_output(f"done {job.uuid}")
+            job.set_status(0)
+
+    jobs = make_jobs(3)
+
+    run_script(Script(body), jobs, clock=clock)
+    results = job_results(jobs)
+
+    assert [r.uuid for r in results] == [j.uuid for j in jobs]
+    assert [(r.exit_code, r.stdout) for r in results] == [(0, f"done {j.uuid}") for j in jobs]
+
+
+def test_a_script_that_grows_its_job_list_adds_no_result(clock: Clock) -> None:
+    def body(jobs: list[Job]) -> None:
+        jobs.append(jobs[0])
+        raise ValueError("late")
+
+    jobs = make_jobs(2)
+
+    run_script(Script(body), jobs, clock=clock)
+
+    assert [r.uuid for r in job_results(jobs)] == [j.uuid for j in jobs]
+    assert jobs[0].get_stderr().count("the script raised out of call(jobs)") == 1
 
 
 def test_a_soft_limit_type_not_passed_in_is_an_ordinary_exception(clock: Clock) -> None:

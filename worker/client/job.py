@@ -100,6 +100,9 @@ class Job:
         self.start_time: datetime | None = None
         self.end_time: datetime | None = None
         self.log_every_record = log_every_record
+        #: Exceptions a ``JobContext`` lets through instead of failing this
+        #: job alone: the executor's soft time limit, which stops the slice.
+        self.passes_through: tuple[type[BaseException], ...] = ()
 
     def __repr__(self) -> str:
         return f"<Job {self.name} {self.uuid} exit={self.int_code}>"
@@ -248,7 +251,10 @@ class Job:
         appended to stderr, and the job fails with exit code 1 and status
         ``"error"``, so the script goes on with its next job. ``SystemExit``
         and ``KeyboardInterrupt`` pass through (the executor fails the slice's
-        jobs on ``SystemExit``).
+        jobs on ``SystemExit``), and so do the exceptions the executor names
+        in :attr:`passes_through` (the slice's soft time limit: caught here,
+        it would fail one job and let the script run on to the hard limit,
+        which kills the pool process and every result with it).
 
         With ``logger``, a capture handler is attached for the block (see
         :mod:`worker.client.log_capture`) and removed, without a flush, at the
@@ -261,6 +267,8 @@ class Job:
         try:
             yield
         except Exception as exc:  # noqa: BLE001 - stock's boundary: any script fault
+            if isinstance(exc, self.passes_through):
+                raise
             # Stock's text and exit code, not worker.contract.results.fail_jobs
             # (a cause on a line of its own, a failed job's code kept): scripts
             # and their tests compare this stderr with the stock worker's.

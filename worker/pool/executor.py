@@ -74,6 +74,7 @@ def run_script(
     started = clock()
     for job in jobs:
         job.start_time = started
+        job.passes_through = soft_limit_errors
     become_subreaper()
     before = child_pids()
     # Leftover children are killed inside the block: they hold the pipes.
@@ -94,7 +95,9 @@ def _call(script: ClientScript, jobs: list[Job],
           soft_limit_errors: tuple[type[BaseException], ...]) -> None:
     """``script.call(jobs)``; a fault of the script fails its jobs with the cause."""
     try:
-        script.call(jobs)
+        # A list of its own: a script that pops its jobs off the list (or
+        # appends to it) must not change which results the worker reads back.
+        script.call(list(jobs))
     except soft_limit_errors as exc:
         fail_jobs(jobs, reason(Cause.TIME_LIMIT, f"the slice exceeded its soft time limit ({exc!r})"))
     except SystemExit as exc:
