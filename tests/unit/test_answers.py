@@ -43,3 +43,9 @@ def test_an_old_shims_whole_answer_is_read_and_matched_by_task() -> None:
     # An answer record (or garbage) is taken as this batch's: never run twice.
     assert answers_tasks(json.dumps({"slices": []}), ["t9"])
     assert answers_tasks("{not json", ["t9"])
+
+
+def test_a_stored_answer_nested_thousands_deep_is_taken_as_this_batchs() -> None:
+    # Unreadable, as any value that is not JSON: never a RecursionError that
+    # would fail the batch.
+    assert answers_tasks("[" * 100_000, ["t1"])

@@ -18,11 +18,14 @@ import pytest
 from worker.batch.settling import (
     FINISHED,
     PENDING,
+    REASON_CHARS,
     BrokerTrouble,
     Deadlines,
     GiveUp,
     SliceState,
     Verdict,
+    _decode,
+    _failure_reason,
     decide,
 )
 from worker.errors import Cause, reason
@@ -222,6 +225,34 @@ def test_an_abandoned_claim_is_given_up_with_exactly_its_reason() -> None:
     # every lane must answer the tasks with that same text, not its own.
     verdict = decide(SliceState(None, ABANDONED, False), when())
     assert verdict == GiveUp(ABANDONED_REASON, revoke=False)
+
+
+def test_a_huge_stored_reason_is_cut_before_it_is_copied_into_every_task() -> None:
+    # The reason goes into every task of the slice, twice each, and into the
+    # answer record: a megabyte in Redis was a quarter of a gigabyte there.
+    huge = {"abandoned": True, "reason": "r" * 1_000_000}
+
+    verdict = decide(SliceState(None, huge, False), when())
+
+    assert isinstance(verdict, GiveUp)
+    assert verdict.text == "r" * REASON_CHARS + " [cut]"
+
+
+def test_a_huge_celery_failure_is_cut_too() -> None:
+    meta = {"status": "FAILURE",
+            "result": {"exc_type": "E" * 100_000, "exc_message": ["m" * 1_000_000] * 1000}}
+
+    text = _failure_reason(meta)
+
+    assert len(text) < 3 * REASON_CHARS
+    assert text.endswith(" [cut]")
+
+
+def test_a_value_nested_thousands_deep_reads_as_unreadable() -> None:
+    # A RecursionError escaping here failed the whole batch, healthy slices included.
+    assert _decode("[" * 100_000) is None
+    assert _decode('{"a": ' * 100_000) is None
+    assert _decode('{"worker": "w"}') == {"worker": "w"}
 
 
 class Clock:

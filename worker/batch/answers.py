@@ -80,7 +80,7 @@ def answers_tasks(raw: bytes | str, uuids: Iterable[str]) -> bool:
     """
     try:
         record = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return True
     if not isinstance(record, list):
         return True

@@ -127,7 +127,8 @@ def decide(state: SliceState, when: Deadlines) -> Verdict:
                                  f"(is a worker consuming queue {when.queue!r}?)"), revoke=True)
         return PENDING
     if claim.get("abandoned"):
-        return GiveUp(str(claim.get("reason", reason(Cause.WORKER_LOST, "given up"))), revoke=False)
+        return GiveUp(_cut(str(claim.get("reason", reason(Cause.WORKER_LOST, "given up")))),
+                      revoke=False)
     if not state.leased:
         if when.trouble_at is not None and now - when.trouble_at <= when.lease_ttl:
             # Redis was unreachable or stalled: the worker could not beat, and
@@ -477,9 +478,21 @@ def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: a value nested thousands deep. Unreadable, like
+        # any other: it must not fail the batch's other slices.
         return None
     return value if isinstance(value, dict) else None
+
+
+#: Longest cause text taken from Redis into an answer. The same text goes
+#: into every task of a slice, twice each (stderror, stderr), and into the
+#: answer record: a long stored reason would be copied hundreds of times.
+REASON_CHARS = 2000
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS] + " [cut]"
 
 
 def _failure_reason(meta: Mapping[str, Any]) -> str:
@@ -488,7 +501,8 @@ def _failure_reason(meta: Mapping[str, Any]) -> str:
     exc_type = result.get("exc_type", "") if isinstance(result, dict) else ""
     message = result.get("exc_message", "") if isinstance(result, dict) else ""
     if isinstance(message, list):
-        message = " ".join(str(m) for m in message)
+        message = " ".join(str(m) for m in message[:16])
+    exc_type, message = _cut(str(exc_type)), _cut(str(message))
     if exc_type == "WorkerLostError":
         return reason(Cause.WORKER_LOST, f"the pool process running this slice died ({message})")
     if exc_type in {"TimeLimitExceeded", "SoftTimeLimitExceeded"}:
