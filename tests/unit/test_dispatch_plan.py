@@ -87,6 +87,19 @@ def test_a_redelivery_reuses_the_recorded_count_and_time() -> None:
     assert dispatch.slices[2].task_id == keys.slice_id(TOKEN, 2, 3)
 
 
+def test_a_plan_never_sent_is_sent_with_its_count_and_a_queue_wait_from_now() -> None:
+    # The shim that planned it died before sending: a re-delivery an hour
+    # later must not have its slices given up as unclaimed at once.
+    client = _Redis()
+    client.kept[keys.plan_key(TOKEN)] = PlanRecord(count=3, at=5.0).encode().encode()
+
+    dispatch, parts, fresh = _dispatcher(client).plan_slices(ENTRY, TOKEN, SPECS)
+
+    assert fresh
+    assert (dispatch.count, dispatch.dispatched_at) == (3, 1000.0)
+    assert len(parts) == 3
+
+
 @pytest.mark.parametrize("stored", [
     b"{not json", b'{"count": "3", "at": 5}', b'{"count": 3}', b'{"count": 3, "at": NaN}',
     json.dumps({"count": 10**12, "at": 5, "sent": True}).encode(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 from amqp.exceptions import AMQPError
@@ -178,6 +178,12 @@ class Dispatcher:
             raise LookUpFirst(token)
         if outcome == PLANNED:
             record = self._earlier_plan(entry, token, len(specs), found[0]) or record
+            if not record.sent:
+                # Planned but never sent (the shim that planned it died
+                # first): this lane sends it now, so its queue wait starts
+                # now. Kept at the first arrival, every slice was given up
+                # as "no worker started it" at the first check.
+                record = replace(record, at=self.now())
         parts = plan.split(specs, record.count)
         slices = tuple(
             SliceRef(keys.slice_id(token, i, len(parts)), tuple(s.uuid for s in part))
