@@ -39,6 +39,7 @@ from worker.codec.wire import decode_request, decode_result, encode_request
 from worker.config import Settings
 from worker.contract import keys
 from worker.contract.keys import SCRIPT_HEADER
+from worker.contract.plan import JobSpec, PlanRecord
 from worker.contract.results import failed_results, utcnow
 from worker.contract.slices import SliceEnvelope, encode_results
 from worker.errors import DecodeError
@@ -220,6 +221,40 @@ def _stderr_when_send_raises(runner: BatchRunner, monkeypatch: pytest.MonkeyPatc
 def test_a_broker_fault_while_sending_is_broker_lost(
         runner: BatchRunner, monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
     assert _stderr_when_send_raises(runner, monkeypatch, fault).startswith("amworker: broker lost: ")
+
+
+class _SetFails:
+    """A Redis client whose every SET fails as a reset connection would."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def set(self, *_: object, **__: object) -> None:
+        raise redis.ConnectionError("Connection reset by peer")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_slices_sent_but_not_marked_sent_still_count_as_sent(
+        runner: BatchRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Answering "broker lost" here told the controller the tasks failed
+    # while the broker held their slice, which a worker would run.
+    entry = runner.registry["echo_v0.0"]
+    token = f"echo_v0.0:{uuid.uuid4()}:x"
+    specs = [JobSpec(uuid=task_id, argv=("hi",), wants_output=True) for task_id in make_tasks(["a"])]
+    dispatch, parts, fresh = runner.dispatcher.plan_slices(entry, token, specs)
+    queue = entry.options.queue
+    assert queue is not None
+    before = runner.redis.llen(queue)
+    monkeypatch.setattr(runner.dispatcher, "redis", _SetFails(runner.redis))
+
+    runner.dispatcher.send(entry, dispatch, parts)
+
+    assert fresh
+    assert runner.redis.llen(queue) == before + 1
+    planned = runner.redis.get(keys.plan_key(token))
+    assert planned is not None and PlanRecord.decode(planned).sent is False
 
 
 @pytest.mark.parametrize("fault", [FileNotFoundError(2, "No such file or directory"),

@@ -215,8 +215,17 @@ class Dispatcher:
         """
         self._send_chord(entry, dispatch, parts, answer_ready)
         record = PlanRecord(count=dispatch.count, at=dispatch.dispatched_at, sent=True)
-        self.redis.set(keys.plan_key(dispatch.token), record.encode(),
-                       ex=lifetimes.key_ttl(self.settings, entry.options.time_limit))
+        try:
+            self.redis.set(keys.plan_key(dispatch.token), record.encode(),
+                           ex=lifetimes.key_ttl(self.settings, entry.options.time_limit))
+        except redis.RedisError as exc:
+            # The slices are with the broker and will run: answering their
+            # tasks "broker lost" now would tell the controller they failed.
+            # The batch is waited for as any other; a re-delivery that finds
+            # the plan unsent sends again, and each slice's claim keeps a
+            # second message from running it twice.
+            log.warning("%s batch %s: sent, but not marked sent in Redis: %s",
+                        entry.function, dispatch.token, exc)
 
     def _send_chord(self, entry: ScriptEntry, dispatch: Dispatch, parts: list[list[plan.JobSpec]],
                     answer_ready: bool) -> None:
