@@ -87,7 +87,7 @@ def test_a_clean_run_leaves_the_scripts_results(clock: Clock) -> None:
     run_script(script, jobs, clock=clock)
 
     # The same Job objects, in a list of the script's own.
-    assert script.seen is not jobs
+    assert script.seen is not None and script.seen is not jobs
     assert all(seen is job for seen, job in zip(script.seen, jobs, strict=True))
     assert [j.get_exit_code() for j in jobs] == [0, 2, 0]
     assert jobs[0].get_stdout() == "hello\n"
