@@ -207,6 +207,32 @@ def test_a_slice_nobody_takes_is_given_up_when_the_clock_passes_the_queue_wait(
     assert record["at"] == sent_at + QUEUE_WAIT + 1
 
 
+def test_a_slice_a_worker_claims_as_it_is_given_up_is_waited_for(
+        shim: Shim, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The check reads no claim past the queue wait; a worker claims the slice
+    # before the shim writes its abandoned marker. The slice runs: failing
+    # its tasks (and revoking it) would answer for work that goes on.
+    sent_at = shim.clock()
+    batch = shim.submit("hello")
+    read = shim.runner.settler._read
+    claimed: list[float] = []
+
+    def read_then_claimed(dispatch: Any) -> Any:
+        snapshot = read(dispatch)
+        if shim.clock() > sent_at + QUEUE_WAIT and not claimed:
+            claimed.append(shim.claim(batch))
+        return snapshot
+
+    monkeypatch.setattr(shim.runner.settler, "_read", read_then_claimed)
+    shim.move(sent_at + QUEUE_WAIT + 1)
+
+    assert shim.polls.next() is None, "given up though a worker had claimed the slice"
+    assert claimed and batch.lane.running()
+    assert shim.revoked == []
+    claim = json.loads(shim.redis.get(keys.claim_key(batch.slice_id)) or "{}")
+    assert claim["worker"] == WORKER and not claim.get("abandoned")
+
+
 def test_a_claimed_slice_whose_lease_lapses_is_worker_lost_and_not_revoked(shim: Shim) -> None:
     batch = shim.submit("hello")
     shim.claim(batch)

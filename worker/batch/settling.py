@@ -52,6 +52,9 @@ class GiveUp:
 
     text: str
     revoke: bool
+    #: Decided on finding no claim: a worker that claims the slice before the
+    #: shim marks it abandoned has started it, and it is waited for instead.
+    unclaimed: bool = False
 
 
 #: How much of a batch's stored results the check that finds it finished
@@ -114,17 +117,17 @@ def decide(state: SliceState, when: Deadlines) -> Verdict:
         if not state.leased and now - when.lost_at > when.lease_ttl:
             return GiveUp(reason(Cause.BROKER_LOST,
                                  "Redis lost this batch's state (restarted without persistence?); "
-                                 "the slice's message went with it and is not re-run"), revoke=True)
+                                 "the slice's message went with it and is not re-run"), revoke=True, unclaimed=True)
         if now - when.dispatched_at > when.queue_wait + when.limit:
             return GiveUp(reason(Cause.BROKER_LOST, "Redis lost this batch's state and the slice "
                                  f"never reported within {when.queue_wait + when.limit:.0f}s"),
-                          revoke=True)
+                          revoke=True, unclaimed=True)
         return PENDING
     if claim is None:
         if now - when.dispatched_at > when.queue_wait:
             return GiveUp(reason(Cause.QUEUE_WAIT,
                                  f"no worker started this slice within {when.queue_wait:.0f}s "
-                                 f"(is a worker consuming queue {when.queue!r}?)"), revoke=True)
+                                 f"(is a worker consuming queue {when.queue!r}?)"), revoke=True, unclaimed=True)
         return PENDING
     if claim.get("abandoned"):
         return GiveUp(_cut(str(claim.get("reason", reason(Cause.WORKER_LOST, "given up")))),
@@ -260,9 +263,13 @@ class Settler:
                 return answer_record_settlement(snapshot.answered)
         when = self._deadlines(entry, dispatch, snapshot.planned)
         verdicts = [decide(state, when) for state in snapshot.states]
-        for ref, verdict in zip(dispatch.slices, verdicts, strict=True):
+        for i, (ref, verdict) in enumerate(zip(dispatch.slices, verdicts, strict=True)):
             if isinstance(verdict, GiveUp) and ref.task_id not in given_up:
-                given_up[ref.task_id] = self._give_up(entry, ref, verdict)
+                results = self._give_up(entry, ref, verdict)
+                if results is None:
+                    verdicts[i] = PENDING
+                else:
+                    given_up[ref.task_id] = results
         settlement = tally(dispatch.slices, verdicts, given_up, wants)
         if settlement is None:
             return None
@@ -437,11 +444,21 @@ class Settler:
                 record = (decode_plan(raw) if raw is not None else None) or record
         return record.lost_at
 
-    def _give_up(self, entry: ScriptEntry, ref: SliceRef, verdict: GiveUp) -> dict[str, TaskResult]:
-        """Fail a slice's tasks, and make sure it can never start later."""
+    def _give_up(self, entry: ScriptEntry, ref: SliceRef, verdict: GiveUp) -> dict[str, TaskResult] | None:
+        """Fail a slice's tasks, and make sure it can never start later.
+
+        ``None`` if the slice was given up for want of a claim and a worker
+        claimed it meanwhile: it runs, and is waited for.
+        """
         marker = json.dumps({"abandoned": True, "reason": verdict.text})
-        self.redis.set(keys.claim_key(ref.task_id), marker, nx=True,
-                       ex=lifetimes.key_ttl(self.settings, entry.options.time_limit))
+        marked = self.redis.set(keys.claim_key(ref.task_id), marker, nx=True,
+                                ex=lifetimes.key_ttl(self.settings, entry.options.time_limit))
+        if verdict.unclaimed and not marked:
+            claim = _decode(self.redis.get(keys.claim_key(ref.task_id)))
+            if claim is not None and not claim.get("abandoned"):
+                log.info("slice %s: claimed by a worker as it was given up; waiting for it",
+                         ref.task_id)
+                return None
         if verdict.revoke:
             try:
                 self.app.control.revoke(ref.task_id, terminate=True, signal="SIGKILL")
