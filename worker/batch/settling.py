@@ -117,7 +117,8 @@ def decide(state: SliceState, when: Deadlines) -> Verdict:
         if not state.leased and now - when.lost_at > when.lease_ttl:
             return GiveUp(reason(Cause.BROKER_LOST,
                                  "Redis lost this batch's state (restarted without persistence?); "
-                                 "the slice's message went with it and is not re-run"), revoke=True, unclaimed=True)
+                                 "the slice's message went with it and is not re-run"),
+                          revoke=True, unclaimed=True)
         if now - when.dispatched_at > when.queue_wait + when.limit:
             return GiveUp(reason(Cause.BROKER_LOST, "Redis lost this batch's state and the slice "
                                  f"never reported within {when.queue_wait + when.limit:.0f}s"),
@@ -127,7 +128,8 @@ def decide(state: SliceState, when: Deadlines) -> Verdict:
         if now - when.dispatched_at > when.queue_wait:
             return GiveUp(reason(Cause.QUEUE_WAIT,
                                  f"no worker started this slice within {when.queue_wait:.0f}s "
-                                 f"(is a worker consuming queue {when.queue!r}?)"), revoke=True, unclaimed=True)
+                                 f"(is a worker consuming queue {when.queue!r}?)"),
+                          revoke=True, unclaimed=True)
         return PENDING
     if claim.get("abandoned"):
         return GiveUp(_cut(str(claim.get("reason", reason(Cause.WORKER_LOST, "given up")))),
