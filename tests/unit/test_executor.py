@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from worker.client.job import Job
+from worker.client.output import NOTE_BYTES, OutputBuffer
 from worker.contract.plan import JobSpec
 from worker.contract.results import fail_jobs, failed_results
 from worker.pool.executor import build_jobs, job_results, run_script
@@ -258,6 +259,52 @@ def test_a_script_that_grows_its_job_list_adds_no_result(clock: Clock) -> None:
 
     assert [r.uuid for r in job_results(jobs)] == [j.uuid for j in jobs]
     assert jobs[0].get_stderr().count("the script raised out of call(jobs)") == 1
+
+
+def test_the_cause_survives_a_stderr_the_script_filled(clock: Clock) -> None:
+    # The cause went through the same bound as the script's own writes, and
+    # was dropped with them: a job failed with no reason given.
+    def body(jobs: list[Job]) -> None:
+        jobs[0].write_error("x" * 100)
+        raise SystemExit(3)
+
+    (job,) = build_jobs("f", [JobSpec("a", (), True)], max_output_bytes=50)
+
+    run_script(Script(body), [job], clock=clock)
+
+    stderr = job.get_stderr()
+    marker = "\n[amworker: output truncated after 50 bytes; 50 more bytes dropped]\n"
+    assert stderr.startswith("x" * 50 + marker)
+    assert "the script called sys.exit(3)" in stderr
+    assert stderr.endswith("\n")
+    assert job.get_exit_code() == 1
+
+
+def test_a_cause_that_does_not_fit_follows_the_partial_output_whole(clock: Clock) -> None:
+    def body(jobs: list[Job]) -> None:
+        jobs[0].write_error("y" * 40)
+        raise ValueError("z" * 30)
+
+    (job,) = build_jobs("f", [JobSpec("a", (), True)], max_output_bytes=50)
+
+    run_script(Script(body), [job], clock=clock)
+
+    stderr = job.get_stderr()
+    assert stderr.startswith("y" * 40 + "\nthe script raised out of call(jobs):\n")
+    assert "z" * 30 in stderr and "truncated" not in stderr
+
+
+def test_notes_past_the_bound_are_bounded_too() -> None:
+    buffer = OutputBuffer(10)
+    buffer.write("a" * 20)
+    for _ in range(100):
+        buffer.write_note("n" * 4096)
+    buffer.write("after the notes")
+
+    text = buffer.getvalue()
+    assert text.startswith("a" * 10 + "\n[amworker: output truncated")
+    notes = text.split("dropped]\n", 1)[1]
+    assert notes == "n" * NOTE_BYTES
 
 
 def test_a_soft_limit_type_not_passed_in_is_an_ordinary_exception(clock: Clock) -> None:

@@ -24,6 +24,10 @@ TRUNCATION_MARKER = (
 """Appended (once) to a stream that went over its bound; filled in on reading."""
 
 _COMPACT_EVERY = 256
+
+#: Room past the bound for amworker's own notes (:meth:`OutputBuffer.write_note`):
+#: a failure's cause, with its traceback, after a stream the script filled.
+NOTE_BYTES = 64 * 1024
 """Join this many buffered pieces into one, so tiny writes cost no per-object memory."""
 
 _COUNT_CHUNK_CHARS = 64 * 1024
@@ -90,6 +94,8 @@ class OutputBuffer:
         self._compacted = 0  # pieces before this index are already joined runs
         self._kept_bytes = 0
         self._dropped_bytes = 0
+        self._notes: list[str] = []
+        self._note_bytes = 0
         self._rendered: str | None = ""
 
     @property
@@ -110,6 +116,9 @@ class OutputBuffer:
     def write(self, text: str) -> None:
         """Append ``text``, or as much of it as the bound allows."""
         if not text:
+            return
+        if self._notes:  # after a note, in order, under the notes' bound
+            self._note(text)
             return
         self._rendered = None
         size = utf8_size(text)
@@ -132,13 +141,38 @@ class OutputBuffer:
             self._pieces.append(run)
             self._compacted = len(self._pieces)
 
+    def write_note(self, text: str) -> None:
+        """Append amworker's own ``text``: like :meth:`write` while it fits, else past the bound.
+
+        A cause written when the script has already filled the stream would
+        otherwise be counted among the dropped bytes and never seen. Past
+        the bound it follows the truncation marker, and the notes together
+        keep at most :data:`NOTE_BYTES` more.
+        """
+        if not self._notes and not self._dropped_bytes and (
+                utf8_size(text) <= self.limit_bytes - self._kept_bytes):
+            self.write(text)
+            return
+        self._note(text)
+
+    def _note(self, text: str) -> None:
+        self._rendered = None
+        kept = _utf8_prefix(text, NOTE_BYTES - self._note_bytes)
+        if kept:
+            self._notes.append(kept)
+            self._note_bytes += utf8_size(kept)
+
     def replace(self, text: str) -> None:
         """Make ``text`` (bounded like any write) the whole content."""
         self.clear()
         self.write(text)
 
     def ends_with_newline(self) -> bool:
-        """Whether the kept text is empty or ends with a line break."""
+        """Whether what is read back is empty or ends with a line break."""
+        if self._notes:
+            return self._notes[-1].endswith("\n")
+        if self._dropped_bytes:
+            return True  # the truncation marker ends its line
         return not self._pieces or self._pieces[-1].endswith("\n")
 
     def getvalue(self) -> str:
@@ -149,7 +183,7 @@ class OutputBuffer:
             self._compacted = len(self._pieces)
             if self._dropped_bytes:
                 body += TRUNCATION_MARKER.format(kept=self._kept_bytes, dropped=self._dropped_bytes)
-            self._rendered = body
+            self._rendered = body + "".join(self._notes)
         return self._rendered
 
     def __str__(self) -> str:

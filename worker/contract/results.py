@@ -71,6 +71,8 @@ def fail_tasks(tasks: Iterable[Wanting], reason: str, *, clock: Clock = utcnow) 
 class _Lines(Protocol):
     def ends_with_newline(self) -> bool: ...
 
+    def write_note(self, text: str) -> None: ...
+
 
 class LiveJob(Protocol):
     """The part of a script's ``Job`` (worker.client.job) that failing it needs."""
@@ -100,8 +102,9 @@ def fail_jobs(jobs: Iterable[LiveJob], reason: str) -> None:
     """
     text = as_line(reason)
     for job in jobs:
-        if not job.error_buffer.ends_with_newline():
-            job.write_error("\n")  # the reason starts a line of its own
-        job.write_error(text)
+        stderr = job.error_buffer
+        # On a line of its own, and kept even when the script filled stderr
+        # (after the truncation marker): a failure must say why.
+        stderr.write_note(text if stderr.ends_with_newline() else "\n" + text)
         if not job.get_exit_code():
             job.set_status(1, "error")
