@@ -38,7 +38,7 @@ from worker.logs import batch_context
 # (the app's ``include``) before it sends ``worker_init``; the shim never
 # imports it, so it loads none of the pool's code.
 from worker.pool import advertise, metrics  # noqa: F401, I001
-from worker.pool.runtime import WorkerRuntime, node_name
+from worker.pool.runtime import WorkerRuntime, despite_soft_limit, node_name
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,9 @@ def run_slice(
             )
             # Inside the lease: a shim must never see this slice neither
             # leased nor finished.
-            self.runtime.store_outcome(task_id, message.function, results,
-                                       answer_ready=header(self.request, RESULTS_HEADER) == READY_FORMAT)
+            ready = header(self.request, RESULTS_HEADER) == READY_FORMAT
+            despite_soft_limit((SoftTimeLimitExceeded,), lambda: self.runtime.store_outcome(
+                task_id, message.function, results, answer_ready=ready), "storing its results")
     return SliceEnvelope(index=message.index, count=message.count, tasks=len(results)).to_json()
 
 

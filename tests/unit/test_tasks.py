@@ -13,7 +13,7 @@ from worker.config import Settings
 from worker.contract import keys
 from worker.contract.keys import SCRIPT_HEADER
 from worker.contract.results import failed_results
-from worker.pool.runtime import WorkerRuntime
+from worker.pool.runtime import WorkerRuntime, despite_soft_limit
 from worker.scripts.registry import Registry
 
 
@@ -208,3 +208,34 @@ def test_a_slice_stores_no_celery_result_on_success_but_the_callback_and_failure
     assert tasks.run_slice.ignore_result is True
     assert tasks.run_slice.store_errors_even_if_ignored is True
     assert tasks.collect.ignore_result is False
+
+
+class _SoftLimit(Exception):
+    """Stands in for Celery's SoftTimeLimitExceeded (the seam is the tuple passed in)."""
+
+
+def test_a_soft_limit_firing_in_a_write_after_the_script_returned_is_written_through() -> None:
+    # Raised in a retry's pause, it escaped to Celery: the rows said exit 0
+    # while the controller was told "hard time limit".
+    client, clock = _FlakyRedis(failures=1), _Clock()
+    fired: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        if not fired:
+            fired.append(seconds)
+            raise _SoftLimit("SoftTimeLimitExceeded(300)")
+        clock.sleep(seconds)
+
+    despite_soft_limit((_SoftLimit,), lambda: _runtime(client).store_outcome(
+        "s1", "echo_v0.0", RESULTS, sleep=sleep, clock=lambda: clock.now), "storing its results")
+
+    assert fired
+    assert json.loads(client.kept[keys.outcome_key("s1")])[0]["uuid"] == "t1"
+
+
+def test_any_other_error_in_such_a_write_still_escapes() -> None:
+    def write() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        despite_soft_limit((_SoftLimit,), write, "storing its results")

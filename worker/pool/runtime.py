@@ -241,11 +241,29 @@ class WorkerRuntime:
             # The script ran: its result is the truth and goes to the
             # controller whatever happens to the row (with_retries logged it).
             with contextlib.suppress(bookkeeping.DatabaseUnavailable):
-                bookkeeping.mark_finished(
+                despite_soft_limit(soft_limit_errors, lambda: bookkeeping.mark_finished(
                     results, capture_output=self.settings.capture_output, policy=self.retry
-                )
+                ), "writing the Tasks rows")
         close_old_connections()
         return results
+
+
+def despite_soft_limit(soft_limit_errors: tuple[type[BaseException], ...],
+                       write: Callable[[], object], what: str) -> None:
+    """``write()``, carried to its end even if the slice's soft time limit fires during it.
+
+    The limit is raised once, at whatever line runs then (a signal). Once
+    the script has returned its results stand, and a limit firing in a
+    retry's pause of their writes would lose them: the rows would say one
+    thing and the controller, told "hard time limit", another. So the write
+    is made again; the hard limit still bounds the slice.
+    """
+    try:
+        write()
+    except soft_limit_errors:
+        log.warning("the slice's soft time limit fired while %s, after its script returned; "
+                    "finishing that", what)
+        write()
 
 
 def _failed(specs: Sequence[JobSpec], reason: str) -> list[TaskResult]:
