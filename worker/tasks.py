@@ -144,9 +144,12 @@ def run_slice(
             )
             # Inside the lease: a shim must never see this slice neither
             # leased nor finished.
-            ready = header(self.request, RESULTS_HEADER) == READY_FORMAT
-            despite_soft_limit((SoftTimeLimitExceeded,), lambda: self.runtime.store_outcome(
-                task_id, message.function, results, answer_ready=ready), "storing its results")
+            store = functools.partial(self.runtime.store_outcome, task_id, message.function, results,
+                                      answer_ready=header(self.request, RESULTS_HEADER) == READY_FORMAT)
+            # Cut short, the store may have written everything already, and
+            # the shim be reading its parts: it is resumed, never restarted.
+            despite_soft_limit((SoftTimeLimitExceeded,), store, "storing its results",
+                               again=functools.partial(store, resumed=True))
     return SliceEnvelope(index=message.index, count=message.count, tasks=len(results)).to_json()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import redis
@@ -239,3 +240,31 @@ def test_any_other_error_in_such_a_write_still_escapes() -> None:
 
     with pytest.raises(ValueError, match="a bug"):
         despite_soft_limit((_SoftLimit,), write, "storing its results")
+
+
+class _AlreadyStored:
+    """Redis after a store whose final write landed: its key exists; nothing may be written."""
+
+    def exists(self, key: str) -> int:
+        return 1
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"a resumed store wrote to Redis ({name}) over results a lane may be reading")
+
+
+def test_a_resumed_store_checks_before_it_writes() -> None:
+    # The soft limit cut the first store short after its final write: writing
+    # the parts again would empty their list under a lane reading them.
+    _runtime(_AlreadyStored()).store_outcome("s1", "echo_v0.0", RESULTS, resumed=True)  # type: ignore[arg-type]
+
+
+def test_a_write_cut_short_by_the_soft_limit_is_finished_by_its_resumption() -> None:
+    calls: list[str] = []
+
+    def write() -> None:
+        calls.append("write")
+        raise _SoftLimit("SoftTimeLimitExceeded(300)")
+
+    despite_soft_limit((_SoftLimit,), write, "storing its results", again=lambda: calls.append("again"))
+
+    assert calls == ["write", "again"]

@@ -253,8 +253,10 @@ class Job:
         and ``KeyboardInterrupt`` pass through (the executor fails the slice's
         jobs on ``SystemExit``), and so do the exceptions the executor names
         in :attr:`passes_through` (the slice's soft time limit: caught here,
-        it would fail one job and let the script run on to the hard limit,
-        which kills the pool process and every result with it).
+        it would fail one job and let the script run on, past its limit and
+        into the hard one, which kills the pool process and every result
+        with it). So the slice stops, and each of its jobs fails with the
+        time limit's cause, those finished before it too.
 
         With ``logger``, a capture handler is attached for the block (see
         :mod:`worker.client.log_capture`) and removed, without a flush, at the

@@ -24,14 +24,13 @@ TRUNCATION_MARKER = (
 """Appended (once) to a stream that went over its bound; filled in on reading."""
 
 _COMPACT_EVERY = 256
-
-#: Room past the bound for amworker's own notes (:meth:`OutputBuffer.write_note`):
-#: a failure's cause, with its traceback, after a stream the script filled.
-NOTE_BYTES = 64 * 1024
 """Join this many buffered pieces into one, so tiny writes cost no per-object memory."""
 
 _COUNT_CHUNK_CHARS = 64 * 1024
 """Non-ASCII text is measured in slices this long, bounding temporary memory."""
+
+NOTE_BYTES = 64 * 1024
+"""Room past the bound for amworker's own notes (:meth:`OutputBuffer.write_note`)."""
 
 Writable: TypeAlias = str | bytes | bytearray | memoryview
 """What ``write_output``/``write_error`` accept: text, or UTF-8 bytes."""
@@ -144,9 +143,10 @@ class OutputBuffer:
     def write_note(self, text: str) -> None:
         """Append amworker's own ``text``: like :meth:`write` while it fits, else past the bound.
 
-        A cause written when the script has already filled the stream would
-        otherwise be counted among the dropped bytes and never seen. Past
-        the bound it follows the truncation marker, and the notes together
+        A failure's cause written when the script has already filled the
+        stream would otherwise be counted among the dropped bytes and never
+        seen. Past the bound it follows what was kept (and the truncation
+        marker, if the script's own output was cut), and the notes together
         keep at most :data:`NOTE_BYTES` more.
         """
         if not self._notes and not self._dropped_bytes and (

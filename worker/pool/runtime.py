@@ -101,6 +101,7 @@ class WorkerRuntime:
 
     def store_outcome(self, task_id: str, function: str, results: Sequence[TaskResult], *,
                       answer_ready: bool = False,
+                      resumed: bool = False,
                       sleep: Callable[[float], None] = time.sleep,
                       clock: Callable[[], float] = time.monotonic,
                       part_chars: int = OUTCOME_PART_CHARS) -> None:
@@ -114,7 +115,9 @@ class WorkerRuntime:
         characters at most, see :func:`encode_result_parts`).
         ``answer_ready`` (the shim asked, for a JSON request) stores them as
         the slice's part of the answer instead (:func:`encode_ready_results`),
-        when they fit in one value.
+        when they fit in one value. ``resumed``: an earlier call was cut
+        short, perhaps after its final write reached Redis, so this one
+        checks first, as a retry does.
         """
         first, *rest = _stored_form(results, part_chars, answer_ready)
         # The script has run: losing its results to a Redis blip would answer
@@ -124,7 +127,7 @@ class WorkerRuntime:
         # unfinished meanwhile).
         policy = RetryPolicy(wait=self._lease_ttl())
         deadline = clock() + policy.wait
-        attempt = 0
+        attempt = 1 if resumed else 0
         while True:
             attempt += 1
             try:
@@ -249,21 +252,24 @@ class WorkerRuntime:
 
 
 def despite_soft_limit(soft_limit_errors: tuple[type[BaseException], ...],
-                       write: Callable[[], object], what: str) -> None:
+                       write: Callable[[], object], what: str, *,
+                       again: Callable[[], object] | None = None) -> None:
     """``write()``, carried to its end even if the slice's soft time limit fires during it.
 
     The limit is raised once, at whatever line runs then (a signal). Once
-    the script has returned its results stand, and a limit firing in a
-    retry's pause of their writes would lose them: the rows would say one
-    thing and the controller, told "hard time limit", another. So the write
-    is made again; the hard limit still bounds the slice.
+    the script has returned, its results stand; the writes of them are
+    where a slice can spend seconds after that (their retries pause while
+    Redis or the database is away), and a limit firing there lost them: the
+    rows said one thing and the controller, told "hard time limit",
+    another. So the write is finished by ``again`` (``write`` itself if not
+    given: it must be safe to repeat); the hard limit still bounds the slice.
     """
     try:
         write()
     except soft_limit_errors:
         log.warning("the slice's soft time limit fired while %s, after its script returned; "
                     "finishing that", what)
-        write()
+        (again or write)()
 
 
 def _failed(specs: Sequence[JobSpec], reason: str) -> list[TaskResult]:
