@@ -83,6 +83,33 @@ def test_daemonised_grandchild_is_adopted_and_killed(tmp_path: Path) -> None:
     assert jobs[0].get_exit_code() == 1
 
 
+def test_a_leftover_childs_own_child_is_killed_too(tmp_path: Path) -> None:
+    # Killing the shell hands its background sleep to this (subreaper)
+    # process only once the shell is dead: a single pass over the children
+    # missed it, and it lived on into the next slice.
+    pidfile = tmp_path / "pid"
+
+    class Nester:
+        def call(self, jobs: list[Job]) -> None:
+            subprocess.Popen(["sh", "-c", f"sleep 60 & echo $! > {pidfile}.tmp; "  # noqa: S607
+                              f"mv {pidfile}.tmp {pidfile}; sleep 60"])
+            deadline = time.monotonic() + 10
+            while not pidfile.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for job in jobs:
+                job.set_status(0)
+
+    before = child_pids()
+    jobs = _jobs()
+    run_script(Nester(), jobs)
+    grandchild = int(pidfile.read_text())
+
+    assert _gone(grandchild), "the shell's own child must be killed and reaped too"
+    assert child_pids() - before == set()
+    # The shell, its background sleep and the sleep it was waiting on.
+    assert "3 child process(es) still running" in jobs[0].get_stderr()
+
+
 def test_children_from_before_the_call_are_left_alone() -> None:
     older = subprocess.Popen(["sleep", "60"])  # noqa: S607
     try:

@@ -137,24 +137,39 @@ def child_pids(pid: int | None = None) -> set[int]:
     return found
 
 
+#: Passes over the children that appeared: a killed child's own children
+#: come to this process (a subreaper) only once it dies, so each pass finds
+#: the next generation. Bounded, for a script whose children fork on and on.
+KILL_PASSES = 16
+
+
 def kill_leftovers(before: set[int]) -> list[int]:
     """SIGKILL and reap children that appeared since ``before``; the pids that were running.
 
     Zombies (children that exited but were not waited for) are reaped too but
-    not reported: they had finished.
+    not reported: they had finished. A child's children, adopted when it is
+    killed, are killed in the next pass.
     """
     running: list[int] = []
-    new = sorted(child_pids() - before)
-    for pid in new:
-        if _state(pid) not in ("Z", None):
-            running.append(pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    for pid in new:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+    for _ in range(KILL_PASSES):
+        new = sorted(child_pids() - before)
+        if not new:
+            break
+        running += _kill_and_reap(new)
     if running:
         log.warning("script left %d child process(es) running; killed %s", len(running), running)
+    return running
+
+
+def _kill_and_reap(pids: list[int]) -> list[int]:
+    """SIGKILL ``pids`` that still run, reap them all; the ones that were running."""
+    running = [pid for pid in pids if _state(pid) not in ("Z", None)]
+    for pid in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
     return running
 
 
