@@ -79,8 +79,8 @@ def answers_tasks(raw: bytes | str, uuids: Iterable[str]) -> bool:
     batch's: running a batch twice is worse than answering it with a cause.
     """
     try:
-        record = json.loads(raw)
-    except (ValueError, RecursionError):
+        record = records.loads(raw, "a stored answer")
+    except RecordError:
         return True
     if not isinstance(record, list):
         return True

@@ -34,7 +34,7 @@ from worker.batch.answers import Settlement, answer_record_settlement
 from worker.batch.dispatch import Dispatch, SliceRef, decode_plan
 from worker.codec.records import TaskResult
 from worker.config import Settings
-from worker.contract import keys, lifetimes
+from worker.contract import keys, lifetimes, records
 from worker.contract.lifetimes import LIMIT_GRACE_SECONDS
 from worker.contract.plan import PlanRecord
 from worker.contract.records import RecordError
@@ -496,10 +496,10 @@ def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        # RecursionError: a value nested thousands deep. Unreadable, like
-        # any other: it must not fail the batch's other slices.
+        # Unreadable, even nested thousands deep: it must not fail the
+        # batch's other slices.
+        value = records.loads(raw, "a slice's record")
+    except RecordError:
         return None
     return value if isinstance(value, dict) else None
 
